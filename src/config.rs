@@ -1,0 +1,334 @@
+//! Configuration: the command line (every flag also read from
+//! `SWITCHYARD_<FLAG>`), validated into a typed [`Config`]. Tests build a
+//! `Config` directly; nothing here touches the process environment except
+//! clap's own flag lookup and the `REDIS_URL` fallback in [`Cli::redis_url`].
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Exit code for a usage error (BSD `EX_USAGE`).
+pub const EXIT_USAGE: i32 = 64;
+
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about = "A dynamic HTTP reverse proxy whose routes live in Redis and are pushed, not polled.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub redis: RedisArgs,
+
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve traffic (the default when no command is given).
+    Serve,
+    /// Read and write routes in the Redis hash.
+    Route {
+        #[command(subcommand)]
+        action: RouteAction,
+    },
+    /// List the live replicas and what table each one runs.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RouteAction {
+    /// Set HOST to BACKENDS (`ip:port[,ip:port...]`); refuses an invalid value.
+    Set {
+        host: String,
+        backends: String,
+        /// Wait until every live replica serves the change (optional timeout, default 10s).
+        #[arg(long, num_args = 0..=1, default_missing_value = "10s", value_parser = humantime::parse_duration)]
+        wait: Option<Duration>,
+    },
+    /// Delete the route of HOST.
+    Del {
+        host: String,
+        #[arg(long, num_args = 0..=1, default_missing_value = "10s", value_parser = humantime::parse_duration)]
+        wait: Option<Duration>,
+    },
+    /// List every route.
+    List,
+}
+
+/// Where the routes live; shared by every command.
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Redis URL (`redis://`, `rediss://`, `redis-sentinel://`); also read from REDIS_URL.
+    #[arg(long, global = true, env = "SWITCHYARD_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// The hash holding host → backends.
+    #[arg(long, global = true, env = "SWITCHYARD_ROUTES_KEY", default_value = "routes")]
+    pub routes_key: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address for proxied traffic.
+    #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Address of the admin endpoint (/healthz /readyz /routes /metrics).
+    #[arg(long, env = "SWITCHYARD_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+
+    /// Full resync period: the safety net for lost notifications.
+    #[arg(long, env = "SWITCHYARD_RESYNC_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub resync_interval: Duration,
+
+    /// How long in-flight requests may run after SIGTERM/SIGINT.
+    #[arg(long, env = "SWITCHYARD_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Write every swapped-in table here; serve it when booting without Redis.
+    #[arg(long, env = "SWITCHYARD_SNAPSHOT_FILE")]
+    pub snapshot_file: Option<PathBuf>,
+
+    /// How long a backend that refused or timed out is skipped.
+    #[arg(long, env = "SWITCHYARD_DEAD_BACKEND_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub dead_backend_ttl: Duration,
+
+    /// Backend connect timeout (504 when exceeded).
+    #[arg(long, env = "SWITCHYARD_CONNECT_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Time a backend has to send response headers (504 when exceeded).
+    #[arg(long, env = "SWITCHYARD_RESPONSE_HEADER_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub response_header_timeout: Duration,
+
+    /// Time a client has to send its request headers.
+    #[arg(long, env = "SWITCHYARD_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Largest request head accepted (larger gets 431), in bytes.
+    #[arg(long, env = "SWITCHYARD_MAX_HEADER_SIZE", default_value_t = 32 * 1024)]
+    pub max_header_size: usize,
+
+    /// Idle keep-alive time of a client connection.
+    #[arg(long, env = "SWITCHYARD_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Cap on concurrent client connections (0 = no cap).
+    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// One log line per request.
+    #[arg(long, env = "SWITCHYARD_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
+    pub access_log: bool,
+
+    /// Log format.
+    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// This replica's id in `switchyard status` (default: hostname-pid).
+    #[arg(long, env = "SWITCHYARD_REPLICA_ID")]
+    pub replica_id: Option<String>,
+
+    /// Runtime worker threads (default: one per core).
+    #[arg(long, env = "SWITCHYARD_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+}
+
+/// A validation failure: reported with exit code 64.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid --redis-url {url:?}: {reason}")]
+    RedisUrl { url: String, reason: String },
+    #[error("invalid --routes-key: must not be empty")]
+    RoutesKey,
+    #[error("--resync-interval must be at least 100ms")]
+    ResyncInterval,
+    #[error("--max-header-size must be at least 8192")]
+    MaxHeaderSize,
+}
+
+impl Cli {
+    /// The Redis URL: flag, then `SWITCHYARD_REDIS_URL` (via clap), then
+    /// `REDIS_URL`, then the default.
+    pub fn redis_url(&self, env_redis_url: Option<String>) -> String {
+        self.redis
+            .redis_url
+            .clone()
+            .or(env_redis_url)
+            .unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned())
+    }
+}
+
+/// Everything the sync loop needs, typed and validated.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    pub redis: fred::prelude::Config,
+    pub redis_url: String,
+    pub routes_key: String,
+    pub resync_interval: Duration,
+    /// PING period on both connections: finds half-open connections that
+    /// TCP alone would report only minutes later.
+    pub ping_interval: Duration,
+    /// Limits of the capped exponential reconnect backoff.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Timeout of every Redis command and of connecting.
+    pub command_timeout: Duration,
+    /// Above this many routes a reload uses HSCAN in chunks instead of one
+    /// HGETALL, so Redis is never blocked for long.
+    pub scan_threshold: usize,
+    pub snapshot_file: Option<PathBuf>,
+    /// Status key refresh period (DESIGN 8).
+    pub status_interval: Duration,
+    pub replica_id: String,
+}
+
+/// Everything the request path needs.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub dead_backend_ttl: Duration,
+    pub connect_timeout: Duration,
+    pub response_header_timeout: Duration,
+    pub access_log: bool,
+}
+
+/// Everything the listeners need.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub header_read_timeout: Duration,
+    pub max_header_size: usize,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub sync: SyncConfig,
+    pub proxy: ProxyConfig,
+    pub server: ServerConfig,
+}
+
+/// Parses and checks a Redis URL the way the sync loop will use it.
+pub fn parse_redis_url(url: &str) -> Result<fred::prelude::Config, ConfigError> {
+    const SCHEMES: [&str; 8] = [
+        "redis", "rediss", "valkey", "valkeys", "redis-sentinel", "rediss-sentinel", "redis-cluster", "rediss-cluster",
+    ];
+    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or_default();
+    if !SCHEMES.contains(&scheme) {
+        return Err(ConfigError::RedisUrl {
+            url: url.to_owned(),
+            reason: format!("scheme must be one of {}", SCHEMES.join(", ")),
+        });
+    }
+    fred::prelude::Config::from_url(url).map_err(|e| ConfigError::RedisUrl {
+        url: url.to_owned(),
+        reason: e.details().to_string(),
+    })
+}
+
+pub fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "switchyard".into());
+    format!("{host}-{}", std::process::id())
+}
+
+impl Config {
+    /// A config with production defaults for the given Redis URL.
+    pub fn new(redis_url: &str) -> Result<Config, ConfigError> {
+        let cli = Cli::try_parse_from(["switchyard"]).expect("defaults parse");
+        Config::from_args(redis_url, &cli.redis, &cli.serve)
+    }
+
+    pub fn from_args(redis_url: &str, redis: &RedisArgs, serve: &ServeArgs) -> Result<Config, ConfigError> {
+        if redis.routes_key.is_empty() {
+            return Err(ConfigError::RoutesKey);
+        }
+        if serve.resync_interval < Duration::from_millis(100) {
+            return Err(ConfigError::ResyncInterval);
+        }
+        if serve.max_header_size < 8192 {
+            return Err(ConfigError::MaxHeaderSize);
+        }
+        Ok(Config {
+            sync: SyncConfig {
+                redis: parse_redis_url(redis_url)?,
+                redis_url: redis_url.to_owned(),
+                routes_key: redis.routes_key.clone(),
+                resync_interval: serve.resync_interval,
+                ping_interval: Duration::from_secs(1),
+                backoff_min: Duration::from_millis(50),
+                backoff_max: Duration::from_secs(5),
+                command_timeout: Duration::from_secs(5),
+                scan_threshold: 50_000,
+                snapshot_file: serve.snapshot_file.clone(),
+                status_interval: Duration::from_secs(5),
+                replica_id: serve.replica_id.clone().unwrap_or_else(default_replica_id),
+            },
+            proxy: ProxyConfig {
+                dead_backend_ttl: serve.dead_backend_ttl,
+                connect_timeout: serve.connect_timeout,
+                response_header_timeout: serve.response_header_timeout,
+                access_log: serve.access_log,
+            },
+            server: ServerConfig {
+                header_read_timeout: serve.header_read_timeout,
+                max_header_size: serve.max_header_size,
+                idle_timeout: serve.idle_timeout,
+                max_connections: serve.max_connections,
+                shutdown_timeout: serve.shutdown_timeout,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_design() {
+        let cli = Cli::try_parse_from(["switchyard"]).unwrap();
+        assert_eq!(cli.serve.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(cli.serve.admin_listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(cli.redis.routes_key, "routes");
+        assert_eq!(cli.serve.resync_interval, Duration::from_secs(30));
+        assert_eq!(cli.redis_url(None), DEFAULT_REDIS_URL);
+        assert_eq!(cli.redis_url(Some("redis://h:1/2".into())), "redis://h:1/2");
+    }
+
+    #[test]
+    fn flag_beats_redis_url_env() {
+        let cli = Cli::try_parse_from(["switchyard", "--redis-url", "redis://a:1"]).unwrap();
+        assert_eq!(cli.redis_url(Some("redis://b:2".into())), "redis://a:1");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(Cli::try_parse_from(["switchyard", "--resync-interval", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["switchyard", "--listen", "nowhere"]).is_err());
+        assert!(matches!(Config::new("http://x"), Err(ConfigError::RedisUrl { .. })));
+        assert!(Config::new("redis://127.0.0.1:1/0").is_ok());
+    }
+
+    #[test]
+    fn route_set_wait_takes_an_optional_timeout() {
+        let cli = Cli::try_parse_from(["switchyard", "route", "set", "a.com", "10.0.0.1:80", "--wait"]).unwrap();
+        let Some(Command::Route { action: RouteAction::Set { wait, .. } }) = cli.command else { panic!() };
+        assert_eq!(wait, Some(Duration::from_secs(10)));
+        let cli = Cli::try_parse_from(["switchyard", "route", "set", "a.com", "10.0.0.1:80", "--wait=3s"]).unwrap();
+        let Some(Command::Route { action: RouteAction::Set { wait, .. } }) = cli.command else { panic!() };
+        assert_eq!(wait, Some(Duration::from_secs(3)));
+    }
+}

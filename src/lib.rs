@@ -1,0 +1,53 @@
+//! Switchyard: a dynamic HTTP reverse proxy whose routing table lives in a
+//! Redis hash and is pushed to every replica by keyspace notifications.
+//!
+//! Map of the crate:
+//! - [`config`]: flags and environment into a typed [`config::Config`].
+//! - [`routes`]: the immutable [`routes::RouteTable`], route parsing, host normalisation.
+//! - [`sync`]: Redis → table: notifications, subscribe-then-load, coalesced resyncs, backoff.
+//! - [`state`]: what sync, proxy and admin share (the `ArcSwap` and status).
+//! - [`proxy`]: the request path: host → route → backend, headers, upgrades.
+//! - [`server`]: accept loop, HTTP/1 + HTTP/2, limits, graceful shutdown.
+//! - [`admin`]: `/healthz`, `/readyz`, `/routes`, `/metrics`.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`replicas`]: replica status keys, `status`, `route set --wait`.
+//! - [`snapshot`]: the on-disk copy of the last table.
+//! - [`cli`]: the `route` and `status` commands.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod metrics;
+pub mod proxy;
+pub mod replicas;
+pub mod routes;
+pub mod server;
+pub mod snapshot;
+pub mod state;
+pub mod sync;
+
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Runs a proxy on already-bound listeners until `shutdown` resolves, then
+/// drains in-flight requests (up to the configured deadline) and returns.
+/// Tests bind `127.0.0.1:0` and call this directly.
+pub async fn run(
+    config: config::Config,
+    proxy_listener: TcpListener,
+    admin_listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    let state = state::SharedState::new();
+    let stop = CancellationToken::new();
+    let sync_task = tokio::spawn(sync::run(config.sync.clone(), state.clone(), stop.child_token()));
+    let admin_task = tokio::spawn(admin::serve(admin_listener, state.clone(), stop.child_token()));
+    let proxy = Arc::new(proxy::Proxy::new(state.clone(), config.proxy.clone()));
+    server::serve(proxy_listener, proxy, config.server.clone(), shutdown).await;
+    stop.cancel();
+    let _ = sync_task.await;
+    let _ = admin_task.await;
+}

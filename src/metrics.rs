@@ -1,0 +1,208 @@
+//! Prometheus metrics (DESIGN 6). Label values are resolved once at start so
+//! that the request path only does atomic adds; no per-host label exists
+//! (its cardinality would be the route table's).
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+/// Why a resync ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResyncReason {
+    Boot,
+    Event,
+    Reconnect,
+    Periodic,
+}
+
+impl ResyncReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResyncReason::Boot => "boot",
+            ResyncReason::Event => "event",
+            ResyncReason::Reconnect => "reconnect",
+            ResyncReason::Periodic => "periodic",
+        }
+    }
+}
+
+/// Kinds of upstream failure, the `kind` label of `upstream_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    Refused,
+    ConnectTimeout,
+    ResponseTimeout,
+    Reset,
+    Other,
+}
+
+impl UpstreamErrorKind {
+    const ALL: [UpstreamErrorKind; 5] = [
+        UpstreamErrorKind::Refused,
+        UpstreamErrorKind::ConnectTimeout,
+        UpstreamErrorKind::ResponseTimeout,
+        UpstreamErrorKind::Reset,
+        UpstreamErrorKind::Other,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Refused => "refused",
+            UpstreamErrorKind::ConnectTimeout => "connect_timeout",
+            UpstreamErrorKind::ResponseTimeout => "response_timeout",
+            UpstreamErrorKind::Reset => "reset",
+            UpstreamErrorKind::Other => "other",
+        }
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Indexed by status class: 1xx..5xx.
+    requests_by_class: [IntCounter; 5],
+    request_duration: Histogram,
+    upstream_errors: [IntCounter; 5],
+    pub upstream_retries: IntCounter,
+    pub table_routes: IntGauge,
+    pub table_version: IntGauge,
+    pub invalid_routes: IntGauge,
+    resyncs: [IntCounter; 4],
+    pub drift: IntCounter,
+    pub sync_duration: HistogramVec,
+    pub redis_connected: IntGauge,
+    pub notifications_enabled: IntGauge,
+    pub notifications_received: IntCounter,
+    pub events_lost: IntCounter,
+    pub table_age_base: IntGauge,
+    pub client_connections: IntGauge,
+    pub connections_refused: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("switchyard".into()), None).expect("valid prefix");
+        let requests = IntCounterVec::new(
+            Opts::new("requests_total", "Proxied requests by response status class."),
+            &["class"],
+        )
+        .unwrap();
+        let requests_by_class =
+            ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| requests.with_label_values(&[c]));
+        let request_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "request_duration_seconds",
+                "Time from request head to response head.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+        )
+        .unwrap();
+        let upstream = IntCounterVec::new(
+            Opts::new("upstream_errors_total", "Failed upstream attempts by kind."),
+            &["kind"],
+        )
+        .unwrap();
+        let upstream_errors = UpstreamErrorKind::ALL.map(|k| upstream.with_label_values(&[k.as_str()]));
+        let resync_vec = IntCounterVec::new(
+            Opts::new("resyncs_total", "Full reloads of the routes hash by reason."),
+            &["reason"],
+        )
+        .unwrap();
+        let resyncs = [
+            ResyncReason::Boot,
+            ResyncReason::Event,
+            ResyncReason::Reconnect,
+            ResyncReason::Periodic,
+        ]
+        .map(|r| resync_vec.with_label_values(&[r.as_str()]));
+        let sync_duration = HistogramVec::new(
+            HistogramOpts::new("sync_duration_seconds", "Duration of a full reload (read + build + swap).")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["reason"],
+        )
+        .unwrap();
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).unwrap();
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).unwrap();
+        let m = Metrics {
+            requests_by_class,
+            request_duration,
+            upstream_errors,
+            upstream_retries: counter("upstream_retries_total", "Requests retried on another backend."),
+            table_routes: gauge("route_table_routes", "Hosts in the current table (valid or invalid)."),
+            table_version: gauge("route_table_version", "Version of the current table."),
+            invalid_routes: gauge("invalid_routes", "Entries of the routes hash that did not parse."),
+            resyncs,
+            drift: counter("drift_total", "Periodic resyncs that found a difference (a lost notification)."),
+            sync_duration,
+            redis_connected: gauge("redis_connected", "1 while both Redis connections are up."),
+            notifications_enabled: gauge(
+                "notifications_enabled",
+                "1 when keyspace notifications are on; 0 when falling back to periodic resync.",
+            ),
+            notifications_received: counter("notifications_received_total", "Keyspace events received for the routes key."),
+            events_lost: counter("notifications_lost_total", "Times the event receiver lagged and events were dropped."),
+            table_age_base: gauge("route_table_built_timestamp_seconds", "Unix time the current table was built."),
+            client_connections: gauge("client_connections", "Open client connections."),
+            connections_refused: counter("client_connections_refused_total", "Connections closed at once by --max-connections."),
+            registry,
+        };
+        m.registry.register(Box::new(requests)).unwrap();
+        m.registry.register(Box::new(m.request_duration.clone())).unwrap();
+        m.registry.register(Box::new(upstream)).unwrap();
+        m.registry.register(Box::new(resync_vec)).unwrap();
+        m.registry.register(Box::new(m.sync_duration.clone())).unwrap();
+        for c in [&m.upstream_retries, &m.drift, &m.notifications_received, &m.events_lost, &m.connections_refused] {
+            m.registry.register(Box::new(c.clone())).unwrap();
+        }
+        for g in [
+            &m.table_routes,
+            &m.table_version,
+            &m.invalid_routes,
+            &m.redis_connected,
+            &m.notifications_enabled,
+            &m.table_age_base,
+            &m.client_connections,
+        ] {
+            m.registry.register(Box::new(g.clone())).unwrap();
+        }
+        m
+    }
+
+    /// Records a finished request: two atomic adds.
+    #[inline]
+    pub fn observe_request(&self, status: u16, seconds: f64) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.requests_by_class[class].inc();
+        self.request_duration.observe(seconds);
+    }
+
+    #[inline]
+    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
+        self.upstream_errors[kind as usize].inc();
+    }
+
+    pub fn resync(&self, reason: ResyncReason) {
+        self.resyncs[reason as usize].inc();
+    }
+
+    pub fn resyncs(&self, reason: ResyncReason) -> u64 {
+        self.resyncs[reason as usize].get()
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,85 @@
+//! Every way a proxied request can fail, and the status each one answers.
+
+use crate::metrics::UpstreamErrorKind;
+use http::StatusCode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    #[error("missing or malformed Host")]
+    BadHost,
+    #[error("ambiguous request framing (Content-Length with Transfer-Encoding)")]
+    BadFraming,
+    #[error("method not allowed: this is not a forward proxy")]
+    ConnectRefused,
+    #[error("no route for this host")]
+    NoRoute,
+    #[error("the route for this host is invalid")]
+    InvalidRoute,
+    #[error("no route table loaded yet")]
+    NotReady,
+    #[error("backend unavailable")]
+    Upstream(UpstreamErrorKind),
+    #[error("backend refused the protocol switch")]
+    UpgradeMismatch,
+}
+
+impl ProxyError {
+    pub fn status(self) -> StatusCode {
+        match self {
+            ProxyError::BadHost | ProxyError::BadFraming => StatusCode::BAD_REQUEST,
+            ProxyError::ConnectRefused => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::InvalidRoute | ProxyError::UpgradeMismatch => StatusCode::BAD_GATEWAY,
+            ProxyError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream(UpstreamErrorKind::ConnectTimeout | UpstreamErrorKind::ResponseTimeout) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The short plain-text body sent to the client.
+    pub fn body(self) -> &'static str {
+        match self {
+            ProxyError::BadHost => "400 bad request: missing or malformed Host\n",
+            ProxyError::BadFraming => "400 bad request: conflicting Content-Length / Transfer-Encoding\n",
+            ProxyError::ConnectRefused => "405 method not allowed: CONNECT is not supported\n",
+            ProxyError::NoRoute => "404 not found: no route for this host\n",
+            ProxyError::InvalidRoute => "502 bad gateway: the route for this host is invalid\n",
+            ProxyError::NotReady => "503 service unavailable: routes not loaded yet\n",
+            ProxyError::Upstream(UpstreamErrorKind::ConnectTimeout) => "504 gateway timeout: backend did not accept the connection in time\n",
+            ProxyError::Upstream(UpstreamErrorKind::ResponseTimeout) => "504 gateway timeout: backend did not answer in time\n",
+            ProxyError::Upstream(_) => "502 bad gateway: backend unavailable\n",
+            ProxyError::UpgradeMismatch => "502 bad gateway: backend did not switch to the requested protocol\n",
+        }
+    }
+}
+
+/// Classifies a client error by the first I/O error in its source chain.
+pub fn classify(error: &hyper_util::client::legacy::Error) -> UpstreamErrorKind {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => UpstreamErrorKind::Refused,
+                std::io::ErrorKind::TimedOut if error.is_connect() => UpstreamErrorKind::ConnectTimeout,
+                std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof => UpstreamErrorKind::Reset,
+                _ if error.is_connect() => UpstreamErrorKind::Refused,
+                _ => UpstreamErrorKind::Other,
+            };
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
+                return UpstreamErrorKind::Reset;
+            }
+        }
+        source = e.source();
+    }
+    if error.is_connect() {
+        UpstreamErrorKind::Refused
+    } else {
+        UpstreamErrorKind::Other
+    }
+}

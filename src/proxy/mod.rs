@@ -1,0 +1,334 @@
+//! The request path: host → route → backend, forwarded with a pooled
+//! keep-alive client, bodies streamed both ways, upgrades tunnelled.
+//!
+//! Architecture invariant: nothing here awaits Redis. A lookup is one
+//! `ArcSwap` load and one hash lookup (plus one per label for wildcards).
+
+mod error;
+pub mod headers;
+
+pub use error::ProxyError;
+
+use crate::config::ProxyConfig;
+use crate::metrics::UpstreamErrorKind;
+use crate::routes::{now_ms, Backend, Lookup, Route};
+use crate::state::SharedState;
+use bytes::Bytes;
+use headers::{add_forwarding_headers, has_conflicting_framing, request_host, strip_hop_by_hop, upgrade_protocol, X_REQUEST_ID};
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::{Body, Incoming};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Body of requests sent upstream: the client's streamed body, or a
+/// buffered copy when the request may be replayed on another backend.
+pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
+/// Body of responses sent to clients: the backend's streamed body, or a
+/// short body of our own.
+pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+
+/// Bodies up to this size are buffered when the route has several
+/// backends, so that a refused connection can be retried elsewhere.
+const REPLAY_BUFFER_LIMIT: u64 = 64 * 1024;
+
+pub struct Proxy {
+    state: Arc<SharedState>,
+    client: Client<HttpConnector, UpstreamBody>,
+    config: ProxyConfig,
+    /// Upgraded (WebSocket) tunnels: hyper's graceful shutdown no longer
+    /// sees them, so they are tracked here and closed after the deadline.
+    tunnels: TaskTracker,
+    close_tunnels: CancellationToken,
+}
+
+/// What the access log says of a request.
+struct AccessInfo {
+    method: Method,
+    host: String,
+    path: String,
+    backend: Option<String>,
+    request_id: Option<HeaderValue>,
+}
+
+impl Proxy {
+    pub fn new(state: Arc<SharedState>, config: ProxyConfig) -> Proxy {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        Proxy {
+            state,
+            client,
+            config,
+            tunnels: TaskTracker::new(),
+            close_tunnels: CancellationToken::new(),
+        }
+    }
+
+    /// Waits for upgraded tunnels to finish, closing them when `deadline`
+    /// passes first.
+    pub async fn drain_tunnels(&self, deadline: Duration) {
+        self.tunnels.close();
+        if tokio::time::timeout(deadline, self.tunnels.wait()).await.is_err() {
+            self.close_tunnels.cancel();
+            self.tunnels.wait().await;
+        }
+    }
+
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.state.metrics
+    }
+
+    pub fn open_tunnels(&self) -> usize {
+        self.tunnels.len()
+    }
+
+    /// Serves one request; never fails (errors become responses).
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
+        let started = Instant::now();
+        let mut access = self.config.access_log.then(|| AccessInfo {
+            method: req.method().clone(),
+            host: request_host(&req).map(|h| h.into_owned()).unwrap_or_default(),
+            path: req.uri().path().to_owned(),
+            backend: None,
+            request_id: None,
+        });
+        let response = match self.forward(req, peer, &mut access).await {
+            Ok(response) => response,
+            Err(error) => error_response(error),
+        };
+        let elapsed = started.elapsed();
+        self.state.metrics.observe_request(response.status().as_u16(), elapsed.as_secs_f64());
+        if let Some(a) = access {
+            let bytes = response
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info!(
+                target: "access",
+                method = %a.method,
+                host = %a.host,
+                path = %a.path,
+                status = response.status().as_u16(),
+                backend = a.backend.as_deref().unwrap_or("-"),
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                bytes,
+                request_id = a.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+            );
+        }
+        response
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        access: &mut Option<AccessInfo>,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        if req.method() == Method::CONNECT {
+            return Err(ProxyError::ConnectRefused);
+        }
+        if has_conflicting_framing(req.headers()) {
+            return Err(ProxyError::BadFraming);
+        }
+        let route: Arc<Route> = {
+            let host = request_host(&req).map_err(|_| ProxyError::BadHost)?;
+            let table = self.state.table();
+            if !table.is_loaded() {
+                return Err(ProxyError::NotReady);
+            }
+            match table.lookup(&host) {
+                Lookup::Route(route) => route.clone(),
+                Lookup::Invalid => return Err(ProxyError::InvalidRoute),
+                Lookup::NotFound => return Err(ProxyError::NoRoute),
+            }
+        };
+
+        let upgrade = upgrade_protocol(&req);
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        let original_host = match req.uri().authority() {
+            Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+            None => req.headers().get(header::HOST).cloned(),
+        };
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers, true);
+        if let Some(protocol) = &upgrade {
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, protocol.clone());
+        }
+        if !parts.headers.contains_key(header::HOST) {
+            // HTTP/2 and absolute-form requests: backends see the public host.
+            if let Some(host) = &original_host {
+                parts.headers.insert(header::HOST, host.clone());
+            }
+        }
+        add_forwarding_headers(&mut parts.headers, peer.ip(), "http", original_host);
+        let request_id = match parts.headers.get(&X_REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let id = HeaderValue::from_str(&format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>()))
+                    .expect("hex is a valid header value");
+                parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
+                id
+            }
+        };
+        if let Some(a) = access.as_mut() {
+            a.request_id = Some(request_id.clone());
+        }
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+
+        // A body we can send again if the first backend refuses.
+        let mut streaming = None;
+        let replayable: Option<Bytes> = if body.is_end_stream() {
+            Some(Bytes::new())
+        } else if route.backends.len() > 1 && body.size_hint().upper().is_some_and(|n| n <= REPLAY_BUFFER_LIMIT) {
+            let collected = Limited::new(body, REPLAY_BUFFER_LIMIT as usize)
+                .collect()
+                .await
+                .map_err(|_| ProxyError::BadFraming)?;
+            Some(collected.to_bytes())
+        } else {
+            streaming = Some(body);
+            None
+        };
+
+        let attempts = route.backends.len();
+        let mut last_error = UpstreamErrorKind::Other;
+        for (attempt, backend) in route.pick_order(now_ms()).enumerate() {
+            let is_last = attempt + 1 == attempts;
+            let body = match (&replayable, streaming.take()) {
+                (Some(bytes), _) => Either::Right(Full::new(bytes.clone())),
+                (None, Some(body)) => Either::Left(body),
+                (None, None) => break,
+            };
+            let mut upstream = Request::new(body);
+            *upstream.method_mut() = parts.method.clone();
+            *upstream.version_mut() = Version::HTTP_11;
+            *upstream.uri_mut() = backend_uri(backend, &path_and_query);
+            *upstream.headers_mut() = if is_last || replayable.is_none() {
+                std::mem::take(&mut parts.headers)
+            } else {
+                parts.headers.clone()
+            };
+            if let Some(a) = access.as_mut() {
+                a.backend = Some(backend.authority.to_string());
+            }
+            match tokio::time::timeout(self.config.response_header_timeout, self.client.request(upstream)).await {
+                Ok(Ok(response)) => {
+                    if backend.is_down(now_ms()) {
+                        backend.mark_up();
+                    }
+                    return self.respond(response, client_upgrade, upgrade, request_id);
+                }
+                Ok(Err(error)) => {
+                    let kind = error::classify(&error);
+                    tracing::debug!(backend = %backend.authority, ?kind, %error, "upstream attempt failed");
+                    self.state.metrics.upstream_error(kind);
+                    let never_sent = matches!(kind, UpstreamErrorKind::Refused | UpstreamErrorKind::ConnectTimeout);
+                    if never_sent || kind == UpstreamErrorKind::Reset {
+                        backend.mark_down(now_ms(), self.config.dead_backend_ttl.as_millis() as u64);
+                    }
+                    last_error = kind;
+                    let safe = replayable.is_some() && (never_sent || parts.method.is_idempotent());
+                    if is_last || !safe {
+                        return Err(ProxyError::Upstream(kind));
+                    }
+                    self.state.metrics.upstream_retries.inc();
+                }
+                Err(_elapsed) => {
+                    self.state.metrics.upstream_error(UpstreamErrorKind::ResponseTimeout);
+                    return Err(ProxyError::Upstream(UpstreamErrorKind::ResponseTimeout));
+                }
+            }
+        }
+        Err(ProxyError::Upstream(last_error))
+    }
+
+    fn respond(
+        &self,
+        mut response: Response<Incoming>,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        requested: Option<HeaderValue>,
+        request_id: HeaderValue,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let (Some(client_upgrade), Some(requested)) = (client_upgrade, requested) else {
+                return Err(ProxyError::UpgradeMismatch);
+            };
+            let agreed = response
+                .headers()
+                .get(header::UPGRADE)
+                .and_then(|v| v.to_str().ok())
+                .zip(requested.to_str().ok())
+                .is_some_and(|(got, want)| got.eq_ignore_ascii_case(want));
+            if !agreed {
+                return Err(ProxyError::UpgradeMismatch);
+            }
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            let close = self.close_tunnels.clone();
+            self.tunnels.spawn(async move {
+                let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "upgrade failed");
+                        return;
+                    }
+                };
+                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                tokio::select! {
+                    r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                        if let Err(e) = r { tracing::debug!(error = %e, "tunnel closed with error"); }
+                    }
+                    _ = close.cancelled() => tracing::debug!("tunnel closed at shutdown"),
+                }
+            });
+            return Ok(response.map(Either::Left));
+        }
+        strip_hop_by_hop(response.headers_mut(), false);
+        response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+        Ok(response.map(Either::Left))
+    }
+}
+
+fn backend_uri(backend: &Backend, path_and_query: &PathAndQuery) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(backend.authority.clone());
+    parts.path_and_query = Some(path_and_query.clone());
+    Uri::from_parts(parts).expect("scheme, authority and path make a valid URI")
+}
+
+/// A short plain-text answer of our own.
+pub fn error_response(error: ProxyError) -> Response<ResponseBody> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(error.body().as_bytes()))));
+    *response.status_mut() = error.status();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    match error {
+        ProxyError::NotReady => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        ProxyError::BadHost | ProxyError::BadFraming => {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        _ => {}
+    }
+    response
+}

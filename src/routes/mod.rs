@@ -1,0 +1,505 @@
+//! The route table: an immutable host → backends map, built whole from the
+//! Redis hash and swapped in by the sync module. Readers do one lookup on a
+//! table they loaded once; nothing here locks or awaits.
+
+mod host;
+mod parse;
+
+pub use host::{normalize_host, HostError};
+pub use parse::{parse_backends, parse_backends_bytes, RouteError, MAX_BACKENDS, MAX_VALUE_LEN};
+
+use http::uri::Authority;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// One raw hash entry as read from Redis: field and value, bytes as stored.
+pub type RawEntry = (bytes::Bytes, bytes::Bytes);
+
+/// A backend of a route. Its health mark lives here so that a route whose
+/// value did not change keeps its marks across reloads (the whole `Route` is
+/// carried over by `Arc`).
+#[derive(Debug)]
+pub struct Backend {
+    pub authority: Authority,
+    /// Milliseconds since [`process_epoch`] until which the backend is
+    /// considered down; 0 when healthy.
+    down_until_ms: AtomicU64,
+}
+
+impl Backend {
+    fn new(authority: Authority) -> Self {
+        Backend {
+            authority,
+            down_until_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub fn is_down(&self, now_ms: u64) -> bool {
+        self.down_until_ms.load(Ordering::Relaxed) > now_ms
+    }
+
+    pub fn mark_down(&self, now_ms: u64, ttl_ms: u64) {
+        self.down_until_ms
+            .store(now_ms.saturating_add(ttl_ms).max(1), Ordering::Relaxed);
+    }
+
+    pub fn mark_up(&self) {
+        self.down_until_ms.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Milliseconds since the first call: a monotonic clock cheap enough for the
+/// request path, used for backend health marks.
+pub fn now_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    // +1 so that "0" can mean "never marked".
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// A valid route: its value as written in Redis and the parsed backends.
+#[derive(Debug)]
+pub struct Route {
+    pub value: Box<str>,
+    pub backends: Box<[Backend]>,
+    /// Round-robin cursor. An atomic, not a lock: the table stays shareable.
+    next: AtomicUsize,
+}
+
+impl Route {
+    fn new(value: &str, backends: Vec<Authority>) -> Self {
+        Route {
+            value: value.into(),
+            backends: backends.into_iter().map(Backend::new).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Backends in the order this request should try them: round-robin
+    /// start, healthy ones first, down ones last (so that when every backend
+    /// is down they are still tried rather than failing at once).
+    pub fn pick_order(&self, now_ms: u64) -> impl Iterator<Item = &Backend> + '_ {
+        let n = self.backends.len();
+        let start = if n == 1 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed) % n
+        };
+        let rotated = (0..n).map(move |i| &self.backends[(start + i) % n]);
+        let healthy = rotated.clone().filter(move |b| !b.is_down(now_ms));
+        let down = rotated.filter(move |b| b.is_down(now_ms));
+        healthy.chain(down)
+    }
+}
+
+/// What a table holds for a key: a route, or the knowledge that its value
+/// is invalid (which answers 502 rather than 404).
+#[derive(Debug, Clone)]
+pub enum Entry {
+    Valid(Arc<Route>),
+    Invalid,
+}
+
+/// A hash entry that did not parse, kept aside with its reason.
+#[derive(Debug, Clone, Serialize)]
+pub struct InvalidEntry {
+    pub field: String,
+    pub value: String,
+    pub reason: String,
+    /// True when the host's last valid route keeps serving in its place.
+    pub serving_previous: bool,
+}
+
+/// Where a table's data came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableSource {
+    /// Nothing loaded yet: every request gets 503.
+    None,
+    /// Loaded from the on-disk snapshot while Redis was unreachable.
+    Snapshot,
+    /// Loaded from Redis.
+    Redis,
+}
+
+/// The result of a lookup.
+#[derive(Debug)]
+pub enum Lookup<'a> {
+    Route(&'a Arc<Route>),
+    Invalid,
+    NotFound,
+}
+
+/// Redis server time, microseconds since the Unix epoch.
+pub type RedisMicros = u64;
+
+/// An immutable routing table.
+#[derive(Debug)]
+pub struct RouteTable {
+    exact: HashMap<Box<str>, Entry>,
+    /// Wildcard routes keyed by suffix: `*.cloud.com` is stored as `cloud.com`.
+    wildcard: HashMap<Box<str>, Entry>,
+    invalid: Vec<InvalidEntry>,
+    pub version: u64,
+    pub built_at: SystemTime,
+    /// Redis time the read behind this table reflects (DESIGN 3.7).
+    pub watermark: Option<RedisMicros>,
+    pub source: TableSource,
+}
+
+/// What changed between two tables.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Diff {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl Diff {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.added.len() + self.changed.len() + self.removed.len()
+    }
+}
+
+impl RouteTable {
+    /// The table before anything is loaded: every lookup answers 503.
+    pub fn unloaded() -> Self {
+        RouteTable {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            invalid: Vec::new(),
+            version: 0,
+            built_at: SystemTime::now(),
+            watermark: None,
+            source: TableSource::None,
+        }
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.source != TableSource::None
+    }
+
+    /// Looks a normalised host up: exact first, then the longest wildcard
+    /// suffix. One hash lookup per label at most; no allocation.
+    pub fn lookup(&self, host: &str) -> Lookup<'_> {
+        if let Some(entry) = self.exact.get(host) {
+            return entry.into();
+        }
+        if !self.wildcard.is_empty() {
+            let mut rest = host;
+            while let Some((_, suffix)) = rest.split_once('.') {
+                if let Some(entry) = self.wildcard.get(suffix) {
+                    return entry.into();
+                }
+                rest = suffix;
+            }
+        }
+        Lookup::NotFound
+    }
+
+    /// Number of keys (valid or invalid) the table answers for.
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.wildcard.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn invalid(&self) -> &[InvalidEntry] {
+        &self.invalid
+    }
+
+    /// Every key with its entry, wildcards written as `*.suffix`, sorted.
+    pub fn entries(&self) -> Vec<(String, &Entry)> {
+        let mut out: Vec<(String, &Entry)> = self
+            .exact
+            .iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .chain(self.wildcard.iter().map(|(k, v)| (format!("*.{k}"), v)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Builds a table from raw hash entries. Entries whose value did not
+    /// change since `previous` reuse its `Route` (keeping health marks and
+    /// the round-robin cursor); an invalid value keeps the previous valid
+    /// route for that host when there was one.
+    pub fn build(raw: &[RawEntry], previous: &RouteTable) -> RouteTable {
+        let mut table = RouteTable {
+            exact: HashMap::with_capacity(raw.len()),
+            wildcard: HashMap::new(),
+            invalid: Vec::new(),
+            version: previous.version,
+            built_at: SystemTime::now(),
+            watermark: None,
+            source: TableSource::Redis,
+        };
+        for (field, value) in raw {
+            table.insert_raw(field, value, previous);
+        }
+        table.invalid.sort_by(|a, b| a.field.cmp(&b.field));
+        table
+    }
+
+    fn insert_raw(&mut self, field: &[u8], value: &[u8], previous: &RouteTable) {
+        let field_text = String::from_utf8_lossy(field);
+        let value_text = || {
+            let v = String::from_utf8_lossy(&value[..value.len().min(256)]).into_owned();
+            if value.len() > 256 {
+                format!("{v}…")
+            } else {
+                v
+            }
+        };
+        let key = match std::str::from_utf8(field)
+            .map_err(|_| "field is not UTF-8".to_owned())
+            .and_then(|f| parse_field(f).map_err(|e| format!("field: {e}")))
+        {
+            Ok(key) => key,
+            Err(reason) => {
+                self.invalid.push(InvalidEntry {
+                    field: field_text.into_owned(),
+                    value: value_text(),
+                    reason,
+                    serving_previous: false,
+                });
+                return;
+            }
+        };
+        let (map, name) = match &key {
+            FieldKey::Exact(h) => (&mut self.exact, h.as_str()),
+            FieldKey::Wildcard(s) => (&mut self.wildcard, s.as_str()),
+        };
+        if map.contains_key(name) {
+            self.invalid.push(InvalidEntry {
+                field: field_text.into_owned(),
+                value: value_text(),
+                reason: format!("duplicate of another field for {}", key.display()),
+                serving_previous: false,
+            });
+            return;
+        }
+        let previous_entry = previous.entry(&key);
+        // Unchanged value: carry the route over as is.
+        if let Some(Entry::Valid(route)) = previous_entry {
+            if route.value.as_bytes() == value {
+                map.insert(name.into(), Entry::Valid(route.clone()));
+                return;
+            }
+        }
+        let parsed = parse_backends_bytes(value);
+        let entry = match parsed {
+            Ok(backends) => Entry::Valid(Arc::new(Route::new(
+                std::str::from_utf8(value).unwrap_or_default(),
+                backends,
+            ))),
+            Err(error) => {
+                let keep = match previous_entry {
+                    Some(Entry::Valid(route)) => Some(route.clone()),
+                    _ => None,
+                };
+                self.invalid.push(InvalidEntry {
+                    field: field_text.into_owned(),
+                    value: value_text(),
+                    reason: error.to_string(),
+                    serving_previous: keep.is_some(),
+                });
+                keep.map_or(Entry::Invalid, Entry::Valid)
+            }
+        };
+        map.insert(name.into(), entry);
+    }
+
+    fn entry(&self, key: &FieldKey) -> Option<&Entry> {
+        match key {
+            FieldKey::Exact(h) => self.exact.get(h.as_str()),
+            FieldKey::Wildcard(s) => self.wildcard.get(s.as_str()),
+        }
+    }
+
+    /// What changed from `old` to `self`, by key and by route value.
+    pub fn diff(&self, old: &RouteTable) -> Diff {
+        let mut diff = Diff::default();
+        diff_maps(&old.exact, &self.exact, "", &mut diff);
+        diff_maps(&old.wildcard, &self.wildcard, "*.", &mut diff);
+        if diff.is_empty() && old.invalid.len() != self.invalid.len() {
+            // An invalid value replaced by another invalid value changes
+            // nothing served, but the admin view must show the new reason.
+            diff.changed.push("(invalid entries)".into());
+        }
+        diff.added.sort();
+        diff.changed.sort();
+        diff.removed.sort();
+        diff
+    }
+}
+
+fn diff_maps(old: &HashMap<Box<str>, Entry>, new: &HashMap<Box<str>, Entry>, prefix: &str, diff: &mut Diff) {
+    for (key, entry) in new {
+        match old.get(key) {
+            None => diff.added.push(format!("{prefix}{key}")),
+            Some(before) if !same_entry(before, entry) => diff.changed.push(format!("{prefix}{key}")),
+            Some(_) => {}
+        }
+    }
+    for key in old.keys() {
+        if !new.contains_key(key) {
+            diff.removed.push(format!("{prefix}{key}"));
+        }
+    }
+}
+
+fn same_entry(a: &Entry, b: &Entry) -> bool {
+    match (a, b) {
+        (Entry::Valid(a), Entry::Valid(b)) => a.value == b.value,
+        (Entry::Invalid, Entry::Invalid) => true,
+        _ => false,
+    }
+}
+
+impl<'a> From<&'a Entry> for Lookup<'a> {
+    fn from(entry: &'a Entry) -> Self {
+        match entry {
+            Entry::Valid(route) => Lookup::Route(route),
+            Entry::Invalid => Lookup::Invalid,
+        }
+    }
+}
+
+/// A hash field after normalisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldKey {
+    Exact(String),
+    Wildcard(String),
+}
+
+impl FieldKey {
+    pub fn display(&self) -> String {
+        match self {
+            FieldKey::Exact(h) => h.clone(),
+            FieldKey::Wildcard(s) => format!("*.{s}"),
+        }
+    }
+}
+
+/// Parses a hash field: a host (normalised like a request's host) or
+/// `*.suffix` for a wildcard.
+pub fn parse_field(field: &str) -> Result<FieldKey, HostError> {
+    match field.strip_prefix("*.") {
+        Some(suffix) => Ok(FieldKey::Wildcard(normalize_host(suffix)?.into_owned())),
+        None => Ok(FieldKey::Exact(normalize_host(field)?.into_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn raw(entries: &[(&str, &str)]) -> Vec<RawEntry> {
+        entries
+            .iter()
+            .map(|(f, v)| (Bytes::copy_from_slice(f.as_bytes()), Bytes::copy_from_slice(v.as_bytes())))
+            .collect()
+    }
+
+    fn backend_of(table: &RouteTable, host: &str) -> Option<String> {
+        match table.lookup(host) {
+            Lookup::Route(r) => Some(r.value.to_string()),
+            Lookup::Invalid => Some("INVALID".into()),
+            Lookup::NotFound => None,
+        }
+    }
+
+    #[test]
+    fn exact_beats_wildcard_and_longest_suffix_wins() {
+        let t = RouteTable::build(
+            &raw(&[
+                ("*.cloud.com", "10.0.0.9:8080"),
+                ("*.eu.cloud.com", "10.0.0.10:8080"),
+                ("app1.cloud.com", "10.0.0.5:3000"),
+                ("App2.Cloud.com.", "10.0.0.6:3000"),
+            ]),
+            &RouteTable::unloaded(),
+        );
+        assert_eq!(backend_of(&t, "app1.cloud.com").unwrap(), "10.0.0.5:3000");
+        assert_eq!(backend_of(&t, "app2.cloud.com").unwrap(), "10.0.0.6:3000");
+        assert_eq!(backend_of(&t, "x.cloud.com").unwrap(), "10.0.0.9:8080");
+        assert_eq!(backend_of(&t, "a.b.cloud.com").unwrap(), "10.0.0.9:8080");
+        assert_eq!(backend_of(&t, "x.eu.cloud.com").unwrap(), "10.0.0.10:8080");
+        assert_eq!(backend_of(&t, "cloud.com"), None);
+        assert_eq!(backend_of(&t, "other.org"), None);
+    }
+
+    #[test]
+    fn invalid_value_keeps_last_valid_route_and_is_reported() {
+        let v1 = RouteTable::build(&raw(&[("a.com", "10.0.0.1:80"), ("b.com", "10.0.0.2:80")]), &RouteTable::unloaded());
+        let v2 = RouteTable::build(&raw(&[("a.com", "nonsense"), ("b.com", "10.0.0.3:80"), ("c.com", "bad")]), &v1);
+        assert_eq!(backend_of(&v2, "a.com").unwrap(), "10.0.0.1:80");
+        assert_eq!(backend_of(&v2, "b.com").unwrap(), "10.0.0.3:80");
+        assert_eq!(backend_of(&v2, "c.com").unwrap(), "INVALID");
+        assert_eq!(v2.invalid().len(), 2);
+        assert!(v2.invalid()[0].serving_previous);
+        assert!(!v2.invalid()[1].serving_previous);
+        // Sticky: still serving the old route on the next reload.
+        let v3 = RouteTable::build(&raw(&[("a.com", "nonsense")]), &v2);
+        assert_eq!(backend_of(&v3, "a.com").unwrap(), "10.0.0.1:80");
+    }
+
+    #[test]
+    fn unchanged_routes_are_carried_over_by_arc() {
+        let v1 = RouteTable::build(&raw(&[("a.com", "10.0.0.1:80")]), &RouteTable::unloaded());
+        let v2 = RouteTable::build(&raw(&[("a.com", "10.0.0.1:80")]), &v1);
+        let (Lookup::Route(r1), Lookup::Route(r2)) = (v1.lookup("a.com"), v2.lookup("a.com")) else {
+            panic!("routes expected");
+        };
+        assert!(Arc::ptr_eq(r1, r2));
+        assert!(v2.diff(&v1).is_empty());
+    }
+
+    #[test]
+    fn diff_names_added_changed_removed() {
+        let v1 = RouteTable::build(&raw(&[("a.com", "10.0.0.1:80"), ("b.com", "10.0.0.2:80")]), &RouteTable::unloaded());
+        let v2 = RouteTable::build(&raw(&[("a.com", "10.0.0.9:80"), ("c.com", "10.0.0.3:80")]), &v1);
+        let d = v2.diff(&v1);
+        assert_eq!(d.added, ["c.com"]);
+        assert_eq!(d.changed, ["a.com"]);
+        assert_eq!(d.removed, ["b.com"]);
+    }
+
+    #[test]
+    fn non_utf8_and_duplicate_fields_are_reported_not_fatal() {
+        let mut entries = raw(&[("a.com", "10.0.0.1:80"), ("A.com", "10.0.0.2:80")]);
+        entries.push((Bytes::from_static(b"\xff.com"), Bytes::from_static(b"10.0.0.1:80")));
+        entries.push((Bytes::from_static(b"d.com"), Bytes::from_static(b"\xff")));
+        let t = RouteTable::build(&entries, &RouteTable::unloaded());
+        assert!(matches!(t.lookup("a.com"), Lookup::Route(_)));
+        assert_eq!(t.invalid().len(), 3);
+    }
+
+    #[test]
+    fn round_robin_skips_down_backends_but_tries_them_when_all_are_down() {
+        let t = RouteTable::build(&raw(&[("a.com", "10.0.0.1:80,10.0.0.2:80,10.0.0.3:80")]), &RouteTable::unloaded());
+        let Lookup::Route(route) = t.lookup("a.com") else { panic!() };
+        let firsts: Vec<String> = (0..3)
+            .map(|_| route.pick_order(now_ms()).next().unwrap().authority.to_string())
+            .collect();
+        assert_eq!(firsts, ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]);
+        route.backends[1].mark_down(now_ms(), 60_000);
+        for _ in 0..6 {
+            let order: Vec<_> = route.pick_order(now_ms()).map(|b| b.authority.to_string()).collect();
+            assert_eq!(order.len(), 3);
+            assert_eq!(order[2], "10.0.0.2:80");
+        }
+        route.backends[0].mark_down(now_ms(), 60_000);
+        route.backends[2].mark_down(now_ms(), 60_000);
+        assert_eq!(route.pick_order(now_ms()).count(), 3);
+    }
+}

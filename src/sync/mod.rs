@@ -1,0 +1,424 @@
+//! Keeps the route table in step with the Redis hash (DESIGN 3).
+//!
+//! One task runs sessions. A session connects two clients (commands and
+//! subscriber), turns notifications on, subscribes, confirms the
+//! subscription, and only then loads the hash. It then reloads whenever the
+//! table is dirty: a keyspace event, a lagging event receiver, or the
+//! periodic resync. Any connection loss ends the session, and the next
+//! session starts again from "subscribe, then load", so a reconnect is
+//! always followed by a full resync. Events are hints; resyncs give
+//! correctness.
+
+pub mod redis;
+
+use crate::config::SyncConfig;
+use crate::metrics::ResyncReason;
+use crate::replicas;
+use crate::routes::{RouteTable, TableSource};
+use crate::snapshot;
+use crate::state::{NotificationMode, RedisState, SharedState};
+use fred::prelude::*;
+use fred::types::KeyspaceEvent;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+/// Above this many entries the table is built on a blocking thread so the
+/// reactor keeps serving while a large hash is parsed.
+const BUILD_OFF_REACTOR_ABOVE: usize = 10_000;
+/// How many host names a diff log line names per category.
+const DIFF_LOG_NAMES: usize = 20;
+
+/// Runs the sync loop until `shutdown` is cancelled.
+pub async fn run(config: SyncConfig, state: Arc<SharedState>, shutdown: CancellationToken) {
+    if let Some(path) = &config.snapshot_file {
+        snapshot::load_into(path, &state);
+    }
+    let mut syncer = Syncer {
+        channel: keyspace_channel(&config),
+        config,
+        state,
+        loaded_from_redis: false,
+        last_size: 0,
+    };
+    let mut backoff = Backoff::new(syncer.config.backoff_min, syncer.config.backoff_max);
+    loop {
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            outcome = syncer.session(&shutdown) => outcome,
+        };
+        match outcome {
+            SessionEnd::Shutdown => return,
+            SessionEnd::Failed { error, loaded } => {
+                if loaded {
+                    backoff.reset();
+                }
+                syncer.set_redis_state(RedisState::Down, Some(error.clone()));
+                let delay = backoff.next_delay();
+                warn!(%error, retry_in = ?delay, "redis sync session ended; serving the last table");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The keyspace channel of the routes key in the configured database.
+pub fn keyspace_channel(config: &SyncConfig) -> String {
+    format!(
+        "__keyspace@{}__:{}",
+        config.redis.database.unwrap_or(0),
+        config.routes_key
+    )
+}
+
+enum SessionEnd {
+    Shutdown,
+    Failed { error: String, loaded: bool },
+}
+
+struct Syncer {
+    config: SyncConfig,
+    state: Arc<SharedState>,
+    channel: String,
+    /// Whether any load from Redis succeeded yet: the first one is a "boot"
+    /// resync, later session starts are "reconnect" resyncs.
+    loaded_from_redis: bool,
+    /// Size of the last read, to choose HGETALL or HSCAN.
+    last_size: usize,
+}
+
+impl Syncer {
+    async fn session(&mut self, shutdown: &CancellationToken) -> SessionEnd {
+        let mut loaded = false;
+        match self.session_inner(shutdown, &mut loaded).await {
+            Ok(()) => SessionEnd::Shutdown,
+            Err(error) => SessionEnd::Failed { error, loaded },
+        }
+    }
+
+    async fn session_inner(&mut self, shutdown: &CancellationToken, loaded: &mut bool) -> Result<(), String> {
+        self.set_redis_state(RedisState::Connecting, None);
+        let (mut command, ()) = redis::connect(&self.config, |_| ()).await.map_err(|e| format!("connect: {e}"))?;
+        let subscriber = redis::connect(&self.config, |c| c.keyspace_event_rx()).await;
+        let (mut subscriber, mut events) = match subscriber {
+            Ok(ok) => ok,
+            Err(e) => {
+                command.close();
+                return Err(format!("connect subscriber: {e}"));
+            }
+        };
+        let result = self.serve_session(&mut command, &mut subscriber, &mut events, shutdown, loaded).await;
+        command.close();
+        subscriber.close();
+        self.state.metrics.redis_connected.set(0);
+        result
+    }
+
+    async fn serve_session(
+        &mut self,
+        command: &mut redis::Connection,
+        subscriber: &mut redis::Connection,
+        events: &mut tokio::sync::broadcast::Receiver<KeyspaceEvent>,
+        shutdown: &CancellationToken,
+        loaded: &mut bool,
+    ) -> Result<(), String> {
+        self.set_redis_state(RedisState::Connected, None);
+        self.state.metrics.redis_connected.set(1);
+
+        // 1. Notifications on (merged; a refusal means polling mode).
+        let mut mode = self.setup_notifications(&command.client).await?;
+        // 2. Subscribe and confirm before the first load.
+        if let Err(e) = redis::subscribe_confirmed(&subscriber.client, &self.channel).await {
+            if !redis::is_refusal(&e) {
+                return Err(format!("subscribe: {e}"));
+            }
+            error!(channel = %self.channel, error = %e, "SUBSCRIBE refused: changes arrive only with the periodic resync");
+            mode = NotificationMode::Polling { reason: format!("subscribe refused: {e}") };
+        }
+        self.set_notification_mode(mode);
+
+        // 3. The full resync that follows every (re)subscribe.
+        let mut dirty = Some(if self.loaded_from_redis {
+            ResyncReason::Reconnect
+        } else {
+            ResyncReason::Boot
+        });
+        let start = tokio::time::Instant::now();
+        let mut periodic = tokio::time::interval_at(start + self.config.resync_interval, self.config.resync_interval);
+        periodic.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ping = tokio::time::interval_at(start + self.config.ping_interval, self.config.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut status_tick = tokio::time::interval_at(start + self.config.status_interval, self.config.status_interval);
+        status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        loop {
+            if let Some(reason) = dirty.take() {
+                // Drain what is already queued first: those events are
+                // covered by the read we are about to make.
+                self.drain_events(events)?;
+                self.resync(&command.client, reason).await?;
+                *loaded = true;
+                continue;
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(()),
+                r = &mut command.task => return Err(format!("command connection closed: {}", join_reason(r))),
+                r = &mut subscriber.task => return Err(format!("subscriber connection closed: {}", join_reason(r))),
+                event = events.recv() => match event {
+                    Ok(event) => {
+                        if self.is_routes_event(&event) {
+                            self.state.metrics.notifications_received.inc();
+                            debug!(op = %event.operation, "keyspace event");
+                            dirty = Some(ResyncReason::Event);
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        warn!(lost = n, "keyspace event receiver lagged; resyncing");
+                        self.state.metrics.events_lost.inc();
+                        dirty = Some(ResyncReason::Event);
+                    }
+                    Err(RecvError::Closed) => return Err("event stream closed".into()),
+                },
+                _ = periodic.tick() => {
+                    let mode = self.recheck_notifications(&command.client).await?;
+                    self.set_notification_mode(mode);
+                    dirty = Some(ResyncReason::Periodic);
+                }
+                _ = ping.tick() => {
+                    // Finds half-open connections; a subscriber is otherwise silent.
+                    let (a, b) = tokio::join!(
+                        command.client.ping::<fred::types::Value>(None),
+                        subscriber.client.ping::<fred::types::Value>(None)
+                    );
+                    a.map_err(|e| format!("command ping: {e}"))?;
+                    b.map_err(|e| format!("subscriber ping: {e}"))?;
+                }
+                _ = status_tick.tick() => self.publish_status(&command.client).await,
+            }
+        }
+    }
+
+    fn drain_events(&self, events: &mut tokio::sync::broadcast::Receiver<KeyspaceEvent>) -> Result<(), String> {
+        loop {
+            match events.try_recv() {
+                Ok(event) => {
+                    if self.is_routes_event(&event) {
+                        self.state.metrics.notifications_received.inc();
+                    }
+                }
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
+                    self.state.metrics.events_lost.inc();
+                }
+                Err(tokio::sync::broadcast::error::TryRecvError::Empty) => return Ok(()),
+                Err(tokio::sync::broadcast::error::TryRecvError::Closed) => return Err("event stream closed".into()),
+            }
+        }
+    }
+
+    fn is_routes_event(&self, event: &KeyspaceEvent) -> bool {
+        event.key.as_bytes() == self.config.routes_key.as_bytes()
+            && event.db == self.config.redis.database.unwrap_or(0)
+    }
+
+    async fn setup_notifications(&self, client: &Client) -> Result<NotificationMode, String> {
+        match redis::ensure_notifications(client).await {
+            Ok(Some(flags)) => {
+                info!(%flags, "turned keyspace notifications on (CONFIG SET notify-keyspace-events)");
+                Ok(NotificationMode::Keyspace)
+            }
+            Ok(None) => Ok(NotificationMode::Keyspace),
+            Err(e) if redis::is_refusal(&e) => {
+                error!(
+                    error = %e,
+                    resync_interval = ?self.config.resync_interval,
+                    "CANNOT TURN ON KEYSPACE NOTIFICATIONS (CONFIG refused). Route changes will only be \
+                     picked up by the periodic resync. Grant +config to this user or set \
+                     notify-keyspace-events to include Kghxe on the server."
+                );
+                Ok(NotificationMode::Polling { reason: format!("CONFIG refused: {e}") })
+            }
+            Err(e) => Err(format!("notification setup: {e}")),
+        }
+    }
+
+    /// At each periodic resync: someone may have switched notifications
+    /// off at runtime; turn them back on, and retry after a refusal.
+    async fn recheck_notifications(&self, client: &Client) -> Result<NotificationMode, String> {
+        let before = self.state.status().notifications.clone();
+        let mode = self.setup_notifications(client).await?;
+        if before == NotificationMode::Keyspace && mode == NotificationMode::Keyspace {
+            // setup_notifications logged if it had to turn them back on.
+        }
+        Ok(mode)
+    }
+
+    async fn resync(&mut self, client: &Client, reason: ResyncReason) -> Result<(), String> {
+        let started = Instant::now();
+        let metrics = &self.state.metrics;
+        metrics.resync(reason);
+        let expect_large = self.last_size > self.config.scan_threshold;
+        let read = match redis::read_hash(client, &self.config.routes_key, expect_large).await {
+            Ok(read) => read,
+            Err(e) if redis::is_refusal(&e) => {
+                // WRONGTYPE, NOPERM...: keep the table, say why, try again later.
+                error!(error = %e, key = %self.config.routes_key, "reading the routes hash failed; keeping the current table");
+                self.state.status().last_error = Some(format!("read: {e}"));
+                return Ok(());
+            }
+            Err(e) => return Err(format!("read routes: {e}")),
+        };
+        self.last_size = read.entries.len();
+        let previous = self.state.table_full();
+        let entries = read.entries;
+        let build = {
+            let previous = previous.clone();
+            move || RouteTable::build(&entries, &previous)
+        };
+        let mut table = if self.last_size > BUILD_OFF_REACTOR_ABOVE {
+            tokio::task::spawn_blocking(build).await.map_err(|e| format!("build: {e}"))?
+        } else {
+            build()
+        };
+        table.watermark = Some(read.watermark);
+        let diff = table.diff(&previous);
+        let source_changed = previous.source != TableSource::Redis;
+        let swapped = !diff.is_empty() || source_changed;
+        if swapped {
+            table.version = previous.version + 1;
+            let table = Arc::new(table);
+            self.state.swap_table(table.clone());
+            log_diff(reason, &diff, &table);
+            for entry in table.invalid() {
+                warn!(host = %entry.field, value = %entry.value, reason = %entry.reason,
+                      serving_previous = entry.serving_previous, "invalid route");
+            }
+            if let Some(path) = &self.config.snapshot_file {
+                snapshot::save_in_background(path.clone(), table, self.state.clone());
+            }
+        }
+        if reason == ResyncReason::Periodic && !diff.is_empty() && !source_changed {
+            metrics.drift.inc();
+            warn!(changes = diff.len(), "periodic resync found drift: a notification was lost");
+        }
+        self.loaded_from_redis = true;
+        {
+            let mut status = self.state.status();
+            status.last_sync = Some(SystemTime::now());
+            status.watermark = Some(read.watermark);
+            status.last_error = None;
+        }
+        metrics
+            .sync_duration
+            .with_label_values(&[reason.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        debug!(reason = reason.as_str(), swapped, took = ?started.elapsed(), "resync done");
+        self.publish_status(client).await;
+        Ok(())
+    }
+
+    async fn publish_status(&self, client: &Client) {
+        if let Err(e) = replicas::publish(client, &self.config, &self.state).await {
+            debug!(error = %e, "publishing replica status failed");
+        }
+    }
+
+    fn set_redis_state(&self, redis: RedisState, error: Option<String>) {
+        let mut status = self.state.status();
+        if status.redis != redis {
+            status.redis = redis;
+            status.redis_since = SystemTime::now();
+        }
+        if error.is_some() {
+            status.last_error = error;
+        }
+        if redis != RedisState::Connected {
+            self.state.metrics.redis_connected.set(0);
+        }
+    }
+
+    fn set_notification_mode(&self, mode: NotificationMode) {
+        self.state
+            .metrics
+            .notifications_enabled
+            .set((mode == NotificationMode::Keyspace) as i64);
+        self.state.status().notifications = mode;
+    }
+}
+
+fn join_reason(result: Result<Result<(), Error>, tokio::task::JoinError>) -> String {
+    match result {
+        Ok(Ok(())) => "closed".into(),
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn log_diff(reason: ResyncReason, diff: &crate::routes::Diff, table: &RouteTable) {
+    let names = |v: &[String]| {
+        let mut s = v.iter().take(DIFF_LOG_NAMES).cloned().collect::<Vec<_>>().join(",");
+        if v.len() > DIFF_LOG_NAMES {
+            s.push_str(&format!(",… ({} more)", v.len() - DIFF_LOG_NAMES));
+        }
+        s
+    };
+    info!(
+        reason = reason.as_str(),
+        version = table.version,
+        routes = table.len(),
+        invalid = table.invalid().len(),
+        added = %names(&diff.added),
+        changed = %names(&diff.changed),
+        removed = %names(&diff.removed),
+        "route table swapped"
+    );
+}
+
+/// Capped exponential backoff with jitter.
+#[derive(Debug)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff { min, max, current: min }
+    }
+
+    pub fn reset(&mut self) {
+        self.current = self.min;
+    }
+
+    /// The next delay: the current step plus up to 10 % jitter (so that
+    /// replicas do not reconnect in lockstep), then the step doubles.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.current;
+        self.current = (self.current * 2).min(self.max);
+        let jitter = base.mul_f64(rand::random::<f64>() * 0.1);
+        (base + jitter).min(self.max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let delays: Vec<_> = (0..6).map(|_| b.next_delay()).collect();
+        assert!(delays[0] >= Duration::from_millis(100) && delays[0] <= Duration::from_millis(110));
+        assert!(delays[1] >= Duration::from_millis(200) && delays[1] <= Duration::from_millis(220));
+        assert!(delays[5] <= Duration::from_secs(1));
+        assert!(delays[5] >= Duration::from_millis(900));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(110));
+    }
+}

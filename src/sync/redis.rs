@@ -1,0 +1,255 @@
+//! The Redis side of sync: building connections, turning keyspace
+//! notifications on, and reading the whole routes hash with its watermark.
+//! Everything fred-specific lives here, so the client can be swapped out.
+
+use crate::config::SyncConfig;
+use crate::routes::{RawEntry, RedisMicros};
+use bytes::Bytes;
+use fred::prelude::*;
+use fred::types::{ConnectHandle, CustomCommand, Value};
+use std::time::Duration;
+
+/// Notification flags this proxy needs: keyspace channel (`K`) with generic
+/// (`g`: del, rename, ...), hash (`h`), expired (`x`) and evicted (`e`) events.
+const REQUIRED_FLAGS: [char; 5] = ['K', 'g', 'h', 'x', 'e'];
+/// Classes that the `A` alias already includes.
+const ALIAS_A: &str = "g$lshzxetd";
+
+/// Merges the flags this proxy needs into the server's current value,
+/// never removing a flag someone else set. `None` when nothing is missing.
+pub fn merge_notify_flags(current: &str) -> Option<String> {
+    let has = |c: char| current.contains(c) || (current.contains('A') && ALIAS_A.contains(c));
+    let missing: String = REQUIRED_FLAGS.iter().filter(|c| !has(**c)).collect();
+    if missing.is_empty() {
+        None
+    } else {
+        Some(format!("{current}{missing}"))
+    }
+}
+
+/// A connected client plus the handle of its connection task: the task
+/// ends when the connection does (no reconnect policy is set on purpose:
+/// the sync loop reconnects itself, so every reconnect runs the full
+/// subscribe-then-load sequence).
+pub struct Connection {
+    pub client: Client,
+    pub task: ConnectHandle,
+}
+
+impl Connection {
+    /// Closes the connection in the background; never blocks the caller.
+    pub fn close(self) {
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.client.quit()).await;
+            self.task.abort();
+        });
+    }
+}
+
+pub fn builder(config: &SyncConfig) -> Builder {
+    let mut builder = Builder::from_config(config.redis.clone());
+    let timeout = config.command_timeout;
+    builder
+        .with_connection_config(|c| {
+            c.connection_timeout = timeout;
+            c.internal_command_timeout = timeout;
+            c.max_command_attempts = 1;
+            c.tcp = TcpConfig {
+                nodelay: Some(true),
+                ..Default::default()
+            };
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = timeout;
+            // Deep enough that a burst rarely lags; a lag is handled anyway.
+            p.broadcast_channel_capacity = 4096;
+        });
+    builder
+}
+
+/// Connects a client; `prepare` runs before `init` so event receivers made
+/// there miss nothing.
+pub async fn connect<T>(config: &SyncConfig, prepare: impl FnOnce(&Client) -> T) -> Result<(Connection, T), Error> {
+    let client = builder(config).build()?;
+    let extra = prepare(&client);
+    let task = client.init().await?;
+    Ok((Connection { client, task }, extra))
+}
+
+fn cmd(name: &'static str) -> CustomCommand {
+    CustomCommand::new_static(name, None, false)
+}
+
+/// Reads `notify-keyspace-events`.
+pub async fn get_notify_flags(client: &Client) -> Result<String, Error> {
+    let value: Value = client
+        .custom(cmd("CONFIG"), vec!["GET", "notify-keyspace-events"])
+        .await?;
+    let flags = match value {
+        Value::Array(items) => items.get(1).and_then(|v| v.as_str().map(|s| s.into_owned())),
+        Value::Map(map) => map.inner().into_values().next().and_then(|v| v.as_str().map(|s| s.into_owned())),
+        _ => None,
+    };
+    flags.ok_or_else(|| Error::new(ErrorKind::Protocol, "unexpected CONFIG GET reply"))
+}
+
+pub async fn set_notify_flags(client: &Client, flags: &str) -> Result<(), Error> {
+    let _: Value = client
+        .custom(cmd("CONFIG"), vec!["SET", "notify-keyspace-events", flags])
+        .await?;
+    Ok(())
+}
+
+/// Makes sure the flags are on; returns the value set when it had to change it.
+pub async fn ensure_notifications(client: &Client) -> Result<Option<String>, Error> {
+    let current = get_notify_flags(client).await?;
+    match merge_notify_flags(&current) {
+        Some(merged) => {
+            set_notify_flags(client, &merged).await?;
+            Ok(Some(merged))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Subscribes to the routes key's keyspace channel and waits until the
+/// server has processed the SUBSCRIBE: fred resolves `subscribe` when the
+/// command is written, so a PING on the same connection is the barrier
+/// (replies come back in order).
+pub async fn subscribe_confirmed(client: &Client, channel: &str) -> Result<(), Error> {
+    client.subscribe(channel).await?;
+    let _: Value = client.ping(None).await?;
+    Ok(())
+}
+
+fn parse_time(value: &Value) -> Option<RedisMicros> {
+    let Value::Array(items) = value else { return None };
+    let secs: u64 = items.first()?.as_str()?.parse().ok()?;
+    let micros: u64 = items.get(1)?.as_str()?.parse().ok()?;
+    Some(secs * 1_000_000 + micros)
+}
+
+/// Redis server time in microseconds.
+pub async fn server_time(client: &Client) -> Result<RedisMicros, Error> {
+    let value: Value = client.custom(cmd("TIME"), Vec::<Value>::new()).await?;
+    parse_time(&value).ok_or_else(|| Error::new(ErrorKind::Protocol, "unexpected TIME reply"))
+}
+
+fn push_pairs(value: Value, out: &mut Vec<RawEntry>) -> Result<(), Error> {
+    let bytes = |v: &Value| -> Bytes {
+        match v {
+            Value::Bytes(b) => b.clone(),
+            Value::String(s) => s.inner().clone(),
+            other => Bytes::from(other.as_str().map(|s| s.into_owned()).unwrap_or_default()),
+        }
+    };
+    match value {
+        Value::Array(items) => {
+            if items.len() % 2 != 0 {
+                return Err(Error::new(ErrorKind::Protocol, "odd hash reply"));
+            }
+            out.reserve(items.len() / 2);
+            for pair in items.chunks_exact(2) {
+                out.push((bytes(&pair[0]), bytes(&pair[1])));
+            }
+        }
+        Value::Map(map) => {
+            for (k, v) in map.inner() {
+                out.push((Bytes::copy_from_slice(k.as_bytes()), bytes(&v)));
+            }
+        }
+        Value::Null => {}
+        _ => return Err(Error::new(ErrorKind::Protocol, "unexpected hash reply")),
+    }
+    Ok(())
+}
+
+/// A complete read of the routes hash and the Redis time it reflects.
+pub struct HashRead {
+    pub entries: Vec<RawEntry>,
+    pub watermark: RedisMicros,
+}
+
+/// Reads the whole hash. Small hashes: `MULTI TIME HGETALL EXEC`, one round
+/// trip, atomic. Large ones (`expect_large`): `TIME` then `HSCAN` in chunks,
+/// so Redis is never blocked for long; the watermark is the time before the
+/// scan started, which keeps its promise (every write before it is seen).
+pub async fn read_hash(client: &Client, key: &str, expect_large: bool) -> Result<HashRead, Error> {
+    if expect_large {
+        return scan_hash(client, key).await;
+    }
+    let trx = client.multi();
+    let _: () = trx.custom(cmd("TIME"), Vec::<Value>::new()).await?;
+    let _: () = trx.hgetall(key).await?;
+    let results: Value = trx.exec(true).await?;
+    let mut items = results.into_array().into_iter();
+    let (Some(time), Some(hash)) = (items.next(), items.next()) else {
+        return Err(Error::new(ErrorKind::Protocol, "unexpected EXEC reply"));
+    };
+    let watermark = parse_time(&time).ok_or_else(|| Error::new(ErrorKind::Protocol, "unexpected TIME reply"))?;
+    let mut entries = Vec::new();
+    push_pairs(hash, &mut entries)?;
+    Ok(HashRead { entries, watermark })
+}
+
+const SCAN_COUNT: &str = "10000";
+
+async fn scan_hash(client: &Client, key: &str) -> Result<HashRead, Error> {
+    let watermark = server_time(client).await?;
+    let mut entries = Vec::new();
+    let mut cursor = String::from("0");
+    loop {
+        let reply: Value = client
+            .custom(cmd("HSCAN"), vec![key, cursor.as_str(), "COUNT", SCAN_COUNT])
+            .await?;
+        let mut parts = reply.into_array().into_iter();
+        let (Some(next), Some(page)) = (parts.next(), parts.next()) else {
+            return Err(Error::new(ErrorKind::Protocol, "unexpected HSCAN reply"));
+        };
+        push_pairs(page, &mut entries)?;
+        cursor = next
+            .as_str()
+            .map(|s| s.into_owned())
+            .ok_or_else(|| Error::new(ErrorKind::Protocol, "unexpected HSCAN cursor"))?;
+        if cursor == "0" {
+            break;
+        }
+    }
+    // HSCAN may return a field twice (rehashing); keep the last of each.
+    if !entries.is_empty() {
+        let mut seen = std::collections::HashSet::with_capacity(entries.len());
+        let mut deduped: Vec<RawEntry> = Vec::with_capacity(entries.len());
+        for entry in entries.into_iter().rev() {
+            if seen.insert(entry.0.clone()) {
+                deduped.push(entry);
+            }
+        }
+        entries = deduped;
+    }
+    Ok(HashRead { entries, watermark })
+}
+
+/// True for errors that mean "the server said no" rather than "the
+/// connection is gone": those do not end a session.
+pub fn is_refusal(error: &Error) -> bool {
+    !matches!(
+        error.kind(),
+        ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::NotFound
+    ) && !error.details().contains("closed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_notify_flags;
+
+    #[test]
+    fn merges_without_removing_flags() {
+        assert_eq!(merge_notify_flags("").as_deref(), Some("Kghxe"));
+        assert_eq!(merge_notify_flags("Ex").as_deref(), Some("ExKghe"));
+        assert_eq!(merge_notify_flags("KA"), None);
+        assert_eq!(merge_notify_flags("AK"), None);
+        assert_eq!(merge_notify_flags("gxKhe"), None);
+        assert_eq!(merge_notify_flags("AE").as_deref(), Some("AEK"));
+        assert_eq!(merge_notify_flags("Kl").as_deref(), Some("Klghxe"));
+    }
+}
