@@ -37,7 +37,9 @@ pub async fn serve(listener: TcpListener, state: Arc<SharedState>, shutdown: Can
                 let state = state.clone();
                 async move { Ok::<_, std::convert::Infallible>(respond(&req, &state)) }
             });
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
@@ -65,25 +67,36 @@ fn respond(req: &Request<Incoming>, state: &SharedState) -> Response<Full<Bytes>
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
 fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(serde_json::to_vec_pretty(&value).expect("json"))));
+    let mut r = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec_pretty(&value).expect("json"),
+    )));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
 }
 
 fn age_seconds(t: SystemTime) -> f64 {
-    SystemTime::now().duration_since(t).unwrap_or_default().as_secs_f64()
+    SystemTime::now()
+        .duration_since(t)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 fn readyz(state: &SharedState) -> Response<Full<Bytes>> {
@@ -109,7 +122,11 @@ fn readyz(state: &SharedState) -> Response<Full<Bytes>> {
         "watermark_us": status.watermark,
         "snapshot_error": status.snapshot_error,
     });
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     json_response(code, body)
 }
 

@@ -23,11 +23,17 @@ pub struct CliError {
 }
 
 fn unavailable(e: impl std::fmt::Display) -> CliError {
-    CliError { code: EXIT_UNAVAILABLE, message: format!("redis: {e}") }
+    CliError {
+        code: EXIT_UNAVAILABLE,
+        message: format!("redis: {e}"),
+    }
 }
 
 async fn connect(redis_url: &str) -> Result<Client, CliError> {
-    let config = parse_redis_url(redis_url).map_err(|e| CliError { code: crate::config::EXIT_USAGE, message: e.to_string() })?;
+    let config = parse_redis_url(redis_url).map_err(|e| CliError {
+        code: crate::config::EXIT_USAGE,
+        message: e.to_string(),
+    })?;
     let client = Builder::from_config(config)
         .with_connection_config(|c| c.connection_timeout = Duration::from_secs(5))
         .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(5))
@@ -38,16 +44,27 @@ async fn connect(redis_url: &str) -> Result<Client, CliError> {
 }
 
 /// Runs a `route` command; returns what to print on success.
-pub async fn route(redis_url: &str, routes_key: &str, action: RouteAction) -> Result<String, CliError> {
+pub async fn route(
+    redis_url: &str,
+    routes_key: &str,
+    action: RouteAction,
+) -> Result<String, CliError> {
     match action {
-        RouteAction::Set { host, backends, wait } => {
+        RouteAction::Set {
+            host,
+            backends,
+            wait,
+        } => {
             let field = normalized_field(&host)?;
             parse_backends(&backends).map_err(|e| CliError {
                 code: EXIT_DATA,
                 message: format!("refusing to write {backends:?} for {field}: {e}"),
             })?;
             let client = connect(redis_url).await?;
-            let _: i64 = client.hset(routes_key, (field.as_str(), backends.trim())).await.map_err(unavailable)?;
+            let _: i64 = client
+                .hset(routes_key, (field.as_str(), backends.trim()))
+                .await
+                .map_err(unavailable)?;
             let mut out = format!("{field} -> {}\n", backends.trim());
             if let Some(timeout) = wait {
                 out.push_str(&wait_for_replicas(&client, routes_key, timeout).await?);
@@ -57,8 +74,15 @@ pub async fn route(redis_url: &str, routes_key: &str, action: RouteAction) -> Re
         RouteAction::Del { host, wait } => {
             let field = normalized_field(&host)?;
             let client = connect(redis_url).await?;
-            let removed: i64 = client.hdel(routes_key, field.as_str()).await.map_err(unavailable)?;
-            let mut out = if removed == 1 { format!("deleted {field}\n") } else { format!("{field} had no route\n") };
+            let removed: i64 = client
+                .hdel(routes_key, field.as_str())
+                .await
+                .map_err(unavailable)?;
+            let mut out = if removed == 1 {
+                format!("deleted {field}\n")
+            } else {
+                format!("{field} had no route\n")
+            };
             if let Some(timeout) = wait {
                 out.push_str(&wait_for_replicas(&client, routes_key, timeout).await?);
             }
@@ -92,11 +116,20 @@ fn normalized_field(host: &str) -> Result<String, CliError> {
             FieldKey::Exact(h) => h,
             FieldKey::Wildcard(s) => format!("*.{s}"),
         })
-        .map_err(|e| CliError { code: EXIT_DATA, message: format!("invalid host {host:?}: {e}") })
+        .map_err(|e| CliError {
+            code: EXIT_DATA,
+            message: format!("invalid host {host:?}: {e}"),
+        })
 }
 
-async fn wait_for_replicas(client: &Client, routes_key: &str, timeout: Duration) -> Result<String, CliError> {
-    let outcome = replicas::wait_for_replicas(client, routes_key, timeout).await.map_err(unavailable)?;
+async fn wait_for_replicas(
+    client: &Client,
+    routes_key: &str,
+    timeout: Duration,
+) -> Result<String, CliError> {
+    let outcome = replicas::wait_for_replicas(client, routes_key, timeout)
+        .await
+        .map_err(unavailable)?;
     if outcome.lagging.is_empty() {
         Ok(format!(
             "live on {} replica(s) after {:.1} ms\n",
@@ -121,7 +154,9 @@ async fn wait_for_replicas(client: &Client, routes_key: &str, timeout: Duration)
 /// `switchyard status`: one line per live replica.
 pub async fn status(redis_url: &str, routes_key: &str) -> Result<String, CliError> {
     let client = connect(redis_url).await?;
-    let replicas = replicas::list(&client, routes_key).await.map_err(unavailable)?;
+    let replicas = replicas::list(&client, routes_key)
+        .await
+        .map_err(unavailable)?;
     Ok(format_status(&replicas))
 }
 
@@ -132,7 +167,15 @@ pub fn format_status(replicas: &[ReplicaStatus]) -> String {
         .as_millis() as u64;
     let mut out = format!(
         "{:<28} {:>8} {:>8} {:>8} {:>10} {:<9} {:<10} {:<9} {}\n",
-        "REPLICA", "VERSION", "ROUTES", "INVALID", "SYNC AGE", "REDIS", "NOTIFY", "SOURCE", "WATERMARK(us)"
+        "REPLICA",
+        "VERSION",
+        "ROUTES",
+        "INVALID",
+        "SYNC AGE",
+        "REDIS",
+        "NOTIFY",
+        "SOURCE",
+        "WATERMARK(us)"
     );
     for r in replicas {
         let age = r
@@ -149,7 +192,9 @@ pub fn format_status(replicas: &[ReplicaStatus]) -> String {
             r.redis,
             r.notifications,
             r.source,
-            r.watermark.map(|w| w.to_string()).unwrap_or_else(|| "-".into())
+            r.watermark
+                .map(|w| w.to_string())
+                .unwrap_or_else(|| "-".into())
         ));
     }
     out.push_str(&format!("{} live replica(s)\n", replicas.len()));

@@ -14,7 +14,11 @@ pub const EXIT_USAGE: i32 = 64;
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 
 #[derive(Debug, Parser)]
-#[command(name = "switchyard", version, about = "A dynamic HTTP reverse proxy whose routes live in Redis and are pushed, not polled.")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A dynamic HTTP reverse proxy whose routes live in Redis and are pushed, not polled."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -67,7 +71,12 @@ pub struct RedisArgs {
     pub redis_url: Option<String>,
 
     /// The hash holding host → backends.
-    #[arg(long, global = true, env = "SWITCHYARD_ROUTES_KEY", default_value = "routes")]
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_ROUTES_KEY",
+        default_value = "routes"
+    )]
     pub routes_key: String,
 }
 
@@ -84,7 +93,11 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
 
     /// Address of the admin endpoint (/healthz /readyz /routes /metrics).
-    #[arg(long, env = "SWITCHYARD_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    #[arg(
+        long,
+        env = "SWITCHYARD_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9090"
+    )]
     pub admin_listen: SocketAddr,
 
     /// Full resync period: the safety net for lost notifications.
@@ -222,7 +235,14 @@ pub struct Config {
 /// Parses and checks a Redis URL the way the sync loop will use it.
 pub fn parse_redis_url(url: &str) -> Result<fred::prelude::Config, ConfigError> {
     const SCHEMES: [&str; 8] = [
-        "redis", "rediss", "valkey", "valkeys", "redis-sentinel", "rediss-sentinel", "redis-cluster", "rediss-cluster",
+        "redis",
+        "rediss",
+        "valkey",
+        "valkeys",
+        "redis-sentinel",
+        "rediss-sentinel",
+        "redis-cluster",
+        "rediss-cluster",
     ];
     let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or_default();
     if !SCHEMES.contains(&scheme) {
@@ -251,7 +271,11 @@ impl Config {
         Config::from_args(redis_url, &cli.redis, &cli.serve)
     }
 
-    pub fn from_args(redis_url: &str, redis: &RedisArgs, serve: &ServeArgs) -> Result<Config, ConfigError> {
+    pub fn from_args(
+        redis_url: &str,
+        redis: &RedisArgs,
+        serve: &ServeArgs,
+    ) -> Result<Config, ConfigError> {
         if redis.routes_key.is_empty() {
             return Err(ConfigError::RoutesKey);
         }
@@ -318,17 +342,46 @@ mod tests {
     fn bad_values_are_refused() {
         assert!(Cli::try_parse_from(["switchyard", "--resync-interval", "soon"]).is_err());
         assert!(Cli::try_parse_from(["switchyard", "--listen", "nowhere"]).is_err());
-        assert!(matches!(Config::new("http://x"), Err(ConfigError::RedisUrl { .. })));
+        assert!(matches!(
+            Config::new("http://x"),
+            Err(ConfigError::RedisUrl { .. })
+        ));
         assert!(Config::new("redis://127.0.0.1:1/0").is_ok());
     }
 
     #[test]
     fn route_set_wait_takes_an_optional_timeout() {
-        let cli = Cli::try_parse_from(["switchyard", "route", "set", "a.com", "10.0.0.1:80", "--wait"]).unwrap();
-        let Some(Command::Route { action: RouteAction::Set { wait, .. } }) = cli.command else { panic!() };
+        let cli = Cli::try_parse_from([
+            "switchyard",
+            "route",
+            "set",
+            "a.com",
+            "10.0.0.1:80",
+            "--wait",
+        ])
+        .unwrap();
+        let Some(Command::Route {
+            action: RouteAction::Set { wait, .. },
+        }) = cli.command
+        else {
+            panic!()
+        };
         assert_eq!(wait, Some(Duration::from_secs(10)));
-        let cli = Cli::try_parse_from(["switchyard", "route", "set", "a.com", "10.0.0.1:80", "--wait=3s"]).unwrap();
-        let Some(Command::Route { action: RouteAction::Set { wait, .. } }) = cli.command else { panic!() };
+        let cli = Cli::try_parse_from([
+            "switchyard",
+            "route",
+            "set",
+            "a.com",
+            "10.0.0.1:80",
+            "--wait=3s",
+        ])
+        .unwrap();
+        let Some(Command::Route {
+            action: RouteAction::Set { wait, .. },
+        }) = cli.command
+        else {
+            panic!()
+        };
         assert_eq!(wait, Some(Duration::from_secs(3)));
     }
 }

@@ -43,8 +43,16 @@ pub async fn run(
 ) {
     let state = state::SharedState::new();
     let stop = CancellationToken::new();
-    let sync_task = tokio::spawn(sync::run(config.sync.clone(), state.clone(), stop.child_token()));
-    let admin_task = tokio::spawn(admin::serve(admin_listener, state.clone(), stop.child_token()));
+    let sync_task = tokio::spawn(sync::run(
+        config.sync.clone(),
+        state.clone(),
+        stop.child_token(),
+    ));
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        state.clone(),
+        stop.child_token(),
+    ));
     let proxy = Arc::new(proxy::Proxy::new(state.clone(), config.proxy.clone()));
     server::serve(proxy_listener, proxy, config.server.clone(), shutdown).await;
     stop.cancel();

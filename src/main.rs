@@ -33,8 +33,14 @@ fn main() -> ExitCode {
             let _log_guard = init_logging(cli.serve.log_format);
             runtime.block_on(serve(config, &cli.serve))
         }
-        Some(Command::Route { action }) => finish(runtime.block_on(switchyard::cli::route(&redis_url, &cli.redis.routes_key, action))),
-        Some(Command::Status) => finish(runtime.block_on(switchyard::cli::status(&redis_url, &cli.redis.routes_key))),
+        Some(Command::Route { action }) => finish(runtime.block_on(switchyard::cli::route(
+            &redis_url,
+            &cli.redis.routes_key,
+            action,
+        ))),
+        Some(Command::Status) => {
+            finish(runtime.block_on(switchyard::cli::status(&redis_url, &cli.redis.routes_key)))
+        }
     }
 }
 
@@ -56,7 +62,9 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     // Logging never blocks a worker thread: lines go through a channel.
     let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -75,7 +83,10 @@ async fn serve(config: Config, args: &switchyard::config::ServeArgs) -> ExitCode
     let admin = match tokio::net::TcpListener::bind(args.admin_listen).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("switchyard: cannot listen on {} (admin): {e}", args.admin_listen);
+            eprintln!(
+                "switchyard: cannot listen on {} (admin): {e}",
+                args.admin_listen
+            );
             return ExitCode::from(1);
         }
     };

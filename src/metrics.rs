@@ -82,7 +82,10 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new_custom(Some("switchyard".into()), None).expect("valid prefix");
         let requests = IntCounterVec::new(
-            Opts::new("requests_total", "Proxied requests by response status class."),
+            Opts::new(
+                "requests_total",
+                "Proxied requests by response status class.",
+            ),
             &["class"],
         )
         .unwrap();
@@ -104,9 +107,13 @@ impl Metrics {
             &["kind"],
         )
         .unwrap();
-        let upstream_errors = UpstreamErrorKind::ALL.map(|k| upstream.with_label_values(&[k.as_str()]));
+        let upstream_errors =
+            UpstreamErrorKind::ALL.map(|k| upstream.with_label_values(&[k.as_str()]));
         let resync_vec = IntCounterVec::new(
-            Opts::new("resyncs_total", "Full reloads of the routes hash by reason."),
+            Opts::new(
+                "resyncs_total",
+                "Full reloads of the routes hash by reason.",
+            ),
             &["reason"],
         )
         .unwrap();
@@ -118,8 +125,13 @@ impl Metrics {
         ]
         .map(|r| resync_vec.with_label_values(&[r.as_str()]));
         let sync_duration = HistogramVec::new(
-            HistogramOpts::new("sync_duration_seconds", "Duration of a full reload (read + build + swap).")
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new(
+                "sync_duration_seconds",
+                "Duration of a full reload (read + build + swap).",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
             &["reason"],
         )
         .unwrap();
@@ -129,31 +141,65 @@ impl Metrics {
             requests_by_class,
             request_duration,
             upstream_errors,
-            upstream_retries: counter("upstream_retries_total", "Requests retried on another backend."),
-            table_routes: gauge("route_table_routes", "Hosts in the current table (valid or invalid)."),
+            upstream_retries: counter(
+                "upstream_retries_total",
+                "Requests retried on another backend.",
+            ),
+            table_routes: gauge(
+                "route_table_routes",
+                "Hosts in the current table (valid or invalid).",
+            ),
             table_version: gauge("route_table_version", "Version of the current table."),
-            invalid_routes: gauge("invalid_routes", "Entries of the routes hash that did not parse."),
+            invalid_routes: gauge(
+                "invalid_routes",
+                "Entries of the routes hash that did not parse.",
+            ),
             resyncs,
-            drift: counter("drift_total", "Periodic resyncs that found a difference (a lost notification)."),
+            drift: counter(
+                "drift_total",
+                "Periodic resyncs that found a difference (a lost notification).",
+            ),
             sync_duration,
             redis_connected: gauge("redis_connected", "1 while both Redis connections are up."),
             notifications_enabled: gauge(
                 "notifications_enabled",
                 "1 when keyspace notifications are on; 0 when falling back to periodic resync.",
             ),
-            notifications_received: counter("notifications_received_total", "Keyspace events received for the routes key."),
-            events_lost: counter("notifications_lost_total", "Times the event receiver lagged and events were dropped."),
-            table_age_base: gauge("route_table_built_timestamp_seconds", "Unix time the current table was built."),
+            notifications_received: counter(
+                "notifications_received_total",
+                "Keyspace events received for the routes key.",
+            ),
+            events_lost: counter(
+                "notifications_lost_total",
+                "Times the event receiver lagged and events were dropped.",
+            ),
+            table_age_base: gauge(
+                "route_table_built_timestamp_seconds",
+                "Unix time the current table was built.",
+            ),
             client_connections: gauge("client_connections", "Open client connections."),
-            connections_refused: counter("client_connections_refused_total", "Connections closed at once by --max-connections."),
+            connections_refused: counter(
+                "client_connections_refused_total",
+                "Connections closed at once by --max-connections.",
+            ),
             registry,
         };
         m.registry.register(Box::new(requests)).unwrap();
-        m.registry.register(Box::new(m.request_duration.clone())).unwrap();
+        m.registry
+            .register(Box::new(m.request_duration.clone()))
+            .unwrap();
         m.registry.register(Box::new(upstream)).unwrap();
         m.registry.register(Box::new(resync_vec)).unwrap();
-        m.registry.register(Box::new(m.sync_duration.clone())).unwrap();
-        for c in [&m.upstream_retries, &m.drift, &m.notifications_received, &m.events_lost, &m.connections_refused] {
+        m.registry
+            .register(Box::new(m.sync_duration.clone()))
+            .unwrap();
+        for c in [
+            &m.upstream_retries,
+            &m.drift,
+            &m.notifications_received,
+            &m.events_lost,
+            &m.connections_refused,
+        ] {
             m.registry.register(Box::new(c.clone())).unwrap();
         }
         for g in [

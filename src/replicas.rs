@@ -70,7 +70,11 @@ pub fn current(config: &SyncConfig, state: &SharedState) -> ReplicaStatus {
 }
 
 /// Writes this replica's status key with an expiry of three refresh periods.
-pub async fn publish(client: &Client, config: &SyncConfig, state: &SharedState) -> Result<(), Error> {
+pub async fn publish(
+    client: &Client,
+    config: &SyncConfig,
+    state: &SharedState,
+) -> Result<(), Error> {
     let status = current(config, state);
     let json = serde_json::to_string(&status).expect("status serialises");
     let ttl = (config.status_interval * 3).max(Duration::from_secs(3));
@@ -102,8 +106,15 @@ pub async fn list(client: &Client, routes_key: &str) -> Result<Vec<ReplicaStatus
         let (Some(next), Some(page)) = (parts.next(), parts.next()) else {
             return Err(Error::new(ErrorKind::Protocol, "unexpected SCAN reply"));
         };
-        keys.extend(page.into_array().into_iter().filter_map(|v| v.as_str().map(|s| s.into_owned())));
-        cursor = next.as_str().map(|s| s.into_owned()).unwrap_or_else(|| "0".into());
+        keys.extend(
+            page.into_array()
+                .into_iter()
+                .filter_map(|v| v.as_str().map(|s| s.into_owned())),
+        );
+        cursor = next
+            .as_str()
+            .map(|s| s.into_owned())
+            .unwrap_or_else(|| "0".into());
         if cursor == "0" {
             break;
         }
@@ -131,7 +142,11 @@ pub struct WaitOutcome {
 
 /// Reads Redis `TIME` (after the caller's write) and polls the replicas
 /// until every live one reports a later watermark, or `timeout` passes.
-pub async fn wait_for_replicas(client: &Client, routes_key: &str, timeout: Duration) -> Result<WaitOutcome, Error> {
+pub async fn wait_for_replicas(
+    client: &Client,
+    routes_key: &str,
+    timeout: Duration,
+) -> Result<WaitOutcome, Error> {
     let started = std::time::Instant::now();
     let write_time = server_time(client).await?;
     loop {

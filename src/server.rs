@@ -24,11 +24,17 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 /// Serves `listener` until `shutdown` resolves, then drains.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, config: ServerConfig, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) {
     let builder = Arc::new(connection_builder(&config));
     let connections = TaskTracker::new();
     let stop = CancellationToken::new();
-    let limit = (config.max_connections > 0).then(|| Arc::new(Semaphore::new(config.max_connections)));
+    let limit =
+        (config.max_connections > 0).then(|| Arc::new(Semaphore::new(config.max_connections)));
     let mut shutdown = pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -70,12 +76,21 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, config: ServerConfi
         });
     }
     drop(listener);
-    info!(in_flight = connections.len(), "stopped accepting; draining connections");
+    info!(
+        in_flight = connections.len(),
+        "stopped accepting; draining connections"
+    );
     stop.cancel();
     connections.close();
     let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
-    if tokio::time::timeout_at(deadline, connections.wait()).await.is_err() {
-        warn!(left = connections.len(), "shutdown deadline passed; closing remaining connections");
+    if tokio::time::timeout_at(deadline, connections.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            left = connections.len(),
+            "shutdown deadline passed; closing remaining connections"
+        );
     }
     // Upgraded tunnels get what is left of the same deadline.
     proxy
@@ -129,7 +144,9 @@ async fn serve_connection(
     let mut closing = false;
     loop {
         let idle_for = now_ms().saturating_sub(last_activity.load(Ordering::Relaxed));
-        let idle_check = tokio::time::sleep(Duration::from_millis(idle_ms.saturating_sub(idle_for).max(1)));
+        let idle_check = tokio::time::sleep(Duration::from_millis(
+            idle_ms.saturating_sub(idle_for).max(1),
+        ));
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -166,7 +183,11 @@ impl<T> ActivityIo<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -177,7 +198,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             self.touch();

@@ -24,11 +24,17 @@ struct SnapshotFile {
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("cannot read snapshot {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("corrupt snapshot {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("cannot write snapshot {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Loads the snapshot into `state` if the table is not loaded yet. A
@@ -56,9 +62,17 @@ pub fn read(path: &Path) -> Result<Option<RouteTable>, SnapshotError> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(SnapshotError::Read { path: path.into(), source }),
+        Err(source) => {
+            return Err(SnapshotError::Read {
+                path: path.into(),
+                source,
+            })
+        }
     };
-    let corrupt = |reason: String| SnapshotError::Corrupt { path: path.into(), reason };
+    let corrupt = |reason: String| SnapshotError::Corrupt {
+        path: path.into(),
+        reason,
+    };
     let file: SnapshotFile = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
     if file.format != FORMAT {
         return Err(corrupt(format!("unknown format {}", file.format)));
@@ -78,7 +92,10 @@ pub fn read(path: &Path) -> Result<Option<RouteTable>, SnapshotError> {
 /// Writes `table` atomically: a temp file beside the target, fsync, rename,
 /// fsync of the directory.
 pub fn write(path: &Path, table: &RouteTable) -> Result<(), SnapshotError> {
-    let err = |source| SnapshotError::Write { path: path.into(), source };
+    let err = |source| SnapshotError::Write {
+        path: path.into(),
+        source,
+    };
     let routes = table
         .entries()
         .into_iter()
@@ -94,10 +111,15 @@ pub fn write(path: &Path, table: &RouteTable) -> Result<(), SnapshotError> {
         routes,
     };
     let json = serde_json::to_vec(&file).expect("snapshot serialises");
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("snapshot"),
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("snapshot"),
         std::process::id()
     ));
     let mut f = std::fs::File::create(&tmp).map_err(err)?;

@@ -31,9 +31,9 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::InvalidRoute | ProxyError::UpgradeMismatch => StatusCode::BAD_GATEWAY,
             ProxyError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Upstream(UpstreamErrorKind::ConnectTimeout | UpstreamErrorKind::ResponseTimeout) => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            ProxyError::Upstream(
+                UpstreamErrorKind::ConnectTimeout | UpstreamErrorKind::ResponseTimeout,
+            ) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -42,15 +42,23 @@ impl ProxyError {
     pub fn body(self) -> &'static str {
         match self {
             ProxyError::BadHost => "400 bad request: missing or malformed Host\n",
-            ProxyError::BadFraming => "400 bad request: conflicting Content-Length / Transfer-Encoding\n",
+            ProxyError::BadFraming => {
+                "400 bad request: conflicting Content-Length / Transfer-Encoding\n"
+            }
             ProxyError::ConnectRefused => "405 method not allowed: CONNECT is not supported\n",
             ProxyError::NoRoute => "404 not found: no route for this host\n",
             ProxyError::InvalidRoute => "502 bad gateway: the route for this host is invalid\n",
             ProxyError::NotReady => "503 service unavailable: routes not loaded yet\n",
-            ProxyError::Upstream(UpstreamErrorKind::ConnectTimeout) => "504 gateway timeout: backend did not accept the connection in time\n",
-            ProxyError::Upstream(UpstreamErrorKind::ResponseTimeout) => "504 gateway timeout: backend did not answer in time\n",
+            ProxyError::Upstream(UpstreamErrorKind::ConnectTimeout) => {
+                "504 gateway timeout: backend did not accept the connection in time\n"
+            }
+            ProxyError::Upstream(UpstreamErrorKind::ResponseTimeout) => {
+                "504 gateway timeout: backend did not answer in time\n"
+            }
             ProxyError::Upstream(_) => "502 bad gateway: backend unavailable\n",
-            ProxyError::UpgradeMismatch => "502 bad gateway: backend did not switch to the requested protocol\n",
+            ProxyError::UpgradeMismatch => {
+                "502 bad gateway: backend did not switch to the requested protocol\n"
+            }
         }
     }
 }
@@ -62,7 +70,9 @@ pub fn classify(error: &hyper_util::client::legacy::Error) -> UpstreamErrorKind 
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             return match io.kind() {
                 std::io::ErrorKind::ConnectionRefused => UpstreamErrorKind::Refused,
-                std::io::ErrorKind::TimedOut if error.is_connect() => UpstreamErrorKind::ConnectTimeout,
+                std::io::ErrorKind::TimedOut if error.is_connect() => {
+                    UpstreamErrorKind::ConnectTimeout
+                }
                 std::io::ErrorKind::ConnectionReset
                 | std::io::ErrorKind::BrokenPipe
                 | std::io::ErrorKind::UnexpectedEof => UpstreamErrorKind::Reset,

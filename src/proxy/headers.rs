@@ -97,9 +97,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
 
 /// Appends the client to `X-Forwarded-For` (merging repeated headers into
 /// one list) and sets `X-Forwarded-Proto` and `X-Forwarded-Host`.
-pub fn add_forwarding_headers(headers: &mut HeaderMap, client: IpAddr, proto: &'static str, host: Option<HeaderValue>) {
+pub fn add_forwarding_headers(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    proto: &'static str,
+    host: Option<HeaderValue>,
+) {
     let client = client.to_string();
-    let mut prior = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).peekable();
+    let mut prior = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .peekable();
     let value = if prior.peek().is_none() {
         HeaderValue::from_str(&client)
     } else {
@@ -143,20 +152,33 @@ mod tests {
 
     #[test]
     fn host_comes_from_absolute_target_then_host_header() {
-        assert_eq!(request_host(&req("/", Some("App.Cloud.com:8080"))).unwrap(), "app.cloud.com");
-        assert_eq!(request_host(&req("http://b.cloud.com/x", Some("a.cloud.com"))).unwrap(), "b.cloud.com");
-        assert_eq!(request_host(&req("http://user@b.cloud.com:81/x", None)).unwrap(), "b.cloud.com");
+        assert_eq!(
+            request_host(&req("/", Some("App.Cloud.com:8080"))).unwrap(),
+            "app.cloud.com"
+        );
+        assert_eq!(
+            request_host(&req("http://b.cloud.com/x", Some("a.cloud.com"))).unwrap(),
+            "b.cloud.com"
+        );
+        assert_eq!(
+            request_host(&req("http://user@b.cloud.com:81/x", None)).unwrap(),
+            "b.cloud.com"
+        );
         assert_eq!(request_host(&req("/", None)), Err(HostError::Empty));
         assert!(request_host(&req("/", Some("a b"))).is_err());
         let mut two = req("/", Some("a.com"));
-        two.headers_mut().append("host", HeaderValue::from_static("b.com"));
+        two.headers_mut()
+            .append("host", HeaderValue::from_static("b.com"));
         assert!(request_host(&two).is_err());
     }
 
     #[test]
     fn strips_hop_by_hop_and_connection_named_headers() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("te", HeaderValue::from_static("trailers, gzip"));
@@ -174,7 +196,12 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
         h.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2"));
-        add_forwarding_headers(&mut h, "10.0.0.1".parse().unwrap(), "http", Some(HeaderValue::from_static("a.com")));
+        add_forwarding_headers(
+            &mut h,
+            "10.0.0.1".parse().unwrap(),
+            "http",
+            Some(HeaderValue::from_static("a.com")),
+        );
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "a.com");

@@ -14,7 +14,10 @@ use crate::metrics::UpstreamErrorKind;
 use crate::routes::{now_ms, Backend, Lookup, Route};
 use crate::state::SharedState;
 use bytes::Bytes;
-use headers::{add_forwarding_headers, has_conflicting_framing, request_host, strip_hop_by_hop, upgrade_protocol, X_REQUEST_ID};
+use headers::{
+    add_forwarding_headers, has_conflicting_framing, request_host, strip_hop_by_hop,
+    upgrade_protocol, X_REQUEST_ID,
+};
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -81,7 +84,10 @@ impl Proxy {
     /// passes first.
     pub async fn drain_tunnels(&self, deadline: Duration) {
         self.tunnels.close();
-        if tokio::time::timeout(deadline, self.tunnels.wait()).await.is_err() {
+        if tokio::time::timeout(deadline, self.tunnels.wait())
+            .await
+            .is_err()
+        {
             self.close_tunnels.cancel();
             self.tunnels.wait().await;
         }
@@ -100,7 +106,9 @@ impl Proxy {
         let started = Instant::now();
         let mut access = self.config.access_log.then(|| AccessInfo {
             method: req.method().clone(),
-            host: request_host(&req).map(|h| h.into_owned()).unwrap_or_default(),
+            host: request_host(&req)
+                .map(|h| h.into_owned())
+                .unwrap_or_default(),
             path: req.uri().path().to_owned(),
             backend: None,
             request_id: None,
@@ -110,7 +118,9 @@ impl Proxy {
             Err(error) => error_response(error),
         };
         let elapsed = started.elapsed();
-        self.state.metrics.observe_request(response.status().as_u16(), elapsed.as_secs_f64());
+        self.state
+            .metrics
+            .observe_request(response.status().as_u16(), elapsed.as_secs_f64());
         if let Some(a) = access {
             let bytes = response
                 .headers()
@@ -166,7 +176,9 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers, true);
         if let Some(protocol) = &upgrade {
-            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, protocol.clone());
         }
         if !parts.headers.contains_key(header::HOST) {
@@ -179,8 +191,12 @@ impl Proxy {
         let request_id = match parts.headers.get(&X_REQUEST_ID) {
             Some(id) => id.clone(),
             None => {
-                let id = HeaderValue::from_str(&format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>()))
-                    .expect("hex is a valid header value");
+                let id = HeaderValue::from_str(&format!(
+                    "{:016x}{:016x}",
+                    rand::random::<u64>(),
+                    rand::random::<u64>()
+                ))
+                .expect("hex is a valid header value");
                 parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
                 id
             }
@@ -198,7 +214,12 @@ impl Proxy {
         let mut streaming = None;
         let replayable: Option<Bytes> = if body.is_end_stream() {
             Some(Bytes::new())
-        } else if route.backends.len() > 1 && body.size_hint().upper().is_some_and(|n| n <= REPLAY_BUFFER_LIMIT) {
+        } else if route.backends.len() > 1
+            && body
+                .size_hint()
+                .upper()
+                .is_some_and(|n| n <= REPLAY_BUFFER_LIMIT)
+        {
             let collected = Limited::new(body, REPLAY_BUFFER_LIMIT as usize)
                 .collect()
                 .await
@@ -230,7 +251,12 @@ impl Proxy {
             if let Some(a) = access.as_mut() {
                 a.backend = Some(backend.authority.to_string());
             }
-            match tokio::time::timeout(self.config.response_header_timeout, self.client.request(upstream)).await {
+            match tokio::time::timeout(
+                self.config.response_header_timeout,
+                self.client.request(upstream),
+            )
+            .await
+            {
                 Ok(Ok(response)) => {
                     if backend.is_down(now_ms()) {
                         backend.mark_up();
@@ -241,9 +267,13 @@ impl Proxy {
                     let kind = error::classify(&error);
                     tracing::debug!(backend = %backend.authority, ?kind, %error, "upstream attempt failed");
                     self.state.metrics.upstream_error(kind);
-                    let never_sent = matches!(kind, UpstreamErrorKind::Refused | UpstreamErrorKind::ConnectTimeout);
+                    let never_sent = matches!(
+                        kind,
+                        UpstreamErrorKind::Refused | UpstreamErrorKind::ConnectTimeout
+                    );
                     if never_sent || kind == UpstreamErrorKind::Reset {
-                        backend.mark_down(now_ms(), self.config.dead_backend_ttl.as_millis() as u64);
+                        backend
+                            .mark_down(now_ms(), self.config.dead_backend_ttl.as_millis() as u64);
                     }
                     last_error = kind;
                     let safe = replayable.is_some() && (never_sent || parts.method.is_idempotent());
@@ -253,7 +283,9 @@ impl Proxy {
                     self.state.metrics.upstream_retries.inc();
                 }
                 Err(_elapsed) => {
-                    self.state.metrics.upstream_error(UpstreamErrorKind::ResponseTimeout);
+                    self.state
+                        .metrics
+                        .upstream_error(UpstreamErrorKind::ResponseTimeout);
                     return Err(ProxyError::Upstream(UpstreamErrorKind::ResponseTimeout));
                 }
             }
@@ -302,7 +334,9 @@ impl Proxy {
             return Ok(response.map(Either::Left));
         }
         strip_hop_by_hop(response.headers_mut(), false);
-        response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID.clone(), request_id);
         Ok(response.map(Either::Left))
     }
 }
@@ -317,10 +351,15 @@ fn backend_uri(backend: &Backend, path_and_query: &PathAndQuery) -> Uri {
 
 /// A short plain-text answer of our own.
 pub fn error_response(error: ProxyError) -> Response<ResponseBody> {
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(error.body().as_bytes()))));
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
+        error.body().as_bytes(),
+    ))));
     *response.status_mut() = error.status();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     match error {
         ProxyError::NotReady => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

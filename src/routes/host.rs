@@ -106,9 +106,15 @@ mod tests {
     #[test]
     fn normalises_case_port_and_trailing_dot() {
         assert_eq!(normalize_host("App1.Cloud.COM").unwrap(), "app1.cloud.com");
-        assert_eq!(normalize_host("app1.cloud.com:8080").unwrap(), "app1.cloud.com");
+        assert_eq!(
+            normalize_host("app1.cloud.com:8080").unwrap(),
+            "app1.cloud.com"
+        );
         assert_eq!(normalize_host("app1.cloud.com.").unwrap(), "app1.cloud.com");
-        assert_eq!(normalize_host("app1.cloud.com.:80").unwrap(), "app1.cloud.com");
+        assert_eq!(
+            normalize_host("app1.cloud.com.:80").unwrap(),
+            "app1.cloud.com"
+        );
         assert_eq!(normalize_host("app1.cloud.com:").unwrap(), "app1.cloud.com");
         assert_eq!(normalize_host("10.0.0.5:3000").unwrap(), "10.0.0.5");
         assert_eq!(normalize_host("[::1]:8080").unwrap(), "[::1]");
@@ -117,15 +123,34 @@ mod tests {
 
     #[test]
     fn borrows_when_already_normal() {
-        assert!(matches!(normalize_host("a.cloud.com").unwrap(), Cow::Borrowed(_)));
-        assert!(matches!(normalize_host("a.cloud.com:80").unwrap(), Cow::Borrowed(_)));
+        assert!(matches!(
+            normalize_host("a.cloud.com").unwrap(),
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(
+            normalize_host("a.cloud.com:80").unwrap(),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]
     fn rejects_malformed_hosts() {
         for bad in [
-            "", ".", ":80", "a..b", "a b", "a/b", "a:b:c", "::1", "[::1", "[zz::1]", "a.com:99999",
-            "a.com:x", "[::1]x", "é.com", "a@b",
+            "",
+            ".",
+            ":80",
+            "a..b",
+            "a b",
+            "a/b",
+            "a:b:c",
+            "::1",
+            "[::1",
+            "[zz::1]",
+            "a.com:99999",
+            "a.com:x",
+            "[::1]x",
+            "é.com",
+            "a@b",
         ] {
             assert!(normalize_host(bad).is_err(), "{bad:?} should be rejected");
         }

@@ -341,11 +341,18 @@ impl RouteTable {
     }
 }
 
-fn diff_maps(old: &HashMap<Box<str>, Entry>, new: &HashMap<Box<str>, Entry>, prefix: &str, diff: &mut Diff) {
+fn diff_maps(
+    old: &HashMap<Box<str>, Entry>,
+    new: &HashMap<Box<str>, Entry>,
+    prefix: &str,
+    diff: &mut Diff,
+) {
     for (key, entry) in new {
         match old.get(key) {
             None => diff.added.push(format!("{prefix}{key}")),
-            Some(before) if !same_entry(before, entry) => diff.changed.push(format!("{prefix}{key}")),
+            Some(before) if !same_entry(before, entry) => {
+                diff.changed.push(format!("{prefix}{key}"))
+            }
             Some(_) => {}
         }
     }
@@ -406,7 +413,12 @@ mod tests {
     fn raw(entries: &[(&str, &str)]) -> Vec<RawEntry> {
         entries
             .iter()
-            .map(|(f, v)| (Bytes::copy_from_slice(f.as_bytes()), Bytes::copy_from_slice(v.as_bytes())))
+            .map(|(f, v)| {
+                (
+                    Bytes::copy_from_slice(f.as_bytes()),
+                    Bytes::copy_from_slice(v.as_bytes()),
+                )
+            })
             .collect()
     }
 
@@ -440,8 +452,18 @@ mod tests {
 
     #[test]
     fn invalid_value_keeps_last_valid_route_and_is_reported() {
-        let v1 = RouteTable::build(&raw(&[("a.com", "10.0.0.1:80"), ("b.com", "10.0.0.2:80")]), &RouteTable::unloaded());
-        let v2 = RouteTable::build(&raw(&[("a.com", "nonsense"), ("b.com", "10.0.0.3:80"), ("c.com", "bad")]), &v1);
+        let v1 = RouteTable::build(
+            &raw(&[("a.com", "10.0.0.1:80"), ("b.com", "10.0.0.2:80")]),
+            &RouteTable::unloaded(),
+        );
+        let v2 = RouteTable::build(
+            &raw(&[
+                ("a.com", "nonsense"),
+                ("b.com", "10.0.0.3:80"),
+                ("c.com", "bad"),
+            ]),
+            &v1,
+        );
         assert_eq!(backend_of(&v2, "a.com").unwrap(), "10.0.0.1:80");
         assert_eq!(backend_of(&v2, "b.com").unwrap(), "10.0.0.3:80");
         assert_eq!(backend_of(&v2, "c.com").unwrap(), "INVALID");
@@ -457,7 +479,8 @@ mod tests {
     fn unchanged_routes_are_carried_over_by_arc() {
         let v1 = RouteTable::build(&raw(&[("a.com", "10.0.0.1:80")]), &RouteTable::unloaded());
         let v2 = RouteTable::build(&raw(&[("a.com", "10.0.0.1:80")]), &v1);
-        let (Lookup::Route(r1), Lookup::Route(r2)) = (v1.lookup("a.com"), v2.lookup("a.com")) else {
+        let (Lookup::Route(r1), Lookup::Route(r2)) = (v1.lookup("a.com"), v2.lookup("a.com"))
+        else {
             panic!("routes expected");
         };
         assert!(Arc::ptr_eq(r1, r2));
@@ -466,8 +489,14 @@ mod tests {
 
     #[test]
     fn diff_names_added_changed_removed() {
-        let v1 = RouteTable::build(&raw(&[("a.com", "10.0.0.1:80"), ("b.com", "10.0.0.2:80")]), &RouteTable::unloaded());
-        let v2 = RouteTable::build(&raw(&[("a.com", "10.0.0.9:80"), ("c.com", "10.0.0.3:80")]), &v1);
+        let v1 = RouteTable::build(
+            &raw(&[("a.com", "10.0.0.1:80"), ("b.com", "10.0.0.2:80")]),
+            &RouteTable::unloaded(),
+        );
+        let v2 = RouteTable::build(
+            &raw(&[("a.com", "10.0.0.9:80"), ("c.com", "10.0.0.3:80")]),
+            &v1,
+        );
         let d = v2.diff(&v1);
         assert_eq!(d.added, ["c.com"]);
         assert_eq!(d.changed, ["a.com"]);
@@ -477,7 +506,10 @@ mod tests {
     #[test]
     fn non_utf8_and_duplicate_fields_are_reported_not_fatal() {
         let mut entries = raw(&[("a.com", "10.0.0.1:80"), ("A.com", "10.0.0.2:80")]);
-        entries.push((Bytes::from_static(b"\xff.com"), Bytes::from_static(b"10.0.0.1:80")));
+        entries.push((
+            Bytes::from_static(b"\xff.com"),
+            Bytes::from_static(b"10.0.0.1:80"),
+        ));
         entries.push((Bytes::from_static(b"d.com"), Bytes::from_static(b"\xff")));
         let t = RouteTable::build(&entries, &RouteTable::unloaded());
         assert!(matches!(t.lookup("a.com"), Lookup::Route(_)));
@@ -486,15 +518,30 @@ mod tests {
 
     #[test]
     fn round_robin_skips_down_backends_but_tries_them_when_all_are_down() {
-        let t = RouteTable::build(&raw(&[("a.com", "10.0.0.1:80,10.0.0.2:80,10.0.0.3:80")]), &RouteTable::unloaded());
-        let Lookup::Route(route) = t.lookup("a.com") else { panic!() };
+        let t = RouteTable::build(
+            &raw(&[("a.com", "10.0.0.1:80,10.0.0.2:80,10.0.0.3:80")]),
+            &RouteTable::unloaded(),
+        );
+        let Lookup::Route(route) = t.lookup("a.com") else {
+            panic!()
+        };
         let firsts: Vec<String> = (0..3)
-            .map(|_| route.pick_order(now_ms()).next().unwrap().authority.to_string())
+            .map(|_| {
+                route
+                    .pick_order(now_ms())
+                    .next()
+                    .unwrap()
+                    .authority
+                    .to_string()
+            })
             .collect();
         assert_eq!(firsts, ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]);
         route.backends[1].mark_down(now_ms(), 60_000);
         for _ in 0..6 {
-            let order: Vec<_> = route.pick_order(now_ms()).map(|b| b.authority.to_string()).collect();
+            let order: Vec<_> = route
+                .pick_order(now_ms())
+                .map(|b| b.authority.to_string())
+                .collect();
             assert_eq!(order.len(), 3);
             assert_eq!(order[2], "10.0.0.2:80");
         }

@@ -169,10 +169,7 @@ mod tests {
             assert_eq!(parse_backends(value).as_ref(), Err(want), "{value:?}");
         }
         assert_eq!(parse_backends_bytes(&[0xff, 0xfe]), Err(NotUtf8));
-        assert_eq!(
-            parse_backends_bytes(&vec![b'a'; 1 << 20]),
-            Err(TooLong)
-        );
+        assert_eq!(parse_backends_bytes(&vec![b'a'; 1 << 20]), Err(TooLong));
     }
 
     proptest! {

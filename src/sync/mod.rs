@@ -101,9 +101,15 @@ impl Syncer {
         }
     }
 
-    async fn session_inner(&mut self, shutdown: &CancellationToken, loaded: &mut bool) -> Result<(), String> {
+    async fn session_inner(
+        &mut self,
+        shutdown: &CancellationToken,
+        loaded: &mut bool,
+    ) -> Result<(), String> {
         self.set_redis_state(RedisState::Connecting, None);
-        let (mut command, ()) = redis::connect(&self.config, |_| ()).await.map_err(|e| format!("connect: {e}"))?;
+        let (mut command, ()) = redis::connect(&self.config, |_| ())
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
         let subscriber = redis::connect(&self.config, |c| c.keyspace_event_rx()).await;
         let (mut subscriber, mut events) = match subscriber {
             Ok(ok) => ok,
@@ -112,7 +118,9 @@ impl Syncer {
                 return Err(format!("connect subscriber: {e}"));
             }
         };
-        let result = self.serve_session(&mut command, &mut subscriber, &mut events, shutdown, loaded).await;
+        let result = self
+            .serve_session(&mut command, &mut subscriber, &mut events, shutdown, loaded)
+            .await;
         command.close();
         subscriber.close();
         self.state.metrics.redis_connected.set(0);
@@ -138,7 +146,9 @@ impl Syncer {
                 return Err(format!("subscribe: {e}"));
             }
             error!(channel = %self.channel, error = %e, "SUBSCRIBE refused: changes arrive only with the periodic resync");
-            mode = NotificationMode::Polling { reason: format!("subscribe refused: {e}") };
+            mode = NotificationMode::Polling {
+                reason: format!("subscribe refused: {e}"),
+            };
         }
         self.set_notification_mode(mode);
 
@@ -149,11 +159,18 @@ impl Syncer {
             ResyncReason::Boot
         });
         let start = tokio::time::Instant::now();
-        let mut periodic = tokio::time::interval_at(start + self.config.resync_interval, self.config.resync_interval);
+        let mut periodic = tokio::time::interval_at(
+            start + self.config.resync_interval,
+            self.config.resync_interval,
+        );
         periodic.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut ping = tokio::time::interval_at(start + self.config.ping_interval, self.config.ping_interval);
+        let mut ping =
+            tokio::time::interval_at(start + self.config.ping_interval, self.config.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut status_tick = tokio::time::interval_at(start + self.config.status_interval, self.config.status_interval);
+        let mut status_tick = tokio::time::interval_at(
+            start + self.config.status_interval,
+            self.config.status_interval,
+        );
         status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         loop {
@@ -204,7 +221,10 @@ impl Syncer {
         }
     }
 
-    fn drain_events(&self, events: &mut tokio::sync::broadcast::Receiver<KeyspaceEvent>) -> Result<(), String> {
+    fn drain_events(
+        &self,
+        events: &mut tokio::sync::broadcast::Receiver<KeyspaceEvent>,
+    ) -> Result<(), String> {
         loop {
             match events.try_recv() {
                 Ok(event) => {
@@ -216,7 +236,9 @@ impl Syncer {
                     self.state.metrics.events_lost.inc();
                 }
                 Err(tokio::sync::broadcast::error::TryRecvError::Empty) => return Ok(()),
-                Err(tokio::sync::broadcast::error::TryRecvError::Closed) => return Err("event stream closed".into()),
+                Err(tokio::sync::broadcast::error::TryRecvError::Closed) => {
+                    return Err("event stream closed".into())
+                }
             }
         }
     }
@@ -241,7 +263,9 @@ impl Syncer {
                      picked up by the periodic resync. Grant +config to this user or set \
                      notify-keyspace-events to include Kghxe on the server."
                 );
-                Ok(NotificationMode::Polling { reason: format!("CONFIG refused: {e}") })
+                Ok(NotificationMode::Polling {
+                    reason: format!("CONFIG refused: {e}"),
+                })
             }
             Err(e) => Err(format!("notification setup: {e}")),
         }
@@ -281,7 +305,9 @@ impl Syncer {
             move || RouteTable::build(&entries, &previous)
         };
         let mut table = if self.last_size > BUILD_OFF_REACTOR_ABOVE {
-            tokio::task::spawn_blocking(build).await.map_err(|e| format!("build: {e}"))?
+            tokio::task::spawn_blocking(build)
+                .await
+                .map_err(|e| format!("build: {e}"))?
         } else {
             build()
         };
@@ -304,7 +330,10 @@ impl Syncer {
         }
         if reason == ResyncReason::Periodic && !diff.is_empty() && !source_changed {
             metrics.drift.inc();
-            warn!(changes = diff.len(), "periodic resync found drift: a notification was lost");
+            warn!(
+                changes = diff.len(),
+                "periodic resync found drift: a notification was lost"
+            );
         }
         self.loaded_from_redis = true;
         {
@@ -361,7 +390,12 @@ fn join_reason(result: Result<Result<(), Error>, tokio::task::JoinError>) -> Str
 
 fn log_diff(reason: ResyncReason, diff: &crate::routes::Diff, table: &RouteTable) {
     let names = |v: &[String]| {
-        let mut s = v.iter().take(DIFF_LOG_NAMES).cloned().collect::<Vec<_>>().join(",");
+        let mut s = v
+            .iter()
+            .take(DIFF_LOG_NAMES)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(",");
         if v.len() > DIFF_LOG_NAMES {
             s.push_str(&format!(",… ({} more)", v.len() - DIFF_LOG_NAMES));
         }
@@ -389,7 +423,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff { min, max, current: min }
+        Backoff {
+            min,
+            max,
+            current: min,
+        }
     }
 
     pub fn reset(&mut self) {

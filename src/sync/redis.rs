@@ -69,7 +69,10 @@ pub fn builder(config: &SyncConfig) -> Builder {
 
 /// Connects a client; `prepare` runs before `init` so event receivers made
 /// there miss nothing.
-pub async fn connect<T>(config: &SyncConfig, prepare: impl FnOnce(&Client) -> T) -> Result<(Connection, T), Error> {
+pub async fn connect<T>(
+    config: &SyncConfig,
+    prepare: impl FnOnce(&Client) -> T,
+) -> Result<(Connection, T), Error> {
     let client = builder(config).build()?;
     let extra = prepare(&client);
     let task = client.init().await?;
@@ -86,8 +89,14 @@ pub async fn get_notify_flags(client: &Client) -> Result<String, Error> {
         .custom(cmd("CONFIG"), vec!["GET", "notify-keyspace-events"])
         .await?;
     let flags = match value {
-        Value::Array(items) => items.get(1).and_then(|v| v.as_str().map(|s| s.into_owned())),
-        Value::Map(map) => map.inner().into_values().next().and_then(|v| v.as_str().map(|s| s.into_owned())),
+        Value::Array(items) => items
+            .get(1)
+            .and_then(|v| v.as_str().map(|s| s.into_owned())),
+        Value::Map(map) => map
+            .inner()
+            .into_values()
+            .next()
+            .and_then(|v| v.as_str().map(|s| s.into_owned())),
         _ => None,
     };
     flags.ok_or_else(|| Error::new(ErrorKind::Protocol, "unexpected CONFIG GET reply"))
@@ -123,7 +132,9 @@ pub async fn subscribe_confirmed(client: &Client, channel: &str) -> Result<(), E
 }
 
 fn parse_time(value: &Value) -> Option<RedisMicros> {
-    let Value::Array(items) = value else { return None };
+    let Value::Array(items) = value else {
+        return None;
+    };
     let secs: u64 = items.first()?.as_str()?.parse().ok()?;
     let micros: u64 = items.get(1)?.as_str()?.parse().ok()?;
     Some(secs * 1_000_000 + micros)
@@ -186,7 +197,8 @@ pub async fn read_hash(client: &Client, key: &str, expect_large: bool) -> Result
     let (Some(time), Some(hash)) = (items.next(), items.next()) else {
         return Err(Error::new(ErrorKind::Protocol, "unexpected EXEC reply"));
     };
-    let watermark = parse_time(&time).ok_or_else(|| Error::new(ErrorKind::Protocol, "unexpected TIME reply"))?;
+    let watermark = parse_time(&time)
+        .ok_or_else(|| Error::new(ErrorKind::Protocol, "unexpected TIME reply"))?;
     let mut entries = Vec::new();
     push_pairs(hash, &mut entries)?;
     Ok(HashRead { entries, watermark })
@@ -200,7 +212,10 @@ async fn scan_hash(client: &Client, key: &str) -> Result<HashRead, Error> {
     let mut cursor = String::from("0");
     loop {
         let reply: Value = client
-            .custom(cmd("HSCAN"), vec![key, cursor.as_str(), "COUNT", SCAN_COUNT])
+            .custom(
+                cmd("HSCAN"),
+                vec![key, cursor.as_str(), "COUNT", SCAN_COUNT],
+            )
             .await?;
         let mut parts = reply.into_array().into_iter();
         let (Some(next), Some(page)) = (parts.next(), parts.next()) else {

@@ -1,0 +1,2 @@
+//! Criterion micro-benchmark of a route lookup (placeholder).
+fn main() {}

@@ -1,0 +1,2 @@
+//! Demo backend (placeholder).
+fn main() {}
