@@ -124,16 +124,18 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_RESPONSE_HEADER_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub response_header_timeout: Duration,
 
-    /// Time a client has to send its request headers.
-    #[arg(long, env = "SWITCHYARD_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    /// Time a client has to send its request head. For HTTP/1.1 this timer
+    /// also runs while a keep-alive connection waits for its next request.
+    #[arg(long, env = "SWITCHYARD_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub header_read_timeout: Duration,
 
     /// Largest request head accepted (larger gets 431), in bytes.
     #[arg(long, env = "SWITCHYARD_MAX_HEADER_SIZE", default_value_t = 32 * 1024)]
     pub max_header_size: usize,
 
-    /// Idle keep-alive time of a client connection.
-    #[arg(long, env = "SWITCHYARD_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    /// A client connection on which no byte moved for this long is closed
+    /// (gracefully: a request in flight may finish).
+    #[arg(long, env = "SWITCHYARD_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
 
     /// Cap on concurrent client connections (0 = no cap).
