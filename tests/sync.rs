@@ -50,3 +50,533 @@ async fn route_present_at_boot_is_served_and_changes_follow() {
     );
     proxy.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// True when `host` is answered by the backend called `backend`.
+async fn serves(proxy: &ProxyHandle, host: &str, backend: &str) -> bool {
+    proxy.get(host, "/").await.backend().as_deref() == Some(backend)
+}
+
+/// `/readyz`: status code and JSON details.
+async fn readyz(proxy: &ProxyHandle) -> (u16, serde_json::Value) {
+    let r = proxy.admin_get("/readyz").await;
+    (r.status, r.json())
+}
+
+async fn watermark(proxy: &ProxyHandle) -> u64 {
+    readyz(proxy).await.1["watermark_us"].as_u64().unwrap_or(0)
+}
+
+const BOOT: &str = "switchyard_resyncs_total{reason=\"boot\"}";
+const EVENT: &str = "switchyard_resyncs_total{reason=\"event\"}";
+const RECONNECT: &str = "switchyard_resyncs_total{reason=\"reconnect\"}";
+const PERIODIC: &str = "switchyard_resyncs_total{reason=\"periodic\"}";
+const RECEIVED: &str = "switchyard_notifications_received_total";
+
+/// The real proxy started with `config`, once it reports ready.
+async fn ready_proxy(config: switchyard::config::Config) -> ProxyHandle {
+    let proxy = start_proxy_with(config).await;
+    assert_eventually!(proxy.ready().await, "proxy never became ready");
+    proxy
+}
+
+// ---------------------------------------------------------------------------
+// DESIGN 3.3: coalesced resync
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_1000_hsets_costs_few_reloads_and_ends_in_the_final_table() {
+    let redis = RedisServer::start();
+    let blue = start_backend("blue").await;
+    let green = start_backend("green").await;
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+
+    // 1,000 writes over 250 hosts, four rounds; each round flips every
+    // host's target, so the final table proves the last write won.
+    const HOSTS: usize = 250;
+    let target = |i: usize| {
+        if (i / HOSTS + i % 2) % 2 == 0 {
+            blue.target()
+        } else {
+            green.target()
+        }
+    };
+    let mut lines = String::new();
+    for i in 0..1000 {
+        lines.push_str(&format!(
+            "HSET routes h{}.cloud.com {}\n",
+            i % HOSTS,
+            target(i)
+        ));
+    }
+    redis.pipe(&lines);
+
+    // Every event is counted (the receiver is deep enough not to lag).
+    assert_eventually!(
+        proxy.metric(RECEIVED).await == 1000.0,
+        "notifications received: {}",
+        proxy.metric(RECEIVED).await
+    );
+    // Round 3 is the last: odd hosts end on blue, even hosts on green.
+    assert_eventually!(
+        proxy.routes().await["routes"].as_object().map(|m| m.len()) == Some(HOSTS),
+        "route count"
+    );
+    for k in [0, 1, 2, 3, 124, 125, 248, 249] {
+        let want = if k % 2 == 1 { "blue" } else { "green" };
+        assert_eventually!(
+            serves(&proxy, &format!("h{k}.cloud.com"), want).await,
+            "h{k} should be served by {want}"
+        );
+    }
+    let routes = proxy.routes().await;
+    assert_eq!(
+        routes["routes"]["h7.cloud.com"]["value"].as_str(),
+        Some(blue.target().as_str())
+    );
+    assert_eq!(
+        routes["routes"]["h8.cloud.com"]["value"].as_str(),
+        Some(green.target().as_str())
+    );
+
+    let reloads = proxy.metric(EVENT).await;
+    eprintln!(
+        "burst: 1000 HSETs, {} notifications, {reloads} event reloads",
+        proxy.metric(RECEIVED).await
+    );
+    assert!(reloads >= 1.0, "the burst caused no reload");
+    assert!(
+        reloads < 100.0,
+        "{reloads} reloads for 1000 events: not coalesced"
+    );
+    assert_eq!(proxy.metric(BOOT).await, 1.0);
+    assert_eq!(proxy.metric(RECONNECT).await, 0.0);
+    proxy.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// DESIGN 3.4: reconnect means resync
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_made_while_the_subscriber_is_down_is_live_after_the_reconnect() {
+    let redis = RedisServer::start();
+    let blue = start_backend("blue").await;
+    let green = start_backend("green").await;
+    redis.hset("app.cloud.com", &blue.target());
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+    assert!(serves(&proxy, "app.cloud.com", "blue").await);
+    assert_eq!(proxy.metric(RECONNECT).await, 0.0);
+
+    // Kill the subscriber and change the route in one transaction: the
+    // write certainly happens while no subscriber exists, so its keyspace
+    // event is lost for good and only the reconnect resync can bring it.
+    // (test_config sets the periodic resync to an hour.)
+    redis.pipe(&format!(
+        "MULTI\nCLIENT KILL TYPE pubsub\nHSET routes app.cloud.com {}\nEXEC\n",
+        green.target()
+    ));
+    assert_eventually!(
+        serves(&proxy, "app.cloud.com", "green").await,
+        "the change made while the subscriber was down never went live"
+    );
+    assert!(proxy.metric(RECONNECT).await >= 1.0);
+    assert_eq!(proxy.metric(PERIODIC).await, 0.0);
+    // The write's event went nowhere: only the reconnect resync brought it.
+    assert_eq!(proxy.metric(RECEIVED).await, 0.0);
+
+    // And the new subscription works: the next change arrives by event.
+    redis.hset("app.cloud.com", &blue.target());
+    assert_eventually!(
+        serves(&proxy, "app.cloud.com", "blue").await,
+        "after resubscribe"
+    );
+    assert_eq!(proxy.metric(PERIODIC).await, 0.0);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_with_different_data_old_table_meanwhile_new_data_after() {
+    let mut redis = RedisServer::start();
+    let blue = start_backend("blue").await;
+    let green = start_backend("green").await;
+    redis.hset("old.cloud.com", &blue.target());
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+    assert!(serves(&proxy, "old.cloud.com", "blue").await);
+
+    // Outage: the last table keeps serving, /readyz says Redis is down.
+    redis.kill();
+    assert_eventually!(
+        readyz(&proxy).await.1["redis"] != "connected",
+        "proxy did not notice the outage"
+    );
+    for _ in 0..20 {
+        assert!(
+            serves(&proxy, "old.cloud.com", "blue").await,
+            "request failed while Redis was down"
+        );
+    }
+    let (code, details) = readyz(&proxy).await;
+    assert_eq!(code, 200, "still ready on the last table: {details}");
+
+    // Back, empty, notifications off (CONFIG SET is not persisted), then
+    // given different data.
+    redis.spawn();
+    redis.hset("new.cloud.com", &green.target());
+    assert_eventually!(
+        serves(&proxy, "new.cloud.com", "green").await,
+        "the new data never went live"
+    );
+    assert_eventually!(
+        proxy.get("old.cloud.com", "/").await.status == 404,
+        "the old route outlived the restart"
+    );
+    assert!(proxy.metric(RECONNECT).await >= 1.0);
+    let flags = redis.cli(&["CONFIG", "GET", "notify-keyspace-events"]);
+    let flags = flags.lines().nth(1).unwrap_or_default();
+    assert!(
+        ['K', 'g', 'h', 'x', 'e'].iter().all(|c| flags.contains(*c)),
+        "notifications not re-enabled after the restart: {flags:?}"
+    );
+
+    // A change after the restart arrives by notification (periodic is 1 h).
+    let received = proxy.metric(RECEIVED).await;
+    redis.hset("new.cloud.com", &blue.target());
+    assert_eventually!(
+        serves(&proxy, "new.cloud.com", "blue").await,
+        "change after the restart"
+    );
+    assert!(proxy.metric(RECEIVED).await > received);
+    assert_eq!(proxy.metric(PERIODIC).await, 0.0);
+    proxy.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// DESIGN 3.1 and 3.5: notifications refused; FLUSHDB
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_refused_changes_converge_by_periodic_resync() {
+    let redis = RedisServer::start();
+    let blue = start_backend("blue").await;
+    let green = start_backend("green").await;
+    redis.cli(&[
+        "ACL", "SETUSER", "proxy", "on", ">pw", "~*", "&*", "+@all", "-config",
+    ]);
+    redis.hset("app.cloud.com", &blue.target());
+    let mut config = test_config(&format!("redis://proxy:pw@127.0.0.1:{}/0", redis.port));
+    config.sync.resync_interval = std::time::Duration::from_millis(500);
+    let proxy = ready_proxy(config).await;
+    assert!(serves(&proxy, "app.cloud.com", "blue").await);
+
+    let (_, details) = readyz(&proxy).await;
+    assert_eq!(details["notifications"]["mode"], "polling", "{details}");
+    assert!(
+        details["notifications"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("CONFIG")),
+        "{details}"
+    );
+    assert_eq!(proxy.metric("switchyard_notifications_enabled").await, 0.0);
+    // The proxy could not turn them on, and did not pretend to.
+    let flags = redis.cli(&["CONFIG", "GET", "notify-keyspace-events"]);
+    assert_eq!(flags.lines().nth(1).unwrap_or_default(), "");
+
+    redis.hset("app.cloud.com", &green.target());
+    assert_eventually!(
+        serves(&proxy, "app.cloud.com", "green").await,
+        "change never converged in polling mode"
+    );
+    assert!(proxy.metric(PERIODIC).await >= 1.0);
+    assert_eq!(proxy.metric(RECEIVED).await, 0.0);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushdb_sends_no_event_and_converges_by_periodic_resync_as_drift() {
+    let redis = RedisServer::start();
+    let blue = start_backend("blue").await;
+    redis.hset("app.cloud.com", &blue.target());
+    let mut config = test_config(&redis.url());
+    config.sync.resync_interval = std::time::Duration::from_millis(500);
+    let proxy = ready_proxy(config).await;
+    assert!(serves(&proxy, "app.cloud.com", "blue").await);
+    assert_eq!(readyz(&proxy).await.1["notifications"]["mode"], "keyspace");
+    assert_eq!(proxy.metric("switchyard_notifications_enabled").await, 1.0);
+    assert_eq!(proxy.metric("switchyard_drift_total").await, 0.0);
+
+    redis.cli(&["FLUSHDB"]);
+    assert_eventually!(
+        proxy.get("app.cloud.com", "/").await.status == 404,
+        "FLUSHDB never converged"
+    );
+    assert_eventually!(
+        proxy.metric("switchyard_drift_total").await >= 1.0,
+        "FLUSHDB was not counted as drift"
+    );
+    assert_eq!(proxy.metric(RECEIVED).await, 0.0, "FLUSHDB sent an event?");
+    assert!(proxy.ready().await);
+    proxy.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// DESIGN 1: an invalid value is reported and isolated
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_value_is_isolated_reported_and_keeps_the_last_valid_route() {
+    let redis = RedisServer::start();
+    let blue = start_backend("blue").await;
+    let green = start_backend("green").await;
+    redis.hset("a.cloud.com", &blue.target());
+    redis.hset("b.cloud.com", &green.target());
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+    assert!(serves(&proxy, "a.cloud.com", "blue").await);
+    assert_eq!(proxy.metric("switchyard_invalid_routes").await, 0.0);
+
+    // a: valid, then invalid. c: never valid.
+    redis.hset("a.cloud.com", "10.0.0.1");
+    redis.hset("c.cloud.com", "not a route");
+    assert_eventually!(
+        proxy.metric("switchyard_invalid_routes").await == 2.0,
+        "invalid_routes metric: {}",
+        proxy.metric("switchyard_invalid_routes").await
+    );
+    // Every other host still served; a keeps its last valid route.
+    assert!(serves(&proxy, "b.cloud.com", "green").await);
+    assert!(serves(&proxy, "a.cloud.com", "blue").await);
+    assert_eq!(proxy.get("c.cloud.com", "/").await.status, 502);
+
+    let routes = proxy.routes().await;
+    let invalid = routes["invalid"].as_array().expect("invalid list");
+    let find = |field: &str| {
+        invalid
+            .iter()
+            .find(|e| e["field"] == field)
+            .unwrap_or_else(|| panic!("{field} not listed as invalid: {routes}"))
+    };
+    let a = find("a.cloud.com");
+    assert_eq!(a["value"], "10.0.0.1");
+    assert_eq!(a["serving_previous"], true);
+    assert!(
+        a["reason"].as_str().is_some_and(|r| r.contains("no port")),
+        "{a}"
+    );
+    let c = find("c.cloud.com");
+    assert_eq!(c["serving_previous"], false);
+    assert!(c["reason"].as_str().is_some_and(|r| !r.is_empty()), "{c}");
+    assert_eq!(invalid.len(), 2);
+    // The serving route of a is still the old value.
+    assert_eq!(
+        routes["routes"]["a.cloud.com"]["value"].as_str(),
+        Some(blue.target().as_str())
+    );
+    assert_eq!(routes["routes"]["c.cloud.com"]["invalid"], true);
+
+    // Fixing the value clears the report.
+    redis.hset("a.cloud.com", &green.target());
+    redis.hdel("c.cloud.com");
+    assert_eventually!(
+        serves(&proxy, "a.cloud.com", "green").await,
+        "fixed value not served"
+    );
+    assert_eventually!(
+        proxy.metric("switchyard_invalid_routes").await == 0.0,
+        "invalid_routes did not return to 0"
+    );
+    assert_eq!(proxy.get("c.cloud.com", "/").await.status, 404);
+    proxy.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// DESIGN 2: the request path never touches Redis
+// ---------------------------------------------------------------------------
+
+/// Sends `n` GETs with `Host: host` over one keep-alive client, 50 at a
+/// time, and returns the status codes seen.
+async fn many_gets(addr: std::net::SocketAddr, host: &str, n: usize) -> Vec<u16> {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    let client: Client<_, Empty<Bytes>> =
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let mut statuses = Vec::with_capacity(n);
+    let mut i = 0;
+    while i < n {
+        let batch = (i..n.min(i + 50)).map(|j| {
+            let req = http::Request::builder()
+                .uri(format!("http://{addr}/r{j}"))
+                .header("host", host.replace("{}", &j.to_string()))
+                .body(Empty::new())
+                .unwrap();
+            let client = client.clone();
+            async move {
+                let resp = client.request(req).await.expect("request failed");
+                let status = resp.status().as_u16();
+                let _ = resp.into_body().collect().await;
+                status
+            }
+        });
+        statuses.extend(futures_util::future::join_all(batch).await);
+        i += 50;
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_hosts_get_404_and_no_request_reaches_redis() {
+    let redis = RedisServer::start();
+    let blue = start_backend("blue").await;
+    redis.hset("known.cloud.com", &blue.target());
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+    assert!(serves(&proxy, "known.cloud.com", "blue").await);
+
+    let before = redis.command_calls();
+    let unknown = many_gets(proxy.addr, "unknown-{}.example.org", 500).await;
+    let known = many_gets(proxy.addr, "known.cloud.com", 500).await;
+    let after = redis.command_calls();
+
+    assert!(
+        unknown.iter().all(|s| *s == 404),
+        "unknown hosts: {unknown:?}"
+    );
+    assert!(known.iter().all(|s| *s == 200), "known host: {known:?}");
+    assert!(blue.hits() >= 500);
+
+    let moved: std::collections::BTreeMap<&str, u64> = after
+        .iter()
+        .map(|(k, v)| (k.as_str(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, d)| *d > 0)
+        .collect();
+    eprintln!("redis commands during 1000 requests: {moved:?}");
+    // What may move: the test's own INFO, the proxy's PINGs (both
+    // connections, every 200 ms) and its status key SET (every 500 ms).
+    // Those are timers, not requests: their count does not depend on how
+    // many requests ran.
+    for (command, delta) in &moved {
+        assert!(
+            matches!(*command, "info" | "ping" | "set"),
+            "redis executed {delta} × {command} while serving requests: {moved:?}"
+        );
+    }
+    for command in ["hgetall", "hscan", "hget", "exec", "multi", "time", "get"] {
+        assert!(!moved.contains_key(command), "{command} moved: {moved:?}");
+    }
+    // A timer-driven count is small: far below one per request.
+    let timers: u64 = moved.values().sum();
+    assert!(
+        timers < 100,
+        "{timers} commands for 1000 requests: {moved:?}"
+    );
+    proxy.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// DESIGN 3.8: not ready before the first load
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_started_before_redis_is_unready_then_serves_once_loaded() {
+    let mut redis = RedisServer::reserved();
+    let blue = start_backend("blue").await;
+    let proxy = start_proxy(&redis).await;
+
+    // Let it fail at least once, then check it is honest about it.
+    assert_eventually!(
+        readyz(&proxy).await.1["last_error"].is_string(),
+        "no connection error reported"
+    );
+    let (code, details) = readyz(&proxy).await;
+    assert_eq!(code, 503, "{details}");
+    assert_eq!(details["ready"], false);
+    assert_ne!(details["redis"], "connected", "{details}");
+    let r = proxy.get("app.cloud.com", "/").await;
+    assert_eq!(r.status, 503);
+    assert!(r.headers.contains_key("retry-after"), "{:?}", r.headers);
+    assert_eq!(proxy.metric(BOOT).await, 0.0);
+
+    redis.spawn();
+    redis.hset("app.cloud.com", &blue.target());
+    assert_eventually!(proxy.ready().await, "never ready after Redis appeared");
+    assert_eventually!(
+        serves(&proxy, "app.cloud.com", "blue").await,
+        "route never served"
+    );
+    let (code, details) = readyz(&proxy).await;
+    assert_eq!(code, 200);
+    assert_eq!(details["redis"], "connected");
+    assert_eq!(details["source"], "redis");
+    assert_eq!(proxy.metric(BOOT).await, 1.0);
+    proxy.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// DESIGN 3.6 and 3.7: empty is a table; the watermark always advances
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_hash_is_a_table_and_the_watermark_advances_on_a_no_op_resync() {
+    let redis = RedisServer::start();
+    let blue = start_backend("blue").await;
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (code, details) = readyz(&proxy).await;
+    assert_eq!(code, 200, "{details}");
+    assert_eq!(details["table"]["routes"], 0);
+    assert_eq!(proxy.get("anything.cloud.com", "/").await.status, 404);
+    assert!(details["watermark_us"].as_u64().is_some(), "{details}");
+
+    redis.hset("app.cloud.com", &blue.target());
+    assert_eventually!(serves(&proxy, "app.cloud.com", "blue").await, "new route");
+    assert_eventually!(
+        proxy.metric(EVENT).await >= 1.0,
+        "the HSET was not an event resync"
+    );
+    let version = readyz(&proxy).await.1["table"]["version"].clone();
+    let w1 = watermark(&proxy).await;
+    let events = proxy.metric(EVENT).await;
+
+    // The same value again: an event, a reload that changes nothing. The
+    // watermark still moves past the Redis time taken before the write,
+    // which is what `route set --wait` relies on (DESIGN 3.7).
+    let redis_time = || {
+        let out = redis.cli(&["TIME"]);
+        let mut parts = out.lines().map(|l| l.trim().parse::<u64>().unwrap());
+        parts.next().unwrap() * 1_000_000 + parts.next().unwrap()
+    };
+    let before_write = redis_time();
+    assert!(w1 < before_write);
+    redis.hset("app.cloud.com", &blue.target());
+    assert_eventually!(
+        proxy.metric(EVENT).await > events && watermark(&proxy).await > before_write,
+        "watermark did not pass the write: {} -> {} (write after {})",
+        w1,
+        watermark(&proxy).await,
+        before_write
+    );
+    let (_, details) = readyz(&proxy).await;
+    assert_eq!(details["table"]["version"], version, "no-op reload swapped");
+    assert!(watermark(&proxy).await <= redis_time());
+    proxy.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// Sync reasons
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_boot_resync_and_nothing_else_at_start() {
+    let redis = RedisServer::start();
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+    assert_eq!(proxy.metric(BOOT).await, 1.0);
+    assert_eq!(proxy.metric(EVENT).await, 0.0);
+    assert_eq!(proxy.metric(RECONNECT).await, 0.0);
+    assert_eq!(proxy.metric(PERIODIC).await, 0.0);
+    assert_eq!(proxy.metric("switchyard_notifications_enabled").await, 1.0);
+    assert_eq!(readyz(&proxy).await.1["notifications"]["mode"], "keyspace");
+    // The boot load swapped in version 1.
+    assert_eq!(proxy.metric("switchyard_route_table_version").await, 1.0);
+    proxy.shutdown().await;
+}
