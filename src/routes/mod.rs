@@ -549,4 +549,34 @@ mod tests {
         route.backends[2].mark_down(now_ms(), 60_000);
         assert_eq!(route.pick_order(now_ms()).count(), 3);
     }
+
+    proptest::proptest! {
+        /// Fuzz-style: any bytes as fields and values never panic the
+        /// builder, every entry is either served or reported, and a valid
+        /// entry added beside them is always served.
+        #[test]
+        fn arbitrary_entries_never_panic_and_never_hide_valid_ones(
+            junk in proptest::collection::vec(
+                (proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+                 proptest::collection::vec(proptest::prelude::any::<u8>(), 0..60)),
+                0..40),
+        ) {
+            let mut entries: Vec<RawEntry> = junk
+                .into_iter()
+                .map(|(f, v)| (Bytes::from(f), Bytes::from(v)))
+                .collect();
+            entries.push((Bytes::from_static(b"known-good.example"), Bytes::from_static(b"10.0.0.1:80")));
+            let t = RouteTable::build(&entries, &RouteTable::unloaded());
+            proptest::prop_assert!(matches!(t.lookup("known-good.example"), Lookup::Route(_)));
+            // An invalid value is both reported and answered (502), so it
+            // counts on both sides; nothing is ever silently dropped.
+            proptest::prop_assert!(t.len() <= entries.len());
+            proptest::prop_assert!(t.invalid().len() <= entries.len());
+            let accounted = entries.iter().filter(|(f, _)| {
+                let served = std::str::from_utf8(f).ok().and_then(|f| parse_field(f).ok()).is_some_and(|k| t.entry(&k).is_some());
+                served || t.invalid().iter().any(|i| i.field.as_bytes() == &f[..] || i.field == String::from_utf8_lossy(f))
+            }).count();
+            proptest::prop_assert_eq!(accounted, entries.len());
+        }
+    }
 }
