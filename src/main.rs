@@ -15,11 +15,18 @@ fn main() -> ExitCode {
         }
     };
     let redis_url = cli.redis_url(std::env::var("REDIS_URL").ok().filter(|s| !s.is_empty()));
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // One worker thread means a single-threaded runtime: no work stealing,
+    // no cross-thread wakeups (an nginx-style worker).
+    let mut runtime = match cli.serve.worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.max(1));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     runtime.enable_all();
-    if let Some(n) = cli.serve.worker_threads {
-        runtime.worker_threads(n.max(1));
-    }
     let runtime = runtime.build().expect("tokio runtime");
     match cli.command {
         None | Some(Command::Serve) => {

@@ -66,8 +66,10 @@ fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `TE: trailers` is kept on requests: it is end-to-end in meaning.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
-    // Fast path: most requests carry none of these.
-    if !hop_by_hop().iter().any(|h| headers.contains_key(*h)) {
+    // Fast path: most requests carry none of these. One pass over the
+    // (few) names present beats nine hashed lookups.
+    let hop = hop_by_hop();
+    if !headers.keys().any(|name| hop.contains(&name)) {
         return;
     }
     let named: Vec<HeaderName> = headers
@@ -87,7 +89,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
-    for name in hop_by_hop() {
+    for name in hop {
         headers.remove(name);
     }
     if te_trailers {
