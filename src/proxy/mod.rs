@@ -170,7 +170,13 @@ impl Proxy {
         let upgrade = upgrade_protocol(&req);
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let original_host = match req.uri().authority() {
-            Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+            // `host[:port]` without any `userinfo@`: that is not part of a
+            // Host header and must not leak to the backend.
+            Some(authority) => authority
+                .as_str()
+                .rsplit('@')
+                .next()
+                .and_then(|host| HeaderValue::from_str(host).ok()),
             None => req.headers().get(header::HOST).cloned(),
         };
         let (mut parts, body) = req.into_parts();
@@ -181,11 +187,12 @@ impl Proxy {
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, protocol.clone());
         }
-        if !parts.headers.contains_key(header::HOST) {
-            // HTTP/2 and absolute-form requests: backends see the public host.
-            if let Some(host) = &original_host {
-                parts.headers.insert(header::HOST, host.clone());
-            }
+        // The host we routed by is the host the backend sees. HTTP/2 has no
+        // Host header; an absolute-form target wins over a Host header sent
+        // with it (RFC 9112 3.2.2: a proxy replaces it), so the backend is
+        // never told a different host than the one its route was chosen for.
+        if let Some(host) = &original_host {
+            parts.headers.insert(header::HOST, host.clone());
         }
         add_forwarding_headers(&mut parts.headers, peer.ip(), "http", original_host);
         let request_id = match parts.headers.get(&X_REQUEST_ID) {

@@ -1,0 +1,1098 @@
+//! The request path end to end (DESIGN 4, issues 3 and 5): wildcards,
+//! balancing and dead backends, header rules, status codes, limits and
+//! timeouts, streaming, WebSockets, HTTP/2, metrics and graceful shutdown.
+//! Every test starts its own redis-server, its own backends and the real
+//! proxy on ephemeral ports.
+
+mod support;
+#[path = "support_proxy/mod.rs"]
+mod support_proxy;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+use support_proxy::*;
+use switchyard::config::Config;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The real proxy started with `config`, once its first table is loaded.
+async fn ready_proxy(config: Config) -> ProxyHandle {
+    let proxy = start_proxy_with(config).await;
+    assert_eventually!(proxy.ready().await, "proxy never became ready");
+    proxy
+}
+
+/// The name of the test backend that answered, or the status if none did.
+async fn answered_by(proxy: &ProxyHandle, host: &str) -> Result<String, u16> {
+    let r = proxy.get(host, "/").await;
+    r.backend().ok_or(r.status)
+}
+
+// ---------------------------------------------------------------------------
+// Routing
+// ---------------------------------------------------------------------------
+
+/// `*.cloud.com` serves any depth of subdomain; the longest matching suffix
+/// wins; an exact field beats every wildcard; the bare suffix is not
+/// matched by its wildcard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcards_longest_suffix_and_exact_routes_win() {
+    let redis = RedisServer::start();
+    let wild = start_backend("wild").await;
+    let eu = start_backend("eu").await;
+    let exact = start_backend("exact").await;
+    redis.hset("*.cloud.com", &wild.target());
+    redis.hset("*.eu.cloud.com", &eu.target());
+    redis.hset("app.eu.cloud.com", &exact.target());
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+
+    assert_eq!(answered_by(&proxy, "x.cloud.com").await, Ok("wild".into()));
+    assert_eq!(
+        answered_by(&proxy, "a.b.cloud.com").await,
+        Ok("wild".into())
+    );
+    assert_eq!(
+        answered_by(&proxy, "X.Cloud.COM:8080").await,
+        Ok("wild".into())
+    );
+    // Longest suffix: *.eu.cloud.com beats *.cloud.com, at any depth.
+    assert_eq!(answered_by(&proxy, "x.eu.cloud.com").await, Ok("eu".into()));
+    assert_eq!(
+        answered_by(&proxy, "a.b.eu.cloud.com").await,
+        Ok("eu".into())
+    );
+    // Exact beats both wildcards that also match it.
+    assert_eq!(
+        answered_by(&proxy, "app.eu.cloud.com").await,
+        Ok("exact".into())
+    );
+    // `*.suffix` needs a label before the suffix.
+    assert_eq!(answered_by(&proxy, "cloud.com").await, Err(404));
+    assert_eq!(answered_by(&proxy, "x.notcloud.com").await, Err(404));
+
+    // Removing the exact route falls back to the longest wildcard.
+    redis.hdel("app.eu.cloud.com");
+    assert_eventually!(
+        answered_by(&proxy, "app.eu.cloud.com").await == Ok("eu".into()),
+        "exact route removed"
+    );
+    proxy.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// Balancing and dead backends
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_spreads_requests_over_every_backend() {
+    let redis = RedisServer::start();
+    let a = start_backend("a").await;
+    let b = start_backend("b").await;
+    redis.hset("rr.test", &format!("{}, {}", a.target(), b.target()));
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+    for _ in 0..10 {
+        assert_eq!(proxy.get("rr.test", "/").await.status, 200);
+    }
+    assert_eq!((a.hits(), b.hits()), (5, 5), "strict alternation");
+    proxy.shutdown().await;
+}
+
+/// One backend of two refuses: no request fails, every one is served by the
+/// live backend (the refused attempt is retried, then the dead backend is
+/// skipped), and the refusals are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_backend_is_skipped_without_a_single_failure() {
+    let redis = RedisServer::start();
+    let live = start_backend("live").await;
+    let dead = start_backend("dead").await;
+    redis.hset("pair.test", &format!("{},{}", dead.target(), live.target()));
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+    dead.stop();
+    assert_eventually!(!accepts(dead.addr).await, "stopped backend still accepts");
+
+    let mut failures = Vec::new();
+    for i in 0..20 {
+        match answered_by(&proxy, "pair.test").await {
+            Ok(name) if name == "live" => {}
+            other => failures.push((i, other)),
+        }
+    }
+    assert!(failures.is_empty(), "failed GETs: {failures:?}");
+    assert_eq!(live.hits(), 20);
+    assert_eq!(dead.hits(), 0);
+    assert!(
+        proxy
+            .metric("switchyard_upstream_errors_total{kind=\"refused\"}")
+            .await
+            >= 1.0
+    );
+    // Once marked down, the dead backend is not even tried any more: at
+    // most the first request (and one per TTL) pays for a refused connect.
+    assert!(
+        proxy.metric("switchyard_upstream_retries_total").await <= 2.0,
+        "the dead backend should be skipped, not retried on every request"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_backend_refusing_is_a_fast_502() {
+    let redis = RedisServer::start();
+    redis.hset(
+        "dead.test",
+        &format!("{},{}", refusing_addr(), refusing_addr()),
+    );
+    redis.hset("dead1.test", &refusing_addr().to_string());
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+    for host in ["dead.test", "dead1.test", "dead.test"] {
+        let started = Instant::now();
+        let r = proxy.get(host, "/").await;
+        let took = started.elapsed();
+        assert_eq!(r.status, 502, "{host}: {r:?}");
+        assert!(r.body.len() < 200, "short plain-text body: {:?}", r.body);
+        // The issue asks for 50 ms; the bound is generous for noisy CI.
+        assert!(took < Duration::from_secs(1), "{host}: 502 took {took:?}");
+        println!("{host}: 502 in {took:?}");
+    }
+    proxy.shutdown().await;
+}
+
+/// A small POST whose first backend refuses the connection is retried on
+/// the next one, body intact (it was buffered, never sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_post_is_retried_with_its_body_intact() {
+    let redis = RedisServer::start();
+    let echo = scripted_backend(|req| async move {
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        hyper::Response::new(full(body))
+    })
+    .await;
+    redis.hset(
+        "post.test",
+        &format!("{},{}", refusing_addr(), echo.target()),
+    );
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+    for i in 0..3 {
+        let payload = format!("payload number {i}: {}", "x".repeat(1000));
+        let r = send(
+            proxy.addr,
+            request("POST", "post.test", "/submit", &[], payload.clone()),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.body, payload, "body must arrive intact");
+    }
+    assert_eq!(echo.count(), 3);
+    assert!(proxy.metric("switchyard_upstream_retries_total").await >= 1.0);
+    proxy.shutdown().await;
+}
+
+/// A backend that reads the whole request, then resets the connection. A
+/// POST it received is not replayed elsewhere (it may have taken effect):
+/// 502. A GET in the same situation is idempotent and is replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_that_reached_a_resetting_backend_is_replayed_only_if_idempotent() {
+    let redis = RedisServer::start();
+    let resetter = raw_backend(|mut stream| async move {
+        read_until(&mut stream, b"END-OF-BODY").await;
+        let _ = stream.set_zero_linger();
+        drop(stream); // RST
+    })
+    .await;
+    let live = start_backend("live").await;
+    redis.hset(
+        "reset.test",
+        &format!("{},{}", resetter.target(), live.target()),
+    );
+    let mut config = test_config(&redis.url());
+    // Marks expire at once, so round-robin keeps offering the resetter.
+    config.proxy.dead_backend_ttl = Duration::from_millis(1);
+    let proxy = ready_proxy(config).await;
+
+    let mut post_checked = false;
+    let mut get_checked = false;
+    for _ in 0..10 {
+        if post_checked && get_checked {
+            break;
+        }
+        // Three per round: round-robin alternates, so both methods meet
+        // the resetter first within two rounds.
+        for method in ["POST", "GET", "GET"] {
+            let (resets, lives) = (resetter.count(), live.hits());
+            let body = if method == "POST" {
+                "order=1;END-OF-BODY"
+            } else {
+                ""
+            };
+            let headers: &[(&str, &str)] = if method == "GET" {
+                &[("x-pad", "END-OF-BODY")]
+            } else {
+                &[]
+            };
+            let r = send(
+                proxy.addr,
+                request(method, "reset.test", "/", headers, body),
+            )
+            .await;
+            if resetter.count() == resets {
+                continue; // served by the live backend first: no information
+            }
+            if method == "POST" {
+                assert_eq!(r.status, 502, "POST must not be replayed: {r:?}");
+                assert_eq!(live.hits(), lives, "POST reached the second backend");
+                post_checked = true;
+            } else {
+                assert_eq!(r.status, 200, "GET should be replayed: {r:?}");
+                assert_eq!(r.backend().as_deref(), Some("live"));
+                get_checked = true;
+            }
+        }
+    }
+    assert!(
+        post_checked && get_checked,
+        "the resetter was never tried first"
+    );
+    assert!(
+        proxy
+            .metric("switchyard_upstream_errors_total{kind=\"reset\"}")
+            .await
+            >= 2.0
+    );
+    proxy.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// Header rules
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_hop_by_hop_and_request_id() {
+    let redis = RedisServer::start();
+    let backend = start_backend("b").await;
+    redis.hset("hdr.test", &backend.target());
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+
+    let r = send(
+        proxy.addr,
+        request(
+            "GET",
+            "hdr.test",
+            "/p?q=1",
+            &[
+                ("x-forwarded-for", "203.0.113.7"),
+                ("connection", "keep-alive, X-Secret"),
+                ("x-secret", "named by Connection"),
+                ("keep-alive", "timeout=5"),
+                ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+                ("x-kept", "end-to-end"),
+            ],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen = r.json();
+    let h = &seen["headers"];
+    assert_eq!(seen["path"], "/p?q=1");
+    assert_eq!(h["host"], "hdr.test", "Host is kept");
+    assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "hdr.test");
+    assert_eq!(h["x-kept"], "end-to-end");
+    for hop in [
+        "connection",
+        "x-secret",
+        "keep-alive",
+        "proxy-authorization",
+    ] {
+        assert!(h.get(hop).is_none(), "{hop} reached the backend: {h}");
+    }
+    // A request id is generated, forwarded and returned.
+    let generated = h["x-request-id"].as_str().expect("generated request id");
+    assert!(generated.len() >= 16, "{generated}");
+    assert_eq!(r.headers["x-request-id"], generated);
+
+    // A client's request id is passed through unchanged.
+    let r = send(
+        proxy.addr,
+        request(
+            "GET",
+            "hdr.test",
+            "/",
+            &[("x-request-id", "client-id-42")],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(r.json()["headers"]["x-request-id"], "client-id-42");
+    assert_eq!(r.headers["x-request-id"], "client-id-42");
+    // Without a prior value X-Forwarded-For is just the client.
+    assert_eq!(r.json()["headers"]["x-forwarded-for"], "127.0.0.1");
+    proxy.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// Status codes for bad requests
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_or_malformed_host_is_400() {
+    let redis = RedisServer::start();
+    let backend = start_backend("b").await;
+    redis.hset("known.test", &backend.target());
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+
+    let cases: [&[u8]; 5] = [
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: \r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: bad host.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: known.test:port\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: known.test\r\nHost: other.test\r\n\r\n",
+    ];
+    for case in cases {
+        let r = raw_request(proxy.addr, case).await;
+        let shown = String::from_utf8_lossy(case);
+        assert_eq!(r.map(|r| r.status), Some(400), "{shown}");
+    }
+    assert_eq!(backend.hits(), 0);
+    proxy.shutdown().await;
+}
+
+/// Unknown hosts get a short 404; an absolute-form target is routed by its
+/// authority and never to a host outside the table (not an open proxy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_host_is_404_and_absolute_form_is_routed_by_its_authority() {
+    let redis = RedisServer::start();
+    let backend = start_backend("known").await;
+    redis.hset("known.test", &backend.target());
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+
+    let r = proxy.get("unknown.test", "/").await;
+    assert_eq!(r.status, 404);
+    assert!(r.body.len() < 100, "{:?}", r.body);
+    assert!(r.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+
+    // Absolute form for a host not in the table, even with a known Host.
+    let r = raw_request(
+        proxy.addr,
+        b"GET http://unknown.example/ HTTP/1.1\r\nHost: known.test\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 404, "{r:?}");
+    let r = raw_request(
+        proxy.addr,
+        b"GET http://127.0.0.1:1/ HTTP/1.1\r\nHost: 127.0.0.1:1\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 404, "{r:?}");
+    assert_eq!(backend.hits(), 0, "nothing unknown may be forwarded");
+
+    // Absolute form for a known host: routed by the authority, and the
+    // backend sees that host (RFC 9112 3.2.2: the target's host replaces
+    // any Host header received with it).
+    for raw in [
+        &b"GET http://known.test/abs?q=1 HTTP/1.1\r\nHost: known.test\r\n\r\n"[..],
+        b"GET http://known.test/abs?q=1 HTTP/1.1\r\nHost: unknown.test\r\n\r\n",
+        b"GET http://user:secret@known.test/abs?q=1 HTTP/1.1\r\nHost: known.test\r\n\r\n",
+    ] {
+        let r = raw_request(proxy.addr, raw).await.unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+        let seen: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(seen["path"], "/abs?q=1");
+        assert_eq!(seen["headers"]["host"], "known.test", "{seen}");
+        assert_eq!(seen["headers"]["x-forwarded-host"], "known.test");
+        assert!(
+            !seen.to_string().contains("secret"),
+            "userinfo leaked: {seen}"
+        );
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_is_refused_and_never_forwarded() {
+    let redis = RedisServer::start();
+    let backend = start_backend("b").await;
+    redis.hset("known.test", &backend.target());
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let r = raw_request(
+        proxy.addr,
+        b"CONNECT known.test:80 HTTP/1.1\r\nHost: known.test:80\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 405, "{r:?}");
+    assert_eq!(backend.hits(), 0);
+    proxy.shutdown().await;
+}
+
+/// Conflicting Content-Length values are rejected (by hyper's parser) and
+/// never reach a backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_content_lengths_are_400_and_never_forwarded() {
+    let redis = RedisServer::start();
+    let backend = start_backend("b").await;
+    redis.hset("known.test", &backend.target());
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let cases: [&[u8]; 2] = [
+        b"POST / HTTP/1.1\r\nHost: known.test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        b"POST / HTTP/1.1\r\nHost: known.test\r\nContent-Length: 5, 6\r\n\r\nhello!",
+    ];
+    for case in cases {
+        let r = raw_request(proxy.addr, case).await;
+        let shown = String::from_utf8_lossy(case);
+        assert_eq!(r.map(|r| r.status), Some(400), "{shown}");
+    }
+    assert_eq!(
+        backend.hits(),
+        0,
+        "an ambiguous request reached the backend"
+    );
+    assert_eq!(proxy.get("known.test", "/").await.status, 200);
+    proxy.shutdown().await;
+}
+
+/// Content-Length together with Transfer-Encoding: chunked, the classic
+/// request-smuggling shape, with a second request hidden after the chunked
+/// body.
+///
+/// FIXME(issue 5): the issue asks for `400, never forwarded`. That cannot
+/// be done in the proxy today: hyper's HTTP/1 parser drops the
+/// Content-Length header before the service sees the request (TE wins, RFC
+/// 9112 6.3), so `has_conflicting_framing` never sees both headers on an
+/// HTTP/1 request. What hyper does instead is safe, and this test pins it:
+/// the body is framed by Transfer-Encoding alone, the backend gets a
+/// request re-framed by the proxy (no Content-Length), the client
+/// connection is closed after the response, and the smuggled request is
+/// never parsed, let alone forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_with_chunked_never_smuggles_a_request() {
+    let redis = RedisServer::start();
+    let backend = start_backend("b").await;
+    redis.hset("known.test", &backend.target());
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+    for order in [
+        "Content-Length: 48\r\nTransfer-Encoding: chunked",
+        "Transfer-Encoding: chunked\r\nContent-Length: 48",
+    ] {
+        let hits = backend.hits();
+        let raw = format!(
+            "POST /front HTTP/1.1\r\nHost: known.test\r\n{order}\r\n\r\n\
+             0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: known.test\r\n\r\n"
+        );
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        stream.write_all(raw.as_bytes()).await.unwrap();
+        let r = read_response(&mut stream).await.expect("a response");
+        assert!(
+            closed_within(&mut stream, Duration::from_secs(5)).await,
+            "connection kept open after an ambiguous request"
+        );
+        assert_eq!(
+            backend.hits(),
+            hits + 1,
+            "{order}: exactly one request forwarded"
+        );
+        assert_eq!(r.status, 200);
+        let seen: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(seen["path"], "/front", "{order}");
+        assert_eq!(seen["body_len"], 0, "{order}: body framed by TE alone");
+        assert!(
+            seen["headers"].get("content-length").is_none(),
+            "{order}: Content-Length forwarded with a chunked body: {seen}"
+        );
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_route_value_is_502_and_harms_no_other_route() {
+    let redis = RedisServer::start();
+    let backend = start_backend("good").await;
+    redis.hset("good.test", &backend.target());
+    redis.hset("bad.com", "nonsense");
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let r = proxy.get("bad.com", "/").await;
+    assert_eq!(r.status, 502, "{r:?}");
+    assert!(r.body.contains("invalid"), "{:?}", r.body);
+    assert_eq!(answered_by(&proxy, "good.test").await, Ok("good".into()));
+    proxy.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// Limits and timeouts
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_are_431() {
+    let redis = RedisServer::start();
+    let backend = start_backend("b").await;
+    redis.hset("known.test", &backend.target());
+    let mut config = test_config(&redis.url());
+    config.server.max_header_size = 16 * 1024;
+    let proxy = ready_proxy(config).await;
+
+    // Just under the limit passes.
+    let r = send(
+        proxy.addr,
+        request(
+            "GET",
+            "known.test",
+            "/",
+            &[("x-big", &"a".repeat(12 * 1024))],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: known.test\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20 * 1024)
+    );
+    let r = raw_request(proxy.addr, big.as_bytes()).await;
+    assert_eq!(r.map(|r| r.status), Some(431));
+    assert_eq!(backend.hits(), 1);
+    proxy.shutdown().await;
+}
+
+/// Slowloris: a client that never finishes its head is cut off after the
+/// header read timeout (and not long before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_client_is_cut_off_by_the_header_read_timeout() {
+    let redis = RedisServer::start();
+    let backend = start_backend("b").await;
+    redis.hset("known.test", &backend.target());
+    let mut config = test_config(&redis.url());
+    config.server.header_read_timeout = Duration::from_millis(400);
+    let proxy = ready_proxy(config).await;
+
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let started = Instant::now();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: known.test\r\nX-Slow: 1")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(5)).await,
+        "slow client still connected after 5 s"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300),
+        "closed too early: {took:?}"
+    );
+    println!("slow client cut off after {took:?}");
+    assert_eq!(backend.hits(), 0);
+    proxy.shutdown().await;
+}
+
+/// A keep-alive connection serves several requests, then is closed once
+/// idle for the idle timeout (the header timeout is long here, so the idle
+/// timer is what closes it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connection_is_closed() {
+    let redis = RedisServer::start();
+    let backend = start_backend("b").await;
+    redis.hset("known.test", &backend.target());
+    let mut config = test_config(&redis.url());
+    config.server.header_read_timeout = Duration::from_secs(20);
+    config.server.idle_timeout = Duration::from_millis(400);
+    let proxy = ready_proxy(config).await;
+
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    for _ in 0..2 {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: known.test\r\n\r\n")
+            .await
+            .unwrap();
+        let r = read_response(&mut stream).await.expect("response");
+        assert_eq!(r.status, 200);
+    }
+    let idle_since = Instant::now();
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(5)).await,
+        "idle connection still open after 5 s"
+    );
+    let took = idle_since.elapsed();
+    assert!(
+        took >= Duration::from_millis(300),
+        "closed too early: {took:?}"
+    );
+    println!("idle connection closed after {took:?}");
+    proxy.shutdown().await;
+}
+
+/// A backend that accepts and reads but never answers: 504 after the
+/// response-header timeout, counted as a response timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_backend_is_504_after_the_response_header_timeout() {
+    let redis = RedisServer::start();
+    let silent = raw_backend(|mut stream| async move {
+        read_head(&mut stream).await;
+        // Hold the connection open, answer nothing.
+        std::future::pending::<()>().await;
+    })
+    .await;
+    redis.hset("silent.test", &silent.target());
+    let mut config = test_config(&redis.url());
+    config.proxy.response_header_timeout = Duration::from_millis(400);
+    let proxy = ready_proxy(config).await;
+
+    let started = Instant::now();
+    let r = proxy.get("silent.test", "/").await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 504, "{r:?}");
+    assert!(
+        took >= Duration::from_millis(350),
+        "504 too early: {took:?}"
+    );
+    assert!(took < Duration::from_secs(5), "504 too late: {took:?}");
+    assert_eq!(silent.count(), 1);
+    assert!(
+        proxy
+            .metric("switchyard_upstream_errors_total{kind=\"response_timeout\"}")
+            .await
+            >= 1.0
+    );
+    proxy.shutdown().await;
+}
+
+/// A backend whose accept queue is full never completes the handshake:
+/// 504 after the connect timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_backend_is_504_after_the_connect_timeout() {
+    let redis = RedisServer::start();
+    let blackhole = full_backlog().await;
+    redis.hset("blackhole.test", &blackhole.addr.to_string());
+    let mut config = test_config(&redis.url());
+    config.proxy.connect_timeout = Duration::from_millis(300);
+    let proxy = ready_proxy(config).await;
+
+    let started = Instant::now();
+    let r = proxy.get("blackhole.test", "/").await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 504, "{r:?}");
+    assert!(
+        took >= Duration::from_millis(250),
+        "504 too early: {took:?}"
+    );
+    assert!(took < Duration::from_secs(5), "504 too late: {took:?}");
+    assert!(
+        proxy
+            .metric("switchyard_upstream_errors_total{kind=\"connect_timeout\"}")
+            .await
+            >= 1.0
+    );
+    proxy.shutdown().await;
+}
+
+/// With `max_connections = 1`, a second concurrent connection is closed at
+/// once while the first keeps being served; the slot frees when it closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_are_closed_at_once() {
+    let redis = RedisServer::start();
+    let backend = start_backend("b").await;
+    redis.hset("known.test", &backend.target());
+    let mut config = test_config(&redis.url());
+    config.server.max_connections = 1;
+    let proxy = ready_proxy(config).await;
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: known.test\r\n\r\n";
+
+    let mut first = TcpStream::connect(proxy.addr).await.unwrap();
+    first.write_all(GET).await.unwrap();
+    assert_eq!(read_response(&mut first).await.map(|r| r.status), Some(200));
+
+    let mut second = TcpStream::connect(proxy.addr).await.unwrap();
+    let started = Instant::now();
+    let _ = second.write_all(GET).await;
+    assert!(
+        read_response(&mut second).await.is_none(),
+        "the second connection was served"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the second connection was not closed at once"
+    );
+    assert!(
+        proxy
+            .metric("switchyard_client_connections_refused_total")
+            .await
+            >= 1.0
+    );
+
+    // The first connection is still served.
+    first.write_all(GET).await.unwrap();
+    assert_eq!(read_response(&mut first).await.map(|r| r.status), Some(200));
+    drop(first);
+    assert_eventually!(
+        raw_request(proxy.addr, GET).await.map(|r| r.status) == Some(200),
+        "the slot was not freed when the first connection closed"
+    );
+    proxy.shutdown().await;
+}
+
+/// A backend that dies in the middle of a (chunked) response: the client
+/// sees a failed body, never a complete-looking one, and the proxy keeps
+/// serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_dying_mid_response_fails_cleanly_and_the_proxy_carries_on() {
+    let redis = RedisServer::start();
+    let dying = raw_backend(|mut stream| async move {
+        read_head(&mut stream).await;
+        let mut out = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n".to_vec();
+        out.extend_from_slice(&[b'x'; 0x1000]);
+        out.extend_from_slice(b"\r\n");
+        let _ = stream.write_all(&out).await;
+        let _ = stream.flush().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Killed: the last chunk never comes.
+    })
+    .await;
+    let dying_cl = raw_backend(|mut stream| async move {
+        read_head(&mut stream).await;
+        let mut out = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n".to_vec();
+        out.extend_from_slice(&[b'y'; 4096]);
+        let _ = stream.write_all(&out).await;
+        let _ = stream.flush().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    })
+    .await;
+    let good = start_backend("good").await;
+    redis.hset("dying.test", &dying.target());
+    redis.hset("dying-cl.test", &dying_cl.target());
+    redis.hset("good.test", &good.target());
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+
+    for host in ["dying.test", "dying-cl.test", "dying.test"] {
+        match try_send(proxy.addr, request("GET", host, "/", &[], "")).await {
+            Err(e) => println!("{host}: client saw {e}"),
+            Ok(r) => panic!(
+                "{host}: a truncated body looked complete: {} bytes",
+                r.body.len()
+            ),
+        }
+        assert_eq!(answered_by(&proxy, "good.test").await, Ok("good".into()));
+    }
+    assert!(proxy.ready().await);
+    proxy.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// Streaming
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_request_body_reaches_the_backend_whole() {
+    let redis = RedisServer::start();
+    let backend = start_backend("b").await;
+    redis.hset("upload.test", &backend.target());
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+    const SIZE: usize = 8 * 1024 * 1024;
+    let r = send(
+        proxy.addr,
+        request("POST", "upload.test", "/upload", &[], vec![7u8; SIZE]),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["body_len"], SIZE);
+
+    // A chunked upload of unknown length streams through as well.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+    tokio::spawn(async move {
+        for _ in 0..64 {
+            let chunk = Frame::data(Bytes::from(vec![1u8; 64 * 1024]));
+            if tx.send(Ok(chunk)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let client: hyper_util::client::legacy::Client<_, _> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{}/chunked", proxy.addr))
+        .header("host", "upload.test")
+        .body(body)
+        .unwrap();
+    let resp = tokio::time::timeout(CALL_TIMEOUT, client.request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(seen["body_len"], 64 * 64 * 1024);
+    proxy.shutdown().await;
+}
+
+/// Server-sent events: the first chunk reaches the client while the
+/// backend still holds the last one back (it sends it only when the test
+/// has seen the first), so nothing buffers the response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_stream_chunks_arrive_before_the_response_ends() {
+    let redis = RedisServer::start();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let last_sent = Arc::new(AtomicBool::new(false));
+    let sse = {
+        let release = release.clone();
+        let last_sent = last_sent.clone();
+        scripted_backend(move |_req| {
+            let release = release.clone();
+            let last_sent = last_sent.clone();
+            async move {
+                let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+                tokio::spawn(async move {
+                    let _ = tx.send(Ok(Frame::data(Bytes::from("data: one\n\n")))).await;
+                    release.notified().await;
+                    last_sent.store(true, Ordering::SeqCst);
+                    let _ = tx.send(Ok(Frame::data(Bytes::from("data: two\n\n")))).await;
+                });
+                let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+                let mut resp = hyper::Response::new(BodyExt::boxed(body));
+                resp.headers_mut()
+                    .insert("content-type", "text/event-stream".parse().unwrap());
+                resp
+            }
+        })
+        .await
+    };
+    redis.hset("sse.test", &sse.target());
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let req = request("GET", "sse.test", "/events", &[], "");
+    let (mut parts, body) = req.into_parts();
+    parts.uri = format!("http://{}/events", proxy.addr).parse().unwrap();
+    let resp = tokio::time::timeout(
+        CALL_TIMEOUT,
+        client.request(http::Request::from_parts(parts, body)),
+    )
+    .await
+    .expect("response head timed out")
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut received = Vec::new();
+    while !contains(&received, b"data: one\n\n") {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("first event not delivered while the stream is open: buffered?")
+            .expect("stream ended early")
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            received.extend_from_slice(&data);
+        }
+    }
+    assert!(
+        !last_sent.load(Ordering::SeqCst),
+        "the backend had already sent its last event"
+    );
+    release.notify_one();
+    let rest = tokio::time::timeout(CALL_TIMEOUT, body.collect())
+        .await
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+    received.extend_from_slice(&rest);
+    assert_eq!(received, b"data: one\n\ndata: two\n\n");
+    proxy.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// WebSocket and HTTP/2
+// ---------------------------------------------------------------------------
+
+async fn next_message(ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>) -> Message {
+    tokio::time::timeout(CALL_TIMEOUT, ws.next())
+        .await
+        .expect("no message in time")
+        .expect("stream ended")
+        .expect("WebSocket error")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_is_tunnelled_both_ways() {
+    let redis = RedisServer::start();
+    let echo = websocket_echo_backend().await;
+    redis.hset("ws.test", &echo.target());
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    // The URL's host becomes the Host header; the socket goes to the proxy.
+    let req = "ws://ws.test/chat".into_client_request().unwrap();
+    let (mut ws, resp) =
+        tokio::time::timeout(CALL_TIMEOUT, tokio_tungstenite::client_async(req, stream))
+            .await
+            .unwrap()
+            .expect("WebSocket handshake through the proxy");
+    assert_eq!(resp.status(), 101);
+    // Backend to client, unprompted.
+    assert_eq!(next_message(&mut ws).await, Message::text("welcome"));
+    // Client to backend and back, text and binary.
+    for i in 0..3 {
+        ws.send(Message::text(format!("hello {i}"))).await.unwrap();
+        assert_eq!(
+            next_message(&mut ws).await,
+            Message::text(format!("hello {i}"))
+        );
+    }
+    let blob: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    ws.send(Message::binary(blob.clone())).await.unwrap();
+    assert_eq!(next_message(&mut ws).await, Message::binary(blob));
+    ws.close(None).await.unwrap();
+    proxy.shutdown().await;
+}
+
+/// An HTTP/2 prior-knowledge client is routed by `:authority`; the backend
+/// is spoken to in HTTP/1.1 and sees the public host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_client_is_served_and_backend_sees_http11() {
+    let redis = RedisServer::start();
+    let backend = scripted_backend(|req| async move {
+        let seen = serde_json::json!({
+            "version": format!("{:?}", req.version()),
+            "host": req.headers().get("host").and_then(|h| h.to_str().ok()),
+            "xfh": req.headers().get("x-forwarded-host").and_then(|h| h.to_str().ok()),
+            "path": req.uri().to_string(),
+        });
+        hyper::Response::new(full(seen.to_string()))
+    })
+    .await;
+    redis.hset("h2.test", &backend.target());
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    tokio::spawn(conn);
+    for path in ["/one", "/two?x=1"] {
+        let req = http::Request::builder()
+            .uri(format!("http://h2.test{path}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = tokio::time::timeout(CALL_TIMEOUT, sender.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(seen["version"], "HTTP/1.1");
+        assert_eq!(seen["host"], "h2.test");
+        assert_eq!(seen["xfh"], "h2.test");
+        assert_eq!(seen["path"], path);
+    }
+    // An unknown :authority on the same connection is a 404.
+    let req = http::Request::builder()
+        .uri("http://nowhere.test/")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(backend.count(), 2);
+    proxy.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// Metrics and shutdown
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_with_traffic() {
+    let redis = RedisServer::start();
+    let backend = start_backend("b").await;
+    redis.hset("known.test", &backend.target());
+    redis.hset("refused.test", &refusing_addr().to_string());
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+    const OK: &str = "switchyard_requests_total{class=\"2xx\"}";
+    const CLIENT_ERR: &str = "switchyard_requests_total{class=\"4xx\"}";
+    const SERVER_ERR: &str = "switchyard_requests_total{class=\"5xx\"}";
+    const REFUSED: &str = "switchyard_upstream_errors_total{kind=\"refused\"}";
+    let (ok, client_err, server_err, refused) = (
+        proxy.metric(OK).await,
+        proxy.metric(CLIENT_ERR).await,
+        proxy.metric(SERVER_ERR).await,
+        proxy.metric(REFUSED).await,
+    );
+
+    for _ in 0..3 {
+        assert_eq!(proxy.get("known.test", "/").await.status, 200);
+    }
+    assert_eq!(proxy.get("unknown.test", "/").await.status, 404);
+    assert_eq!(proxy.get("refused.test", "/").await.status, 502);
+
+    assert_eventually!(proxy.metric(OK).await == ok + 3.0, "2xx did not move by 3");
+    assert_eventually!(
+        proxy.metric(CLIENT_ERR).await == client_err + 1.0,
+        "4xx did not move by 1"
+    );
+    assert_eventually!(
+        proxy.metric(SERVER_ERR).await == server_err + 1.0,
+        "5xx did not move by 1"
+    );
+    assert_eventually!(
+        proxy.metric(REFUSED).await == refused + 1.0,
+        "refused did not move by 1"
+    );
+    assert!(
+        proxy
+            .metric("switchyard_request_duration_seconds_count")
+            .await
+            >= 5.0
+    );
+    proxy.shutdown().await;
+}
+
+/// Shutdown with a slow request in flight: new connections are refused at
+/// once, the in-flight response still completes, then `run` returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_the_request_in_flight() {
+    let redis = RedisServer::start();
+    let slow = scripted_backend(|_req| async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        hyper::Response::new(full("slow but complete"))
+    })
+    .await;
+    redis.hset("slow.test", &slow.target());
+    let mut proxy = ready_proxy(test_config(&redis.url())).await;
+
+    let addr = proxy.addr;
+    let in_flight =
+        tokio::spawn(async move { send(addr, request("GET", "slow.test", "/", &[], "")).await });
+    assert_eventually!(
+        slow.count() == 1,
+        "the slow request never reached the backend"
+    );
+    let started = Instant::now();
+    proxy.begin_shutdown();
+    assert_eventually!(!accepts(addr).await, "still accepting after shutdown began");
+
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, "slow but complete");
+    proxy.wait_stopped().await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "shutdown took {took:?}");
+    println!("drained and stopped in {took:?}");
+}
