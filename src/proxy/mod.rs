@@ -151,6 +151,10 @@ impl Proxy {
         if req.method() == Method::CONNECT {
             return Err(ProxyError::ConnectRefused);
         }
+        // hyper's HTTP/1 parser already rejects differing Content-Lengths and
+        // drops Content-Length when chunked Transfer-Encoding is present (then
+        // closes the connection after the response, RFC 9112 6.3); this check
+        // keeps the rule true whatever the parser does.
         if has_conflicting_framing(req.headers()) {
             return Err(ProxyError::BadFraming);
         }
