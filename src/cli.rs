@@ -4,8 +4,10 @@
 
 use crate::config::{parse_redis_url, RouteAction};
 use crate::replicas::{self, ReplicaStatus};
-use crate::routes::{parse_backends, parse_field, FieldKey};
+use crate::routes::{parse_backends, parse_field, FieldKey, RedisMicros};
+use crate::sync::redis::parse_time;
 use fred::prelude::*;
+use fred::types::{CustomCommand, Value};
 use std::time::{Duration, SystemTime};
 
 /// Exit code for data the command refused (BSD `EX_DATAERR`).
@@ -61,30 +63,30 @@ pub async fn route(
                 message: format!("refusing to write {backends:?} for {field}: {e}"),
             })?;
             let client = connect(redis_url).await?;
-            let _: i64 = client
+            let trx = client.multi();
+            let _: () = trx
                 .hset(routes_key, (field.as_str(), backends.trim()))
                 .await
                 .map_err(unavailable)?;
+            let write_time = write_time_of(&trx).await?;
             let mut out = format!("{field} -> {}\n", backends.trim());
             if let Some(timeout) = wait {
-                out.push_str(&wait_for_replicas(&client, routes_key, timeout).await?);
+                out.push_str(&wait_for_replicas(&client, routes_key, write_time, timeout).await?);
             }
             Ok(out)
         }
         RouteAction::Del { host, wait } => {
             let field = normalized_field(&host)?;
             let client = connect(redis_url).await?;
-            let removed: i64 = client
+            let trx = client.multi();
+            let _: () = trx
                 .hdel(routes_key, field.as_str())
                 .await
                 .map_err(unavailable)?;
-            let mut out = if removed == 1 {
-                format!("deleted {field}\n")
-            } else {
-                format!("{field} had no route\n")
-            };
+            let write_time = write_time_of(&trx).await?;
+            let mut out = format!("deleted {field}\n");
             if let Some(timeout) = wait {
-                out.push_str(&wait_for_replicas(&client, routes_key, timeout).await?);
+                out.push_str(&wait_for_replicas(&client, routes_key, write_time, timeout).await?);
             }
             Ok(out)
         }
@@ -122,12 +124,32 @@ fn normalized_field(host: &str) -> Result<String, CliError> {
         })
 }
 
+/// Queues `TIME` after the write in `trx`, runs it, and returns the Redis
+/// time of the write (DESIGN 3.7: every table whose watermark is later
+/// than this has the change).
+async fn write_time_of(trx: &fred::clients::Transaction) -> Result<RedisMicros, CliError> {
+    let _: () = trx
+        .custom(
+            CustomCommand::new_static("TIME", None, false),
+            Vec::<Value>::new(),
+        )
+        .await
+        .map_err(unavailable)?;
+    let results: Value = trx.exec(true).await.map_err(unavailable)?;
+    results
+        .into_array()
+        .get(1)
+        .and_then(parse_time)
+        .ok_or_else(|| unavailable("unexpected reply to MULTI ... TIME EXEC"))
+}
+
 async fn wait_for_replicas(
     client: &Client,
     routes_key: &str,
+    write_time: RedisMicros,
     timeout: Duration,
 ) -> Result<String, CliError> {
-    let outcome = replicas::wait_for_replicas(client, routes_key, timeout)
+    let outcome = replicas::wait_for_replicas(client, routes_key, write_time, timeout)
         .await
         .map_err(unavailable)?;
     if outcome.lagging.is_empty() {

@@ -6,7 +6,6 @@
 use crate::config::SyncConfig;
 use crate::routes::RedisMicros;
 use crate::state::SharedState;
-use crate::sync::redis::server_time;
 use fred::prelude::*;
 use fred::types::{CustomCommand, Expiration, Value};
 use serde::{Deserialize, Serialize};
@@ -140,15 +139,20 @@ pub struct WaitOutcome {
     pub took: Duration,
 }
 
-/// Reads Redis `TIME` (after the caller's write) and polls the replicas
-/// until every live one reports a later watermark, or `timeout` passes.
+/// Polls the replicas until every live one reports a watermark later than
+/// `write_time` (the Redis time read in the same transaction as the write),
+/// or `timeout` passes.
+///
+/// The time must come from the write's own transaction: a `TIME` read after
+/// the write could be later than a fast replica's reload of that very write,
+/// and the wait would never end.
 pub async fn wait_for_replicas(
     client: &Client,
     routes_key: &str,
+    write_time: RedisMicros,
     timeout: Duration,
 ) -> Result<WaitOutcome, Error> {
     let started = std::time::Instant::now();
-    let write_time = server_time(client).await?;
     loop {
         let replicas = list(client, routes_key).await?;
         let lagging: Vec<ReplicaStatus> = replicas

@@ -131,7 +131,8 @@ pub async fn subscribe_confirmed(client: &Client, channel: &str) -> Result<(), E
     Ok(())
 }
 
-fn parse_time(value: &Value) -> Option<RedisMicros> {
+/// Parses a `TIME` reply into microseconds.
+pub fn parse_time(value: &Value) -> Option<RedisMicros> {
     let Value::Array(items) = value else {
         return None;
     };
