@@ -105,19 +105,27 @@ pub fn add_forwarding_headers(
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
-    let client = client.to_string();
+    // Formatted on the stack: no allocation when there is no prior value.
+    let mut buf = [0u8; 64];
+    let client = {
+        use std::io::Write;
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        write!(cursor, "{client}").expect("an IP address fits in 64 bytes");
+        let len = cursor.position() as usize;
+        &buf[..len]
+    };
     let mut prior = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .peekable();
     let value = if prior.peek().is_none() {
-        HeaderValue::from_str(&client)
+        HeaderValue::from_bytes(client)
     } else {
-        let mut joined = prior.collect::<Vec<_>>().join(", ");
-        joined.push_str(", ");
-        joined.push_str(&client);
-        HeaderValue::from_str(&joined)
+        let mut joined = prior.collect::<Vec<_>>().join(", ").into_bytes();
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(client);
+        HeaderValue::from_bytes(&joined)
     };
     if let Ok(value) = value {
         headers.insert(X_FORWARDED_FOR.clone(), value);
@@ -138,6 +146,18 @@ pub fn has_conflicting_framing(headers: &HeaderMap) -> bool {
         return true;
     }
     lengths.any(|v| Some(v) != first)
+}
+
+/// A fresh request id: 128 random bits as 32 hex digits, formatted on the
+/// stack (one allocation, inside `HeaderValue`).
+pub fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits: u128 = rand::random();
+    let mut buf = [0u8; 32];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[((bits >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&buf).expect("hex digits are a valid header value")
 }
 
 #[cfg(test)]
@@ -210,6 +230,15 @@ mod tests {
         let mut h = HeaderMap::new();
         add_forwarding_headers(&mut h, "::1".parse().unwrap(), "http", None);
         assert_eq!(h["x-forwarded-for"], "::1");
+    }
+
+    #[test]
+    fn request_ids_are_32_hex_digits_and_differ() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_eq!(a.len(), 32);
+        assert!(a.to_str().unwrap().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
     }
 
     #[test]

@@ -202,12 +202,7 @@ impl Proxy {
         let request_id = match parts.headers.get(&X_REQUEST_ID) {
             Some(id) => id.clone(),
             None => {
-                let id = HeaderValue::from_str(&format!(
-                    "{:016x}{:016x}",
-                    rand::random::<u64>(),
-                    rand::random::<u64>()
-                ))
-                .expect("hex is a valid header value");
+                let id = headers::new_request_id();
                 parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
                 id
             }
