@@ -726,10 +726,11 @@ async fn redis_password_auth_works() {
 /// routes key; commands: SELECT (the `/0` of the URL), CONFIG GET/SET
 /// (notification setup and its periodic recheck), SUBSCRIBE + PING (the
 /// subscription barrier and the heartbeat), MULTI TIME HGETALL EXEC (the
-/// atomic read), TIME + HSCAN (the read of a big hash), SET (status key).
+/// atomic read), HLEN (size check before a first read), TIME + HSCAN (the
+/// read of a big hash), SET (status key).
 const PROXY_ACL_STRICT: &str = "on >proxy-pw resetkeys ~routes ~routes:replicas:* resetchannels \
      &__keyspace@0__:routes -@all +select +ping +subscribe +config|get +config|set \
-     +multi +exec +time +hgetall +hscan +set";
+     +multi +exec +time +hgetall +hlen +hscan +set";
 
 /// What fred's connection setup also sends (CLIENT ID, INFO server): it
 /// works without them, but every connect then leaves two ACL LOG entries and

@@ -286,6 +286,16 @@ impl Syncer {
         let started = Instant::now();
         let metrics = &self.state.metrics;
         metrics.resync(reason);
+        if self.last_size == 0 {
+            // Size unknown (first read, or the hash was empty): one O(1)
+            // HLEN so that a huge hash is never read with one blocking HGETALL.
+            match redis::hash_len(client, &self.config.routes_key).await {
+                Ok(len) => self.last_size = len,
+                // WRONGTYPE, NOPERM: the read below reports it.
+                Err(e) if redis::is_refusal(&e) => {}
+                Err(e) => return Err(format!("HLEN: {e}")),
+            }
+        }
         let expect_large = self.last_size > self.config.scan_threshold;
         let read = match redis::read_hash(client, &self.config.routes_key, expect_large).await {
             Ok(read) => read,

@@ -176,6 +176,12 @@ fn push_pairs(value: Value, out: &mut Vec<RawEntry>) -> Result<(), Error> {
     Ok(())
 }
 
+/// Number of fields in the hash (0 when it does not exist).
+pub async fn hash_len(client: &Client, key: &str) -> Result<usize, Error> {
+    let len: i64 = client.hlen(key).await?;
+    Ok(len.max(0) as usize)
+}
+
 /// A complete read of the routes hash and the Redis time it reflects.
 pub struct HashRead {
     pub entries: Vec<RawEntry>,
