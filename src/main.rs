@@ -2,6 +2,7 @@
 //! and hand over to the library.
 
 use clap::Parser;
+
 use std::process::ExitCode;
 use switchyard::config::{Cli, Command, Config, LogFormat, EXIT_USAGE};
 

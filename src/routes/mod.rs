@@ -11,6 +11,11 @@ pub use parse::{parse_backends, parse_backends_bytes, RouteError, MAX_BACKENDS, 
 use http::uri::Authority;
 use serde::Serialize;
 use std::collections::HashMap;
+
+/// Route maps hash with foldhash: several times faster than SipHash on
+/// short keys, and hosts are not attacker-chosen keys of an unbounded map
+/// (they come from the routes hash). Seeded per process all the same.
+type HostMap = HashMap<Box<str>, Entry, foldhash::fast::RandomState>;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -138,15 +143,23 @@ pub type RedisMicros = u64;
 /// An immutable routing table.
 #[derive(Debug)]
 pub struct RouteTable {
-    exact: HashMap<Box<str>, Entry>,
+    exact: HostMap,
     /// Wildcard routes keyed by suffix: `*.cloud.com` is stored as `cloud.com`.
-    wildcard: HashMap<Box<str>, Entry>,
+    wildcard: HostMap,
     invalid: Vec<InvalidEntry>,
     pub version: u64,
     pub built_at: SystemTime,
     /// Redis time the read behind this table reflects (DESIGN 3.7).
     pub watermark: Option<RedisMicros>,
     pub source: TableSource,
+}
+
+/// The diff as [`RouteTable::build_with_diff`] accumulates it.
+#[derive(Default)]
+struct DiffTracker {
+    diff: Diff,
+    /// Keys of the new table that the previous table also had.
+    carried: usize,
 }
 
 /// What changed between two tables.
@@ -170,8 +183,8 @@ impl RouteTable {
     /// The table before anything is loaded: every lookup answers 503.
     pub fn unloaded() -> Self {
         RouteTable {
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
+            exact: HostMap::default(),
+            wildcard: HostMap::default(),
             invalid: Vec::new(),
             version: 0,
             built_at: SystemTime::now(),
@@ -232,9 +245,18 @@ impl RouteTable {
     /// the round-robin cursor); an invalid value keeps the previous valid
     /// route for that host when there was one.
     pub fn build(raw: &[RawEntry], previous: &RouteTable) -> RouteTable {
+        Self::build_with_diff(raw, previous).0
+    }
+
+    /// [`RouteTable::build`] plus what changed from `previous`, computed on
+    /// the way: each key is looked up in `previous` once anyway, so the
+    /// diff costs a second pass only when keys were removed. Equal to
+    /// `table.diff(previous)`.
+    pub fn build_with_diff(raw: &[RawEntry], previous: &RouteTable) -> (RouteTable, Diff) {
+        let mut tracker = DiffTracker::default();
         let mut table = RouteTable {
-            exact: HashMap::with_capacity(raw.len()),
-            wildcard: HashMap::new(),
+            exact: HostMap::with_capacity_and_hasher(raw.len(), Default::default()),
+            wildcard: HostMap::default(),
             invalid: Vec::new(),
             version: previous.version,
             built_at: SystemTime::now(),
@@ -242,13 +264,38 @@ impl RouteTable {
             source: TableSource::Redis,
         };
         for (field, value) in raw {
-            table.insert_raw(field, value, previous);
+            table.insert_raw(field, value, previous, &mut tracker);
         }
         table.invalid.sort_by(|a, b| a.field.cmp(&b.field));
-        table
+        let mut diff = tracker.diff;
+        if tracker.carried < previous.len() {
+            for (old, new, prefix) in [
+                (&previous.exact, &table.exact, ""),
+                (&previous.wildcard, &table.wildcard, "*."),
+            ] {
+                diff.removed.extend(
+                    old.keys()
+                        .filter(|k| !new.contains_key(*k))
+                        .map(|k| format!("{prefix}{k}")),
+                );
+            }
+        }
+        if diff.is_empty() && previous.invalid.len() != table.invalid.len() {
+            diff.changed.push("(invalid entries)".into());
+        }
+        diff.added.sort();
+        diff.changed.sort();
+        diff.removed.sort();
+        (table, diff)
     }
 
-    fn insert_raw(&mut self, field: &[u8], value: &[u8], previous: &RouteTable) {
+    fn insert_raw(
+        &mut self,
+        field: &[u8],
+        value: &[u8],
+        previous: &RouteTable,
+        tracker: &mut DiffTracker,
+    ) {
         let field_text = String::from_utf8_lossy(field);
         let value_text = || {
             let v = String::from_utf8_lossy(&value[..value.len().min(256)]).into_owned();
@@ -273,29 +320,51 @@ impl RouteTable {
                 return;
             }
         };
-        let (map, name) = match &key {
-            FieldKey::Exact(h) => (&mut self.exact, h.as_str()),
-            FieldKey::Wildcard(s) => (&mut self.wildcard, s.as_str()),
-        };
-        if map.contains_key(name) {
-            self.invalid.push(InvalidEntry {
-                field: field_text.into_owned(),
-                value: value_text(),
-                reason: format!("duplicate of another field for {}", key.display()),
-                serving_previous: false,
-            });
-            return;
-        }
         let previous_entry = previous.entry(&key);
+        let is_wildcard = matches!(key, FieldKey::Wildcard(_));
+        let (map, name) = match key {
+            FieldKey::Exact(host) => (&mut self.exact, host),
+            FieldKey::Wildcard(suffix) => (&mut self.wildcard, suffix),
+        };
+        // One hash of the key, and the normalised String becomes the key
+        // without another allocation.
+        let slot = match map.entry(name.into_boxed_str()) {
+            std::collections::hash_map::Entry::Vacant(slot) => slot,
+            std::collections::hash_map::Entry::Occupied(taken) => {
+                let shown = if is_wildcard {
+                    format!("*.{}", taken.key())
+                } else {
+                    taken.key().to_string()
+                };
+                self.invalid.push(InvalidEntry {
+                    field: field_text.into_owned(),
+                    value: value_text(),
+                    reason: format!("duplicate of another field for {shown}"),
+                    serving_previous: false,
+                });
+                return;
+            }
+        };
+        let shown = || {
+            let key: &str = slot.key();
+            if is_wildcard {
+                format!("*.{key}")
+            } else {
+                key.to_owned()
+            }
+        };
+        match previous_entry {
+            None => tracker.diff.added.push(shown()),
+            Some(_) => tracker.carried += 1,
+        }
         // Unchanged value: carry the route over as is.
         if let Some(Entry::Valid(route)) = previous_entry {
             if route.value.as_bytes() == value {
-                map.insert(name.into(), Entry::Valid(route.clone()));
+                slot.insert(Entry::Valid(route.clone()));
                 return;
             }
         }
-        let parsed = parse_backends_bytes(value);
-        let entry = match parsed {
+        let entry = match parse_backends_bytes(value) {
             Ok(backends) => Entry::Valid(Arc::new(Route::new(
                 std::str::from_utf8(value).unwrap_or_default(),
                 backends,
@@ -314,7 +383,10 @@ impl RouteTable {
                 keep.map_or(Entry::Invalid, Entry::Valid)
             }
         };
-        map.insert(name.into(), entry);
+        if previous_entry.is_some_and(|before| !same_entry(before, &entry)) {
+            tracker.diff.changed.push(shown());
+        }
+        slot.insert(entry);
     }
 
     fn entry(&self, key: &FieldKey) -> Option<&Entry> {
@@ -341,12 +413,7 @@ impl RouteTable {
     }
 }
 
-fn diff_maps(
-    old: &HashMap<Box<str>, Entry>,
-    new: &HashMap<Box<str>, Entry>,
-    prefix: &str,
-    diff: &mut Diff,
-) {
+fn diff_maps(old: &HostMap, new: &HostMap, prefix: &str, diff: &mut Diff) {
     for (key, entry) in new {
         match old.get(key) {
             None => diff.added.push(format!("{prefix}{key}")),
@@ -365,7 +432,8 @@ fn diff_maps(
 
 fn same_entry(a: &Entry, b: &Entry) -> bool {
     match (a, b) {
-        (Entry::Valid(a), Entry::Valid(b)) => a.value == b.value,
+        // Carried-over routes are the same `Arc`: no string compare.
+        (Entry::Valid(a), Entry::Valid(b)) => Arc::ptr_eq(a, b) || a.value == b.value,
         (Entry::Invalid, Entry::Invalid) => true,
         _ => false,
     }
@@ -501,6 +569,37 @@ mod tests {
         assert_eq!(d.added, ["c.com"]);
         assert_eq!(d.changed, ["a.com"]);
         assert_eq!(d.removed, ["b.com"]);
+    }
+
+    #[test]
+    fn diff_computed_while_building_equals_the_full_diff() {
+        let v1 = RouteTable::build(
+            &raw(&[
+                ("a.com", "10.0.0.1:80"),
+                ("b.com", "10.0.0.2:80"),
+                ("*.w.com", "10.0.0.3:80"),
+                ("x.com", "bad"),
+            ]),
+            &RouteTable::unloaded(),
+        );
+        for next in [
+            vec![
+                ("a.com", "10.0.0.1:80"),
+                ("b.com", "10.0.0.2:80"),
+                ("*.w.com", "10.0.0.3:80"),
+                ("x.com", "bad"),
+            ],
+            vec![
+                ("a.com", "10.0.0.9:80"),
+                ("c.com", "10.0.0.3:80"),
+                ("x.com", "10.0.0.4:80"),
+            ],
+            vec![("a.com", "bad"), ("*.w.com", "10.0.0.5:80")],
+            vec![],
+        ] {
+            let (v2, inline) = RouteTable::build_with_diff(&raw(&next), &v1);
+            assert_eq!(inline, v2.diff(&v1), "{next:?}");
+        }
     }
 
     #[test]

@@ -312,9 +312,9 @@ impl Syncer {
         let entries = read.entries;
         let build = {
             let previous = previous.clone();
-            move || RouteTable::build(&entries, &previous)
+            move || RouteTable::build_with_diff(&entries, &previous)
         };
-        let mut table = if self.last_size > BUILD_OFF_REACTOR_ABOVE {
+        let (mut table, diff) = if self.last_size > BUILD_OFF_REACTOR_ABOVE {
             tokio::task::spawn_blocking(build)
                 .await
                 .map_err(|e| format!("build: {e}"))?
@@ -322,7 +322,6 @@ impl Syncer {
             build()
         };
         table.watermark = Some(read.watermark);
-        let diff = table.diff(&previous);
         let source_changed = previous.source != TableSource::Redis;
         let swapped = !diff.is_empty() || source_changed;
         if swapped {
@@ -330,10 +329,7 @@ impl Syncer {
             let table = Arc::new(table);
             self.state.swap_table(table.clone());
             log_diff(reason, &diff, &table);
-            for entry in table.invalid() {
-                warn!(host = %entry.field, value = %entry.value, reason = %entry.reason,
-                      serving_previous = entry.serving_previous, "invalid route");
-            }
+            log_new_invalid(&previous, &table);
             if let Some(path) = &self.config.snapshot_file {
                 snapshot::save_in_background(path.clone(), table, self.state.clone());
             }
@@ -344,6 +340,10 @@ impl Syncer {
                 changes = diff.len(),
                 "periodic resync found drift: a notification was lost"
             );
+        }
+        if previous.len() > BUILD_OFF_REACTOR_ABOVE {
+            // Freeing a large table is work too: not on the reactor.
+            tokio::task::spawn_blocking(move || drop(previous));
         }
         self.loaded_from_redis = true;
         {
@@ -387,6 +387,36 @@ impl Syncer {
             .notifications_enabled
             .set((mode == NotificationMode::Keyspace) as i64);
         self.state.status().notifications = mode;
+    }
+}
+
+/// At most this many invalid entries are logged one by one per swap.
+const INVALID_LOG_LINES: usize = 50;
+
+/// Logs each invalid entry once: those that were not already invalid with
+/// the same value in the previous table (100,000 bad entries must not mean
+/// 100,000 log lines at every reload).
+fn log_new_invalid(previous: &RouteTable, table: &RouteTable) {
+    let before: std::collections::HashSet<(&str, &str)> = previous
+        .invalid()
+        .iter()
+        .map(|e| (e.field.as_str(), e.value.as_str()))
+        .collect();
+    let mut fresh = table
+        .invalid()
+        .iter()
+        .filter(|e| !before.contains(&(e.field.as_str(), e.value.as_str())));
+    for entry in fresh.by_ref().take(INVALID_LOG_LINES) {
+        warn!(host = %entry.field, value = %entry.value, reason = %entry.reason,
+              serving_previous = entry.serving_previous, "invalid route");
+    }
+    let more = fresh.count();
+    if more > 0 {
+        warn!(
+            more,
+            total = table.invalid().len(),
+            "more invalid routes: see the admin /routes view"
+        );
     }
 }
 

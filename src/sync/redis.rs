@@ -238,15 +238,22 @@ async fn scan_hash(client: &Client, key: &str) -> Result<HashRead, Error> {
         }
     }
     // HSCAN may return a field twice (rehashing); keep the last of each.
-    if !entries.is_empty() {
-        let mut seen = std::collections::HashSet::with_capacity(entries.len());
-        let mut deduped: Vec<RawEntry> = Vec::with_capacity(entries.len());
-        for entry in entries.into_iter().rev() {
-            if seen.insert(entry.0.clone()) {
-                deduped.push(entry);
-            }
+    let mut keep = vec![false; entries.len()];
+    {
+        let mut seen = std::collections::HashSet::with_capacity_and_hasher(
+            entries.len(),
+            foldhash::fast::RandomState::default(),
+        );
+        for (i, (field, _)) in entries.iter().enumerate().rev() {
+            keep[i] = seen.insert(&field[..]);
         }
-        entries = deduped;
+    }
+    if keep.iter().any(|k| !k) {
+        let mut i = 0;
+        entries.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
     }
     Ok(HashRead { entries, watermark })
 }
