@@ -353,37 +353,16 @@ mod tests {
 
     #[test]
     fn route_set_wait_takes_an_optional_timeout() {
-        let cli = Cli::try_parse_from([
-            "switchyard",
-            "route",
-            "set",
-            "a.com",
-            "10.0.0.1:80",
-            "--wait",
-        ])
-        .unwrap();
-        let Some(Command::Route {
-            action: RouteAction::Set { wait, .. },
-        }) = cli.command
-        else {
-            panic!()
+        let wait_of = |flag: &str| {
+            let cli = Cli::try_parse_from(["switchyard", "route", "set", "a.com", "10.0.0.1:80", flag]).unwrap();
+            match cli.command {
+                Some(Command::Route {
+                    action: RouteAction::Set { wait, .. },
+                }) => wait,
+                other => panic!("parsed as {other:?}"),
+            }
         };
-        assert_eq!(wait, Some(Duration::from_secs(10)));
-        let cli = Cli::try_parse_from([
-            "switchyard",
-            "route",
-            "set",
-            "a.com",
-            "10.0.0.1:80",
-            "--wait=3s",
-        ])
-        .unwrap();
-        let Some(Command::Route {
-            action: RouteAction::Set { wait, .. },
-        }) = cli.command
-        else {
-            panic!()
-        };
-        assert_eq!(wait, Some(Duration::from_secs(3)));
+        assert_eq!(wait_of("--wait"), Some(Duration::from_secs(10)));
+        assert_eq!(wait_of("--wait=3s"), Some(Duration::from_secs(3)));
     }
 }
