@@ -354,7 +354,9 @@ mod tests {
     #[test]
     fn route_set_wait_takes_an_optional_timeout() {
         let wait_of = |flag: &str| {
-            let cli = Cli::try_parse_from(["switchyard", "route", "set", "a.com", "10.0.0.1:80", flag]).unwrap();
+            let cli =
+                Cli::try_parse_from(["switchyard", "route", "set", "a.com", "10.0.0.1:80", flag])
+                    .unwrap();
             match cli.command {
                 Some(Command::Route {
                     action: RouteAction::Set { wait, .. },

@@ -4,6 +4,7 @@
 //! the deadline, then close what is left).
 
 use crate::config::ServerConfig;
+use crate::proxy::framing::FramingScanner;
 use crate::proxy::Proxy;
 use crate::routes::now_ms;
 use hyper::service::service_fn;
@@ -12,7 +13,7 @@ use hyper_util::server::conn::auto;
 use std::future::Future;
 use std::io;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -131,13 +132,17 @@ async fn serve_connection(
     idle_timeout: Duration,
 ) {
     let last_activity = Arc::new(AtomicU64::new(now_ms()));
+    let framing_conflict = Arc::new(AtomicBool::new(false));
     let io = TokioIo::new(ActivityIo {
         inner: stream,
         last_activity: last_activity.clone(),
+        framing: FramingScanner::default(),
+        framing_conflict: framing_conflict.clone(),
     });
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
-        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer).await) }
+        let conflict = framing_conflict.load(Ordering::Relaxed);
+        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer, conflict).await) }
     });
     let mut conn = pin!(builder.serve_connection_with_upgrades(io, service));
     let idle_ms = idle_timeout.as_millis() as u64;
@@ -170,10 +175,13 @@ async fn serve_connection(
     }
 }
 
-/// A socket that remembers when bytes last moved, for the idle timeout.
+/// A socket that remembers when bytes last moved (for the idle timeout)
+/// and watches incoming heads for ambiguous framing.
 struct ActivityIo<T> {
     inner: T,
     last_activity: Arc<AtomicU64>,
+    framing: FramingScanner,
+    framing_conflict: Arc<AtomicBool>,
 }
 
 impl<T> ActivityIo<T> {
@@ -192,6 +200,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.touch();
+            let this = &mut *self;
+            if this.framing.feed(&buf.filled()[before..]) {
+                this.framing_conflict.store(true, Ordering::Relaxed);
+            }
         }
         result
     }

@@ -5,6 +5,7 @@
 //! `ArcSwap` load and one hash lookup (plus one per label for wildcards).
 
 mod error;
+pub mod framing;
 pub mod headers;
 
 pub use error::ProxyError;
@@ -102,7 +103,14 @@ impl Proxy {
     }
 
     /// Serves one request; never fails (errors become responses).
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
+    /// `framing_conflict`: the connection's bytes showed a head with both
+    /// Content-Length and Transfer-Encoding (see [`framing`]).
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        framing_conflict: bool,
+    ) -> Response<ResponseBody> {
         let started = Instant::now();
         let mut access = self.config.access_log.then(|| AccessInfo {
             method: req.method().clone(),
@@ -113,7 +121,7 @@ impl Proxy {
             backend: None,
             request_id: None,
         });
-        let response = match self.forward(req, peer, &mut access).await {
+        let response = match self.forward(req, peer, framing_conflict, &mut access).await {
             Ok(response) => response,
             Err(error) => error_response(error),
         };
@@ -146,16 +154,18 @@ impl Proxy {
         &self,
         mut req: Request<Incoming>,
         peer: SocketAddr,
+        framing_conflict: bool,
         access: &mut Option<AccessInfo>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         if req.method() == Method::CONNECT {
             return Err(ProxyError::ConnectRefused);
         }
-        // hyper's HTTP/1 parser already rejects differing Content-Lengths and
-        // drops Content-Length when chunked Transfer-Encoding is present (then
-        // closes the connection after the response, RFC 9112 6.3); this check
-        // keeps the rule true whatever the parser does.
-        if has_conflicting_framing(req.headers()) {
+        // Content-Length with Transfer-Encoding: hyper has already dropped the
+        // Content-Length, so the raw-byte scanner tells; differing
+        // Content-Lengths hyper rejects itself, and the header check keeps
+        // the rule true whatever the parser does.
+        let smuggling = framing_conflict && req.headers().contains_key(header::TRANSFER_ENCODING);
+        if smuggling || has_conflicting_framing(req.headers()) {
             return Err(ProxyError::BadFraming);
         }
         let route: Arc<Route> = {
