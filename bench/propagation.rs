@@ -1,0 +1,340 @@
+//! Propagation benchmark: how long from a write to the routes hash until
+//! the proxy (or every one of several replicas) serves it, and what Redis
+//! spends per change.
+//!
+//! The hash must already hold the background routes (`benchkit fill`) and
+//! the proxies must be ready. Three kinds of change are measured:
+//! - `change`: `HSET` an existing host to the other backend, poll until the
+//!   new backend answers;
+//! - `new`: `HSET` a brand-new host, poll until it answers 200 from its backend;
+//! - `del`: `HDEL` those new hosts, poll until 404.
+//!
+//! The clock starts just before the write is sent (a controller's view).
+//! After the first right answer every proxy is polled `--verify` more times:
+//! any answer that is not the new one is a wrong answer (a flap back).
+//!
+//! Output: `RESULT key=value ...` lines (parsed by bench/run.sh) plus a
+//! `COST` line with Redis commands and bytes per change per replica, taken
+//! from `INFO commandstats` / `INFO stats` around the `change` phase.
+
+#[path = "common.rs"]
+mod common;
+
+use clap::Parser;
+use common::{command_calls, info_field, quantile, Answer, Http, Redis};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Args {
+    /// Redis address (host:port) holding the routes hash.
+    #[arg(long)]
+    redis: String,
+    /// The routes hash.
+    #[arg(long, default_value = "routes")]
+    key: String,
+    /// Proxy listen address; repeat for several replicas.
+    #[arg(long = "proxy", required = true)]
+    proxies: Vec<String>,
+    /// Two backends `ip:port` that identify themselves with `X-Backend: <port>`.
+    #[arg(long, value_delimiter = ',', required = true)]
+    backends: Vec<String>,
+    /// Route changes (existing host, new backend).
+    #[arg(long, default_value_t = 200)]
+    changes: usize,
+    /// Brand-new hosts (then deleted again: the `del` measurement).
+    #[arg(long, default_value_t = 100)]
+    new_hosts: usize,
+    /// Polls of every proxy after the first right answer.
+    #[arg(long, default_value_t = 20)]
+    verify: usize,
+    /// Give up on one change after this long.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// Pause between changes, so that changes are not coalesced.
+    #[arg(long, default_value_t = 5)]
+    gap_ms: u64,
+    /// Label printed with every result line.
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+/// What a proxy must answer once a change is live.
+#[derive(Clone, Copy)]
+enum Want<'a> {
+    Backend(&'a str),
+    NotFound,
+}
+
+impl Want<'_> {
+    fn matches(&self, a: &Answer) -> bool {
+        match self {
+            Want::Backend(port) => a.status == 200 && a.backend.as_deref() == Some(port),
+            Want::NotFound => a.status == 404,
+        }
+    }
+}
+
+struct Outcome {
+    /// Time until every proxy served the change (ms), None on timeout.
+    all_ms: Option<f64>,
+    /// Time until each proxy first served it.
+    per_proxy_ms: Vec<Option<f64>>,
+    wrong: usize,
+    errors: usize,
+}
+
+fn port_of(addr: &str) -> &str {
+    addr.rsplit(':').next().unwrap_or(addr)
+}
+
+struct Bench {
+    args: Args,
+    redis: Redis,
+    clients: Vec<Http>,
+}
+
+impl Bench {
+    /// Applies `write` and polls every proxy until each serves `want`.
+    fn measure(&mut self, host: &str, write: &[&str], want: Want) -> std::io::Result<Outcome> {
+        let n = self.clients.len();
+        let mut first: Vec<Option<f64>> = vec![None; n];
+        let mut wrong = 0;
+        let mut errors = 0;
+        let timeout = Duration::from_millis(self.args.timeout_ms);
+        let started = Instant::now();
+        self.redis.cmd_str(write)?;
+        let mut remaining = n;
+        let mut verifies = vec![0usize; n];
+        // Round-robin over the proxies: one that already serves the change
+        // keeps being polled (and checked) while the others catch up.
+        'outer: loop {
+            for (i, client) in self.clients.iter_mut().enumerate() {
+                if first[i].is_some() && remaining == 0 && verifies[i] >= self.args.verify {
+                    continue;
+                }
+                let answer = match client.get(host, "/") {
+                    Ok(a) => a,
+                    Err(_) => {
+                        errors += 1;
+                        if first[i].is_some() && remaining == 0 {
+                            verifies[i] += 1;
+                        }
+                        continue;
+                    }
+                };
+                let elapsed = started.elapsed();
+                let right = want.matches(&answer);
+                match first[i] {
+                    None if right => {
+                        first[i] = Some(elapsed.as_secs_f64() * 1e3);
+                        remaining -= 1;
+                    }
+                    None => {}
+                    Some(_) => {
+                        if !right {
+                            wrong += 1;
+                        }
+                        if remaining == 0 {
+                            verifies[i] += 1;
+                        }
+                    }
+                }
+            }
+            if remaining == 0 && verifies.iter().all(|v| *v >= self.args.verify) {
+                break 'outer;
+            }
+            if remaining > 0 && started.elapsed() > timeout {
+                break 'outer;
+            }
+        }
+        let all_ms = if remaining == 0 {
+            first.iter().map(|f| f.unwrap()).reduce(f64::max)
+        } else {
+            None
+        };
+        Ok(Outcome {
+            all_ms,
+            per_proxy_ms: first,
+            wrong,
+            errors,
+        })
+    }
+
+    /// Polls until `host` answers as wanted everywhere, untimed (setup).
+    fn settle(&mut self, host: &str, want: Want) -> std::io::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for client in &mut self.clients {
+            loop {
+                if client.get(host, "/").is_ok_and(|a| want.matches(&a)) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(std::io::Error::other(format!("{host} never settled")));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        Ok(())
+    }
+
+    fn gap(&self) {
+        std::thread::sleep(Duration::from_millis(self.args.gap_ms));
+    }
+}
+
+struct Series {
+    all: Vec<f64>,
+    /// Per-replica first-serve times, pooled.
+    each: Vec<f64>,
+    wrong: usize,
+    timeouts: usize,
+    errors: usize,
+}
+
+impl Series {
+    fn new() -> Series {
+        Series {
+            all: Vec::new(),
+            each: Vec::new(),
+            wrong: 0,
+            timeouts: 0,
+            errors: 0,
+        }
+    }
+
+    fn push(&mut self, o: Outcome) {
+        match o.all_ms {
+            Some(ms) => self.all.push(ms),
+            None => self.timeouts += 1,
+        }
+        self.each.extend(o.per_proxy_ms.into_iter().flatten());
+        self.wrong += o.wrong;
+        self.errors += o.errors;
+    }
+
+    fn print(&mut self, kind: &str, label: &str, replicas: usize) {
+        self.all.sort_by(f64::total_cmp);
+        self.each.sort_by(f64::total_cmp);
+        let n = self.all.len() + self.timeouts;
+        println!(
+            "RESULT kind={kind} label={label:?} replicas={replicas} n={n} timeouts={} \
+             p50_ms={:.3} p99_ms={:.3} max_ms={:.3} each_p50_ms={:.3} each_p99_ms={:.3} wrong={} errors={}",
+            self.timeouts,
+            quantile(&self.all, 0.50),
+            quantile(&self.all, 0.99),
+            self.all.last().copied().unwrap_or(f64::NAN),
+            quantile(&self.each, 0.50),
+            quantile(&self.each, 0.99),
+            self.wrong,
+            self.errors,
+        );
+    }
+}
+
+fn snapshot(redis: &mut Redis) -> std::io::Result<(BTreeMap<String, u64>, u64, usize)> {
+    let stats = redis.info("stats")?;
+    let stats_reply_len = stats.len() + 16;
+    let out = info_field(&stats, "total_net_output_bytes").unwrap_or(0);
+    let cmds = redis.info("commandstats")?;
+    let cmds_reply_len = cmds.len() + 16;
+    Ok((
+        command_calls(&cmds).into_iter().collect(),
+        out,
+        stats_reply_len + cmds_reply_len,
+    ))
+}
+
+fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    assert_eq!(args.backends.len(), 2, "--backends takes two addresses");
+    let redis = Redis::connect(&args.redis)?;
+    let clients = args.proxies.iter().map(|p| Http::new(p)).collect();
+    let mut bench = Bench {
+        redis,
+        clients,
+        args,
+    };
+    let label = bench.args.label.clone();
+    let key = bench.args.key.clone();
+    let replicas = bench.clients.len();
+    let backends: Vec<String> = bench.args.backends.clone();
+    let ports: Vec<&str> = backends.iter().map(|b| port_of(b)).collect();
+    let nonce = std::process::id();
+
+    // 1. Changes of an existing host's backend.
+    let host = format!("prop-{nonce}.bench.test");
+    bench.redis.cmd_str(&["HSET", &key, &host, &backends[0]])?;
+    bench.settle(&host, Want::Backend(ports[0]))?;
+    let (calls_before, out_before, info_len) = snapshot(&mut bench.redis)?;
+    let mut series = Series::new();
+    for i in 0..bench.args.changes {
+        let to = (i + 1) % 2;
+        let outcome = bench.measure(
+            &host,
+            &["HSET", &key, &host, &backends[to]],
+            Want::Backend(ports[to]),
+        )?;
+        series.push(outcome);
+        bench.gap();
+    }
+    let (calls_after, out_after, _) = snapshot(&mut bench.redis)?;
+    series.print("change", &label, replicas);
+
+    // Redis cost of the change phase, per change and per replica. Our own
+    // commands (HSET, INFO) and the proxies' timer PINGs are left out; the
+    // status SET each replica writes after a reload is part of the cost.
+    let n = bench.args.changes.max(1) as f64;
+    let mut per_change = BTreeMap::new();
+    let mut pings = 0u64;
+    for (cmd, after) in &calls_after {
+        let delta = after - calls_before.get(cmd).copied().unwrap_or(0);
+        match cmd.as_str() {
+            "hset" | "info" => {}
+            "ping" => pings = delta,
+            _ if delta > 0 => {
+                per_change.insert(cmd.clone(), delta as f64 / n / replicas as f64);
+            }
+            _ => {}
+        }
+    }
+    // Bytes Redis sent: minus our INFO and HSET replies and the PONGs.
+    let own = info_len as u64 + 4 * bench.args.changes as u64 + 7 * pings;
+    let bytes = (out_after - out_before).saturating_sub(own) as f64 / n / replicas as f64;
+    let total: f64 = per_change.values().sum();
+    let detail = per_change
+        .iter()
+        .map(|(k, v)| format!("{k}:{v:.2}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    println!(
+        "COST label={label:?} replicas={replicas} per_change_cmds={total:.2} per_change_bytes={bytes:.0} detail={detail} timer_pings={pings}"
+    );
+    bench.redis.cmd_str(&["HDEL", &key, &host])?;
+
+    // 2. Brand-new hosts, then 3. deleting them.
+    let hosts: Vec<String> = (0..bench.args.new_hosts)
+        .map(|i| format!("new{i}-{nonce}.bench.test"))
+        .collect();
+    let mut new_series = Series::new();
+    for (i, host) in hosts.iter().enumerate() {
+        bench.settle(host, Want::NotFound)?;
+        let to = i % 2;
+        let outcome = bench.measure(
+            host,
+            &["HSET", &key, host, &backends[to]],
+            Want::Backend(ports[to]),
+        )?;
+        new_series.push(outcome);
+        bench.gap();
+    }
+    new_series.print("new", &label, replicas);
+    let mut del_series = Series::new();
+    for host in &hosts {
+        let outcome = bench.measure(host, &["HDEL", &key, host], Want::NotFound)?;
+        del_series.push(outcome);
+        bench.gap();
+    }
+    del_series.print("del", &label, replicas);
+    Ok(())
+}

@@ -1,0 +1,686 @@
+#!/usr/bin/env bash
+# `make bench`: Switchyard against nginx (one worker) on this machine, side by
+# side, in one run. See bench/README.md for what is measured and why.
+#
+#   bash bench/run.sh                 # full run (~10-15 min)
+#   BENCH_QUICK=1 bash bench/run.sh   # smoke run (~3 min): short, smaller tables
+#
+# Knobs (environment): BENCH_DURATION (s per wrk run), BENCH_REPS,
+# BENCH_CONNS (wrk connections), BENCH_KEEP=1 (keep the run directory with
+# every log), BENCH_PERF=1 (perf profile of Switchyard under load),
+# BENCH_SKIP=throughput,cost,propagation,scale,lookup (phases to skip).
+#
+# Everything listens on 127.0.0.1 only, uses private redis-server and nginx
+# instances on free ports (never the machine's Redis), and is stopped on exit.
+set -euo pipefail
+export LC_ALL=C
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+QUICK=${BENCH_QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+    DURATION=${BENCH_DURATION:-2}
+    REPS=${BENCH_REPS:-1}
+    N_MID=1000
+    N_BIG=${BENCH_N_BIG:-20000}
+    N_HUGE=${BENCH_N_HUGE:-100000}
+    PROP_CHANGES=20
+    PROP_NEW=10
+    IDLE_WINDOW=5
+    COST_LOAD=3
+    STARTUP_REPS=1
+else
+    DURATION=${BENCH_DURATION:-5}
+    REPS=${BENCH_REPS:-3}
+    N_MID=1000
+    N_BIG=${BENCH_N_BIG:-100000}
+    N_HUGE=${BENCH_N_HUGE:-1000000}
+    PROP_CHANGES=200
+    PROP_NEW=100
+    IDLE_WINDOW=32
+    COST_LOAD=10
+    STARTUP_REPS=3
+fi
+CONNS=${BENCH_CONNS:-50}
+WRK_THREADS=${BENCH_WRK_THREADS:-1}
+N_BACKENDS=4
+SKIP=",${BENCH_SKIP:-},"
+skip() { [[ "$SKIP" == *",$1,"* ]]; }
+
+RESULTS_DIR=$ROOT/bench/results
+OUT=$RESULTS_DIR/latest.md
+mkdir -p "$RESULTS_DIR"
+RUN=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
+chmod 755 "$RUN"
+PIDS=()
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+cleanup() {
+    local rc=$?
+    trap - INT TERM EXIT
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    if [ "${BENCH_KEEP:-0}" = 1 ] || [ "$rc" != 0 ]; then
+        log "run directory kept: $RUN"
+    else
+        rm -rf "$RUN"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Stops one process this script started (and forgets it).
+stop_pid() {
+    local pid=$1 keep=() p
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+# ---------------------------------------------------------------- tools
+need_pkgs=()
+command -v wrk >/dev/null || need_pkgs+=(wrk)
+command -v nginx >/dev/null || need_pkgs+=(nginx-light)
+command -v redis-server >/dev/null || need_pkgs+=(redis-server)
+command -v redis-cli >/dev/null || need_pkgs+=(redis-tools)
+if [ "${BENCH_PERF:-0}" = 1 ] && ! command -v perf >/dev/null; then need_pkgs+=(linux-perf); fi
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    log "installing ${need_pkgs[*]}"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    # Packages must not start services of their own (nginx would grab :80).
+    policy_created=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+        $SUDO chmod 755 /usr/sbin/policy-rc.d
+        policy_created=1
+    fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+    [ "$policy_created" = 1 ] && $SUDO rm -f /usr/sbin/policy-rc.d
+fi
+NGINX=$(command -v nginx)
+
+log "building (release)"
+cargo build --release --locked --bin switchyard --examples >&2
+BIN=$ROOT/target/release/switchyard
+KIT=$ROOT/target/release/examples/benchkit
+PROP=$ROOT/target/release/examples/propagation
+CLK_TCK=$(getconf CLK_TCK)
+
+read -r -a PORTS <<<"$("$KIT" free-ports 40)"
+port_i=0
+next_port() { PORT=${PORTS[$port_i]}; port_i=$((port_i + 1)); }
+
+# ---------------------------------------------------------------- helpers
+wait_for() { # seconds command...
+    local deadline=$((SECONDS + $1)); shift
+    until "$@" >/dev/null 2>&1; do
+        [ "$SECONDS" -lt "$deadline" ] || return 1
+        sleep 0.05
+    done
+}
+
+start_redis() { # -> REDIS_PORT
+    next_port; REDIS_PORT=$PORT
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --dir "$RUN" --logfile "$RUN/redis-$REDIS_PORT.log" &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
+    wait_for 10 redis-cli -p "$REDIS_PORT" ping || { log "redis-server did not start"; exit 1; }
+}
+
+nginx_common() { # dir
+    local d=$1
+    mkdir -p "$d/tmp"
+    [ "$(id -u)" = 0 ] && echo "user root;"
+    cat <<EOF
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+worker_rlimit_nofile 65536;
+EOF
+}
+
+nginx_http_common() { # dir
+    local d=$1
+    cat <<EOF
+    access_log off;
+    client_body_temp_path $d/tmp/body;
+    proxy_temp_path $d/tmp/proxy;
+    fastcgi_temp_path $d/tmp/fastcgi;
+    uwsgi_temp_path $d/tmp/uwsgi;
+    scgi_temp_path $d/tmp/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+EOF
+}
+
+start_nginx() { # dir -> NGINX_PID (master)
+    local d=$1
+    "$NGINX" -e "$d/error.log" -p "$d" -c "$d/nginx.conf" -g 'daemon off;' &
+    NGINX_PID=$!
+    PIDS+=("$NGINX_PID")
+}
+
+# The fast backends: one nginx answering `200 ok` on N_BACKENDS ports, each
+# response naming its port in X-Backend (the propagation tool needs that).
+start_backends() {
+    local d=$RUN/backends listen="" i
+    mkdir -p "$d"
+    BACKENDS=()
+    for i in $(seq "$N_BACKENDS"); do
+        next_port
+        BACKENDS+=("127.0.0.1:$PORT")
+        listen+="        listen 127.0.0.1:$PORT backlog=4096;"$'\n'
+    done
+    {
+        nginx_common "$d"
+        cat <<EOF
+worker_processes ${BENCH_BACKEND_WORKERS:-$(nproc)};
+events { worker_connections 8192; }
+http {
+$(nginx_http_common "$d")
+    server {
+$listen
+        location / {
+            add_header X-Backend \$server_port;
+            return 200 "ok\n";
+        }
+    }
+}
+EOF
+    } >"$d/nginx.conf"
+    start_nginx "$d"
+    BACKEND_PID=$NGINX_PID
+    wait_for 10 curl -sf "http://${BACKENDS[0]}/" || { log "backend nginx did not start"; cat "$d/error.log" >&2; exit 1; }
+    BACKENDS_CSV=$(IFS=,; echo "${BACKENDS[*]}")
+}
+
+# nginx as the proxy: one worker, `map $host` to upstreams with keepalive.
+write_nginx_proxy() { # dir port nroutes
+    local d=$1 port=$2 n=$3 i
+    mkdir -p "$d"
+    awk -v n="$n" -v nb="$N_BACKENDS" 'BEGIN { for (i = 0; i < n; i++) printf "        h%d.bench.test be%d;\n", i, i % nb }' >"$d/map.conf"
+    local upstreams=""
+    for i in $(seq 0 $((N_BACKENDS - 1))); do
+        upstreams+="    upstream be$i { server ${BACKENDS[$i]}; keepalive 256; keepalive_requests 1000000; keepalive_timeout 120s; }"$'\n'
+    done
+    local hash_max=1024
+    while [ "$hash_max" -lt $((n * 2)) ]; do hash_max=$((hash_max * 2)); done
+    {
+        nginx_common "$d"
+        cat <<EOF
+worker_processes 1;
+events { worker_connections 8192; }
+http {
+$(nginx_http_common "$d")
+    map_hash_max_size $hash_max;
+    map_hash_bucket_size 128;
+    map \$host \$sy_upstream {
+        default "";
+        include $d/map.conf;
+    }
+$upstreams
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+        location / {
+            if (\$sy_upstream = "") { return 404 "no route\n"; }
+            proxy_pass http://\$sy_upstream;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
+            proxy_set_header X-Request-Id \$request_id;
+            add_header X-Request-Id \$request_id;
+        }
+    }
+}
+EOF
+    } >"$d/nginx.conf"
+}
+
+start_switchyard() { # name redis_port key [extra args...] -> SY_PID SY_PORT SY_ADMIN
+    local name=$1 rport=$2 key=$3; shift 3
+    next_port; SY_PORT=$PORT
+    next_port; SY_ADMIN=$PORT
+    "$BIN" --listen "127.0.0.1:$SY_PORT" --admin-listen "127.0.0.1:$SY_ADMIN" \
+        --redis-url "redis://127.0.0.1:$rport/0" --routes-key "$key" \
+        --replica-id "bench-$name" --access-log false "$@" \
+        >"$RUN/sy-$name.log" 2>&1 &
+    SY_PID=$!
+    PIDS+=("$SY_PID")
+    wait_for 60 curl -sf "http://127.0.0.1:$SY_ADMIN/readyz" || { log "switchyard $name not ready"; tail "$RUN/sy-$name.log" >&2; exit 1; }
+}
+
+fill() { # redis_port key count
+    "$KIT" fill --redis "127.0.0.1:$1" --key "$2" --count "$3" --backends "$BACKENDS_CSV" 2>>"$RUN/fill.log"
+}
+
+# CPU ticks (utime+stime) of a process and its children.
+cpu_ticks() { # pid...
+    local total=0 p t
+    for p in "$@"; do
+        for t in $p $(ps -o pid= --ppid "$p" 2>/dev/null); do
+            [ -r "/proc/$t/stat" ] || continue
+            total=$((total + $(sed 's/.*) //' "/proc/$t/stat" | awk '{ print $12 + $13 }')))
+        done
+    done
+    echo "$total"
+}
+
+# wrk scripts: a fixed Host, or per-request Hosts rotating / uniformly random.
+cat >"$RUN/done.lua" <<'EOF'
+function done(summary, latency, requests)
+    local e = summary.errors
+    io.write(string.format("WRKRESULT requests=%d duration_us=%d p50_us=%d p99_us=%d non2xx=%d sockerr=%d\n",
+        summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+        e.status, e.connect + e.read + e.write + e.timeout))
+end
+EOF
+{
+    cat <<'EOF'
+function init(args)
+    wrk.headers["Host"] = "h0.bench.test"
+end
+EOF
+    cat "$RUN/done.lua"
+} >"$RUN/one.lua"
+{
+    cat <<'EOF'
+local reqs, n, i, random = {}, 1, 0, false
+function init(args)
+    random = args[1] == "random"
+    n = tonumber(args[2])
+    for k = 0, n - 1 do
+        reqs[k + 1] = wrk.format("GET", "/", { Host = "h" .. k .. ".bench.test" })
+    end
+    math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16) % 1000)
+    i = math.random(n) - 1
+end
+function request()
+    if random then return reqs[math.random(n)] end
+    i = i % n + 1
+    return reqs[i]
+end
+EOF
+    cat "$RUN/done.lua"
+} >"$RUN/hosts.lua"
+
+TP=$RUN/throughput.tsv
+: >"$TP"
+
+# run_wrk scenario target rep url seconds record pids...
+run_wrk() {
+    local scenario=$1 target=$2 rep=$3 url=$4 secs=$5 record=$6; shift 6
+    local script args=()
+    case $scenario in
+        one) script=$RUN/one.lua ;;
+        rotate) script=$RUN/hosts.lua; args=(-- rotate "$N_MID") ;;
+        random) script=$RUN/hosts.lua; args=(-- random "$N_BIG") ;;
+    esac
+    local before after out
+    before=$(cpu_ticks "$@")
+    out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${secs}s" --latency -s "$script" "$url" "${args[@]}" 2>&1) || true
+    after=$(cpu_ticks "$@")
+    printf '== %s %s rep %s\n%s\n' "$scenario" "$target" "$rep" "$out" >>"$RUN/wrk.log"
+    [ "$record" = 1 ] || return 0
+    local line
+    line=$(grep '^WRKRESULT' <<<"$out" || true)
+    if [ -z "$line" ]; then log "wrk failed for $scenario/$target: $(tail -3 <<<"$out")"; return 0; fi
+    eval "local ${line#WRKRESULT }"
+    # shellcheck disable=SC2154
+    awk -v s="$scenario" -v t="$target" -v r="$rep" -v req="$requests" -v d="$duration_us" \
+        -v p50="$p50_us" -v p99="$p99_us" -v ticks=$((after - before)) -v hz="$CLK_TCK" \
+        -v bad="$non2xx" -v se="$sockerr" 'BEGIN {
+            cpu = (t == "direct") ? -1 : ticks / hz * 1e6 / (req > 0 ? req : 1)
+            printf "%s\t%s\t%s\t%.0f\t%.3f\t%.3f\t%.2f\t%d\t%d\n", s, t, r, req / (d / 1e6), p50 / 1000, p99 / 1000, cpu, bad, se
+        }' >>"$TP"
+    log "  $scenario/$target rep $rep: $(tail -1 "$TP" | cut -f4-9 | tr '\t' ' ')"
+}
+
+# Median of column $3 for scenario $1 / target $2 of the throughput table.
+tp_median() {
+    awk -F'\t' -v s="$1" -v t="$2" -v c="$3" '$1 == s && $2 == t { print $c }' "$TP" | sort -g |
+        awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit } m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; print m }'
+}
+tp_sum() {
+    awk -F'\t' -v s="$1" -v t="$2" -v c="$3" '$1 == s && $2 == t { x += $c } END { print x + 0 }' "$TP"
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "nan" || b == "nan") print "nan"; else printf "%.2f", a / b }'; }
+le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "nan" && b != "nan" && a + 0 <= b + 0) }'; }
+verdict() { if le "$@"; then echo PASS; else echo FAIL; fi; }
+
+TARGETS=$RUN/targets.md
+: >"$TARGETS"
+target_row() { # name figure threshold verdict
+    printf '| %s | %s | %s | %s |\n' "$1" "$2" "$3" "$4" >>"$TARGETS"
+}
+
+REPORT=$RUN/report.md
+: >"$REPORT"
+section() { printf '\n## %s\n\n' "$1" >>"$REPORT"; }
+
+start_backends
+log "backends: ${BACKENDS[*]}"
+
+# ========================================================== 1. throughput
+if ! skip throughput; then
+    start_redis; TP_REDIS=$REDIS_PORT; TP_REDIS_PID=$REDIS_PID
+    for scenario in one rotate random; do
+        case $scenario in
+            one) n=1 ;;
+            rotate) n=$N_MID ;;
+            random) n=$N_BIG ;;
+        esac
+        log "throughput: scenario $scenario ($n routes)"
+        fill "$TP_REDIS" "routes_$n" "$n"
+        next_port; NG_PORT=$PORT
+        write_nginx_proxy "$RUN/nginx-$scenario" "$NG_PORT" "$n"
+        start_nginx "$RUN/nginx-$scenario"; NG_PID=$NGINX_PID
+        start_switchyard "1t-$scenario" "$TP_REDIS" "routes_$n" --worker-threads 1
+        SY1_PID=$SY_PID; SY1_PORT=$SY_PORT
+        start_switchyard "nt-$scenario" "$TP_REDIS" "routes_$n"
+        SYN_PID=$SY_PID; SYN_PORT=$SY_PORT
+        wait_for 30 curl -sf -H "Host: h0.bench.test" "http://127.0.0.1:$NG_PORT/" || { log "nginx proxy not answering"; cat "$RUN/nginx-$scenario/error.log" >&2; exit 1; }
+        for p in "$NG_PORT" "$SY1_PORT" "$SYN_PORT"; do
+            code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: h$((n - 1)).bench.test" "http://127.0.0.1:$p/")
+            [ "$code" = 200 ] || { log "proxy on $p answers $code for the last host"; exit 1; }
+        done
+        declare -A URL=([direct]="http://${BACKENDS[0]}/" [nginx]="http://127.0.0.1:$NG_PORT/"
+            [sy-1t]="http://127.0.0.1:$SY1_PORT/" [sy-nt]="http://127.0.0.1:$SYN_PORT/")
+        declare -A PIDOF=([direct]="$BACKEND_PID" [nginx]="$NG_PID" [sy-1t]="$SY1_PID" [sy-nt]="$SYN_PID")
+        for target in direct nginx sy-1t sy-nt; do # warm-up: pools, caches
+            run_wrk "$scenario" "$target" 0 "${URL[$target]}" 1 0 "${PIDOF[$target]}"
+        done
+        for rep in $(seq "$REPS"); do
+            for target in direct nginx sy-1t sy-nt; do
+                run_wrk "$scenario" "$target" "$rep" "${URL[$target]}" "$DURATION" 1 "${PIDOF[$target]}"
+            done
+        done
+        if [ "${BENCH_PERF:-0}" = 1 ] && command -v perf >/dev/null; then
+            log "  perf profile of sy-1t under load"
+            perf record -F 999 -g -p "$SY1_PID" -o "$RUN/perf-$scenario.data" -- sleep "$DURATION" >/dev/null 2>&1 &
+            perf_pid=$!
+            run_wrk "$scenario" sy-1t perf "${URL[sy-1t]}" "$DURATION" 0 "$SY1_PID"
+            wait "$perf_pid" || true
+            perf report -i "$RUN/perf-$scenario.data" --no-children --percent-limit 1.5 --stdio 2>/dev/null |
+                grep -E '^ +[0-9]' | head -25 >"$RESULTS_DIR/perf-$scenario.txt" || true
+        fi
+        stop_pid "$NG_PID"; stop_pid "$SY1_PID"; stop_pid "$SYN_PID"
+    done
+
+    section "Throughput and latency (wrk -t$WRK_THREADS -c$CONNS, ${DURATION}s runs, median of $REPS interleaved repetitions)"
+    {
+        echo "nginx: 1 worker, \`map \$host\` → upstreams with keepalive. sy-1t: \`--worker-threads 1\`; sy-nt: default threads ($(nproc) cores). CPU: utime+stime of the proxy's own processes per request. direct: wrk straight to one backend (reference)."
+        echo
+        echo "| scenario | target | req/s | p50 ms | p99 ms | CPU µs/req | non-2xx | socket errors |"
+        echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+        for scenario in one rotate random; do
+            case $scenario in
+                one) label="1 host" ;;
+                rotate) label="$N_MID routes, rotating" ;;
+                random) label="$N_BIG routes, random" ;;
+            esac
+            for target in direct nginx sy-1t sy-nt; do
+                cpu=$(tp_median "$scenario" "$target" 7)
+                [ "$target" = direct ] && cpu="-"
+                printf '| %s | %s | %.0f | %.3f | %.3f | %s | %s | %s |\n' "$label" "$target" \
+                    "$(tp_median "$scenario" "$target" 4)" "$(tp_median "$scenario" "$target" 5)" \
+                    "$(tp_median "$scenario" "$target" 6)" "$cpu" \
+                    "$(tp_sum "$scenario" "$target" 8)" "$(tp_sum "$scenario" "$target" 9)"
+            done
+        done
+        echo
+        echo "Ratios Switchyard / nginx (targets: req/s ≥ 1.10, p99 ≤ 1.00, CPU/req ≤ 1.00):"
+        echo
+        echo "| scenario | variant | req/s | p50 | p99 | CPU/req |"
+        echo "| --- | --- | ---: | ---: | ---: | ---: |"
+        for scenario in one rotate random; do
+            for v in sy-1t sy-nt; do
+                printf '| %s | %s | %s | %s | %s | %s |\n' "$scenario" "$v" \
+                    "$(ratio "$(tp_median "$scenario" "$v" 4)" "$(tp_median "$scenario" nginx 4)")" \
+                    "$(ratio "$(tp_median "$scenario" "$v" 5)" "$(tp_median "$scenario" nginx 5)")" \
+                    "$(ratio "$(tp_median "$scenario" "$v" 6)" "$(tp_median "$scenario" nginx 6)")" \
+                    "$(ratio "$(tp_median "$scenario" "$v" 7)" "$(tp_median "$scenario" nginx 7)")"
+            done
+        done
+    } >>"$REPORT"
+    for scenario in one rotate random; do
+        for v in sy-1t sy-nt; do
+            r=$(ratio "$(tp_median "$scenario" "$v" 4)" "$(tp_median "$scenario" nginx 4)")
+            target_row "req/s $v / nginx ($scenario)" "$r" "≥ 1.10" "$(verdict 1.10 "$r")"
+            r=$(ratio "$(tp_median "$scenario" "$v" 6)" "$(tp_median "$scenario" nginx 6)")
+            target_row "p99 $v / nginx ($scenario)" "$r" "≤ 1.00" "$(verdict "$r" 1.00)"
+            r=$(ratio "$(tp_median "$scenario" "$v" 7)" "$(tp_median "$scenario" nginx 7)")
+            target_row "CPU/req $v / nginx ($scenario)" "$r" "≤ 1.00" "$(verdict "$r" 1.00)"
+        done
+    done
+    stop_pid "$TP_REDIS_PID"
+fi
+
+# ========================================================== 2. Redis cost per request
+cmdstats() { redis-cli -p "$1" info commandstats | tr -d '\r' | sed -n 's/^cmdstat_\([^:]*\):calls=\([0-9]*\),.*/\1 \2/p' | sort; }
+net_out() { redis-cli -p "$1" info stats | tr -d '\r' | sed -n 's/^total_net_output_bytes://p'; }
+# delta of two cmdstats files: "cmd delta" for every cmd that moved
+cmd_delta() { join -a2 -e0 -o 0,1.2,2.2 "$1" "$2" | awk '$3 - $2 > 0 { print $1, $3 - $2 }'; }
+
+if ! skip cost; then
+    log "redis cost: commands per proxied request"
+    start_redis; COST_REDIS=$REDIS_PORT
+    fill "$COST_REDIS" routes "$N_MID"
+    start_switchyard cost "$COST_REDIS" routes
+    cmdstats "$COST_REDIS" >"$RUN/cs0"
+    out0=$(net_out "$COST_REDIS")
+    t0=$(date +%s.%N)
+    out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${COST_LOAD}s" -s "$RUN/hosts.lua" "http://127.0.0.1:$SY_PORT/" -- rotate "$N_MID" 2>&1)
+    t1=$(date +%s.%N)
+    cmdstats "$COST_REDIS" >"$RUN/cs1"
+    out1=$(net_out "$COST_REDIS")
+    load_requests=$(sed -n 's/^WRKRESULT requests=\([0-9]*\).*/\1/p' <<<"$out")
+    cmd_delta "$RUN/cs0" "$RUN/cs1" | grep -v '^info ' >"$RUN/cost-load" || true
+    per_request_cmds=$(awk '$1 != "ping" && $1 != "set" { x += $2 } END { print x + 0 }' "$RUN/cost-load")
+    per_request=$(awk -v c="$per_request_cmds" -v r="$load_requests" 'BEGIN { printf "%.6f", c / (r > 0 ? r : 1) }')
+    load_secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+
+    log "redis cost: idle ${IDLE_WINDOW}s window (timers: PING, status SET, periodic resync)"
+    cmdstats "$COST_REDIS" >"$RUN/cs2"; o2=$(net_out "$COST_REDIS"); t2=$(date +%s.%N)
+    sleep "$IDLE_WINDOW"
+    cmdstats "$COST_REDIS" >"$RUN/cs3"; o3=$(net_out "$COST_REDIS"); t3=$(date +%s.%N)
+    cmd_delta "$RUN/cs2" "$RUN/cs3" | grep -v '^info ' >"$RUN/cost-idle" || true
+    idle_secs=$(awk -v a="$t2" -v b="$t3" 'BEGIN { print b - a }')
+    stop_pid "$SY_PID"
+
+    section "Redis cost"
+    {
+        echo "Load run: ${load_requests} requests through one Switchyard replica in ${load_secs}s ($N_MID routes, rotating hosts). Commands Redis executed during the run (INFO commandstats delta, own INFO calls left out):"
+        echo
+        echo "| command | calls during load | calls / request |"
+        echo "| --- | ---: | ---: |"
+        awk -v r="$load_requests" '{ printf "| %s | %d | %.6f |\n", $1, $2, $2 / r }' "$RUN/cost-load"
+        echo
+        echo "**Commands per proxied request (everything except the timer PING/SET): $per_request** ($per_request_cmds commands over $load_requests requests)."
+        echo
+        echo "Idle cost of one replica (timers only: PING on both connections every 1 s, status SET every 5 s, periodic resync every 30 s), over ${IDLE_WINDOW}s:"
+        echo
+        echo "| command | per second |"
+        echo "| --- | ---: |"
+        awk -v s="$idle_secs" '{ printf "| %s | %.2f |\n", $1, $2 / s }' "$RUN/cost-idle"
+        awk -v s="$idle_secs" -v a="$o2" -v b="$o3" 'BEGIN { printf "| bytes Redis → proxy | %.0f |\n", (b - a) / s }'
+    } >>"$REPORT"
+    target_row "Redis commands per proxied request" "$per_request" "0" "$(verdict "$per_request" 0)"
+fi
+
+# ========================================================== 3. propagation
+PROP_RESULTS=$RUN/prop.txt
+: >"$PROP_RESULTS"
+prop_field() { # kind label replicas field
+    grep "^RESULT kind=$1 label=\"$2\" replicas=$3 " "$PROP_RESULTS" | sed -n "s/.* $4=\([^ ]*\).*/\1/p" | head -1
+}
+if ! skip propagation; then
+    start_redis; PROP_REDIS=$REDIS_PORT
+    for n in "$N_MID" "$N_BIG"; do
+        key=prop_$n
+        fill "$PROP_REDIS" "$key" "$n"
+        log "propagation: $n routes, 1 replica"
+        start_switchyard "prop-$n" "$PROP_REDIS" "$key"
+        "$PROP" --redis "127.0.0.1:$PROP_REDIS" --key "$key" --proxy "127.0.0.1:$SY_PORT" \
+            --backends "${BACKENDS[0]},${BACKENDS[1]}" --changes "$PROP_CHANGES" \
+            --new-hosts "$PROP_NEW" --label "$n" | tee -a "$PROP_RESULTS" >&2
+        stop_pid "$SY_PID"
+        log "propagation: $n routes, 3 replicas"
+        replicas=()
+        rpids=()
+        for r in 1 2 3; do
+            start_switchyard "prop-$n-r$r" "$PROP_REDIS" "$key"
+            replicas+=(--proxy "127.0.0.1:$SY_PORT"); rpids+=("$SY_PID")
+        done
+        "$PROP" --redis "127.0.0.1:$PROP_REDIS" --key "$key" "${replicas[@]}" \
+            --backends "${BACKENDS[0]},${BACKENDS[1]}" --changes "$PROP_CHANGES" \
+            --new-hosts "$PROP_NEW" --label "$n" | tee -a "$PROP_RESULTS" >&2
+        for p in "${rpids[@]}"; do stop_pid "$p"; done
+    done
+
+    section "Propagation (write → served; clock starts before the write is sent)"
+    {
+        echo "One replica and three replicas (time until **all three** serve the change), default threads. $PROP_CHANGES backend changes of an existing host, $PROP_NEW brand-new hosts, $PROP_NEW HDELs (until 404). Wrong = answers other than the new one after the first right one (must be 0)."
+        echo
+        echo "| routes | replicas | change | n | p50 ms | p99 ms | max ms | timeouts | wrong |"
+        echo "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+        grep '^RESULT' "$PROP_RESULTS" | while read -r line; do
+            kind=$(sed -n 's/.*kind=\([^ ]*\).*/\1/p' <<<"$line")
+            label=$(sed -n 's/.*label="\([^"]*\)".*/\1/p' <<<"$line")
+            f() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$(f replicas)" "$kind" \
+                "$(f n)" "$(f p50_ms)" "$(f p99_ms)" "$(f max_ms)" "$(f timeouts)" "$(f wrong)"
+        done
+        echo
+        echo "Redis cost per route change per replica (INFO commandstats / total_net_output_bytes over the change phase; the writer's HSET and INFO and the timer PINGs left out):"
+        echo
+        echo "| routes | replicas | commands / change / replica | bytes Redis → replica / change | detail |"
+        echo "| ---: | ---: | ---: | ---: | --- |"
+        grep '^COST' "$PROP_RESULTS" | while read -r line; do
+            f() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
+            label=$(sed -n 's/.*label="\([^"]*\)".*/\1/p' <<<"$line")
+            printf '| %s | %s | %s | %s | %s |\n' "$label" "$(f replicas)" "$(f per_change_cmds)" "$(f per_change_bytes)" "$(f detail | tr ',' ' ')"
+        done
+    } >>"$REPORT"
+    for n in "$N_MID" "$N_BIG"; do
+        limit=2; [ "$n" = "$N_MID" ] || limit=50
+        for r in 1 3; do
+            p99=$(prop_field change "$n" "$r" p99_ms)
+            target_row "propagation p99, $n routes, $r replica(s)" "${p99:-nan} ms" "≤ $limit ms" "$(verdict "${p99:-nan}" "$limit")"
+        done
+        wrong=$(grep "^RESULT .*label=\"$n\"" "$PROP_RESULTS" | sed -n 's/.* wrong=\([0-9]*\).*/\1/p' | awk '{ x += $1 } END { print x + 0 }')
+        timeouts=$(grep "^RESULT .*label=\"$n\"" "$PROP_RESULTS" | sed -n 's/.* timeouts=\([0-9]*\).*/\1/p' | awk '{ x += $1 } END { print x + 0 }')
+        target_row "wrong answers after the first right one, $n routes" "$wrong (timeouts: $timeouts)" "0" "$(verdict "$((wrong + timeouts))" 0)"
+    done
+fi
+
+# ========================================================== 4. scale
+if ! skip scale; then
+    start_redis; SCALE_REDIS=$REDIS_PORT
+    fill "$SCALE_REDIS" "routes_$N_BIG" "$N_BIG"
+    log "scale: filling $N_HUGE routes"
+    fill "$SCALE_REDIS" "routes_$N_HUGE" "$N_HUGE"
+    next_port; SC_PORT=$PORT; next_port; SC_ADMIN=$PORT; next_port; SC_NG=$PORT
+    write_nginx_proxy "$RUN/nginx-scale" "$SC_NG" "$N_BIG"
+    SCALE=$RUN/scale.tsv
+    : >"$SCALE"
+    for rep in $(seq "$STARTUP_REPS"); do
+        for what in "sy $N_BIG" "nginx $N_BIG" "sy $N_HUGE"; do
+            read -r who n <<<"$what"
+            if [ "$who" = sy ]; then
+                line=$("$KIT" startup --probe "127.0.0.1:$SC_ADMIN" --path /readyz -- \
+                    "$BIN" --listen "127.0.0.1:$SC_PORT" --admin-listen "127.0.0.1:$SC_ADMIN" \
+                    --redis-url "redis://127.0.0.1:$SCALE_REDIS/0" --routes-key "routes_$n" \
+                    --replica-id "bench-scale" --access-log false)
+            else
+                line=$("$KIT" startup --probe "127.0.0.1:$SC_NG" --host h0.bench.test -- \
+                    "$NGINX" -e "$RUN/nginx-scale/error.log" -p "$RUN/nginx-scale" -c "$RUN/nginx-scale/nginx.conf" -g 'daemon off;')
+            fi
+            log "  $who $n: $line"
+            echo "$who $n $rep ${line#STARTUP }" >>"$SCALE"
+        done
+    done
+    sc_median() { # who n field
+        awk -v w="$1" -v n="$2" -v f="$3" '$1 == w && $2 == n { for (i = 4; i <= NF; i++) { split($i, kv, "="); if (kv[1] == f) print kv[2] } }' "$SCALE" |
+            sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit } print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+    }
+    section "Scale: start to ready, memory (median of $STARTUP_REPS starts)"
+    {
+        echo "Ready: Switchyard's /readyz answers 200 (table loaded from Redis); nginx: first proxied 200 (config with the map parsed). Memory read 1 s after ready, summed over the process tree (nginx: master + worker). PSS splits pages shared between nginx's master and worker."
+        echo
+        echo "| proxy | routes | ready ms | RSS MiB | PSS MiB | peak RSS MiB |"
+        echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+        for what in "sy $N_BIG" "nginx $N_BIG" "sy $N_HUGE"; do
+            read -r who n <<<"$what"
+            awk -v w="$who" -v n="$n" -v r="$(sc_median "$who" "$n" ready_ms)" -v rss="$(sc_median "$who" "$n" rss_kb)" \
+                -v pss="$(sc_median "$who" "$n" pss_kb)" -v hwm="$(sc_median "$who" "$n" hwm_kb)" \
+                'BEGIN { printf "| %s | %d | %.0f | %.1f | %.1f | %.1f |\n", (w == "sy" ? "switchyard" : "nginx (1 worker)"), n, r, rss / 1024, pss / 1024, hwm / 1024 }'
+        done
+    } >>"$REPORT"
+    r=$(sc_median sy "$N_BIG" ready_ms)
+    target_row "ready at $N_BIG routes" "$r ms" "≤ 500 ms" "$(verdict "$r" 500)"
+    r=$(awk -v a="$(sc_median sy "$N_BIG" rss_kb)" 'BEGIN { printf "%.1f", a / 1024 }')
+    ng=$(awk -v a="$(sc_median nginx "$N_BIG" rss_kb)" 'BEGIN { printf "%.1f", a / 1024 }')
+    ngp=$(awk -v a="$(sc_median nginx "$N_BIG" pss_kb)" 'BEGIN { printf "%.1f", a / 1024 }')
+    target_row "RSS at $N_BIG routes vs nginx (RSS sum)" "$r MiB vs $ng MiB" "≤ nginx" "$(verdict "$r" "$ng")"
+    target_row "RSS at $N_BIG routes vs nginx (PSS sum)" "$r MiB vs $ngp MiB" "≤ nginx" "$(verdict "$r" "$ngp")"
+    r=$(sc_median sy "$N_HUGE" ready_ms)
+    target_row "ready at $N_HUGE routes" "$r ms" "≤ 5000 ms" "$(verdict "$r" 5000)"
+fi
+
+# ========================================================== 5. lookup micro-benchmark
+if ! skip lookup; then
+    log "criterion: RouteTable::lookup"
+    BENCH_QUICK=$QUICK cargo bench --locked --bench lookup -- --noplot >"$RUN/criterion.log" 2>&1 || { tail -20 "$RUN/criterion.log" >&2; exit 1; }
+    TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+    est() { # id -> median ns
+        local f=$TARGET_DIR/criterion/lookup/$1/new/estimates.json
+        [ -f "$f" ] || { echo nan; return; }
+        grep -o '"median":{"confidence_interval":{[^}]*},"point_estimate":[0-9.e+-]*' "$f" | sed 's/.*"point_estimate"://'
+    }
+    section "Lookup micro-benchmark (criterion, RouteTable::lookup, median ns per lookup, 4,096 different probe hosts)"
+    {
+        echo "| case | 1,000 routes | 1,000,000 routes | ratio |"
+        echo "| --- | ---: | ---: | ---: |"
+        for c in exact_hit wildcard_hit miss; do
+            a=$(est "$c/1000"); b=$(est "$c/1000000")
+            printf '| %s | %.1f | %.1f | %s |\n' "$c" "$a" "$b" "$(ratio "$b" "$a")"
+        done
+    } >>"$REPORT"
+fi
+
+# ---------------------------------------------------------------- report
+{
+    echo "# Switchyard benchmark results"
+    echo
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (+ uncommitted src changes)'), $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), kernel $(uname -r), $("$NGINX" -v 2>&1 | sed 's/.*: //'), redis $(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/'), $(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }'). $( [ "$QUICK" = 1 ] && echo '**QUICK smoke run: numbers are indicative only.**')"
+    echo
+    echo "## Targets"
+    echo
+    echo "| target | figure | threshold | verdict |"
+    echo "| --- | --- | --- | --- |"
+    cat "$TARGETS"
+    cat "$REPORT"
+    if ls "$RESULTS_DIR"/perf-*.txt >/dev/null 2>&1 && [ "${BENCH_PERF:-0}" = 1 ]; then
+        echo
+        echo "## Profiles (perf, sy-1t under load): bench/results/perf-*.txt"
+    fi
+} >"$OUT"
+cp "$TP" "$RESULTS_DIR/throughput-raw.tsv" 2>/dev/null || true
+echo
+cat "$OUT"
+echo
+log "written to ${OUT#"$ROOT"/}"
