@@ -117,7 +117,7 @@ KIT=$ROOT/target/release/examples/benchkit
 PROP=$ROOT/target/release/examples/propagation
 CLK_TCK=$(getconf CLK_TCK)
 
-read -r -a PORTS <<<"$("$KIT" free-ports 40)"
+read -r -a PORTS <<<"$("$KIT" free-ports 200)"
 port_i=0
 next_port() { PORT=${PORTS[$port_i]}; port_i=$((port_i + 1)); }
 
