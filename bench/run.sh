@@ -26,6 +26,10 @@ if [ "$QUICK" = 1 ]; then
     N_HUGE=${BENCH_N_HUGE:-100000}
     PROP_CHANGES=20
     PROP_NEW=10
+    PROP_BIG_CHANGES=20
+    PROP_BIG_NEW=10
+    PROP_BIG3_CHANGES=10
+    PROP_BIG3_NEW=5
     IDLE_WINDOW=5
     COST_LOAD=3
     STARTUP_REPS=1
@@ -37,6 +41,12 @@ else
     N_HUGE=${BENCH_N_HUGE:-1000000}
     PROP_CHANGES=200
     PROP_NEW=100
+    # At 100,000 routes every change costs a full read of the hash: fewer
+    # new/deleted hosts (and changes with three replicas) keep the run short.
+    PROP_BIG_CHANGES=200
+    PROP_BIG_NEW=50
+    PROP_BIG3_CHANGES=100
+    PROP_BIG3_NEW=25
     IDLE_WINDOW=32
     COST_LOAD=10
     STARTUP_REPS=3
@@ -477,7 +487,7 @@ cmd_delta() { join -a2 -e0 -o 0,1.2,2.2 "$1" "$2" | awk '$3 - $2 > 0 { print $1,
 
 if ! skip cost; then
     log "redis cost: commands per proxied request"
-    start_redis; COST_REDIS=$REDIS_PORT
+    start_redis; COST_REDIS=$REDIS_PORT; COST_REDIS_PID=$REDIS_PID
     fill "$COST_REDIS" routes "$N_MID"
     start_switchyard cost "$COST_REDIS" routes
     cmdstats "$COST_REDIS" >"$RUN/cs0"
@@ -499,7 +509,7 @@ if ! skip cost; then
     cmdstats "$COST_REDIS" >"$RUN/cs3"; o3=$(net_out "$COST_REDIS"); t3=$(date +%s.%N)
     cmd_delta "$RUN/cs2" "$RUN/cs3" | grep -v '^info ' >"$RUN/cost-idle" || true
     idle_secs=$(awk -v a="$t2" -v b="$t3" 'BEGIN { print b - a }')
-    stop_pid "$SY_PID"
+    stop_pid "$SY_PID"; stop_pid "$COST_REDIS_PID"
 
     section "Redis cost"
     {
@@ -528,15 +538,20 @@ prop_field() { # kind label replicas field
     grep "^RESULT kind=$1 label=\"$2\" replicas=$3 " "$PROP_RESULTS" | sed -n "s/.* $4=\([^ ]*\).*/\1/p" | head -1
 }
 if ! skip propagation; then
-    start_redis; PROP_REDIS=$REDIS_PORT
+    start_redis; PROP_REDIS=$REDIS_PORT; PROP_REDIS_PID=$REDIS_PID
     for n in "$N_MID" "$N_BIG"; do
         key=prop_$n
         fill "$PROP_REDIS" "$key" "$n"
+        if [ "$n" = "$N_MID" ]; then
+            c1=$PROP_CHANGES; n1=$PROP_NEW; c3=$PROP_CHANGES; n3=$PROP_NEW
+        else
+            c1=$PROP_BIG_CHANGES; n1=$PROP_BIG_NEW; c3=$PROP_BIG3_CHANGES; n3=$PROP_BIG3_NEW
+        fi
         log "propagation: $n routes, 1 replica"
         start_switchyard "prop-$n" "$PROP_REDIS" "$key"
         "$PROP" --redis "127.0.0.1:$PROP_REDIS" --key "$key" --proxy "127.0.0.1:$SY_PORT" \
-            --backends "${BACKENDS[0]},${BACKENDS[1]}" --changes "$PROP_CHANGES" \
-            --new-hosts "$PROP_NEW" --label "$n" | tee -a "$PROP_RESULTS" >&2
+            --backends "${BACKENDS[0]},${BACKENDS[1]}" --changes "$c1" \
+            --new-hosts "$n1" --label "$n" | tee -a "$PROP_RESULTS" >&2
         stop_pid "$SY_PID"
         log "propagation: $n routes, 3 replicas"
         replicas=()
@@ -546,14 +561,15 @@ if ! skip propagation; then
             replicas+=(--proxy "127.0.0.1:$SY_PORT"); rpids+=("$SY_PID")
         done
         "$PROP" --redis "127.0.0.1:$PROP_REDIS" --key "$key" "${replicas[@]}" \
-            --backends "${BACKENDS[0]},${BACKENDS[1]}" --changes "$PROP_CHANGES" \
-            --new-hosts "$PROP_NEW" --label "$n" | tee -a "$PROP_RESULTS" >&2
+            --backends "${BACKENDS[0]},${BACKENDS[1]}" --changes "$c3" \
+            --new-hosts "$n3" --label "$n" | tee -a "$PROP_RESULTS" >&2
         for p in "${rpids[@]}"; do stop_pid "$p"; done
     done
+    stop_pid "$PROP_REDIS_PID"
 
     section "Propagation (write → served; clock starts before the write is sent)"
     {
-        echo "One replica and three replicas (time until **all three** serve the change), default threads. $PROP_CHANGES backend changes of an existing host, $PROP_NEW brand-new hosts, $PROP_NEW HDELs (until 404). Wrong = answers other than the new one after the first right one (must be 0)."
+        echo "One replica, and three replicas (time until **all three** serve the change); default threads. change: HSET an existing host to the other backend, poll until that backend answers; new: HSET a brand-new host, poll until 200; del: HDEL it, poll until 404. Wrong = answers other than the new one after the first right one (must be 0), over ${PROP_VERIFY:-20} more polls of every replica."
         echo
         echo "| routes | replicas | change | n | p50 ms | p99 ms | max ms | timeouts | wrong |"
         echo "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -589,7 +605,7 @@ fi
 
 # ========================================================== 4. scale
 if ! skip scale; then
-    start_redis; SCALE_REDIS=$REDIS_PORT
+    start_redis; SCALE_REDIS=$REDIS_PORT; SCALE_REDIS_PID=$REDIS_PID
     fill "$SCALE_REDIS" "routes_$N_BIG" "$N_BIG"
     log "scale: filling $N_HUGE routes"
     fill "$SCALE_REDIS" "routes_$N_HUGE" "$N_HUGE"
@@ -639,6 +655,7 @@ if ! skip scale; then
     target_row "RSS at $N_BIG routes vs nginx (PSS sum)" "$r MiB vs $ngp MiB" "≤ nginx" "$(verdict "$r" "$ngp")"
     r=$(sc_median sy "$N_HUGE" ready_ms)
     target_row "ready at $N_HUGE routes" "$r ms" "≤ 5000 ms" "$(verdict "$r" 5000)"
+    stop_pid "$SCALE_REDIS_PID"
 fi
 
 # ========================================================== 5. lookup micro-benchmark
@@ -647,7 +664,7 @@ if ! skip lookup; then
     BENCH_QUICK=$QUICK cargo bench --locked --bench lookup -- --noplot >"$RUN/criterion.log" 2>&1 || { tail -20 "$RUN/criterion.log" >&2; exit 1; }
     TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
     est() { # id -> median ns
-        local f=$TARGET_DIR/criterion/lookup/$1/new/estimates.json
+        local f=$TARGET_DIR/criterion/$1/new/estimates.json
         [ -f "$f" ] || { echo nan; return; }
         grep -o '"median":{"confidence_interval":{[^}]*},"point_estimate":[0-9.e+-]*' "$f" | sed 's/.*"point_estimate"://'
     }
@@ -656,8 +673,16 @@ if ! skip lookup; then
         echo "| case | 1,000 routes | 1,000,000 routes | ratio |"
         echo "| --- | ---: | ---: | ---: |"
         for c in exact_hit wildcard_hit miss; do
-            a=$(est "$c/1000"); b=$(est "$c/1000000")
+            a=$(est "lookup/$c/1000"); b=$(est "lookup/$c/1000000")
             printf '| %s | %.1f | %.1f | %s |\n' "$c" "$a" "$b" "$(ratio "$b" "$a")"
+        done
+        echo
+        echo "Cost of one resync inside the proxy once the hash has been read (RouteTable::build from the previous table with one value changed, plus diff; Redis and parsing of its reply not included):"
+        echo
+        echo "| routes | build + diff ms |"
+        echo "| ---: | ---: |"
+        for n in 1000 100000; do
+            awk -v n="$n" -v v="$(est "reload/build_and_diff_one_change/$n")" 'BEGIN { printf "| %d | %.2f |\n", n, v / 1e6 }'
         done
     } >>"$REPORT"
 fi
