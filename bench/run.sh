@@ -2,12 +2,14 @@
 # `make bench`: Switchyard against nginx (one worker) on this machine, side by
 # side, in one run. See bench/README.md for what is measured and why.
 #
-#   bash bench/run.sh                 # full run (~10-15 min)
-#   BENCH_QUICK=1 bash bench/run.sh   # smoke run (~3 min): short, smaller tables
+#   bash bench/run.sh                 # full run (~8-10 min on 2 cores)
+#   BENCH_QUICK=1 bash bench/run.sh   # smoke run (~2 min): short, smaller tables
 #
 # Knobs (environment): BENCH_DURATION (s per wrk run), BENCH_REPS,
 # BENCH_CONNS (wrk connections), BENCH_KEEP=1 (keep the run directory with
-# every log), BENCH_PERF=1 (perf profile of Switchyard under load),
+# every log), BENCH_PERF=1 (perf profiles of Switchyard and nginx under load,
+# bench/results/perf-*.txt), BENCH_UPDATE_README=1 (copy the tables into
+# bench/README.md),
 # BENCH_SKIP=throughput,cost,propagation,scale,lookup (phases to skip).
 #
 # Everything listens on 127.0.0.1 only, uses private redis-server and nginx
@@ -315,7 +317,7 @@ function init(args)
     for k = 0, n - 1 do
         reqs[k + 1] = wrk.format("GET", "/", { Host = "h" .. k .. ".bench.test" })
     end
-    math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16) % 1000)
+    math.randomseed(os.time())
     i = math.random(n) - 1
 end
 function request()
@@ -419,13 +421,28 @@ if ! skip throughput; then
             done
         done
         if [ "${BENCH_PERF:-0}" = 1 ] && command -v perf >/dev/null; then
-            log "  perf profile of sy-1t under load"
-            perf record -F 999 -g -p "$SY1_PID" -o "$RUN/perf-$scenario.data" -- sleep "$DURATION" >/dev/null 2>&1 &
-            perf_pid=$!
-            run_wrk "$scenario" sy-1t perf "${URL[sy-1t]}" "$DURATION" 0 "$SY1_PID"
-            wait "$perf_pid" || true
-            perf report -i "$RUN/perf-$scenario.data" --no-children --percent-limit 1.5 --stdio 2>/dev/null |
-                grep -E '^ +[0-9]' | head -25 >"$RESULTS_DIR/perf-$scenario.txt" || true
+            # Profiles under the same load: Switchyard (one thread) and the
+            # nginx worker, each as kernel/user split plus top symbols.
+            pf=$RESULTS_DIR/perf-$scenario.txt
+            : >"$pf"
+            for target in sy-1t nginx; do
+                pid=${PIDOF[$target]}
+                [ "$target" = nginx ] && pid=$(ps -o pid= --ppid "$NG_PID" | head -1 | tr -d ' ')
+                log "  perf profile of $target under load"
+                perf record -F 999 -g -p "$pid" -o "$RUN/perf-$scenario-$target.data" -- sleep "$DURATION" >/dev/null 2>&1 &
+                perf_pid=$!
+                sleep 0.2
+                run_wrk "$scenario" "$target" perf "${URL[$target]}" "$DURATION" 0 "${PIDOF[$target]}"
+                wait "$perf_pid" || true
+                {
+                    echo "== $target ($scenario): share of samples by object"
+                    perf report -i "$RUN/perf-$scenario-$target.data" --no-children -g none --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -6
+                    echo "== $target ($scenario): top symbols (self)"
+                    perf report -i "$RUN/perf-$scenario-$target.data" --no-children -g none --sort dso,sym --percent-limit 0.7 --stdio 2>/dev/null |
+                        grep -E '^ +[0-9]' | head -40 | cut -c1-160
+                    echo
+                } >>"$pf" || true
+            done
         fi
         stop_pid "$NG_PID"; stop_pid "$SY1_PID"; stop_pid "$SYN_PID"
     done
@@ -571,14 +588,14 @@ if ! skip propagation; then
     {
         echo "One replica, and three replicas (time until **all three** serve the change); default threads. change: HSET an existing host to the other backend, poll until that backend answers; new: HSET a brand-new host, poll until 200; del: HDEL it, poll until 404. Wrong = answers other than the new one after the first right one (must be 0), over ${PROP_VERIFY:-20} more polls of every replica."
         echo
-        echo "| routes | replicas | change | n | p50 ms | p99 ms | max ms | timeouts | wrong |"
-        echo "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+        echo "| routes | replicas | change | n | p50 ms | p99 ms | max ms | each replica p50 / p99 ms | timeouts | wrong |"
+        echo "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         grep '^RESULT' "$PROP_RESULTS" | while read -r line; do
             kind=$(sed -n 's/.*kind=\([^ ]*\).*/\1/p' <<<"$line")
             label=$(sed -n 's/.*label="\([^"]*\)".*/\1/p' <<<"$line")
             f() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
-            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$(f replicas)" "$kind" \
-                "$(f n)" "$(f p50_ms)" "$(f p99_ms)" "$(f max_ms)" "$(f timeouts)" "$(f wrong)"
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s / %s | %s | %s |\n' "$label" "$(f replicas)" "$kind" \
+                "$(f n)" "$(f p50_ms)" "$(f p99_ms)" "$(f max_ms)" "$(f each_p50_ms)" "$(f each_p99_ms)" "$(f timeouts)" "$(f wrong)"
         done
         echo
         echo "Redis cost per route change per replica (INFO commandstats / total_net_output_bytes over the change phase; the writer's HSET and INFO and the timer PINGs left out):"
@@ -701,10 +718,19 @@ fi
     cat "$REPORT"
     if ls "$RESULTS_DIR"/perf-*.txt >/dev/null 2>&1 && [ "${BENCH_PERF:-0}" = 1 ]; then
         echo
-        echo "## Profiles (perf, sy-1t under load): bench/results/perf-*.txt"
+        echo "## Profiles (perf, sy-1t and the nginx worker under load): bench/results/perf-*.txt"
     fi
 } >"$OUT"
 cp "$TP" "$RESULTS_DIR/throughput-raw.tsv" 2>/dev/null || true
+# BENCH_UPDATE_README=1 (full runs only): the results block of bench/README.md
+# becomes this run's tables.
+if [ "${BENCH_UPDATE_README:-0}" = 1 ] && [ "$QUICK" != 1 ] && grep -q '^<!-- results:begin -->' bench/README.md; then
+    awk -v out="$OUT" '
+        /^<!-- results:begin -->/ { print; while ((getline line < out) > 0) { if (line ~ /^# /) continue; if (line ~ /^## /) line = "#" line; print line }; skip = 1; next }
+        /^<!-- results:end -->/ { skip = 0 }
+        !skip { print }' bench/README.md >"$RUN/README.md" && cp "$RUN/README.md" bench/README.md
+    log "bench/README.md results updated"
+fi
 echo
 cat "$OUT"
 echo
