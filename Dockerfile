@@ -1,19 +1,40 @@
-# Multi-stage build of the proxy (and the demo backend used by docker-compose).
+# syntax=docker/dockerfile:1
+# The proxy image, built from this repository (also carries the demo backend
+# that docker-compose.yml runs as the blue and green apps).
+#
+#   docker build -t switchyard .
+#   docker run --rm -p 8080:8080 -e SWITCHYARD_REDIS_URL=redis://my-redis:6379/0 switchyard
+
+# --- build stage: the full Rust toolchain, thrown away afterwards.
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
-COPY src ./src
-COPY examples ./examples
-COPY bench ./bench
-COPY tests ./tests
-RUN cargo build --release --locked --bin switchyard --example demo_backend
+# The whole tree (minus .dockerignore): Cargo.toml names targets under
+# src/, tests/, examples/ and bench/, and cargo refuses a manifest whose
+# target files are missing, so copying only src/ would not build.
+COPY . .
+# Cache mounts keep the registry and target/ between builds (BuildKit), so
+# a source change recompiles only this crate. target/ is a cache, not a
+# layer, hence the copy to /out in the same step.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin switchyard --example demo_backend \
+    && mkdir -p /out \
+    && cp target/release/switchyard target/release/examples/demo_backend /out/
 
+# --- runtime stage: Debian slim, CA roots for rediss://, no compiler.
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 switchyard
-COPY --from=build /src/target/release/switchyard /usr/local/bin/switchyard
-COPY --from=build /src/target/release/examples/demo_backend /usr/local/bin/demo_backend
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin switchyard
+COPY --from=build /out/switchyard /usr/local/bin/switchyard
+COPY --from=build /out/demo_backend /usr/local/bin/demo_backend
+# Never root: the proxy needs no privilege (its ports are above 1024).
 USER switchyard
+# 8080 proxied traffic; 9090 admin. The admin endpoint listens on loopback
+# unless SWITCHYARD_ADMIN_LISTEN says otherwise (docker-compose sets
+# 0.0.0.0:9090), because /routes shows the whole table.
 EXPOSE 8080 9090
+# SIGTERM (docker stop) drains in-flight requests; give the container a stop
+# timeout above --shutdown-timeout (10s by default).
 ENTRYPOINT ["switchyard"]
