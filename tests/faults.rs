@@ -726,11 +726,12 @@ async fn redis_password_auth_works() {
 /// routes key; commands: SELECT (the `/0` of the URL), CONFIG GET/SET
 /// (notification setup and its periodic recheck), SUBSCRIBE + PING (the
 /// subscription barrier and the heartbeat), MULTI TIME HGETALL EXEC (the
-/// atomic read), HLEN (size check before a first read), TIME + HSCAN (the
-/// read of a big hash), SET (status key).
+/// atomic read), DUMP (the same read of a large hash, cheaper to decode),
+/// HLEN (size check before a first read), TIME + HSCAN (the read of a huge
+/// hash), SET (status key).
 const PROXY_ACL_STRICT: &str = "on >proxy-pw resetkeys ~routes ~routes:replicas:* resetchannels \
      &__keyspace@0__:routes -@all +select +ping +subscribe +config|get +config|set \
-     +multi +exec +time +hgetall +hlen +hscan +set";
+     +multi +exec +time +hgetall +dump +hlen +hscan +set";
 
 /// What fred's connection setup also sends (CLIENT ID, INFO server): it
 /// works without them, but every connect then leaves two ACL LOG entries and
@@ -763,9 +764,11 @@ fn acl_denials(redis: &RedisProc) -> Vec<(String, String)> {
 async fn minimal_acl_user_works() {
     let redis = RedisProc::start(&[]);
     let recommended = format!("{PROXY_ACL_STRICT} {PROXY_ACL_SETUP_EXTRAS}");
+    let without_dump = format!("{recommended} -dump");
     for (user, acl) in [
         ("switchyard", recommended.as_str()),
         ("strict", PROXY_ACL_STRICT),
+        ("nodump", without_dump.as_str()),
     ] {
         let mut args = vec!["ACL", "SETUSER", user];
         args.extend(acl.split_whitespace());
@@ -805,9 +808,18 @@ async fn minimal_acl_user_works() {
     );
 
     // The strict line works too; Redis refuses only fred's setup extras.
-    let proxy = start_proxy_with(test_config(&url("strict"))).await;
+    // The strict user reads with DUMP (any size above 0).
+    let mut config = test_config(&url("strict"));
+    config.sync.dump_threshold = 0;
+    let proxy = start_proxy_with(config).await;
     works_end_to_end(&proxy, &redis, "strict").await;
     proxy.shutdown().await;
+    assert!(
+        redis
+            .cli(&["INFO", "commandstats"])
+            .contains("cmdstat_dump:"),
+        "the DUMP path was not exercised"
+    );
     let denied = acl_denials(&redis);
     assert!(
         denied
@@ -815,6 +827,24 @@ async fn minimal_acl_user_works() {
             .all(|(_, object)| object == "info" || object == "client|id"),
         "denied with the strict ACL: {denied:?}"
     );
+
+    // Without +dump: the refusal is noticed and reads go through HGETALL.
+    let mut config = test_config(&url("nodump"));
+    config.sync.dump_threshold = 0;
+    let proxy = start_proxy_with(config).await;
+    let hgetalls = |redis: &RedisProc| {
+        let stats = redis.cli(&["INFO", "commandstats"]);
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_hgetall:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = hgetalls(&redis);
+    works_end_to_end(&proxy, &redis, "nodump").await;
+    assert!(hgetalls(&redis) > before, "no HGETALL after the DUMP refusal");
+    proxy.shutdown().await;
+
     println!("FIGURES acl (recommended): ACL SETUSER switchyard {recommended}");
     println!("FIGURES acl (strict minimum): ACL SETUSER switchyard {PROXY_ACL_STRICT}");
     println!("FIGURES acl: strict-user denials (harmless): {denied:?}");

@@ -462,7 +462,7 @@ async fn unknown_hosts_get_404_and_no_request_reaches_redis() {
             "redis executed {delta} × {command} while serving requests: {moved:?}"
         );
     }
-    for command in ["hgetall", "hscan", "hget", "exec", "multi", "time", "get"] {
+    for command in ["hgetall", "dump", "hscan", "hget", "exec", "multi", "time", "get"] {
         assert!(!moved.contains_key(command), "{command} moved: {moved:?}");
     }
     // A timer-driven count is small: far below one per request.
@@ -578,5 +578,89 @@ async fn one_boot_resync_and_nothing_else_at_start() {
     assert_eq!(readyz(&proxy).await.1["notifications"]["mode"], "keyspace");
     // The boot load swapped in version 1.
     assert_eq!(proxy.metric("switchyard_route_table_version").await, 1.0);
+    proxy.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// Large hashes: read with DUMP, patched in place
+// ---------------------------------------------------------------------------
+
+/// `DUMP` decoding (sync::dump) reads exactly what `HGETALL` reads, over
+/// the string encodings Redis picks by content: plain, integers, and
+/// LZF-compressed long strings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_hash_read_with_dump_equals_hgetall() {
+    use switchyard::sync::redis::{connect, read_hash, ReadMethod};
+    let redis = RedisServer::start();
+    let long = "x".repeat(40);
+    let mut commands = String::new();
+    for i in 0..3000 {
+        let (field, value) = match i % 4 {
+            0 => (format!("h{i}.dump.test"), format!("127.0.0.1:{}", 1000 + i)),
+            1 => (format!("{i}"), format!("{}", i * 7)),
+            2 => (format!("{long}-{i}.dump.test"), format!("{long}:{i}")),
+            _ => (format!("ü{i}.dump.test"), String::new()),
+        };
+        commands.push_str(&format!("HSET routes \"{field}\" \"{value}\"\n"));
+    }
+    redis.pipe(&commands);
+    let config = test_config(&redis.url());
+    let (conn, ()) = connect(&config.sync, |_| ()).await.expect("connect");
+    let mut dumped = read_hash(&conn.client, "routes", ReadMethod::Dump)
+        .await
+        .expect("dump read")
+        .entries;
+    let mut listed = read_hash(&conn.client, "routes", ReadMethod::HGetAll)
+        .await
+        .expect("hgetall read")
+        .entries;
+    dumped.sort();
+    listed.sort();
+    assert_eq!(dumped.len(), 3000);
+    assert!(dumped == listed, "DUMP and HGETALL disagree");
+    assert!(redis.command_calls().get("dump").copied().unwrap_or(0) >= 1);
+    // A missing key is an empty hash, as with HGETALL.
+    let empty = read_hash(&conn.client, "no-such-key", ReadMethod::Dump)
+        .await
+        .expect("dump of a missing key");
+    assert!(empty.entries.is_empty());
+    conn.close();
+}
+
+/// With a hash above the DUMP threshold, changes, new hosts and removals
+/// follow as usual (they go through the patch path), and the reloads are
+/// DUMPs, not HGETALLs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_to_a_large_hash_follow_through_dump_reloads() {
+    let redis = RedisServer::start();
+    let blue = start_backend("blue").await;
+    let green = start_backend("green").await;
+    let mut commands = String::new();
+    // Above Redis's hash-max-listpack-entries (512 in 7.0): the hashtable
+    // encoding, the one `sync::dump` decodes.
+    for i in 0..1000 {
+        commands.push_str(&format!("HSET routes h{i}.big.test {}\n", blue.target()));
+    }
+    redis.pipe(&commands);
+    let mut config = test_config(&redis.url());
+    config.sync.dump_threshold = 600;
+    let proxy = ready_proxy(config).await;
+    assert!(serves(&proxy, "h7.big.test", "blue").await);
+    let hgetalls = redis.command_calls().get("hgetall").copied().unwrap_or(0);
+
+    redis.hset("h7.big.test", &green.target());
+    assert_eventually!(serves(&proxy, "h7.big.test", "green").await, "change");
+    redis.hset("new.big.test", &green.target());
+    assert_eventually!(serves(&proxy, "new.big.test", "green").await, "new host");
+    redis.hdel("h8.big.test");
+    assert_eventually!(proxy.get("h8.big.test", "/").await.status == 404, "hdel");
+    redis.hdel("new.big.test");
+    assert_eventually!(proxy.get("new.big.test", "/").await.status == 404, "hdel new");
+    assert!(serves(&proxy, "h9.big.test", "blue").await);
+    assert_eq!(proxy.metric("switchyard_route_table_routes").await, 999.0);
+
+    let calls = redis.command_calls();
+    assert!(calls.get("dump").copied().unwrap_or(0) >= 4, "{calls:?}");
+    assert_eq!(calls.get("hgetall").copied().unwrap_or(0), hgetalls, "{calls:?}");
     proxy.shutdown().await;
 }

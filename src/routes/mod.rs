@@ -4,6 +4,7 @@
 
 mod host;
 mod parse;
+mod patch;
 
 pub use host::{normalize_host, HostError};
 pub use parse::{parse_backends, parse_backends_bytes, RouteError, MAX_BACKENDS, MAX_VALUE_LEN};
@@ -15,7 +16,46 @@ use std::collections::HashMap;
 /// Route maps hash with foldhash: several times faster than SipHash on
 /// short keys, and hosts are not attacker-chosen keys of an unbounded map
 /// (they come from the routes hash). Seeded per process all the same.
-type HostMap = HashMap<Box<str>, Entry, foldhash::fast::RandomState>;
+type HostMap<V = Entry> = HashMap<Box<str>, V, foldhash::fast::RandomState>;
+
+/// The two maps of a table, or of its delta: exact hosts, and wildcard
+/// routes keyed by suffix (`*.cloud.com` is stored as `cloud.com`).
+#[derive(Debug, Clone)]
+struct Layer<V> {
+    exact: HostMap<V>,
+    wildcard: HostMap<V>,
+}
+
+impl<V> Default for Layer<V> {
+    fn default() -> Self {
+        Layer {
+            exact: HostMap::default(),
+            wildcard: HostMap::default(),
+        }
+    }
+}
+
+impl<V> Layer<V> {
+    fn map(&self, wildcard: bool) -> &HostMap<V> {
+        if wildcard {
+            &self.wildcard
+        } else {
+            &self.exact
+        }
+    }
+
+    fn map_mut(&mut self, wildcard: bool) -> &mut HostMap<V> {
+        if wildcard {
+            &mut self.wildcard
+        } else {
+            &mut self.exact
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.exact.len() + self.wildcard.len()
+    }
+}
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -141,11 +181,21 @@ pub enum Lookup<'a> {
 pub type RedisMicros = u64;
 
 /// An immutable routing table.
+///
+/// Two layers, so that a change to one route of a large table costs work
+/// in proportion to the change, not to the table: `base` is the table as
+/// of its last full build, shared (not copied) by every table patched from
+/// it; `delta` holds what changed since. Lookups check the delta first
+/// (skipped when it is empty), then the base.
 #[derive(Debug)]
 pub struct RouteTable {
-    exact: HostMap,
-    /// Wildcard routes keyed by suffix: `*.cloud.com` is stored as `cloud.com`.
-    wildcard: HostMap,
+    base: Arc<Layer<Entry>>,
+    /// Keys changed since `base` was built: the new entry, or `None` when
+    /// the key was removed. Small by construction: copied by every patch,
+    /// folded into a new base when it grows (see `patch`).
+    delta: Layer<Option<Entry>>,
+    /// Keys the table answers for (base and delta merged).
+    len: usize,
     invalid: Vec<InvalidEntry>,
     pub version: u64,
     pub built_at: SystemTime,
@@ -177,14 +227,21 @@ impl Diff {
     pub fn len(&self) -> usize {
         self.added.len() + self.changed.len() + self.removed.len()
     }
+
+    fn sort(&mut self) {
+        self.added.sort();
+        self.changed.sort();
+        self.removed.sort();
+    }
 }
 
 impl RouteTable {
     /// The table before anything is loaded: every lookup answers 503.
     pub fn unloaded() -> Self {
         RouteTable {
-            exact: HostMap::default(),
-            wildcard: HostMap::default(),
+            base: Arc::default(),
+            delta: Layer::default(),
+            len: 0,
             invalid: Vec::new(),
             version: 0,
             built_at: SystemTime::now(),
@@ -200,13 +257,13 @@ impl RouteTable {
     /// Looks a normalised host up: exact first, then the longest wildcard
     /// suffix. One hash lookup per label at most; no allocation.
     pub fn lookup(&self, host: &str) -> Lookup<'_> {
-        if let Some(entry) = self.exact.get(host) {
+        if let Some(entry) = self.get(false, host) {
             return entry.into();
         }
-        if !self.wildcard.is_empty() {
+        if !self.base.wildcard.is_empty() || !self.delta.wildcard.is_empty() {
             let mut rest = host;
             while let Some((_, suffix)) = rest.split_once('.') {
-                if let Some(entry) = self.wildcard.get(suffix) {
+                if let Some(entry) = self.get(true, suffix) {
                     return entry.into();
                 }
                 rest = suffix;
@@ -215,9 +272,37 @@ impl RouteTable {
         Lookup::NotFound
     }
 
+    /// The entry of an exact host or a wildcard suffix: the delta's word
+    /// first, then the base's.
+    #[inline]
+    fn get(&self, wildcard: bool, key: &str) -> Option<&Entry> {
+        let delta = self.delta.map(wildcard);
+        if !delta.is_empty() {
+            if let Some(entry) = delta.get(key) {
+                return entry.as_ref();
+            }
+        }
+        self.base.map(wildcard).get(key)
+    }
+
+    /// Every key of one map with its entry, base and delta merged.
+    fn iter_map(&self, wildcard: bool) -> impl Iterator<Item = (&str, &Entry)> + '_ {
+        let delta = self.delta.map(wildcard);
+        self.base
+            .map(wildcard)
+            .iter()
+            .filter(move |(key, _)| !delta.contains_key(*key))
+            .map(|(key, entry)| (&**key, entry))
+            .chain(
+                delta
+                    .iter()
+                    .filter_map(|(key, entry)| Some((&**key, entry.as_ref()?))),
+            )
+    }
+
     /// Number of keys (valid or invalid) the table answers for.
     pub fn len(&self) -> usize {
-        self.exact.len() + self.wildcard.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
@@ -231,10 +316,9 @@ impl RouteTable {
     /// Every key with its entry, wildcards written as `*.suffix`, sorted.
     pub fn entries(&self) -> Vec<(String, &Entry)> {
         let mut out: Vec<(String, &Entry)> = self
-            .exact
-            .iter()
+            .iter_map(false)
             .map(|(k, v)| (k.to_string(), v))
-            .chain(self.wildcard.iter().map(|(k, v)| (format!("*.{k}"), v)))
+            .chain(self.iter_map(true).map(|(k, v)| (format!("*.{k}"), v)))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
@@ -254,180 +338,181 @@ impl RouteTable {
     /// `table.diff(previous)`.
     pub fn build_with_diff(raw: &[RawEntry], previous: &RouteTable) -> (RouteTable, Diff) {
         let mut tracker = DiffTracker::default();
-        let mut table = RouteTable {
+        let mut layer = Layer {
             exact: HostMap::with_capacity_and_hasher(raw.len(), Default::default()),
             wildcard: HostMap::default(),
-            invalid: Vec::new(),
+        };
+        let mut invalid = Vec::new();
+        for (field, value) in raw {
+            insert_raw(&mut layer, &mut invalid, field, value, previous, &mut tracker);
+        }
+        invalid.sort_by(|a: &InvalidEntry, b| a.field.cmp(&b.field));
+        let mut diff = tracker.diff;
+        if tracker.carried < previous.len() {
+            for (wildcard, prefix) in [(false, ""), (true, "*.")] {
+                let new = layer.map(wildcard);
+                diff.removed.extend(
+                    previous
+                        .iter_map(wildcard)
+                        .filter(|(k, _)| !new.contains_key(*k))
+                        .map(|(k, _)| format!("{prefix}{k}")),
+                );
+            }
+        }
+        if diff.is_empty() && previous.invalid.len() != invalid.len() {
+            diff.changed.push("(invalid entries)".into());
+        }
+        diff.sort();
+        let table = RouteTable {
+            len: layer.len(),
+            base: Arc::new(layer),
+            delta: Layer::default(),
+            invalid,
             version: previous.version,
             built_at: SystemTime::now(),
             watermark: None,
             source: TableSource::Redis,
         };
-        for (field, value) in raw {
-            table.insert_raw(field, value, previous, &mut tracker);
-        }
-        table.invalid.sort_by(|a, b| a.field.cmp(&b.field));
-        let mut diff = tracker.diff;
-        if tracker.carried < previous.len() {
-            for (old, new, prefix) in [
-                (&previous.exact, &table.exact, ""),
-                (&previous.wildcard, &table.wildcard, "*."),
-            ] {
-                diff.removed.extend(
-                    old.keys()
-                        .filter(|k| !new.contains_key(*k))
-                        .map(|k| format!("{prefix}{k}")),
-                );
-            }
-        }
-        if diff.is_empty() && previous.invalid.len() != table.invalid.len() {
-            diff.changed.push("(invalid entries)".into());
-        }
-        diff.added.sort();
-        diff.changed.sort();
-        diff.removed.sort();
         (table, diff)
-    }
-
-    fn insert_raw(
-        &mut self,
-        field: &[u8],
-        value: &[u8],
-        previous: &RouteTable,
-        tracker: &mut DiffTracker,
-    ) {
-        let field_text = String::from_utf8_lossy(field);
-        let value_text = || {
-            let v = String::from_utf8_lossy(&value[..value.len().min(256)]).into_owned();
-            if value.len() > 256 {
-                format!("{v}…")
-            } else {
-                v
-            }
-        };
-        let key = match std::str::from_utf8(field)
-            .map_err(|_| "field is not UTF-8".to_owned())
-            .and_then(|f| parse_field(f).map_err(|e| format!("field: {e}")))
-        {
-            Ok(key) => key,
-            Err(reason) => {
-                self.invalid.push(InvalidEntry {
-                    field: field_text.into_owned(),
-                    value: value_text(),
-                    reason,
-                    serving_previous: false,
-                });
-                return;
-            }
-        };
-        let previous_entry = previous.entry(&key);
-        let is_wildcard = matches!(key, FieldKey::Wildcard(_));
-        let (map, name) = match key {
-            FieldKey::Exact(host) => (&mut self.exact, host),
-            FieldKey::Wildcard(suffix) => (&mut self.wildcard, suffix),
-        };
-        // One hash of the key, and the normalised String becomes the key
-        // without another allocation.
-        let slot = match map.entry(name.into_boxed_str()) {
-            std::collections::hash_map::Entry::Vacant(slot) => slot,
-            std::collections::hash_map::Entry::Occupied(taken) => {
-                let shown = if is_wildcard {
-                    format!("*.{}", taken.key())
-                } else {
-                    taken.key().to_string()
-                };
-                self.invalid.push(InvalidEntry {
-                    field: field_text.into_owned(),
-                    value: value_text(),
-                    reason: format!("duplicate of another field for {shown}"),
-                    serving_previous: false,
-                });
-                return;
-            }
-        };
-        let shown = || {
-            let key: &str = slot.key();
-            if is_wildcard {
-                format!("*.{key}")
-            } else {
-                key.to_owned()
-            }
-        };
-        match previous_entry {
-            None => tracker.diff.added.push(shown()),
-            Some(_) => tracker.carried += 1,
-        }
-        // Unchanged value: carry the route over as is.
-        if let Some(Entry::Valid(route)) = previous_entry {
-            if route.value.as_bytes() == value {
-                slot.insert(Entry::Valid(route.clone()));
-                return;
-            }
-        }
-        let entry = match parse_backends_bytes(value) {
-            Ok(backends) => Entry::Valid(Arc::new(Route::new(
-                std::str::from_utf8(value).unwrap_or_default(),
-                backends,
-            ))),
-            Err(error) => {
-                let keep = match previous_entry {
-                    Some(Entry::Valid(route)) => Some(route.clone()),
-                    _ => None,
-                };
-                self.invalid.push(InvalidEntry {
-                    field: field_text.into_owned(),
-                    value: value_text(),
-                    reason: error.to_string(),
-                    serving_previous: keep.is_some(),
-                });
-                keep.map_or(Entry::Invalid, Entry::Valid)
-            }
-        };
-        if previous_entry.is_some_and(|before| !same_entry(before, &entry)) {
-            tracker.diff.changed.push(shown());
-        }
-        slot.insert(entry);
     }
 
     fn entry(&self, key: &FieldKey) -> Option<&Entry> {
         match key {
-            FieldKey::Exact(h) => self.exact.get(h.as_str()),
-            FieldKey::Wildcard(s) => self.wildcard.get(s.as_str()),
+            FieldKey::Exact(h) => self.get(false, h),
+            FieldKey::Wildcard(s) => self.get(true, s),
         }
     }
 
     /// What changed from `old` to `self`, by key and by route value.
     pub fn diff(&self, old: &RouteTable) -> Diff {
         let mut diff = Diff::default();
-        diff_maps(&old.exact, &self.exact, "", &mut diff);
-        diff_maps(&old.wildcard, &self.wildcard, "*.", &mut diff);
+        for (wildcard, prefix) in [(false, ""), (true, "*.")] {
+            for (key, entry) in self.iter_map(wildcard) {
+                match old.get(wildcard, key) {
+                    None => diff.added.push(format!("{prefix}{key}")),
+                    Some(before) if !same_entry(before, entry) => {
+                        diff.changed.push(format!("{prefix}{key}"))
+                    }
+                    Some(_) => {}
+                }
+            }
+            for (key, _) in old.iter_map(wildcard) {
+                if self.get(wildcard, key).is_none() {
+                    diff.removed.push(format!("{prefix}{key}"));
+                }
+            }
+        }
         if diff.is_empty() && old.invalid.len() != self.invalid.len() {
             // An invalid value replaced by another invalid value changes
             // nothing served, but the admin view must show the new reason.
             diff.changed.push("(invalid entries)".into());
         }
-        diff.added.sort();
-        diff.changed.sort();
-        diff.removed.sort();
+        diff.sort();
         diff
     }
 }
 
-fn diff_maps(old: &HostMap, new: &HostMap, prefix: &str, diff: &mut Diff) {
-    for (key, entry) in new {
-        match old.get(key) {
-            None => diff.added.push(format!("{prefix}{key}")),
-            Some(before) if !same_entry(before, entry) => {
-                diff.changed.push(format!("{prefix}{key}"))
-            }
-            Some(_) => {}
+/// Adds one raw hash entry to a table being built (see
+/// [`RouteTable::build_with_diff`]).
+fn insert_raw(
+    layer: &mut Layer<Entry>,
+    invalid: &mut Vec<InvalidEntry>,
+    field: &[u8],
+    value: &[u8],
+    previous: &RouteTable,
+    tracker: &mut DiffTracker,
+) {
+    let field_text = String::from_utf8_lossy(field);
+    let value_text = || {
+        let v = String::from_utf8_lossy(&value[..value.len().min(256)]).into_owned();
+        if value.len() > 256 {
+            format!("{v}…")
+        } else {
+            v
+        }
+    };
+    let key = match std::str::from_utf8(field)
+        .map_err(|_| "field is not UTF-8".to_owned())
+        .and_then(|f| parse_field(f).map_err(|e| format!("field: {e}")))
+    {
+        Ok(key) => key,
+        Err(reason) => {
+            invalid.push(InvalidEntry {
+                field: field_text.into_owned(),
+                value: value_text(),
+                reason,
+                serving_previous: false,
+            });
+            return;
+        }
+    };
+    let previous_entry = previous.entry(&key);
+    let is_wildcard = matches!(key, FieldKey::Wildcard(_));
+    let (map, name) = match key {
+        FieldKey::Exact(host) => (&mut layer.exact, host),
+        FieldKey::Wildcard(suffix) => (&mut layer.wildcard, suffix),
+    };
+    // One hash of the key, and the normalised String becomes the key
+    // without another allocation.
+    let slot = match map.entry(name.into_boxed_str()) {
+        std::collections::hash_map::Entry::Vacant(slot) => slot,
+        std::collections::hash_map::Entry::Occupied(taken) => {
+            let shown = if is_wildcard {
+                format!("*.{}", taken.key())
+            } else {
+                taken.key().to_string()
+            };
+            invalid.push(InvalidEntry {
+                field: field_text.into_owned(),
+                value: value_text(),
+                reason: format!("duplicate of another field for {shown}"),
+                serving_previous: false,
+            });
+            return;
+        }
+    };
+    let shown = || {
+        let key: &str = slot.key();
+        if is_wildcard {
+            format!("*.{key}")
+        } else {
+            key.to_owned()
+        }
+    };
+    match previous_entry {
+        None => tracker.diff.added.push(shown()),
+        Some(_) => tracker.carried += 1,
+    }
+    // Unchanged value: carry the route over as is.
+    if let Some(Entry::Valid(route)) = previous_entry {
+        if route.value.as_bytes() == value {
+            slot.insert(Entry::Valid(route.clone()));
+            return;
         }
     }
-    for key in old.keys() {
-        if !new.contains_key(key) {
-            diff.removed.push(format!("{prefix}{key}"));
+    let entry = match parse_backends_bytes(value) {
+        Ok(backends) => Entry::Valid(Arc::new(Route::new(
+            std::str::from_utf8(value).unwrap_or_default(),
+            backends,
+        ))),
+        Err(error) => {
+            let keep = match previous_entry {
+                Some(Entry::Valid(route)) => Some(route.clone()),
+                _ => None,
+            };
+            invalid.push(InvalidEntry {
+                field: field_text.into_owned(),
+                value: value_text(),
+                reason: error.to_string(),
+                serving_previous: keep.is_some(),
+            });
+            keep.map_or(Entry::Invalid, Entry::Valid)
         }
+    };
+    if previous_entry.is_some_and(|before| !same_entry(before, &entry)) {
+        tracker.diff.changed.push(shown());
     }
+    slot.insert(entry);
 }
 
 fn same_entry(a: &Entry, b: &Entry) -> bool {

@@ -9,6 +9,7 @@
 //! always followed by a full resync. Events are hints; resyncs give
 //! correctness.
 
+pub mod dump;
 pub mod redis;
 
 use crate::config::SyncConfig;
@@ -42,6 +43,7 @@ pub async fn run(config: SyncConfig, state: Arc<SharedState>, shutdown: Cancella
         state,
         loaded_from_redis: false,
         last_size: 0,
+        dump_refused: false,
     };
     let mut backoff = Backoff::new(syncer.config.backoff_min, syncer.config.backoff_max);
     loop {
@@ -88,8 +90,10 @@ struct Syncer {
     /// Whether any load from Redis succeeded yet: the first one is a "boot"
     /// resync, later session starts are "reconnect" resyncs.
     loaded_from_redis: bool,
-    /// Size of the last read, to choose HGETALL or HSCAN.
+    /// Size of the last read, to choose how to read (see `read_method`).
     last_size: usize,
+    /// `DUMP` was refused (ACL) in this session: read with `HGETALL`.
+    dump_refused: bool,
 }
 
 impl Syncer {
@@ -137,6 +141,8 @@ impl Syncer {
     ) -> Result<(), String> {
         self.set_redis_state(RedisState::Connected, None);
         self.state.metrics.redis_connected.set(1);
+        // A new connection may come with other rights.
+        self.dump_refused = false;
 
         // 1. Notifications on (merged; a refusal means polling mode).
         let mut mode = self.setup_notifications(&command.client).await?;
@@ -282,6 +288,16 @@ impl Syncer {
         Ok(mode)
     }
 
+    fn read_method(&self) -> redis::ReadMethod {
+        if self.last_size > self.config.scan_threshold {
+            redis::ReadMethod::HScan
+        } else if self.last_size > self.config.dump_threshold && !self.dump_refused {
+            redis::ReadMethod::Dump
+        } else {
+            redis::ReadMethod::HGetAll
+        }
+    }
+
     async fn resync(&mut self, client: &Client, reason: ResyncReason) -> Result<(), String> {
         let started = Instant::now();
         let metrics = &self.state.metrics;
@@ -296,8 +312,21 @@ impl Syncer {
                 Err(e) => return Err(format!("HLEN: {e}")),
             }
         }
-        let expect_large = self.last_size > self.config.scan_threshold;
-        let read = match redis::read_hash(client, &self.config.routes_key, expect_large).await {
+        let method = self.read_method();
+        let read_started = Instant::now();
+        let mut result = redis::read_hash(client, &self.config.routes_key, method).await;
+        if let (redis::ReadMethod::Dump, Err(e)) = (method, &result) {
+            if redis::is_refusal(e) {
+                // An ACL without +dump: HGETALL does the same job, slower to
+                // decode; not worth asking again this session.
+                warn!(error = %e, "DUMP refused; reading the hash with HGETALL (grant +dump for faster reloads of large hashes)");
+                self.dump_refused = true;
+                result =
+                    redis::read_hash(client, &self.config.routes_key, redis::ReadMethod::HGetAll)
+                        .await;
+            }
+        }
+        let read = match result {
             Ok(read) => read,
             Err(e) if redis::is_refusal(&e) => {
                 // WRONGTYPE, NOPERM...: keep the table, say why, try again later.
@@ -307,12 +336,13 @@ impl Syncer {
             }
             Err(e) => return Err(format!("read routes: {e}")),
         };
+        let read_took = read_started.elapsed();
         self.last_size = read.entries.len();
         let previous = self.state.table_full();
         let entries = read.entries;
         let build = {
             let previous = previous.clone();
-            move || RouteTable::build_with_diff(&entries, &previous)
+            move || RouteTable::update(&entries, &previous)
         };
         let (mut table, diff) = if self.last_size > BUILD_OFF_REACTOR_ABOVE {
             tokio::task::spawn_blocking(build)
@@ -356,7 +386,7 @@ impl Syncer {
             .sync_duration
             .with_label_values(&[reason.as_str()])
             .observe(started.elapsed().as_secs_f64());
-        debug!(reason = reason.as_str(), swapped, took = ?started.elapsed(), "resync done");
+        debug!(reason = reason.as_str(), swapped, read = ?read_took, took = ?started.elapsed(), "resync done");
         self.publish_status(client).await;
         Ok(())
     }
