@@ -125,6 +125,18 @@ fn bench_reload(c: &mut Criterion) {
                 })
             },
         );
+        // What a reload does: compare the read with the table, patch the delta.
+        group.bench_with_input(
+            BenchmarkId::new("update_one_change", routes),
+            &after,
+            |b, after| {
+                b.iter(|| {
+                    let (table, diff) = RouteTable::update(after, &previous);
+                    assert_eq!(diff.len(), 1);
+                    black_box(table)
+                })
+            },
+        );
     }
     group.finish();
 }

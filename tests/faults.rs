@@ -842,7 +842,10 @@ async fn minimal_acl_user_works() {
     };
     let before = hgetalls(&redis);
     works_end_to_end(&proxy, &redis, "nodump").await;
-    assert!(hgetalls(&redis) > before, "no HGETALL after the DUMP refusal");
+    assert!(
+        hgetalls(&redis) > before,
+        "no HGETALL after the DUMP refusal"
+    );
     proxy.shutdown().await;
 
     println!("FIGURES acl (recommended): ACL SETUSER switchyard {recommended}");

@@ -462,7 +462,9 @@ async fn unknown_hosts_get_404_and_no_request_reaches_redis() {
             "redis executed {delta} × {command} while serving requests: {moved:?}"
         );
     }
-    for command in ["hgetall", "dump", "hscan", "hget", "exec", "multi", "time", "get"] {
+    for command in [
+        "hgetall", "dump", "hscan", "hget", "exec", "multi", "time", "get",
+    ] {
         assert!(!moved.contains_key(command), "{command} moved: {moved:?}");
     }
     // A timer-driven count is small: far below one per request.
@@ -606,14 +608,14 @@ async fn a_large_hash_read_with_dump_equals_hgetall() {
     redis.pipe(&commands);
     let config = test_config(&redis.url());
     let (conn, ()) = connect(&config.sync, |_| ()).await.expect("connect");
-    let mut dumped = read_hash(&conn.client, "routes", ReadMethod::Dump)
+    let dump = read_hash(&conn.client, "routes", ReadMethod::Dump)
         .await
-        .expect("dump read")
-        .entries;
-    let mut listed = read_hash(&conn.client, "routes", ReadMethod::HGetAll)
+        .expect("dump read");
+    let mut dumped = dump.entries().expect("dump decoded");
+    let hgetall = read_hash(&conn.client, "routes", ReadMethod::HGetAll)
         .await
-        .expect("hgetall read")
-        .entries;
+        .expect("hgetall read");
+    let mut listed = hgetall.entries().unwrap();
     dumped.sort();
     listed.sort();
     assert_eq!(dumped.len(), 3000);
@@ -623,7 +625,7 @@ async fn a_large_hash_read_with_dump_equals_hgetall() {
     let empty = read_hash(&conn.client, "no-such-key", ReadMethod::Dump)
         .await
         .expect("dump of a missing key");
-    assert!(empty.entries.is_empty());
+    assert!(empty.entries().unwrap().is_empty());
     conn.close();
 }
 
@@ -655,12 +657,19 @@ async fn changes_to_a_large_hash_follow_through_dump_reloads() {
     redis.hdel("h8.big.test");
     assert_eventually!(proxy.get("h8.big.test", "/").await.status == 404, "hdel");
     redis.hdel("new.big.test");
-    assert_eventually!(proxy.get("new.big.test", "/").await.status == 404, "hdel new");
+    assert_eventually!(
+        proxy.get("new.big.test", "/").await.status == 404,
+        "hdel new"
+    );
     assert!(serves(&proxy, "h9.big.test", "blue").await);
     assert_eq!(proxy.metric("switchyard_route_table_routes").await, 999.0);
 
     let calls = redis.command_calls();
     assert!(calls.get("dump").copied().unwrap_or(0) >= 4, "{calls:?}");
-    assert_eq!(calls.get("hgetall").copied().unwrap_or(0), hgetalls, "{calls:?}");
+    assert_eq!(
+        calls.get("hgetall").copied().unwrap_or(0),
+        hgetalls,
+        "{calls:?}"
+    );
     proxy.shutdown().await;
 }

@@ -328,7 +328,7 @@ impl RouteTable {
     /// change since `previous` reuse its `Route` (keeping health marks and
     /// the round-robin cursor); an invalid value keeps the previous valid
     /// route for that host when there was one.
-    pub fn build(raw: &[RawEntry], previous: &RouteTable) -> RouteTable {
+    pub fn build<E: AsRef<[u8]>>(raw: &[(E, E)], previous: &RouteTable) -> RouteTable {
         Self::build_with_diff(raw, previous).0
     }
 
@@ -336,7 +336,10 @@ impl RouteTable {
     /// the way: each key is looked up in `previous` once anyway, so the
     /// diff costs a second pass only when keys were removed. Equal to
     /// `table.diff(previous)`.
-    pub fn build_with_diff(raw: &[RawEntry], previous: &RouteTable) -> (RouteTable, Diff) {
+    pub fn build_with_diff<E: AsRef<[u8]>>(
+        raw: &[(E, E)],
+        previous: &RouteTable,
+    ) -> (RouteTable, Diff) {
         let mut tracker = DiffTracker::default();
         let mut layer = Layer {
             exact: HostMap::with_capacity_and_hasher(raw.len(), Default::default()),
@@ -344,7 +347,15 @@ impl RouteTable {
         };
         let mut invalid = Vec::new();
         for (field, value) in raw {
-            insert_raw(&mut layer, &mut invalid, field, value, previous, &mut tracker);
+            let (field, value) = (field.as_ref(), value.as_ref());
+            insert_raw(
+                &mut layer,
+                &mut invalid,
+                field,
+                value,
+                previous,
+                &mut tracker,
+            );
         }
         invalid.sort_by(|a: &InvalidEntry, b| a.field.cmp(&b.field));
         let mut diff = tracker.diff;

@@ -11,8 +11,7 @@
 //! to the full build, which owns those rules.
 
 use super::{
-    normalize_host, parse_backends_bytes, Diff, Entry, Layer, RawEntry, Route, RouteTable,
-    TableSource,
+    normalize_host, parse_backends_bytes, Diff, Entry, Layer, Route, RouteTable, TableSource,
 };
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -23,7 +22,7 @@ impl RouteTable {
     /// The table that follows `previous` given a complete read of the hash,
     /// and what changed. Same result as [`RouteTable::build_with_diff`];
     /// cheaper when few entries changed.
-    pub fn update(raw: &[RawEntry], previous: &RouteTable) -> (RouteTable, Diff) {
+    pub fn update<E: AsRef<[u8]>>(raw: &[(E, E)], previous: &RouteTable) -> (RouteTable, Diff) {
         patch(raw, previous).unwrap_or_else(|| RouteTable::build_with_diff(raw, previous))
     }
 
@@ -63,15 +62,20 @@ fn compaction_threshold(base_len: usize) -> usize {
 /// key is the field itself, minus `*.`); `None` otherwise. Two different
 /// normal fields are always two different keys, so no duplicates can hide.
 fn normal_field(field: &[u8]) -> Option<(bool, &str)> {
-    let field = std::str::from_utf8(field).ok()?;
-    let (wildcard, host) = match field.strip_prefix("*.") {
-        Some(suffix) => (true, suffix),
-        None => (false, field),
-    };
+    let (wildcard, host) = split_field(field)?;
     match normalize_host(host).ok()? {
         Cow::Borrowed(key) if key.len() == host.len() => Some((wildcard, key)),
         _ => None,
     }
+}
+
+/// A UTF-8 field as `(is_wildcard, host or suffix)`, not normalised.
+fn split_field(field: &[u8]) -> Option<(bool, &str)> {
+    let field = std::str::from_utf8(field).ok()?;
+    Some(match field.strip_prefix("*.") {
+        Some(suffix) => (true, suffix),
+        None => (false, field),
+    })
 }
 
 fn shown(wildcard: bool, key: &str) -> String {
@@ -84,7 +88,7 @@ fn shown(wildcard: bool, key: &str) -> String {
 
 /// The fast path of [`RouteTable::update`]; `None` sends the caller to the
 /// full build.
-fn patch(raw: &[RawEntry], previous: &RouteTable) -> Option<(RouteTable, Diff)> {
+fn patch<E: AsRef<[u8]>>(raw: &[(E, E)], previous: &RouteTable) -> Option<(RouteTable, Diff)> {
     if !previous.is_loaded() || !previous.invalid.is_empty() {
         return None;
     }
@@ -92,17 +96,23 @@ fn patch(raw: &[RawEntry], previous: &RouteTable) -> Option<(RouteTable, Diff)> 
     let mut changes: Vec<(bool, &str, Option<Entry>)> = Vec::new();
     let mut matched = 0;
     for (field, value) in raw {
-        let (wildcard, key) = normal_field(field)?;
+        let (field, value) = (field.as_ref(), value.as_ref());
+        let (wildcard, key) = split_field(field)?;
+        // A field equal to a key of the table is in normal form already
+        // (keys are normalised): only the others need the check.
         match previous.get(wildcard, key) {
             Some(Entry::Valid(route)) => {
                 matched += 1;
-                if route.value.as_bytes() == &value[..] {
+                if route.value.as_bytes() == value {
                     continue;
                 }
                 diff.changed.push(shown(wildcard, key));
             }
             Some(Entry::Invalid) => return None,
-            None => diff.added.push(shown(wildcard, key)),
+            None => {
+                normal_field(field)?;
+                diff.added.push(shown(wildcard, key));
+            }
         }
         let backends = parse_backends_bytes(value).ok()?;
         let route = Route::new(std::str::from_utf8(value).ok()?, backends);
@@ -110,8 +120,10 @@ fn patch(raw: &[RawEntry], previous: &RouteTable) -> Option<(RouteTable, Diff)> 
     }
     if matched < previous.len() {
         // Keys gone from the hash: the only case that needs every name.
-        let present: HashSet<(bool, &str), foldhash::fast::RandomState> =
-            raw.iter().filter_map(|(field, _)| normal_field(field)).collect();
+        let present: HashSet<(bool, &str), foldhash::fast::RandomState> = raw
+            .iter()
+            .filter_map(|(field, _)| normal_field(field.as_ref()))
+            .collect();
         for wildcard in [false, true] {
             for (key, _) in previous.iter_map(wildcard) {
                 if !present.contains(&(wildcard, key)) {
@@ -151,7 +163,7 @@ fn patch(raw: &[RawEntry], previous: &RouteTable) -> Option<(RouteTable, Diff)> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::Lookup;
+    use crate::routes::{Lookup, RawEntry};
     use bytes::Bytes;
 
     fn raw(entries: &[(&str, &str)]) -> Vec<RawEntry> {
@@ -180,10 +192,26 @@ mod tests {
     #[test]
     fn patched_tables_equal_full_builds() {
         let steps: Vec<Vec<(&str, &str)>> = vec![
-            vec![("a.com", "10.0.0.1:80"), ("b.com", "10.0.0.2:80"), ("*.w.com", "10.0.0.3:80")],
-            vec![("a.com", "10.0.0.9:80"), ("b.com", "10.0.0.2:80"), ("*.w.com", "10.0.0.3:80")],
-            vec![("a.com", "10.0.0.9:80"), ("*.w.com", "10.0.0.4:80"), ("c.com", "10.0.0.5:80")],
-            vec![("a.com", "10.0.0.9:80"), ("*.w.com", "10.0.0.4:80"), ("b.com", "10.0.0.2:80")],
+            vec![
+                ("a.com", "10.0.0.1:80"),
+                ("b.com", "10.0.0.2:80"),
+                ("*.w.com", "10.0.0.3:80"),
+            ],
+            vec![
+                ("a.com", "10.0.0.9:80"),
+                ("b.com", "10.0.0.2:80"),
+                ("*.w.com", "10.0.0.3:80"),
+            ],
+            vec![
+                ("a.com", "10.0.0.9:80"),
+                ("*.w.com", "10.0.0.4:80"),
+                ("c.com", "10.0.0.5:80"),
+            ],
+            vec![
+                ("a.com", "10.0.0.9:80"),
+                ("*.w.com", "10.0.0.4:80"),
+                ("b.com", "10.0.0.2:80"),
+            ],
             // Not normal: full build.
             vec![("A.com", "10.0.0.9:80")],
             vec![("a.com", "10.0.0.9:80"), ("x.com", "bad")],
@@ -230,7 +258,11 @@ mod tests {
         assert_eq!(&*b2.value, "10.0.0.3:80");
         // Removing a key that only the delta has leaves no tombstone.
         let (v3, diff) = RouteTable::update(
-            &raw(&[("a.com", "10.0.0.1:80"), ("b.com", "10.0.0.3:80"), ("n.com", "10.0.0.4:80")]),
+            &raw(&[
+                ("a.com", "10.0.0.1:80"),
+                ("b.com", "10.0.0.3:80"),
+                ("n.com", "10.0.0.4:80"),
+            ]),
             &v2,
         );
         assert_eq!(diff.added, ["n.com"]);
@@ -256,10 +288,15 @@ mod tests {
     #[test]
     fn a_large_delta_is_folded_into_a_new_base() {
         let hosts: Vec<String> = (0..2000).map(|i| format!("h{i}.com")).collect();
-        let mut entries: Vec<(&str, &str)> = hosts.iter().map(|h| (h.as_str(), "10.0.0.1:80")).collect();
+        let mut entries: Vec<(&str, &str)> =
+            hosts.iter().map(|h| (h.as_str(), "10.0.0.1:80")).collect();
         let mut table = RouteTable::update(&raw(&entries), &RouteTable::unloaded()).0;
         for i in 0..600 {
-            entries[i].1 = if i % 2 == 0 { "10.0.0.2:80" } else { "10.0.0.3:80" };
+            entries[i].1 = if i % 2 == 0 {
+                "10.0.0.2:80"
+            } else {
+                "10.0.0.3:80"
+            };
             table = RouteTable::update(&raw(&entries), &table).0;
             assert!(table.delta.len() <= compaction_threshold(table.base.len()));
         }

@@ -14,8 +14,11 @@
 //! small hash, hashes with field expiry from Redis 7.4) is reported as
 //! [`DumpError::Unsupported`] and the caller reads the hash with `HGETALL`.
 
-use crate::routes::RawEntry;
-use bytes::Bytes;
+use std::borrow::Cow;
+
+/// A hash entry borrowed from the payload (or decoded into its own buffer
+/// when Redis stored it as an integer or compressed it).
+pub type DumpedEntry<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
 
 /// `RDB_TYPE_HASH` in Redis's `rdb.h`: a hash in hashtable encoding.
 const RDB_TYPE_HASH: u8 = 4;
@@ -42,19 +45,28 @@ pub enum DumpError {
     Malformed(&'static str),
 }
 
+/// Checks that a payload is in the one encoding [`decode_hash`] reads,
+/// without decoding it.
+pub fn check_kind(payload: &[u8]) -> Result<(), DumpError> {
+    match payload.first() {
+        None => Err(DumpError::Malformed("too short")),
+        Some(&RDB_TYPE_HASH) => Ok(()),
+        Some(&kind) => Err(DumpError::Unsupported(kind)),
+    }
+}
+
 /// Decodes the DUMP payload of a hash into its entries. Field and value
-/// bytes are slices of `payload` (no copy) unless Redis stored them as
-/// integers or compressed them.
-pub fn decode_hash(payload: Bytes) -> Result<Vec<RawEntry>, DumpError> {
+/// bytes are borrowed from `payload` (no copy, no reference count) unless
+/// Redis stored them as integers or compressed them.
+pub fn decode_hash(payload: &[u8]) -> Result<Vec<DumpedEntry<'_>>, DumpError> {
+    check_kind(payload)?;
     if payload.len() < 1 + FOOTER_LEN {
         return Err(DumpError::Malformed("too short"));
     }
-    let body = payload.slice(..payload.len() - FOOTER_LEN);
-    let mut reader = Reader { buf: body, pos: 0 };
-    let kind = reader.byte()?;
-    if kind != RDB_TYPE_HASH {
-        return Err(DumpError::Unsupported(kind));
-    }
+    let mut reader = Reader {
+        buf: &payload[1..payload.len() - FOOTER_LEN],
+        pos: 0,
+    };
     let count = reader.length()?;
     // Each entry takes at least two bytes: a bound on what to reserve.
     let mut entries = Vec::with_capacity(count.min(reader.remaining() / 2));
@@ -69,29 +81,28 @@ pub fn decode_hash(payload: Bytes) -> Result<Vec<RawEntry>, DumpError> {
     Ok(entries)
 }
 
-struct Reader {
-    buf: Bytes,
+struct Reader<'a> {
+    buf: &'a [u8],
     pos: usize,
 }
 
-impl Reader {
+impl<'a> Reader<'a> {
     fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
 
-    fn take(&mut self, n: usize) -> Result<Bytes, DumpError> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DumpError> {
         if n > self.remaining() {
             return Err(DumpError::Malformed("truncated"));
         }
-        let out = self.buf.slice(self.pos..self.pos + n);
+        let out = &self.buf[self.pos..self.pos + n];
         self.pos += n;
         Ok(out)
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], DumpError> {
-        let bytes = self.take(N)?;
         let mut out = [0; N];
-        out.copy_from_slice(&bytes);
+        out.copy_from_slice(self.take(N)?);
         Ok(out)
     }
 
@@ -122,9 +133,9 @@ impl Reader {
     }
 
     /// `rdbGenericLoadStringObject`: raw, integer-encoded or LZF-compressed.
-    fn string(&mut self) -> Result<Bytes, DumpError> {
+    fn string(&mut self) -> Result<Cow<'a, [u8]>, DumpError> {
         match self.length_or_encoding()? {
-            Ok(len) => self.take(len),
+            Ok(len) => self.take(len).map(Cow::Borrowed),
             Err(RDB_ENC_INT8) => Ok(int_text(i8::from_le_bytes(self.array()?).into())),
             Err(RDB_ENC_INT16) => Ok(int_text(i16::from_le_bytes(self.array()?).into())),
             Err(RDB_ENC_INT32) => Ok(int_text(i32::from_le_bytes(self.array()?).into())),
@@ -132,20 +143,20 @@ impl Reader {
                 let compressed_len = self.length()?;
                 let len = self.length()?;
                 let compressed = self.take(compressed_len)?;
-                let plain = lzf::decompress(&compressed, len)
+                let plain = lzf::decompress(compressed, len)
                     .map_err(|_| DumpError::Malformed("bad LZF data"))?;
                 if plain.len() != len {
                     return Err(DumpError::Malformed("LZF length mismatch"));
                 }
-                Ok(Bytes::from(plain))
+                Ok(Cow::Owned(plain))
             }
             Err(_) => Err(DumpError::Malformed("unknown string encoding")),
         }
     }
 }
 
-fn int_text(n: i64) -> Bytes {
-    Bytes::from(n.to_string())
+fn int_text(n: i64) -> Cow<'static, [u8]> {
+    Cow::Owned(n.to_string().into_bytes())
 }
 
 #[cfg(test)]
@@ -154,14 +165,14 @@ mod tests {
 
     /// A payload as Redis would write it: type, body, then version + CRC
     /// (not checked here, so zeros).
-    fn payload(body: &[u8]) -> Bytes {
+    fn payload(body: &[u8]) -> Vec<u8> {
         let mut out = vec![RDB_TYPE_HASH];
         out.extend_from_slice(body);
         out.extend_from_slice(&[10, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        Bytes::from(out)
+        out
     }
 
-    fn text(entries: &[RawEntry]) -> Vec<(String, String)> {
+    fn text(entries: &[DumpedEntry]) -> Vec<(String, String)> {
         entries
             .iter()
             .map(|(f, v)| {
@@ -194,7 +205,8 @@ mod tests {
         body.extend_from_slice(&[0x41, 0x2c]);
         body.extend_from_slice(&compressed);
         body.push(0);
-        let entries = decode_hash(payload(&body)).unwrap();
+        let payload = payload(&body);
+        let entries = decode_hash(&payload).unwrap();
         assert_eq!(
             text(&entries),
             [
@@ -208,21 +220,22 @@ mod tests {
 
     #[test]
     fn other_encodings_and_damage_are_errors_not_panics() {
-        let listpack = Bytes::from_static(&[16, 1, 2, 3, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(decode_hash(listpack), Err(DumpError::Unsupported(16)));
+        let listpack = [16, 1, 2, 3, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(decode_hash(&listpack), Err(DumpError::Unsupported(16)));
+        assert_eq!(check_kind(&listpack), Err(DumpError::Unsupported(16)));
         for body in [
-            &[2, 1, b'a'][..],                 // second entry missing
-            &[1, 9, b'a'],                     // string longer than the payload
+            &[2, 1, b'a'][..],                   // second entry missing
+            &[1, 9, b'a'],                       // string longer than the payload
             &[1, 0xc3, 5, 10, 1, 2, 3, 4, 5, 0], // bad LZF
-            &[0, 0],                           // trailing bytes
-            &[0x80],                           // truncated 32-bit length
+            &[0, 0],                             // trailing bytes
+            &[0x80],                             // truncated 32-bit length
         ] {
             assert!(
-                matches!(decode_hash(payload(body)), Err(DumpError::Malformed(_))),
+                matches!(decode_hash(&payload(body)), Err(DumpError::Malformed(_))),
                 "{body:?}"
             );
         }
-        assert!(decode_hash(Bytes::from_static(b"\x04")).is_err());
+        assert!(decode_hash(b"\x04").is_err());
     }
 
     proptest::proptest! {
@@ -230,7 +243,7 @@ mod tests {
         fn arbitrary_payloads_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
             let mut with_type = vec![RDB_TYPE_HASH];
             with_type.extend(bytes);
-            let _ = decode_hash(Bytes::from(with_type));
+            let _ = decode_hash(&with_type);
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::replicas;
 use crate::routes::{RouteTable, TableSource};
 use crate::snapshot;
 use crate::state::{NotificationMode, RedisState, SharedState};
+use dump::DumpError;
 use fred::prelude::*;
 use fred::types::KeyspaceEvent;
 use std::sync::Arc;
@@ -92,7 +93,8 @@ struct Syncer {
     loaded_from_redis: bool,
     /// Size of the last read, to choose how to read (see `read_method`).
     last_size: usize,
-    /// `DUMP` was refused (ACL) in this session: read with `HGETALL`.
+    /// `DUMP` was refused (ACL) or misread in this session: read with
+    /// `HGETALL`.
     dump_refused: bool,
 }
 
@@ -337,21 +339,35 @@ impl Syncer {
             Err(e) => return Err(format!("read routes: {e}")),
         };
         let read_took = read_started.elapsed();
-        self.last_size = read.entries.len();
+        let watermark = read.watermark;
         let previous = self.state.table_full();
-        let entries = read.entries;
         let build = {
             let previous = previous.clone();
-            move || RouteTable::update(&entries, &previous)
+            move || {
+                let entries = read.entries()?;
+                let (table, diff) = RouteTable::update(&entries, &previous);
+                Ok::<_, DumpError>((table, diff, entries.len()))
+            }
         };
-        let (mut table, diff) = if self.last_size > BUILD_OFF_REACTOR_ABOVE {
+        let built = if self.last_size > BUILD_OFF_REACTOR_ABOVE {
             tokio::task::spawn_blocking(build)
                 .await
                 .map_err(|e| format!("build: {e}"))?
         } else {
             build()
         };
-        table.watermark = Some(read.watermark);
+        let (mut table, diff, size) = match built {
+            Ok(built) => built,
+            Err(e) => {
+                // Redis sent a payload this proxy misreads: say so, and
+                // read with HGETALL from now on (this session).
+                error!(error = %e, "could not decode the DUMP of the routes hash; reading with HGETALL");
+                self.dump_refused = true;
+                return Box::pin(self.resync(client, reason)).await;
+            }
+        };
+        self.last_size = size;
+        table.watermark = Some(watermark);
         let source_changed = previous.source != TableSource::Redis;
         let swapped = !diff.is_empty() || source_changed;
         if swapped {
@@ -379,7 +395,7 @@ impl Syncer {
         {
             let mut status = self.state.status();
             status.last_sync = Some(SystemTime::now());
-            status.watermark = Some(read.watermark);
+            status.watermark = Some(watermark);
             status.last_error = None;
         }
         metrics

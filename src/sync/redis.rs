@@ -185,8 +185,30 @@ pub async fn hash_len(client: &Client, key: &str) -> Result<usize, Error> {
 
 /// A complete read of the routes hash and the Redis time it reflects.
 pub struct HashRead {
-    pub entries: Vec<RawEntry>,
+    contents: Contents,
     pub watermark: RedisMicros,
+}
+
+enum Contents {
+    /// From HGETALL or HSCAN.
+    Pairs(Vec<RawEntry>),
+    /// A DUMP payload, checked to be of the kind [`dump`] decodes.
+    Dump(bytes::Bytes),
+}
+
+impl HashRead {
+    /// The entries, borrowed from the read. Decoding a DUMP payload fails
+    /// only when Redis sent one this proxy misreads.
+    pub fn entries(&self) -> Result<Vec<dump::DumpedEntry<'_>>, DumpError> {
+        use std::borrow::Cow::Borrowed;
+        match &self.contents {
+            Contents::Pairs(pairs) => Ok(pairs
+                .iter()
+                .map(|(f, v)| (Borrowed(&f[..]), Borrowed(&v[..])))
+                .collect()),
+            Contents::Dump(payload) => dump::decode_hash(payload),
+        }
+    }
 }
 
 /// How a reload reads the hash, chosen by its size.
@@ -242,22 +264,29 @@ async fn read_in_transaction(
     };
     let watermark = parse_time(&time)
         .ok_or_else(|| Error::new(ErrorKind::Protocol, "unexpected TIME reply"))?;
-    let mut entries = Vec::new();
-    match (method, hash) {
+    let contents = match (method, hash) {
         // No key: an empty hash.
-        (ReadMethod::Dump, Value::Null) => {}
-        (ReadMethod::Dump, Value::Bytes(payload)) => match dump::decode_hash(payload) {
-            Ok(decoded) => entries = decoded,
-            Err(e) => return Ok(Err(e)),
-        },
-        (ReadMethod::Dump, Value::String(payload)) => match dump::decode_hash(payload.into_inner()) {
-            Ok(decoded) => entries = decoded,
-            Err(e) => return Ok(Err(e)),
-        },
-        (ReadMethod::Dump, _) => return Err(Error::new(ErrorKind::Protocol, "unexpected DUMP reply")),
-        (_, hash) => push_pairs(hash, &mut entries)?,
+        (ReadMethod::Dump, Value::Null) => Contents::Pairs(Vec::new()),
+        (ReadMethod::Dump, Value::Bytes(payload)) => Contents::Dump(payload),
+        (ReadMethod::Dump, Value::String(payload)) => Contents::Dump(payload.into_inner()),
+        (ReadMethod::Dump, _) => {
+            return Err(Error::new(ErrorKind::Protocol, "unexpected DUMP reply"))
+        }
+        (_, hash) => {
+            let mut entries = Vec::new();
+            push_pairs(hash, &mut entries)?;
+            Contents::Pairs(entries)
+        }
+    };
+    if let Contents::Dump(payload) = &contents {
+        if let Err(e) = dump::check_kind(payload) {
+            return Ok(Err(e));
+        }
     }
-    Ok(Ok(HashRead { entries, watermark }))
+    Ok(Ok(HashRead {
+        contents,
+        watermark,
+    }))
 }
 
 const SCAN_COUNT: &str = "10000";
@@ -304,7 +333,10 @@ async fn scan_hash(client: &Client, key: &str) -> Result<HashRead, Error> {
             keep[i - 1]
         });
     }
-    Ok(HashRead { entries, watermark })
+    Ok(HashRead {
+        contents: Contents::Pairs(entries),
+        watermark,
+    })
 }
 
 /// True for errors that mean "the server said no" rather than "the
