@@ -154,7 +154,8 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_REPLICA_ID")]
     pub replica_id: Option<String>,
 
-    /// Runtime worker threads (default: one per core).
+    /// Threads serving client connections, each with its own event loop and
+    /// backend pool (default: one per core).
     #[arg(long, env = "SWITCHYARD_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
 }
@@ -231,6 +232,10 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     pub max_connections: usize,
     pub shutdown_timeout: Duration,
+    /// Threads serving connections. 1 serves on the caller's runtime; more
+    /// start that many threads, each with a current-thread runtime of its
+    /// own (thread per core: no work stealing).
+    pub worker_threads: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -321,6 +326,10 @@ impl Config {
                 idle_timeout: serve.idle_timeout,
                 max_connections: serve.max_connections,
                 shutdown_timeout: serve.shutdown_timeout,
+                worker_threads: serve
+                    .worker_threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                    .max(1),
             },
         })
     }

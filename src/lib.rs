@@ -28,13 +28,14 @@ pub mod state;
 pub mod sync;
 
 use std::future::Future;
-use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Runs a proxy on already-bound listeners until `shutdown` resolves, then
 /// drains in-flight requests (up to the configured deadline) and returns.
-/// Tests bind `127.0.0.1:0` and call this directly.
+/// Tests bind `127.0.0.1:0` and call this directly. Sync, admin and the
+/// accept loop run on the caller's runtime; with `worker_threads > 1`
+/// connections are served on threads of their own (see [`server`]).
 pub async fn run(
     config: config::Config,
     proxy_listener: TcpListener,
@@ -53,8 +54,14 @@ pub async fn run(
         state.clone(),
         stop.child_token(),
     ));
-    let proxy = Arc::new(proxy::Proxy::new(state.clone(), config.proxy.clone()));
-    server::serve(proxy_listener, proxy, config.server.clone(), shutdown).await;
+    server::serve(
+        proxy_listener,
+        state.clone(),
+        config.proxy.clone(),
+        config.server.clone(),
+        shutdown,
+    )
+    .await;
     stop.cancel();
     let _ = sync_task.await;
     let _ = admin_task.await;

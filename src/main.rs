@@ -16,19 +16,14 @@ fn main() -> ExitCode {
         }
     };
     let redis_url = cli.redis_url(std::env::var("REDIS_URL").ok().filter(|s| !s.is_empty()));
-    // One worker thread means a single-threaded runtime: no work stealing,
-    // no cross-thread wakeups (an nginx-style worker).
-    let mut runtime = match cli.serve.worker_threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n.max(1));
-            b
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
-    };
-    runtime.enable_all();
-    let runtime = runtime.build().expect("tokio runtime");
+    // A single-threaded runtime: it runs sync, admin and the accept loop
+    // (and every connection with --worker-threads 1); more worker threads
+    // bring their own runtimes (see `switchyard::server`). Table builds go
+    // to the blocking pool, so they never stall accepting.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match cli.command {
         None | Some(Command::Serve) => {
             let config = match Config::from_args(&redis_url, &cli.redis, &cli.serve) {

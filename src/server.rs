@@ -1,41 +1,126 @@
-//! The client-facing listener: accept loop, HTTP/1.1 and HTTP/2 (cleartext,
-//! prior knowledge) on one port, connection limits and timeouts, and
-//! graceful shutdown (stop accepting, let in-flight requests finish up to
-//! the deadline, then close what is left).
+//! The client-facing listener: accept loop, thread-per-core workers,
+//! HTTP/1.1 and HTTP/2 (cleartext, prior knowledge) on one port, connection
+//! limits and timeouts, and graceful shutdown (stop accepting, let in-flight
+//! requests finish up to the deadline, then close what is left).
+//!
+//! With one worker thread, connections are served on the caller's runtime.
+//! With more, each worker is an OS thread running its own current-thread
+//! runtime and its own [`Proxy`] (so its own backend connection pool, whose
+//! connection tasks run on the thread that uses them); the caller's runtime
+//! only accepts and hands each socket to the worker with the fewest open
+//! connections. Nothing of a connection ever moves between threads after
+//! the handoff: no work stealing, no cross-thread wakeups on the request
+//! path.
 
-use crate::config::ServerConfig;
+use crate::config::{ProxyConfig, ServerConfig};
 use crate::proxy::framing::FramingScanner;
 use crate::proxy::Proxy;
-use crate::routes::now_ms;
+use crate::state::SharedState;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+/// The idle checker looks at a connection's activity counter this many
+/// times per idle period, so an idle connection is closed between 1 and
+/// 1 + 1/IDLE_CHECKS_PER_PERIOD idle periods after its last byte.
+const IDLE_CHECKS_PER_PERIOD: u32 = 4;
+
 /// Serves `listener` until `shutdown` resolves, then drains.
 pub async fn serve(
     listener: TcpListener,
-    proxy: Arc<Proxy>,
+    state: Arc<SharedState>,
+    proxy_config: ProxyConfig,
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) {
-    let builder = Arc::new(connection_builder(&config));
-    let connections = TaskTracker::new();
-    let stop = CancellationToken::new();
     let limit =
         (config.max_connections > 0).then(|| Arc::new(Semaphore::new(config.max_connections)));
+    if config.worker_threads <= 1 {
+        let worker = Worker::new(Proxy::new(state.clone(), proxy_config), &config);
+        accept_until(&listener, &state, limit.as_ref(), shutdown, |accepted| {
+            worker.serve(accepted.stream, accepted.peer, accepted.permit);
+            true
+        })
+        .await;
+        drop(listener);
+        worker.drain(config.shutdown_timeout).await;
+        return;
+    }
+
+    let mut workers = Vec::with_capacity(config.worker_threads);
+    for index in 0..config.worker_threads {
+        match WorkerThread::spawn(index, state.clone(), proxy_config.clone(), config.clone()) {
+            Ok(worker) => workers.push(worker),
+            // Fewer workers is still a working proxy; none is handled below.
+            Err(e) => warn!(index, error = %e, "cannot start worker thread"),
+        }
+    }
+    if workers.is_empty() {
+        warn!("no worker thread could start; not serving");
+        return;
+    }
+    let mut next = 0;
+    accept_until(&listener, &state, limit.as_ref(), shutdown, |accepted| {
+        // Least loaded by open connections; ties go round-robin so that a
+        // burst of new connections spreads evenly.
+        let count = workers.len();
+        let chosen = (0..count)
+            .map(|i| (next + i) % count)
+            .min_by_key(|&i| workers[i].open_connections.load(Ordering::Relaxed))
+            .unwrap_or(0);
+        next = (chosen + 1) % count;
+        workers[chosen].hand_over(accepted)
+    })
+    .await;
+    drop(listener);
+    let threads: Vec<_> = workers
+        .into_iter()
+        .map(|worker| worker.close_handoff())
+        .collect();
+    // Each worker drains on its own thread, with its own copy of the
+    // deadline; joining is blocking, so it goes to the blocking pool.
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            if thread.join().is_err() {
+                warn!("a worker thread panicked");
+            }
+        }
+    })
+    .await;
+}
+
+/// A socket accepted by the acceptor, on its way to a worker.
+struct Accepted {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// The slot this connection takes under `--max-connections`.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Accepts until `shutdown` resolves, enforcing the connection cap, and
+/// gives every accepted socket to `dispatch` (which returns false when the
+/// socket could not be placed).
+async fn accept_until(
+    listener: &TcpListener,
+    state: &SharedState,
+    limit: Option<&Arc<Semaphore>>,
+    shutdown: impl Future<Output = ()>,
+    mut dispatch: impl FnMut(Accepted) -> bool,
+) {
     let mut shutdown = pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -50,57 +135,193 @@ pub async fn serve(
                 }
             },
         };
-        let permit = match &limit {
+        let permit = match limit {
             None => None,
             Some(limit) => match limit.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
                     // Closing at once tells the client (and a load balancer)
                     // to go elsewhere; queueing would hide the overload.
-                    proxy_metrics(&proxy).connections_refused.inc();
+                    state.metrics.connections_refused.inc();
                     drop(stream);
                     continue;
                 }
             },
         };
         let _ = stream.set_nodelay(true);
-        let builder = builder.clone();
-        let proxy = proxy.clone();
-        let stop = stop.clone();
-        let idle_timeout = config.idle_timeout;
-        connections.spawn(async move {
-            let _permit = permit;
-            let gauge = &proxy_metrics(&proxy).client_connections;
-            gauge.inc();
-            serve_connection(&builder, stream, peer, proxy.clone(), stop, idle_timeout).await;
-            proxy_metrics(&proxy).client_connections.dec();
-        });
+        if !dispatch(Accepted {
+            stream,
+            peer,
+            permit,
+        }) {
+            warn!(%peer, "no worker took the connection; closed");
+        }
     }
-    drop(listener);
-    info!(
-        in_flight = connections.len(),
-        "stopped accepting; draining connections"
-    );
-    stop.cancel();
-    connections.close();
-    let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
-    if tokio::time::timeout_at(deadline, connections.wait())
-        .await
-        .is_err()
-    {
-        warn!(
-            left = connections.len(),
-            "shutdown deadline passed; closing remaining connections"
-        );
-    }
-    // Upgraded tunnels get what is left of the same deadline.
-    proxy
-        .drain_tunnels(deadline.saturating_duration_since(tokio::time::Instant::now()))
-        .await;
+    info!("stopped accepting; draining connections");
 }
 
-fn proxy_metrics(proxy: &Proxy) -> &crate::metrics::Metrics {
-    proxy.metrics()
+/// A socket between the acceptor's reactor and a worker's: a plain std
+/// socket, registered again on the worker's runtime.
+struct HandedOver {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// A worker running on its own OS thread, as the acceptor sees it.
+struct WorkerThread {
+    handoff: mpsc::UnboundedSender<HandedOver>,
+    /// Counted up by the acceptor at handoff and down by the worker when the
+    /// connection ends: what "least loaded" compares.
+    open_connections: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl WorkerThread {
+    fn spawn(
+        index: usize,
+        state: Arc<SharedState>,
+        proxy_config: ProxyConfig,
+        config: ServerConfig,
+    ) -> io::Result<WorkerThread> {
+        let (handoff, mut sockets) = mpsc::unbounded_channel::<HandedOver>();
+        let open_connections = Arc::new(AtomicUsize::new(0));
+        let open = open_connections.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name(format!("switchyard-worker-{index}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let mut worker = Worker::new(Proxy::new(state, proxy_config), &config);
+                    worker.open_connections = Some(open);
+                    // Ends when the acceptor drops its sender (shutdown), after
+                    // every socket already handed over has been received.
+                    while let Some(HandedOver {
+                        stream,
+                        peer,
+                        permit,
+                    }) = sockets.recv().await
+                    {
+                        match TcpStream::from_std(stream) {
+                            Ok(stream) => worker.serve(stream, peer, permit),
+                            Err(e) => {
+                                worker.connection_closed();
+                                warn!(%peer, error = %e, "cannot register connection");
+                            }
+                        }
+                    }
+                    worker.drain(config.shutdown_timeout).await;
+                });
+            })?;
+        Ok(WorkerThread {
+            handoff,
+            open_connections,
+            thread,
+        })
+    }
+
+    fn hand_over(&self, accepted: Accepted) -> bool {
+        // The socket leaves this runtime's reactor and joins the worker's.
+        let stream = match accepted.stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                debug!(peer = %accepted.peer, error = %e, "cannot hand over connection");
+                return false;
+            }
+        };
+        self.open_connections.fetch_add(1, Ordering::Relaxed);
+        let handed_over = HandedOver {
+            stream,
+            peer: accepted.peer,
+            permit: accepted.permit,
+        };
+        if self.handoff.send(handed_over).is_err() {
+            self.open_connections.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Tells the worker no more sockets are coming (it then drains) and
+    /// returns its thread to join.
+    fn close_handoff(self) -> std::thread::JoinHandle<()> {
+        drop(self.handoff);
+        self.thread
+    }
+}
+
+/// The connections of one event loop and the proxy they use.
+struct Worker {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    proxy: Arc<Proxy>,
+    connections: TaskTracker,
+    /// Cancelled at shutdown: every connection then shuts down gracefully.
+    stop: CancellationToken,
+    idle_timeout: Duration,
+    /// Set on worker threads: the acceptor's view of this worker's load.
+    open_connections: Option<Arc<AtomicUsize>>,
+}
+
+impl Worker {
+    fn new(proxy: Proxy, config: &ServerConfig) -> Worker {
+        Worker {
+            builder: Arc::new(connection_builder(config)),
+            proxy: Arc::new(proxy),
+            connections: TaskTracker::new(),
+            stop: CancellationToken::new(),
+            idle_timeout: config.idle_timeout,
+            open_connections: None,
+        }
+    }
+
+    fn serve(&self, stream: TcpStream, peer: SocketAddr, permit: Option<OwnedSemaphorePermit>) {
+        let builder = self.builder.clone();
+        let proxy = self.proxy.clone();
+        let stop = self.stop.clone();
+        let idle_timeout = self.idle_timeout;
+        let open_connections = self.open_connections.clone();
+        self.connections.spawn(async move {
+            let _permit = permit;
+            let gauge = &proxy.metrics().client_connections;
+            gauge.inc();
+            serve_connection(&builder, stream, peer, proxy.clone(), stop, idle_timeout).await;
+            proxy.metrics().client_connections.dec();
+            if let Some(open) = open_connections {
+                open.fetch_sub(1, Ordering::Relaxed);
+            }
+        });
+    }
+
+    /// For a handed-over socket that never became a connection.
+    fn connection_closed(&self) {
+        if let Some(open) = &self.open_connections {
+            open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Lets in-flight requests finish up to `timeout`, then closes what is
+    /// left, upgraded tunnels included.
+    async fn drain(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        debug!(in_flight = self.connections.len(), "draining connections");
+        self.stop.cancel();
+        self.connections.close();
+        if tokio::time::timeout_at(deadline, self.connections.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                left = self.connections.len(),
+                "shutdown deadline passed; closing remaining connections"
+            );
+        }
+        // Upgraded tunnels get what is left of the same deadline.
+        self.proxy
+            .drain_tunnels(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await;
+    }
 }
 
 fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
@@ -126,16 +347,16 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
 async fn serve_connection(
     builder: &auto::Builder<TokioExecutor>,
     stream: TcpStream,
-    peer: std::net::SocketAddr,
+    peer: SocketAddr,
     proxy: Arc<Proxy>,
     stop: CancellationToken,
     idle_timeout: Duration,
 ) {
-    let last_activity = Arc::new(AtomicU64::new(now_ms()));
+    let activity = Arc::new(AtomicU64::new(0));
     let framing_conflict = Arc::new(AtomicBool::new(false));
     let io = TokioIo::new(ActivityIo {
         inner: stream,
-        last_activity: last_activity.clone(),
+        activity: activity.clone(),
         framing: FramingScanner::default(),
         framing_conflict: framing_conflict.clone(),
     });
@@ -145,13 +366,17 @@ async fn serve_connection(
         async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer, conflict).await) }
     });
     let mut conn = pin!(builder.serve_connection_with_upgrades(io, service));
-    let idle_ms = idle_timeout.as_millis() as u64;
+    // The idle check compares the activity counter between ticks instead of
+    // reading the clock on every socket operation: the connection is idle
+    // once the counter has not moved for IDLE_CHECKS_PER_PERIOD ticks in a
+    // row, i.e. for a whole idle period.
+    let tick = (idle_timeout / IDLE_CHECKS_PER_PERIOD).max(Duration::from_millis(1));
+    let mut idle_checks = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
+    idle_checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = activity.load(Ordering::Relaxed);
+    let mut quiet_ticks = 0;
     let mut closing = false;
     loop {
-        let idle_for = now_ms().saturating_sub(last_activity.load(Ordering::Relaxed));
-        let idle_check = tokio::time::sleep(Duration::from_millis(
-            idle_ms.saturating_sub(idle_for).max(1),
-        ));
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -163,8 +388,15 @@ async fn serve_connection(
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = idle_check, if !closing => {
-                if now_ms().saturating_sub(last_activity.load(Ordering::Relaxed)) >= idle_ms {
+            _ = idle_checks.tick(), if !closing => {
+                let now = activity.load(Ordering::Relaxed);
+                if now != seen {
+                    seen = now;
+                    quiet_ticks = 0;
+                    continue;
+                }
+                quiet_ticks += 1;
+                if quiet_ticks >= IDLE_CHECKS_PER_PERIOD {
                     debug!(%peer, "closing idle connection");
                     closing = true;
                     // Graceful: a request still in flight is allowed to finish.
@@ -175,18 +407,24 @@ async fn serve_connection(
     }
 }
 
-/// A socket that remembers when bytes last moved (for the idle timeout)
-/// and watches incoming heads for ambiguous framing.
+/// A socket that counts the operations that moved bytes (for the idle
+/// timeout) and watches incoming heads for ambiguous framing.
 struct ActivityIo<T> {
     inner: T,
-    last_activity: Arc<AtomicU64>,
+    /// Bumped on every read or write that moved bytes; only its changes
+    /// matter, never its value.
+    activity: Arc<AtomicU64>,
     framing: FramingScanner,
     framing_conflict: Arc<AtomicBool>,
 }
 
 impl<T> ActivityIo<T> {
     fn touch(&self) {
-        self.last_activity.store(now_ms(), Ordering::Relaxed);
+        // This IO object is the only writer, so a plain load and store is
+        // enough (no locked read-modify-write on every socket operation).
+        let count = self.activity.load(Ordering::Relaxed);
+        self.activity
+            .store(count.wrapping_add(1), Ordering::Relaxed);
     }
 }
 

@@ -1138,3 +1138,70 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
     assert!(took < Duration::from_secs(4), "shutdown took {took:?}");
     println!("drained and stopped in {took:?}");
 }
+
+/// Both serving models (one worker on the caller's runtime; several worker
+/// threads, each with its own runtime and backend pool): connections
+/// opened together are all served, and at shutdown the request in flight
+/// on every connection, whichever worker holds it, still completes before
+/// `run` returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_worker_serves_and_drains_its_connections() {
+    const CONNECTIONS: usize = 6;
+    for workers in [1, 3] {
+        let redis = RedisServer::start();
+        // Requests wait here until the test lets them go, so they are
+        // surely in flight when shutdown begins.
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let held = gate.clone();
+        let slow = scripted_backend(move |_req| {
+            let gate = held.clone();
+            async move {
+                gate.acquire().await.unwrap().forget();
+                hyper::Response::new(full("done"))
+            }
+        })
+        .await;
+        let quick = start_backend("quick").await;
+        redis.hset("slow.test", &slow.target());
+        redis.hset("quick.test", &quick.target());
+        let mut config = test_config(&redis.url());
+        config.server.worker_threads = workers;
+        let mut proxy = ready_proxy(config).await;
+
+        let addr = proxy.addr;
+        let quick_calls: Vec<_> = (0..CONNECTIONS)
+            .map(|_| {
+                tokio::spawn(
+                    async move { send(addr, request("GET", "quick.test", "/", &[], "")).await },
+                )
+            })
+            .collect();
+        for call in quick_calls {
+            assert_eq!(call.await.unwrap().status, 200, "{workers} worker(s)");
+        }
+
+        let in_flight: Vec<_> = (0..CONNECTIONS)
+            .map(|_| {
+                tokio::spawn(
+                    async move { send(addr, request("GET", "slow.test", "/", &[], "")).await },
+                )
+            })
+            .collect();
+        assert_eventually!(
+            slow.count() == CONNECTIONS,
+            "not every slow request reached the backend"
+        );
+        proxy.begin_shutdown();
+        assert_eventually!(!accepts(addr).await, "still accepting after shutdown began");
+        gate.add_permits(CONNECTIONS);
+        for call in in_flight {
+            let r = call.await.unwrap();
+            assert_eq!(
+                (r.status, r.body.as_str()),
+                (200, "done"),
+                "{workers} worker(s)"
+            );
+        }
+        proxy.wait_stopped().await;
+    }
+}
