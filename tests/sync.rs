@@ -592,7 +592,7 @@ async fn one_boot_resync_and_nothing_else_at_start() {
 /// LZF-compressed long strings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_hash_read_with_dump_equals_hgetall() {
-    use switchyard::sync::redis::{connect, read_hash, ReadMethod};
+    use switchyard::sync::redis::{connect, read_hash, ReadMethod, Role};
     let redis = RedisServer::start();
     let long = "x".repeat(40);
     let mut commands = String::new();
@@ -607,7 +607,9 @@ async fn a_large_hash_read_with_dump_equals_hgetall() {
     }
     redis.pipe(&commands);
     let config = test_config(&redis.url());
-    let (conn, ()) = connect(&config.sync, |_| ()).await.expect("connect");
+    let (conn, ()) = connect(&config.sync, Role::Commands, |_| ())
+        .await
+        .expect("connect");
     let dump = read_hash(&conn.client, "routes", ReadMethod::Dump)
         .await
         .expect("dump read");

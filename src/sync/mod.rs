@@ -113,10 +113,13 @@ impl Syncer {
         loaded: &mut bool,
     ) -> Result<(), String> {
         self.set_redis_state(RedisState::Connecting, None);
-        let (mut command, ()) = redis::connect(&self.config, |_| ())
+        let (mut command, ()) = redis::connect(&self.config, redis::Role::Commands, |_| ())
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        let subscriber = redis::connect(&self.config, |c| c.keyspace_event_rx()).await;
+        let subscriber = redis::connect(&self.config, redis::Role::Subscriber, |c| {
+            c.keyspace_event_rx()
+        })
+        .await;
         let (mut subscriber, mut events) = match subscriber {
             Ok(ok) => ok,
             Err(e) => {

@@ -47,7 +47,30 @@ impl Connection {
     }
 }
 
-pub fn builder(config: &SyncConfig) -> Builder {
+/// What a connection is for: it sizes the client's event channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Commands only: nothing listens to its events.
+    Commands,
+    /// The keyspace subscription.
+    Subscriber,
+}
+
+impl Role {
+    /// Capacity of each of fred's broadcast channels (a client has about
+    /// ten, allocated up front, whether used or not: 4,096 slots each cost
+    /// ~3 MiB of RSS per client). A lagging subscriber only costs a full
+    /// resync, which an event causes anyway; 1,024 slots hold a burst of
+    /// 1,000 writes without lagging.
+    fn event_capacity(self) -> usize {
+        match self {
+            Role::Commands => 8,
+            Role::Subscriber => 1024,
+        }
+    }
+}
+
+pub fn builder(config: &SyncConfig, role: Role) -> Builder {
     let mut builder = Builder::from_config(config.redis.clone());
     let timeout = config.command_timeout;
     builder
@@ -62,8 +85,7 @@ pub fn builder(config: &SyncConfig) -> Builder {
         })
         .with_performance_config(|p| {
             p.default_command_timeout = timeout;
-            // Deep enough that a burst rarely lags; a lag is handled anyway.
-            p.broadcast_channel_capacity = 4096;
+            p.broadcast_channel_capacity = role.event_capacity();
         });
     builder
 }
@@ -72,9 +94,10 @@ pub fn builder(config: &SyncConfig) -> Builder {
 /// there miss nothing.
 pub async fn connect<T>(
     config: &SyncConfig,
+    role: Role,
     prepare: impl FnOnce(&Client) -> T,
 ) -> Result<(Connection, T), Error> {
-    let client = builder(config).build()?;
+    let client = builder(config, role).build()?;
     let extra = prepare(&client);
     let task = client.init().await?;
     Ok((Connection { client, task }, extra))
