@@ -9,6 +9,7 @@ mod patch;
 pub use host::{normalize_host, HostError};
 pub use parse::{parse_backends, parse_backends_bytes, RouteError, MAX_BACKENDS, MAX_VALUE_LEN};
 
+use compact_str::CompactString;
 use http::uri::Authority;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -16,7 +17,10 @@ use std::collections::HashMap;
 /// Route maps hash with foldhash: several times faster than SipHash on
 /// short keys, and hosts are not attacker-chosen keys of an unbounded map
 /// (they come from the routes hash). Seeded per process all the same.
-type HostMap<V = Entry> = HashMap<Box<str>, V, foldhash::fast::RandomState>;
+/// Keys are `CompactString`s: a host of up to 24 bytes lives in the bucket
+/// itself, so a probe compares it without another cache miss and a route
+/// costs one allocation less.
+type HostMap<V = Entry> = HashMap<CompactString, V, foldhash::fast::RandomState>;
 
 /// The two maps of a table, or of its delta: exact hosts, and wildcard
 /// routes keyed by suffix (`*.cloud.com` is stored as `cloud.com`).
@@ -107,7 +111,9 @@ pub fn now_ms() -> u64 {
 /// A valid route: its value as written in Redis and the parsed backends.
 #[derive(Debug)]
 pub struct Route {
-    pub value: Box<str>,
+    /// Inline up to 24 bytes (`ip:port` always is): a reload compares it
+    /// with what Redis holds without following another pointer.
+    pub value: CompactString,
     pub backends: Box<[Backend]>,
     /// Round-robin cursor. An atomic, not a lock: the table stays shareable.
     next: AtomicUsize,
@@ -465,7 +471,7 @@ fn insert_raw(
     };
     // One hash of the key, and the normalised String becomes the key
     // without another allocation.
-    let slot = match map.entry(name.into_boxed_str()) {
+    let slot = match map.entry(CompactString::from(name)) {
         std::collections::hash_map::Entry::Vacant(slot) => slot,
         std::collections::hash_map::Entry::Occupied(taken) => {
             let shown = if is_wildcard {

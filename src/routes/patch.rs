@@ -86,37 +86,104 @@ fn shown(wildcard: bool, key: &str) -> String {
     }
 }
 
-/// The fast path of [`RouteTable::update`]; `None` sends the caller to the
-/// full build.
-fn patch<E: AsRef<[u8]>>(raw: &[(E, E)], previous: &RouteTable) -> Option<(RouteTable, Diff)> {
-    if !previous.is_loaded() || !previous.invalid.is_empty() {
-        return None;
+/// Changes found against a previous table, on their way into a new one.
+struct Changes<'a> {
+    diff: Diff,
+    /// `(is_wildcard, key, new entry)`; `None` removes the key.
+    entries: Vec<(bool, &'a str, Option<Entry>)>,
+}
+
+impl<'a> Changes<'a> {
+    fn new() -> Self {
+        Changes {
+            diff: Diff::default(),
+            entries: Vec::new(),
+        }
     }
-    let mut diff = Diff::default();
-    let mut changes: Vec<(bool, &str, Option<Entry>)> = Vec::new();
-    let mut matched = 0;
-    for (field, value) in raw {
-        let (field, value) = (field.as_ref(), value.as_ref());
+
+    /// Records `field = value`. `Some(true)` when the table already had the
+    /// field (changed or not), `Some(false)` when it is new, `None` when the
+    /// entry needs the full build (not normal, invalid value).
+    fn upsert(&mut self, previous: &RouteTable, field: &'a [u8], value: &[u8]) -> Option<bool> {
         let (wildcard, key) = split_field(field)?;
         // A field equal to a key of the table is in normal form already
         // (keys are normalised): only the others need the check.
-        match previous.get(wildcard, key) {
+        let known = match previous.get(wildcard, key) {
             Some(Entry::Valid(route)) => {
-                matched += 1;
                 if route.value.as_bytes() == value {
-                    continue;
+                    return Some(true);
                 }
-                diff.changed.push(shown(wildcard, key));
+                self.diff.changed.push(shown(wildcard, key));
+                true
             }
             Some(Entry::Invalid) => return None,
             None => {
                 normal_field(field)?;
-                diff.added.push(shown(wildcard, key));
+                self.diff.added.push(shown(wildcard, key));
+                false
             }
-        }
+        };
         let backends = parse_backends_bytes(value).ok()?;
         let route = Route::new(std::str::from_utf8(value).ok()?, backends);
-        changes.push((wildcard, key, Some(Entry::Valid(Arc::new(route)))));
+        self.entries
+            .push((wildcard, key, Some(Entry::Valid(Arc::new(route)))));
+        Some(known)
+    }
+
+    fn remove(&mut self, wildcard: bool, key: &'a str) {
+        self.diff.removed.push(shown(wildcard, key));
+        self.entries.push((wildcard, key, None));
+    }
+
+    /// The new table: the previous base, a copy of its delta with the
+    /// changes, folded when it has grown too large.
+    fn finish(mut self, previous: &RouteTable) -> (RouteTable, Diff) {
+        let mut delta = previous.delta.clone();
+        for (wildcard, key, entry) in self.entries {
+            let in_base = previous.base.map(wildcard).contains_key(key);
+            let map = delta.map_mut(wildcard);
+            if entry.is_none() && !in_base {
+                map.remove(key);
+            } else {
+                map.insert(key.into(), entry);
+            }
+        }
+        let mut table = RouteTable {
+            base: previous.base.clone(),
+            len: previous.len() + self.diff.added.len() - self.diff.removed.len(),
+            delta,
+            invalid: Vec::new(),
+            version: previous.version,
+            built_at: SystemTime::now(),
+            watermark: None,
+            source: TableSource::Redis,
+        };
+        if table.delta.len() > compaction_threshold(table.base.len()) {
+            table = table.compacted();
+        }
+        self.diff.sort();
+        (table, self.diff)
+    }
+}
+
+/// Whether the fast paths may run on top of `previous`: it holds only
+/// valid routes (the rules for invalid ones live in the full build).
+fn patchable(previous: &RouteTable) -> bool {
+    previous.is_loaded() && previous.invalid.is_empty()
+}
+
+/// The fast path of [`RouteTable::update`]; `None` sends the caller to the
+/// full build.
+fn patch<E: AsRef<[u8]>>(raw: &[(E, E)], previous: &RouteTable) -> Option<(RouteTable, Diff)> {
+    if !patchable(previous) {
+        return None;
+    }
+    let mut changes = Changes::new();
+    let mut matched = 0;
+    for (field, value) in raw {
+        if changes.upsert(previous, field.as_ref(), value.as_ref())? {
+            matched += 1;
+        }
     }
     if matched < previous.len() {
         // Keys gone from the hash: the only case that needs every name.
@@ -127,37 +194,41 @@ fn patch<E: AsRef<[u8]>>(raw: &[(E, E)], previous: &RouteTable) -> Option<(Route
         for wildcard in [false, true] {
             for (key, _) in previous.iter_map(wildcard) {
                 if !present.contains(&(wildcard, key)) {
-                    diff.removed.push(shown(wildcard, key));
-                    changes.push((wildcard, key, None));
+                    changes.remove(wildcard, key);
                 }
             }
         }
     }
-    let mut delta = previous.delta.clone();
-    for (wildcard, key, entry) in changes {
-        let in_base = previous.base.map(wildcard).contains_key(key);
-        let map = delta.map_mut(wildcard);
-        if entry.is_none() && !in_base {
-            map.remove(key);
-        } else {
-            map.insert(key.into(), entry);
+    Some(changes.finish(previous))
+}
+
+impl RouteTable {
+    /// The table that follows `previous` when the hash is known to differ
+    /// from the one `previous` was read from by exactly these entries set
+    /// (`upserts`, unchanged ones allowed) and these fields deleted. `None`
+    /// when the changes need the full build (the caller then reads and
+    /// compares everything with [`RouteTable::update`]).
+    pub fn apply<E: AsRef<[u8]>>(
+        upserts: &[(E, E)],
+        removed: &[E],
+        previous: &RouteTable,
+    ) -> Option<(RouteTable, Diff)> {
+        if !patchable(previous) {
+            return None;
         }
+        let mut changes = Changes::new();
+        for (field, value) in upserts {
+            changes.upsert(previous, field.as_ref(), value.as_ref())?;
+        }
+        for field in removed {
+            let (wildcard, key) = normal_field(field.as_ref())?;
+            // Deleting what the table does not have: it was not read from
+            // the hash the caller thinks.
+            previous.get(wildcard, key)?;
+            changes.remove(wildcard, key);
+        }
+        Some(changes.finish(previous))
     }
-    let mut table = RouteTable {
-        base: previous.base.clone(),
-        len: previous.len() + diff.added.len() - diff.removed.len(),
-        delta,
-        invalid: Vec::new(),
-        version: previous.version,
-        built_at: SystemTime::now(),
-        watermark: None,
-        source: TableSource::Redis,
-    };
-    if table.delta.len() > compaction_threshold(table.base.len()) {
-        table = table.compacted();
-    }
-    diff.sort();
-    Some((table, diff))
 }
 
 #[cfg(test)]

@@ -81,6 +81,132 @@ pub fn decode_hash(payload: &[u8]) -> Result<Vec<DumpedEntry<'_>>, DumpError> {
     Ok(entries)
 }
 
+/// The entries of a payload as raw bytes (after the type and the count,
+/// before the footer), checked to be of the kind this module reads.
+fn entries_region(payload: &[u8]) -> Result<Reader<'_>, DumpError> {
+    check_kind(payload)?;
+    if payload.len() < 1 + FOOTER_LEN {
+        return Err(DumpError::Malformed("too short"));
+    }
+    let mut reader = Reader {
+        buf: &payload[1..payload.len() - FOOTER_LEN],
+        pos: 0,
+    };
+    reader.length()?;
+    Ok(Reader {
+        buf: &reader.buf[reader.pos..],
+        pos: 0,
+    })
+}
+
+/// What changed between two DUMP payloads of the same hash.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PayloadDiff<'a> {
+    /// Entries of the new payload that are new or whose value changed
+    /// (and possibly some unchanged ones that moved).
+    pub upserts: Vec<DumpedEntry<'a>>,
+    /// Fields of the old payload that the new one no longer has.
+    pub removed: Vec<Cow<'a, [u8]>>,
+}
+
+/// Finds what changed from `old` to `new` without decoding either whole.
+///
+/// Redis serializes a hash by walking its dict: an `HSET` of an existing
+/// field changes its value in place, a new field or an `HDEL` touches one
+/// spot, so two successive payloads are equal but for a region in the
+/// middle. The payloads are compared byte-wise from both ends (memcmp
+/// speed), the entry boundaries are walked (skipping, not decoding), and
+/// only the entries of the differing region are decoded and compared.
+/// `None` when more than `max_entries` entries differ (a rehash reorders
+/// everything): the caller then compares the whole read with its table.
+pub fn diff_payloads<'a>(
+    old: &'a [u8],
+    new: &'a [u8],
+    max_entries: usize,
+) -> Result<Option<PayloadDiff<'a>>, DumpError> {
+    let (mut old, mut new) = (entries_region(old)?, entries_region(new)?);
+    let (old_len, new_len) = (old.buf.len(), new.buf.len());
+    let prefix = old
+        .buf
+        .iter()
+        .zip(new.buf)
+        .position(|(a, b)| a != b)
+        .unwrap_or(old_len.min(new_len));
+    // The entries wholly inside the common prefix are the same in both.
+    let mut start = 0;
+    loop {
+        let before = new.pos;
+        if !new.skip_entry()? || new.pos > prefix {
+            new.pos = before;
+            break;
+        }
+        start = new.pos;
+    }
+    old.pos = start;
+    let suffix = old.buf[start..]
+        .iter()
+        .rev()
+        .zip(new.buf[start..].iter().rev())
+        .position(|(a, b)| a != b)
+        .unwrap_or((old_len - start).min(new_len - start));
+    // Walk both to boundaries inside the common suffix that sit at the same
+    // distance from the end: from there on the entries are the same bytes.
+    let mut old_entries = Vec::new();
+    let mut new_entries = Vec::new();
+    let (mut old_at, mut new_at) = (start, start);
+    while old_len - old_at > suffix {
+        old_entries.push(old_at);
+        old.skip_entry()?;
+        old_at = old.pos;
+    }
+    while new_len - new_at > suffix {
+        new_entries.push(new_at);
+        new.skip_entry()?;
+        new_at = new.pos;
+    }
+    while old_len - old_at != new_len - new_at {
+        if old_len - old_at > new_len - new_at {
+            old_entries.push(old_at);
+            old.skip_entry()?;
+            old_at = old.pos;
+        } else {
+            new_entries.push(new_at);
+            new.skip_entry()?;
+            new_at = new.pos;
+        }
+        if old_entries.len() + new_entries.len() > 2 * max_entries {
+            return Ok(None);
+        }
+    }
+    if old_entries.len().max(new_entries.len()) > max_entries {
+        return Ok(None);
+    }
+    let decode =
+        |reader: &mut Reader<'a>, starts: &[usize]| -> Result<Vec<DumpedEntry<'a>>, DumpError> {
+            starts
+                .iter()
+                .map(|&at| {
+                    reader.pos = at;
+                    Ok((reader.string()?, reader.string()?))
+                })
+                .collect()
+        };
+    let before = decode(&mut old, &old_entries)?;
+    let after = decode(&mut new, &new_entries)?;
+    let mut diff = PayloadDiff::default();
+    for (field, value) in &after {
+        if !before.iter().any(|(f, v)| f == field && v == value) {
+            diff.upserts.push((field.clone(), value.clone()));
+        }
+    }
+    for (field, _) in before {
+        if !after.iter().any(|(f, _)| *f == field) {
+            diff.removed.push(field);
+        }
+    }
+    Ok(Some(diff))
+}
+
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -130,6 +256,33 @@ impl<'a> Reader<'a> {
     fn length(&mut self) -> Result<usize, DumpError> {
         self.length_or_encoding()?
             .map_err(|_| DumpError::Malformed("encoded value where a length belongs"))
+    }
+
+    /// Moves past one string without decoding it.
+    fn skip_string(&mut self) -> Result<(), DumpError> {
+        let n = match self.length_or_encoding()? {
+            Ok(len) => len,
+            Err(RDB_ENC_INT8) => 1,
+            Err(RDB_ENC_INT16) => 2,
+            Err(RDB_ENC_INT32) => 4,
+            Err(RDB_ENC_LZF) => {
+                let compressed_len = self.length()?;
+                self.length()?;
+                compressed_len
+            }
+            Err(_) => return Err(DumpError::Malformed("unknown string encoding")),
+        };
+        self.take(n).map(|_| ())
+    }
+
+    /// Moves past one entry (field and value); false at the end.
+    fn skip_entry(&mut self) -> Result<bool, DumpError> {
+        if self.remaining() == 0 {
+            return Ok(false);
+        }
+        self.skip_string()?;
+        self.skip_string()?;
+        Ok(true)
     }
 
     /// `rdbGenericLoadStringObject`: raw, integer-encoded or LZF-compressed.
@@ -238,7 +391,102 @@ mod tests {
         assert!(decode_hash(b"\x04").is_err());
     }
 
+    /// A payload of `entries` in raw string encoding.
+    fn encode(entries: &[(String, String)]) -> Vec<u8> {
+        fn length(out: &mut Vec<u8>, n: usize) {
+            if n < 64 {
+                out.push(n as u8);
+            } else if n < 16384 {
+                out.extend_from_slice(&[0x40 | (n >> 8) as u8, n as u8]);
+            } else {
+                out.push(RDB_32BITLEN);
+                out.extend_from_slice(&(n as u32).to_be_bytes());
+            }
+        }
+        let mut body = Vec::new();
+        length(&mut body, entries.len());
+        for (f, v) in entries {
+            length(&mut body, f.len());
+            body.extend_from_slice(f.as_bytes());
+            length(&mut body, v.len());
+            body.extend_from_slice(v.as_bytes());
+        }
+        payload(&body)
+    }
+
+    /// `old` with the payload diff applied, as a sorted map.
+    fn patched(old: &[(String, String)], diff: &PayloadDiff) -> Vec<(String, String)> {
+        let mut map: std::collections::BTreeMap<String, String> = old.iter().cloned().collect();
+        for f in &diff.removed {
+            assert!(
+                map.remove(&*String::from_utf8_lossy(f)).is_some(),
+                "removed twice"
+            );
+        }
+        for (f, v) in text(&diff.upserts) {
+            map.insert(f, v);
+        }
+        map.into_iter().collect()
+    }
+
+    fn sorted(entries: &[(String, String)]) -> Vec<(String, String)> {
+        let mut out = entries.to_vec();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn payload_diff_finds_a_change_an_insert_and_a_delete() {
+        let old: Vec<(String, String)> = (0..100)
+            .map(|i| (format!("h{i}.com"), format!("10.0.0.{i}:80")))
+            .collect();
+        let mut changed = old.clone();
+        changed[40].1 = "10.9.9.9:80".into();
+        let mut inserted = old.clone();
+        inserted.insert(70, ("new.com".into(), "10.1.1.1:80".into()));
+        let mut deleted = old.clone();
+        deleted.remove(0);
+        for new in [&old, &changed, &inserted, &deleted] {
+            let (a, b) = (encode(&old), encode(new));
+            let diff = diff_payloads(&a, &b, 16).unwrap().unwrap();
+            assert!(diff.upserts.len() + diff.removed.len() <= 1, "{diff:?}");
+            assert_eq!(patched(&old, &diff), sorted(new));
+        }
+        // Everything reordered: too much to diff.
+        let mut reversed = old.clone();
+        reversed.reverse();
+        assert_eq!(
+            diff_payloads(&encode(&old), &encode(&reversed), 16),
+            Ok(None)
+        );
+    }
+
     proptest::proptest! {
+        /// Any edit of a payload: the diff applied to the old entries gives
+        /// the new ones, or the diff declines.
+        #[test]
+        fn payload_diff_applied_gives_the_new_entries(
+            n in 0usize..120,
+            edits in proptest::collection::vec((0u8..3, 0usize..200, 0u32..1000), 0..6),
+            limit in 1usize..40,
+        ) {
+            let old: Vec<(String, String)> = (0..n).map(|i| (format!("h{i}.com"), format!("v{i}"))).collect();
+            let mut new = old.clone();
+            let mut fresh = 0;
+            for (kind, at, value) in edits {
+                match kind {
+                    0 if !new.is_empty() => { let i = at % new.len(); new[i].1 = format!("x{value}"); }
+                    1 => { fresh += 1; let i = at % (new.len() + 1); new.insert(i, (format!("n{fresh}.com"), format!("y{value}"))); }
+                    2 if !new.is_empty() => { let i = at % new.len(); new.remove(i); }
+                    _ => {}
+                }
+            }
+            let (a, b) = (encode(&old), encode(&new));
+            if let Some(diff) = diff_payloads(&a, &b, limit).unwrap() {
+                proptest::prop_assert_eq!(patched(&old, &diff), sorted(&new));
+            }
+        }
+
         #[test]
         fn arbitrary_payloads_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
             let mut with_type = vec![RDB_TYPE_HASH];

@@ -45,6 +45,7 @@ pub async fn run(config: SyncConfig, state: Arc<SharedState>, shutdown: Cancella
         loaded_from_redis: false,
         last_size: 0,
         dump_refused: false,
+        last_dump: None,
     };
     let mut backoff = Backoff::new(syncer.config.backoff_min, syncer.config.backoff_max);
     loop {
@@ -96,6 +97,67 @@ struct Syncer {
     /// `DUMP` was refused (ACL) or misread in this session: read with
     /// `HGETALL`.
     dump_refused: bool,
+    /// The payload of the last DUMP read, so that the next one is compared
+    /// with it rather than with the whole table (see `dump::diff_payloads`).
+    last_dump: Option<LastDump>,
+}
+
+/// A DUMP payload and the version of the table that reflects it.
+struct LastDump {
+    payload: bytes::Bytes,
+    version: u64,
+}
+
+/// What a build produces.
+struct Built {
+    table: RouteTable,
+    diff: crate::routes::Diff,
+    /// Entries in the hash.
+    size: usize,
+    /// The DUMP payload read, copied out of the client's read buffer.
+    dump: Option<bytes::Bytes>,
+}
+
+/// Most entries a payload diff decodes before it declines (a rehash has
+/// reordered the hash) and the whole read is compared instead.
+const PAYLOAD_DIFF_MAX_ENTRIES: usize = 1024;
+
+/// The next table from a read: from the difference with the last DUMP when
+/// there is one and it is small, else by comparing every entry.
+fn build_table(
+    read: redis::HashRead,
+    last_dump: Option<LastDump>,
+    previous: &RouteTable,
+) -> Result<Built, DumpError> {
+    // An exact-size copy: the payload is a slice of the client's read
+    // buffer, which may be twice as large.
+    let dump = read
+        .dump_payload()
+        .map(|p| bytes::Bytes::copy_from_slice(p));
+    if let (Some(last), Some(payload)) = (&last_dump, &dump) {
+        if let Ok(Some(changes)) =
+            dump::diff_payloads(&last.payload, payload, PAYLOAD_DIFF_MAX_ENTRIES)
+        {
+            if let Some((table, diff)) =
+                RouteTable::apply(&changes.upserts, &changes.removed, previous)
+            {
+                return Ok(Built {
+                    size: table.len(),
+                    table,
+                    diff,
+                    dump,
+                });
+            }
+        }
+    }
+    let entries = read.entries()?;
+    let (table, diff) = RouteTable::update(&entries, previous);
+    Ok(Built {
+        table,
+        diff,
+        size: entries.len(),
+        dump,
+    })
 }
 
 impl Syncer {
@@ -146,8 +208,10 @@ impl Syncer {
     ) -> Result<(), String> {
         self.set_redis_state(RedisState::Connected, None);
         self.state.metrics.redis_connected.set(1);
-        // A new connection may come with other rights.
+        // A new connection may come with other rights, and the resync that
+        // follows a reconnect compares everything.
         self.dump_refused = false;
+        self.last_dump = None;
 
         // 1. Notifications on (merged; a refusal means polling mode).
         let mut mode = self.setup_notifications(&command.client).await?;
@@ -344,14 +408,16 @@ impl Syncer {
         let read_took = read_started.elapsed();
         let watermark = read.watermark;
         let previous = self.state.table_full();
+        // The last DUMP read, if the current table was made from it.
+        let last_dump = self
+            .last_dump
+            .take()
+            .filter(|last| last.version == previous.version);
         let build = {
             let previous = previous.clone();
-            move || {
-                let entries = read.entries()?;
-                let (table, diff) = RouteTable::update(&entries, &previous);
-                Ok::<_, DumpError>((table, diff, entries.len()))
-            }
+            move || build_table(read, last_dump, &previous)
         };
+        let build_started = Instant::now();
         let built = if self.last_size > BUILD_OFF_REACTOR_ABOVE {
             tokio::task::spawn_blocking(build)
                 .await
@@ -359,7 +425,12 @@ impl Syncer {
         } else {
             build()
         };
-        let (mut table, diff, size) = match built {
+        let Built {
+            mut table,
+            diff,
+            size,
+            dump,
+        } = match built {
             Ok(built) => built,
             Err(e) => {
                 // Redis sent a payload this proxy misreads: say so, and
@@ -369,12 +440,15 @@ impl Syncer {
                 return Box::pin(self.resync(client, reason)).await;
             }
         };
+        let build_took = build_started.elapsed();
         self.last_size = size;
         table.watermark = Some(watermark);
         let source_changed = previous.source != TableSource::Redis;
         let swapped = !diff.is_empty() || source_changed;
+        let version = previous.version + u64::from(swapped);
+        self.last_dump = dump.map(|payload| LastDump { payload, version });
         if swapped {
-            table.version = previous.version + 1;
+            table.version = version;
             let table = Arc::new(table);
             self.state.swap_table(table.clone());
             log_diff(reason, &diff, &table);
@@ -405,7 +479,7 @@ impl Syncer {
             .sync_duration
             .with_label_values(&[reason.as_str()])
             .observe(started.elapsed().as_secs_f64());
-        debug!(reason = reason.as_str(), swapped, read = ?read_took, took = ?started.elapsed(), "resync done");
+        debug!(reason = reason.as_str(), swapped, read = ?read_took, build = ?build_took, took = ?started.elapsed(), "resync done");
         self.publish_status(client).await;
         Ok(())
     }

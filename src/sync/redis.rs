@@ -220,6 +220,14 @@ enum Contents {
 }
 
 impl HashRead {
+    /// The DUMP payload, when the read was a DUMP.
+    pub fn dump_payload(&self) -> Option<&bytes::Bytes> {
+        match &self.contents {
+            Contents::Dump(payload) => Some(payload),
+            Contents::Pairs(_) => None,
+        }
+    }
+
     /// The entries, borrowed from the read. Decoding a DUMP payload fails
     /// only when Redis sent one this proxy misreads.
     pub fn entries(&self) -> Result<Vec<dump::DumpedEntry<'_>>, DumpError> {
