@@ -694,12 +694,13 @@ if ! skip lookup; then
             printf '| %s | %.1f | %.1f | %s |\n' "$c" "$a" "$b" "$(ratio "$b" "$a")"
         done
         echo
-        echo "Cost of one resync inside the proxy once the hash has been read (RouteTable::build from the previous table with one value changed, plus diff; Redis and parsing of its reply not included):"
+        echo "Cost of one resync inside the proxy once the hash has been read, one value changed (Redis and parsing of its reply not included): the full build (RouteTable::build plus diff), and RouteTable::update, which a reload runs when it has no previous DUMP payload to diff against (compare every entry, patch the delta):"
         echo
-        echo "| routes | build + diff ms |"
-        echo "| ---: | ---: |"
+        echo "| routes | full build + diff ms | update ms |"
+        echo "| ---: | ---: | ---: |"
         for n in 1000 100000; do
-            awk -v n="$n" -v v="$(est "reload/build_and_diff_one_change/$n")" 'BEGIN { printf "| %d | %.2f |\n", n, v / 1e6 }'
+            awk -v n="$n" -v v="$(est "reload/build_and_diff_one_change/$n")" -v u="$(est "reload/update_one_change/$n")" \
+                'BEGIN { printf "| %d | %.2f | %.2f |\n", n, v / 1e6, u / 1e6 }'
         done
     } >>"$REPORT"
 fi
