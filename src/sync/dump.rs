@@ -59,15 +59,7 @@ pub fn check_kind(payload: &[u8]) -> Result<(), DumpError> {
 /// bytes are borrowed from `payload` (no copy, no reference count) unless
 /// Redis stored them as integers or compressed them.
 pub fn decode_hash(payload: &[u8]) -> Result<Vec<DumpedEntry<'_>>, DumpError> {
-    check_kind(payload)?;
-    if payload.len() < 1 + FOOTER_LEN {
-        return Err(DumpError::Malformed("too short"));
-    }
-    let mut reader = Reader {
-        buf: &payload[1..payload.len() - FOOTER_LEN],
-        pos: 0,
-    };
-    let count = reader.length()?;
+    let (count, mut reader) = entries_region(payload)?;
     // Each entry takes at least two bytes: a bound on what to reserve.
     let mut entries = Vec::with_capacity(count.min(reader.remaining() / 2));
     for _ in 0..count {
@@ -81,22 +73,24 @@ pub fn decode_hash(payload: &[u8]) -> Result<Vec<DumpedEntry<'_>>, DumpError> {
     Ok(entries)
 }
 
-/// The entries of a payload as raw bytes (after the type and the count,
-/// before the footer), checked to be of the kind this module reads.
-fn entries_region(payload: &[u8]) -> Result<Reader<'_>, DumpError> {
+/// The entry count of a payload and a reader over its entries (after the
+/// type and the count, before the footer), checked to be of the kind this
+/// module reads.
+fn entries_region(payload: &[u8]) -> Result<(usize, Reader<'_>), DumpError> {
     check_kind(payload)?;
     if payload.len() < 1 + FOOTER_LEN {
         return Err(DumpError::Malformed("too short"));
     }
-    let mut reader = Reader {
+    let mut header = Reader {
         buf: &payload[1..payload.len() - FOOTER_LEN],
         pos: 0,
     };
-    reader.length()?;
-    Ok(Reader {
-        buf: &reader.buf[reader.pos..],
+    let count = header.length()?;
+    let entries = Reader {
+        buf: &header.buf[header.pos..],
         pos: 0,
-    })
+    };
+    Ok((count, entries))
 }
 
 /// What changed between two DUMP payloads of the same hash.
@@ -124,7 +118,7 @@ pub fn diff_payloads<'a>(
     new: &'a [u8],
     max_entries: usize,
 ) -> Result<Option<PayloadDiff<'a>>, DumpError> {
-    let (mut old, mut new) = (entries_region(old)?, entries_region(new)?);
+    let (mut old, mut new) = (entries_region(old)?.1, entries_region(new)?.1);
     let (old_len, new_len) = (old.buf.len(), new.buf.len());
     let prefix = old
         .buf
