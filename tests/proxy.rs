@@ -1111,9 +1111,16 @@ async fn metrics_move_with_traffic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_finishes_the_request_in_flight() {
     let redis = RedisServer::start();
-    let slow = scripted_backend(|_req| async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        hyper::Response::new(full("slow but complete"))
+    // The backend answers only once the test releases it, after shutdown
+    // has begun: the request is in flight across shutdown by construction.
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    let slow = scripted_backend(move |_req| {
+        let gate = gate.clone();
+        async move {
+            gate.notified().await;
+            hyper::Response::new(full("slow but complete"))
+        }
     })
     .await;
     redis.hset("slow.test", &slow.target());
@@ -1129,6 +1136,8 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
     let started = Instant::now();
     proxy.begin_shutdown();
     assert_eventually!(!accepts(addr).await, "still accepting after shutdown began");
+    assert!(!in_flight.is_finished(), "the response came before the release");
+    release.notify_one();
 
     let r = in_flight.await.unwrap();
     assert_eq!(r.status, 200);
