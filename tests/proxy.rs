@@ -1136,7 +1136,10 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
     let started = Instant::now();
     proxy.begin_shutdown();
     assert_eventually!(!accepts(addr).await, "still accepting after shutdown began");
-    assert!(!in_flight.is_finished(), "the response came before the release");
+    assert!(
+        !in_flight.is_finished(),
+        "the response came before the release"
+    );
     release.notify_one();
 
     let r = in_flight.await.unwrap();
