@@ -54,6 +54,11 @@ struct Args {
     /// Pause between changes, so that changes are not coalesced.
     #[arg(long, default_value_t = 5)]
     gap_ms: u64,
+    /// Pause between polling rounds (µs). A tight loop would take a whole
+    /// core from the proxies and Redis on a small machine; the pause bounds
+    /// the measurement's resolution instead (plus the kernel's timer slack).
+    #[arg(long, default_value_t = 100)]
+    poll_interval_us: u64,
     /// Label printed with every result line.
     #[arg(long, default_value = "")]
     label: String,
@@ -146,6 +151,9 @@ impl Bench {
             }
             if remaining > 0 && started.elapsed() > timeout {
                 break 'outer;
+            }
+            if self.args.poll_interval_us > 0 {
+                std::thread::sleep(Duration::from_micros(self.args.poll_interval_us));
             }
         }
         let all_ms = if remaining == 0 {

@@ -54,6 +54,8 @@ else
     STARTUP_REPS=3
 fi
 CONNS=${BENCH_CONNS:-50}
+# Propagation poller: pause between polling rounds (0: a tight loop).
+POLL_US=${BENCH_POLL_US:-100}
 WRK_THREADS=${BENCH_WRK_THREADS:-1}
 N_BACKENDS=4
 SKIP=",${BENCH_SKIP:-},"
@@ -568,7 +570,7 @@ if ! skip propagation; then
         start_switchyard "prop-$n" "$PROP_REDIS" "$key"
         "$PROP" --redis "127.0.0.1:$PROP_REDIS" --key "$key" --proxy "127.0.0.1:$SY_PORT" \
             --backends "${BACKENDS[0]},${BACKENDS[1]}" --changes "$c1" \
-            --new-hosts "$n1" --label "$n" | tee -a "$PROP_RESULTS" >&2
+            --new-hosts "$n1" --poll-interval-us "$POLL_US" --label "$n" | tee -a "$PROP_RESULTS" >&2
         stop_pid "$SY_PID"
         log "propagation: $n routes, 3 replicas"
         replicas=()
@@ -579,7 +581,7 @@ if ! skip propagation; then
         done
         "$PROP" --redis "127.0.0.1:$PROP_REDIS" --key "$key" "${replicas[@]}" \
             --backends "${BACKENDS[0]},${BACKENDS[1]}" --changes "$c3" \
-            --new-hosts "$n3" --label "$n" | tee -a "$PROP_RESULTS" >&2
+            --new-hosts "$n3" --poll-interval-us "$POLL_US" --label "$n" | tee -a "$PROP_RESULTS" >&2
         for p in "${rpids[@]}"; do stop_pid "$p"; done
     done
     stop_pid "$PROP_REDIS_PID"

@@ -784,6 +784,100 @@ async fn backend_dying_mid_response_fails_cleanly_and_the_proxy_carries_on() {
     proxy.shutdown().await;
 }
 
+/// A keep-alive backend on raw sockets that counts connections, not
+/// requests: `/` answers `ok`, `/empty` 204, HEAD a head only, and `/big`
+/// sends the head and 64 KiB of a 1 MiB body, then stalls.
+async fn keep_alive_backend() -> TestBackend {
+    raw_backend(|mut stream| async move {
+        loop {
+            let head = read_head(&mut stream).await;
+            if head.is_empty() {
+                return;
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let mut words = head.split_whitespace();
+            let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            let answer: Vec<u8> = match (method, path) {
+                ("HEAD", _) => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n".to_vec(),
+                (_, "/empty") => b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+                (_, "/big") => {
+                    let mut out = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n".to_vec();
+                    out.extend_from_slice(&[b'x'; 65536]);
+                    let _ = stream.write_all(&out).await;
+                    // The rest never comes; the connection stays open.
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    return;
+                }
+                _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+            };
+            if stream.write_all(&answer).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+}
+
+/// Backend connections are kept alive and reused, whether the answer had a
+/// body or none (HEAD, 204); a connection whose response was abandoned
+/// halfway is never reused: the next request gets a new one and a clean
+/// answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_connections_are_reused_unless_a_response_was_abandoned() {
+    let redis = RedisServer::start();
+    let backend = keep_alive_backend().await;
+    redis.hset("pool.test", &backend.target());
+    let mut config = test_config(&redis.url());
+    // One worker, so one pool: every request can find the same connection.
+    config.server.worker_threads = 1;
+    let proxy = ready_proxy(config).await;
+
+    for _ in 0..3 {
+        for (method, path, status, body) in [
+            ("GET", "/", 200, "ok"),
+            ("HEAD", "/", 200, ""),
+            ("GET", "/empty", 204, ""),
+            ("POST", "/", 200, "ok"),
+        ] {
+            let r = send(proxy.addr, request(method, "pool.test", path, &[], "")).await;
+            assert_eq!(
+                (r.status, r.body.as_str()),
+                (status, body),
+                "{method} {path}"
+            );
+        }
+    }
+    assert_eq!(
+        backend.count(),
+        1,
+        "12 requests in a row should share one backend connection"
+    );
+
+    // A client that reads the head of a long body and leaves.
+    let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+    client
+        .write_all(b"GET /big HTTP/1.1\r\nHost: pool.test\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_until(&mut client, b"\r\n\r\n").await;
+    assert!(
+        contains(&head, b"200 OK"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    drop(client);
+    assert_eq!(backend.count(), 1);
+
+    // That connection still owes most of a body: it must not carry another
+    // request, now or after the proxy noticed the client left.
+    for _ in 0..3 {
+        let r = send(proxy.addr, request("GET", "pool.test", "/", &[], "")).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+    }
+    assert_eq!(backend.count(), 2, "one new connection, then reused");
+    proxy.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------
 // Streaming
 // ---------------------------------------------------------------------------

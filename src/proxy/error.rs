@@ -62,34 +62,3 @@ impl ProxyError {
         }
     }
 }
-
-/// Classifies a client error by the first I/O error in its source chain.
-pub fn classify(error: &hyper_util::client::legacy::Error) -> UpstreamErrorKind {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => UpstreamErrorKind::Refused,
-                std::io::ErrorKind::TimedOut if error.is_connect() => {
-                    UpstreamErrorKind::ConnectTimeout
-                }
-                std::io::ErrorKind::ConnectionReset
-                | std::io::ErrorKind::BrokenPipe
-                | std::io::ErrorKind::UnexpectedEof => UpstreamErrorKind::Reset,
-                _ if error.is_connect() => UpstreamErrorKind::Refused,
-                _ => UpstreamErrorKind::Other,
-            };
-        }
-        if let Some(h) = e.downcast_ref::<hyper::Error>() {
-            if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
-                return UpstreamErrorKind::Reset;
-            }
-        }
-        source = e.source();
-    }
-    if error.is_connect() {
-        UpstreamErrorKind::Refused
-    } else {
-        UpstreamErrorKind::Other
-    }
-}

@@ -7,12 +7,14 @@
 mod error;
 pub mod framing;
 pub mod headers;
+mod pool;
 
 pub use error::ProxyError;
+pub use pool::PooledBody;
 
 use crate::config::ProxyConfig;
 use crate::metrics::UpstreamErrorKind;
-use crate::routes::{now_ms, Backend, Lookup, Route};
+use crate::routes::{now_ms, Lookup, Route};
 use crate::state::SharedState;
 use bytes::Bytes;
 use headers::{
@@ -20,12 +22,12 @@ use headers::{
     upgrade_protocol, X_REQUEST_ID,
 };
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
+use pool::{Pool, PoolConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,7 +39,7 @@ use tokio_util::task::TaskTracker;
 pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
 /// Body of responses sent to clients: the backend's streamed body, or a
 /// short body of our own.
-pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+pub type ResponseBody = Either<PooledBody, Full<Bytes>>;
 
 /// Bodies up to this size are buffered when the route has several
 /// backends, so that a refused connection can be retried elsewhere.
@@ -45,7 +47,7 @@ const REPLAY_BUFFER_LIMIT: u64 = 64 * 1024;
 
 pub struct Proxy {
     state: Arc<SharedState>,
-    client: Client<HttpConnector, UpstreamBody>,
+    pool: Pool,
     config: ProxyConfig,
     /// Upgraded (WebSocket) tunnels: hyper's graceful shutdown no longer
     /// sees them, so they are tracked here and closed after the deadline.
@@ -64,17 +66,14 @@ struct AccessInfo {
 
 impl Proxy {
     pub fn new(state: Arc<SharedState>, config: ProxyConfig) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+        let pool = Pool::new(PoolConfig {
+            connect_timeout: config.connect_timeout,
+            idle_timeout: Duration::from_secs(90),
+            tcp_keepalive: Duration::from_secs(60),
+        });
         Proxy {
             state,
-            client,
+            pool,
             config,
             tunnels: TaskTracker::new(),
             close_tunnels: CancellationToken::new(),
@@ -220,11 +219,15 @@ impl Proxy {
         if let Some(a) = access.as_mut() {
             a.request_id = Some(request_id.clone());
         }
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        // Origin form (`/path?query`): the backend is addressed by the
+        // connection, the host by the Host header.
+        let origin_form = Uri::from(
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
 
         // A body we can send again if the first backend refuses.
         let mut streaming = None;
@@ -258,7 +261,7 @@ impl Proxy {
             let mut upstream = Request::new(body);
             *upstream.method_mut() = parts.method.clone();
             *upstream.version_mut() = Version::HTTP_11;
-            *upstream.uri_mut() = backend_uri(backend, &path_and_query);
+            *upstream.uri_mut() = origin_form.clone();
             *upstream.headers_mut() = if is_last || replayable.is_none() {
                 std::mem::take(&mut parts.headers)
             } else {
@@ -269,7 +272,7 @@ impl Proxy {
             }
             match tokio::time::timeout(
                 self.config.response_header_timeout,
-                self.client.request(upstream),
+                self.pool.send(&backend.authority, upstream),
             )
             .await
             {
@@ -280,7 +283,7 @@ impl Proxy {
                     return self.respond(response, client_upgrade, upgrade, request_id);
                 }
                 Ok(Err(error)) => {
-                    let kind = error::classify(&error);
+                    let kind = error.kind();
                     tracing::debug!(backend = %backend.authority, ?kind, %error, "upstream attempt failed");
                     self.state.metrics.upstream_error(kind);
                     let never_sent = matches!(
@@ -311,7 +314,7 @@ impl Proxy {
 
     fn respond(
         &self,
-        mut response: Response<Incoming>,
+        mut response: Response<PooledBody>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         requested: Option<HeaderValue>,
         request_id: HeaderValue,
@@ -355,14 +358,6 @@ impl Proxy {
             .insert(X_REQUEST_ID.clone(), request_id);
         Ok(response.map(Either::Left))
     }
-}
-
-fn backend_uri(backend: &Backend, path_and_query: &PathAndQuery) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(backend.authority.clone());
-    parts.path_and_query = Some(path_and_query.clone());
-    Uri::from_parts(parts).expect("scheme, authority and path make a valid URI")
 }
 
 /// A short plain-text answer of our own.
