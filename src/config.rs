@@ -308,7 +308,10 @@ impl Config {
                 backoff_min: Duration::from_millis(50),
                 backoff_max: Duration::from_secs(5),
                 command_timeout: Duration::from_secs(5),
-                dump_threshold: 2_000,
+                // Redis's default `hash-max-listpack-entries`: smaller
+                // hashes are DUMPed as a listpack, which `sync::dump` does
+                // not read.
+                dump_threshold: 512,
                 scan_threshold: 250_000,
                 snapshot_file: serve.snapshot_file.clone(),
                 status_interval: Duration::from_secs(5),

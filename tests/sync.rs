@@ -675,3 +675,33 @@ async fn changes_to_a_large_hash_follow_through_dump_reloads() {
     );
     proxy.shutdown().await;
 }
+
+/// A server that keeps a hash this size as a listpack (its
+/// `hash-max-listpack-entries` raised above ours) answers DUMP in an
+/// encoding `sync::dump` does not read: the reload falls back to HGETALL,
+/// and later reloads go straight to HGETALL instead of paying for a DUMP
+/// every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_in_an_encoding_we_do_not_read_is_not_asked_for_again() {
+    let redis = RedisServer::start_with(&["--hash-max-listpack-entries", "4096"]);
+    let blue = start_backend("blue").await;
+    let green = start_backend("green").await;
+    let mut commands = String::new();
+    for i in 0..1000 {
+        commands.push_str(&format!("HSET routes h{i}.lp.test {}\n", blue.target()));
+    }
+    redis.pipe(&commands);
+    assert_eq!(redis.cli(&["OBJECT", "ENCODING", "routes"]).trim(), "listpack");
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+    assert!(serves(&proxy, "h7.lp.test", "blue").await);
+    for i in 0..3 {
+        let host = format!("h{i}.lp.test");
+        redis.hset(&host, &green.target());
+        assert_eventually!(serves(&proxy, &host, "green").await, "change {i}");
+    }
+    let calls = redis.command_calls();
+    assert_eq!(calls.get("dump").copied(), Some(1), "{calls:?}");
+    assert!(calls.get("hgetall").copied().unwrap_or(0) >= 4, "{calls:?}");
+    proxy.shutdown().await;
+}
+

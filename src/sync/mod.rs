@@ -45,6 +45,7 @@ pub async fn run(config: SyncConfig, state: Arc<SharedState>, shutdown: Cancella
         loaded_from_redis: false,
         last_size: 0,
         dump_refused: false,
+        dump_unreadable_up_to: 0,
         last_dump: None,
     };
     let mut backoff = Backoff::new(syncer.config.backoff_min, syncer.config.backoff_max);
@@ -97,6 +98,10 @@ struct Syncer {
     /// `DUMP` was refused (ACL) or misread in this session: read with
     /// `HGETALL`.
     dump_refused: bool,
+    /// The server returned a DUMP we do not read (a listpack) at this size:
+    /// read with `HGETALL` until the hash is twice as large (the server's
+    /// `hash-max-listpack-entries` may be above our `dump_threshold`).
+    dump_unreadable_up_to: usize,
     /// The payload of the last DUMP read, so that the next one is compared
     /// with it rather than with the whole table (see `dump::diff_payloads`).
     last_dump: Option<LastDump>,
@@ -360,7 +365,10 @@ impl Syncer {
     fn read_method(&self) -> redis::ReadMethod {
         if self.last_size > self.config.scan_threshold {
             redis::ReadMethod::HScan
-        } else if self.last_size > self.config.dump_threshold && !self.dump_refused {
+        } else if self.last_size > self.config.dump_threshold
+            && self.last_size > self.dump_unreadable_up_to.saturating_mul(2)
+            && !self.dump_refused
+        {
             redis::ReadMethod::Dump
         } else {
             redis::ReadMethod::HGetAll
@@ -406,6 +414,9 @@ impl Syncer {
             Err(e) => return Err(format!("read routes: {e}")),
         };
         let read_took = read_started.elapsed();
+        if read.dump_unreadable {
+            self.dump_unreadable_up_to = self.last_size;
+        }
         let watermark = read.watermark;
         let previous = self.state.table_full();
         // The last DUMP read, if the current table was made from it.

@@ -210,6 +210,10 @@ pub async fn hash_len(client: &Client, key: &str) -> Result<usize, Error> {
 pub struct HashRead {
     contents: Contents,
     pub watermark: RedisMicros,
+    /// A DUMP came back in an encoding [`dump`] does not read (a compact
+    /// listpack: the server keeps hashes this size in one) and HGETALL read
+    /// the hash instead.
+    pub dump_unreadable: bool,
 }
 
 enum Contents {
@@ -267,7 +271,9 @@ pub async fn read_hash(client: &Client, key: &str, method: ReadMethod) -> Result
             Ok(read) => Ok(read),
             Err(e) => {
                 tracing::debug!(error = %e, "DUMP payload not decoded; reading with HGETALL");
-                Box::pin(read_hash(client, key, ReadMethod::HGetAll)).await
+                let mut read = Box::pin(read_hash(client, key, ReadMethod::HGetAll)).await?;
+                read.dump_unreadable = true;
+                Ok(read)
             }
         },
         ReadMethod::HScan => scan_hash(client, key).await,
@@ -317,6 +323,7 @@ async fn read_in_transaction(
     Ok(Ok(HashRead {
         contents,
         watermark,
+        dump_unreadable: false,
     }))
 }
 
@@ -367,6 +374,7 @@ async fn scan_hash(client: &Client, key: &str) -> Result<HashRead, Error> {
     Ok(HashRead {
         contents: Contents::Pairs(entries),
         watermark,
+        dump_unreadable: false,
     })
 }
 
