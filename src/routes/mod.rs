@@ -221,9 +221,9 @@ struct DiffTracker {
 /// What changed between two tables.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Diff {
-    pub added: Vec<String>,
-    pub changed: Vec<String>,
-    pub removed: Vec<String>,
+    pub added: Names,
+    pub changed: Names,
+    pub removed: Names,
 }
 
 impl Diff {
@@ -235,9 +235,50 @@ impl Diff {
     }
 
     fn sort(&mut self) {
-        self.added.sort();
-        self.changed.sort();
-        self.removed.sort();
+        self.added.kept.sort();
+        self.changed.kept.sort();
+        self.removed.kept.sort();
+    }
+}
+
+/// The hosts in one part of a [`Diff`]: how many, and the names of the
+/// first [`Names::KEPT`], enough for a log line. A boot load of a million
+/// routes is a million additions; formatting and sorting a million names
+/// for a log line took over half of that build.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Names {
+    count: usize,
+    kept: Vec<String>,
+}
+
+impl Names {
+    pub const KEPT: usize = 64;
+
+    /// Counts one more host; `name` is only called while names are kept.
+    pub fn push_with(&mut self, name: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.kept.len() < Self::KEPT {
+            self.kept.push(name());
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Up to [`Names::KEPT`] names, sorted.
+    pub fn kept(&self) -> &[String] {
+        &self.kept
+    }
+}
+
+impl<const N: usize> PartialEq<[&str; N]> for Names {
+    fn eq(&self, names: &[&str; N]) -> bool {
+        self.count == N && self.kept.iter().zip(names).all(|(a, b)| a == b)
     }
 }
 
@@ -368,16 +409,15 @@ impl RouteTable {
         if tracker.carried < previous.len() {
             for (wildcard, prefix) in [(false, ""), (true, "*.")] {
                 let new = layer.map(wildcard);
-                diff.removed.extend(
-                    previous
-                        .iter_map(wildcard)
-                        .filter(|(k, _)| !new.contains_key(*k))
-                        .map(|(k, _)| format!("{prefix}{k}")),
-                );
+                for (k, _) in previous.iter_map(wildcard) {
+                    if !new.contains_key(k) {
+                        diff.removed.push_with(|| format!("{prefix}{k}"));
+                    }
+                }
             }
         }
         if diff.is_empty() && previous.invalid.len() != invalid.len() {
-            diff.changed.push("(invalid entries)".into());
+            diff.changed.push_with(|| "(invalid entries)".into());
         }
         diff.sort();
         let table = RouteTable {
@@ -406,23 +446,23 @@ impl RouteTable {
         for (wildcard, prefix) in [(false, ""), (true, "*.")] {
             for (key, entry) in self.iter_map(wildcard) {
                 match old.get(wildcard, key) {
-                    None => diff.added.push(format!("{prefix}{key}")),
+                    None => diff.added.push_with(|| format!("{prefix}{key}")),
                     Some(before) if !same_entry(before, entry) => {
-                        diff.changed.push(format!("{prefix}{key}"))
+                        diff.changed.push_with(|| format!("{prefix}{key}"))
                     }
                     Some(_) => {}
                 }
             }
             for (key, _) in old.iter_map(wildcard) {
                 if self.get(wildcard, key).is_none() {
-                    diff.removed.push(format!("{prefix}{key}"));
+                    diff.removed.push_with(|| format!("{prefix}{key}"));
                 }
             }
         }
         if diff.is_empty() && old.invalid.len() != self.invalid.len() {
             // An invalid value replaced by another invalid value changes
             // nothing served, but the admin view must show the new reason.
-            diff.changed.push("(invalid entries)".into());
+            diff.changed.push_with(|| "(invalid entries)".into());
         }
         diff.sort();
         diff
@@ -439,7 +479,8 @@ fn insert_raw(
     previous: &RouteTable,
     tracker: &mut DiffTracker,
 ) {
-    let field_text = String::from_utf8_lossy(field);
+    // Only error paths show the field: no copy for the million good ones.
+    let field_text = || String::from_utf8_lossy(field);
     let value_text = || {
         let v = String::from_utf8_lossy(&value[..value.len().min(256)]).into_owned();
         if value.len() > 256 {
@@ -455,7 +496,7 @@ fn insert_raw(
         Ok(key) => key,
         Err(reason) => {
             invalid.push(InvalidEntry {
-                field: field_text.into_owned(),
+                field: field_text().into_owned(),
                 value: value_text(),
                 reason,
                 serving_previous: false,
@@ -480,7 +521,7 @@ fn insert_raw(
                 taken.key().to_string()
             };
             invalid.push(InvalidEntry {
-                field: field_text.into_owned(),
+                field: field_text().into_owned(),
                 value: value_text(),
                 reason: format!("duplicate of another field for {shown}"),
                 serving_previous: false,
@@ -497,7 +538,7 @@ fn insert_raw(
         }
     };
     match previous_entry {
-        None => tracker.diff.added.push(shown()),
+        None => tracker.diff.added.push_with(&shown),
         Some(_) => tracker.carried += 1,
     }
     // Unchanged value: carry the route over as is.
@@ -518,7 +559,7 @@ fn insert_raw(
                 _ => None,
             };
             invalid.push(InvalidEntry {
-                field: field_text.into_owned(),
+                field: field_text().into_owned(),
                 value: value_text(),
                 reason: error.to_string(),
                 serving_previous: keep.is_some(),
@@ -527,7 +568,7 @@ fn insert_raw(
         }
     };
     if previous_entry.is_some_and(|before| !same_entry(before, &entry)) {
-        tracker.diff.changed.push(shown());
+        tracker.diff.changed.push_with(&shown);
     }
     slot.insert(entry);
 }
@@ -671,6 +712,21 @@ mod tests {
         assert_eq!(d.added, ["c.com"]);
         assert_eq!(d.changed, ["a.com"]);
         assert_eq!(d.removed, ["b.com"]);
+    }
+
+    #[test]
+    fn a_large_diff_counts_every_host_and_names_a_sorted_few() {
+        let n = Names::KEPT + 10;
+        let hosts: Vec<String> = (0..n).rev().map(|i| format!("h{i:03}.com")).collect();
+        let entries: Vec<(&str, &str)> =
+            hosts.iter().map(|h| (h.as_str(), "10.0.0.1:80")).collect();
+        let (table, diff) = RouteTable::build_with_diff(&raw(&entries), &RouteTable::unloaded());
+        assert_eq!(table.len(), n);
+        assert_eq!((diff.added.len(), diff.len()), (n, n));
+        let kept = diff.added.kept();
+        assert_eq!(kept.len(), Names::KEPT);
+        assert!(kept.windows(2).all(|w| w[0] < w[1]), "{kept:?}");
+        assert_eq!(RouteTable::unloaded().diff(&table).removed.len(), n);
     }
 
     #[test]

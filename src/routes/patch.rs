@@ -113,13 +113,13 @@ impl<'a> Changes<'a> {
                 if route.value.as_bytes() == value {
                     return Some(true);
                 }
-                self.diff.changed.push(shown(wildcard, key));
+                self.diff.changed.push_with(|| shown(wildcard, key));
                 true
             }
             Some(Entry::Invalid) => return None,
             None => {
                 normal_field(field)?;
-                self.diff.added.push(shown(wildcard, key));
+                self.diff.added.push_with(|| shown(wildcard, key));
                 false
             }
         };
@@ -131,7 +131,7 @@ impl<'a> Changes<'a> {
     }
 
     fn remove(&mut self, wildcard: bool, key: &'a str) {
-        self.diff.removed.push(shown(wildcard, key));
+        self.diff.removed.push_with(|| shown(wildcard, key));
         self.entries.push((wildcard, key, None));
     }
 

@@ -563,8 +563,9 @@ fn join_reason(result: Result<Result<(), Error>, tokio::task::JoinError>) -> Str
 }
 
 fn log_diff(reason: ResyncReason, diff: &crate::routes::Diff, table: &RouteTable) {
-    let names = |v: &[String]| {
+    let names = |v: &crate::routes::Names| {
         let mut s = v
+            .kept()
             .iter()
             .take(DIFF_LOG_NAMES)
             .cloned()
