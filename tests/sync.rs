@@ -691,7 +691,10 @@ async fn a_dump_in_an_encoding_we_do_not_read_is_not_asked_for_again() {
         commands.push_str(&format!("HSET routes h{i}.lp.test {}\n", blue.target()));
     }
     redis.pipe(&commands);
-    assert_eq!(redis.cli(&["OBJECT", "ENCODING", "routes"]).trim(), "listpack");
+    assert_eq!(
+        redis.cli(&["OBJECT", "ENCODING", "routes"]).trim(),
+        "listpack"
+    );
     let proxy = ready_proxy(test_config(&redis.url())).await;
     assert!(serves(&proxy, "h7.lp.test", "blue").await);
     for i in 0..3 {
@@ -704,4 +707,3 @@ async fn a_dump_in_an_encoding_we_do_not_read_is_not_asked_for_again() {
     assert!(calls.get("hgetall").copied().unwrap_or(0) >= 4, "{calls:?}");
     proxy.shutdown().await;
 }
-

@@ -538,7 +538,7 @@ fn insert_raw(
         }
     };
     match previous_entry {
-        None => tracker.diff.added.push_with(&shown),
+        None => tracker.diff.added.push_with(shown),
         Some(_) => tracker.carried += 1,
     }
     // Unchanged value: carry the route over as is.
@@ -568,7 +568,7 @@ fn insert_raw(
         }
     };
     if previous_entry.is_some_and(|before| !same_entry(before, &entry)) {
-        tracker.diff.changed.push_with(&shown);
+        tracker.diff.changed.push_with(shown);
     }
     slot.insert(entry);
 }
