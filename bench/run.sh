@@ -37,7 +37,7 @@ if [ "$QUICK" = 1 ]; then
     STARTUP_REPS=1
 else
     DURATION=${BENCH_DURATION:-5}
-    REPS=${BENCH_REPS:-3}
+    REPS=${BENCH_REPS:-5}
     N_MID=1000
     N_BIG=${BENCH_N_BIG:-100000}
     N_HUGE=${BENCH_N_HUGE:-1000000}
@@ -371,6 +371,14 @@ tp_median() {
 tp_sum() {
     awk -F'\t' -v s="$1" -v t="$2" -v c="$3" '$1 == s && $2 == t { x += $c } END { print x + 0 }' "$TP"
 }
+# Median over repetitions of variant / nginx within the same repetition (the
+# two runs are seconds apart): a slow drift of a shared machine cancels out,
+# where a ratio of two medians would carry it.
+tp_ratio() { # scenario variant column
+    awk -F'\t' -v s="$1" -v t="$2" -v c="$3" '$1 == s && $2 == t { v[$3] = $c } $1 == s && $2 == "nginx" { n[$3] = $c }
+        END { for (r in v) if ((r in n) && n[r] + 0 != 0) print v[r] / n[r] }' "$TP" | sort -g |
+        awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit } m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.2f", m }'
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "nan" || b == "nan") print "nan"; else printf "%.2f", a / b }'; }
 le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "nan" && b != "nan" && a + 0 <= b + 0) }'; }
 verdict() { if le "$@"; then echo PASS; else echo FAIL; fi; }
@@ -471,27 +479,25 @@ if ! skip throughput; then
             done
         done
         echo
-        echo "Ratios Switchyard / nginx (targets: req/s ≥ 1.10, p99 ≤ 1.00, CPU/req ≤ 1.00):"
+        echo "Ratios Switchyard / nginx, each the median over the $REPS repetitions of the ratio within one repetition (targets: req/s ≥ 1.10, p99 ≤ 1.00, CPU/req ≤ 1.00):"
         echo
         echo "| scenario | variant | req/s | p50 | p99 | CPU/req |"
         echo "| --- | --- | ---: | ---: | ---: | ---: |"
         for scenario in one rotate random; do
             for v in sy-1t sy-nt; do
                 printf '| %s | %s | %s | %s | %s | %s |\n' "$scenario" "$v" \
-                    "$(ratio "$(tp_median "$scenario" "$v" 4)" "$(tp_median "$scenario" nginx 4)")" \
-                    "$(ratio "$(tp_median "$scenario" "$v" 5)" "$(tp_median "$scenario" nginx 5)")" \
-                    "$(ratio "$(tp_median "$scenario" "$v" 6)" "$(tp_median "$scenario" nginx 6)")" \
-                    "$(ratio "$(tp_median "$scenario" "$v" 7)" "$(tp_median "$scenario" nginx 7)")"
+                    "$(tp_ratio "$scenario" "$v" 4)" "$(tp_ratio "$scenario" "$v" 5)" \
+                    "$(tp_ratio "$scenario" "$v" 6)" "$(tp_ratio "$scenario" "$v" 7)"
             done
         done
     } >>"$REPORT"
     for scenario in one rotate random; do
         for v in sy-1t sy-nt; do
-            r=$(ratio "$(tp_median "$scenario" "$v" 4)" "$(tp_median "$scenario" nginx 4)")
+            r=$(tp_ratio "$scenario" "$v" 4)
             target_row "req/s $v / nginx ($scenario)" "$r" "≥ 1.10" "$(verdict 1.10 "$r")"
-            r=$(ratio "$(tp_median "$scenario" "$v" 6)" "$(tp_median "$scenario" nginx 6)")
+            r=$(tp_ratio "$scenario" "$v" 6)
             target_row "p99 $v / nginx ($scenario)" "$r" "≤ 1.00" "$(verdict "$r" 1.00)"
-            r=$(ratio "$(tp_median "$scenario" "$v" 7)" "$(tp_median "$scenario" nginx 7)")
+            r=$(tp_ratio "$scenario" "$v" 7)
             target_row "CPU/req $v / nginx ($scenario)" "$r" "≤ 1.00" "$(verdict "$r" 1.00)"
         done
     done
