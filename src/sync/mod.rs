@@ -213,9 +213,11 @@ impl Syncer {
     ) -> Result<(), String> {
         self.set_redis_state(RedisState::Connected, None);
         self.state.metrics.redis_connected.set(1);
-        // A new connection may come with other rights, and the resync that
-        // follows a reconnect compares everything.
+        // A new connection may come with other rights (or be another server
+        // with other settings), and the resync that follows a reconnect
+        // compares everything.
         self.dump_refused = false;
+        self.dump_unreadable_up_to = 0;
         self.last_dump = None;
 
         // 1. Notifications on (merged; a refusal means polling mode).
