@@ -1,7 +1,8 @@
 //! The client-facing listener: accept loop, thread-per-core workers,
-//! HTTP/1.1 and HTTP/2 (cleartext, prior knowledge) on one port, connection
-//! limits and timeouts, and graceful shutdown (stop accepting, let in-flight
-//! requests finish up to the deadline, then close what is left).
+//! HTTP/1.x (the proxy's own [`h1`] driver) and HTTP/2 (cleartext, prior
+//! knowledge, hyper) on one port, connection limits and timeouts, and
+//! graceful shutdown (stop accepting, let in-flight requests finish up to
+//! the deadline, then close what is left).
 //!
 //! With one worker thread, connections are served on the caller's runtime.
 //! With more, each worker is an OS thread running its own current-thread
@@ -13,17 +14,18 @@
 //! path.
 
 use crate::config::{ProxyConfig, ServerConfig};
-use crate::proxy::framing::FramingScanner;
+use crate::proxy::h1;
 use crate::proxy::Proxy;
 use crate::state::SharedState;
+use bytes::{Buf, BytesMut};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -254,7 +256,8 @@ impl WorkerThread {
 
 /// The connections of one event loop and the proxy they use.
 struct Worker {
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    http2: Arc<http2::Builder<TokioExecutor>>,
+    limits: Arc<h1::Limits>,
     proxy: Arc<Proxy>,
     connections: TaskTracker,
     /// Cancelled at shutdown: every connection then shuts down gracefully.
@@ -267,7 +270,12 @@ struct Worker {
 impl Worker {
     fn new(proxy: Proxy, config: &ServerConfig) -> Worker {
         Worker {
-            builder: Arc::new(connection_builder(config)),
+            http2: Arc::new(http2_builder(config)),
+            limits: Arc::new(h1::Limits {
+                header_read_timeout: config.header_read_timeout,
+                idle_timeout: config.idle_timeout,
+                max_header_size: config.max_header_size,
+            }),
             proxy: Arc::new(proxy),
             connections: TaskTracker::new(),
             stop: CancellationToken::new(),
@@ -277,7 +285,8 @@ impl Worker {
     }
 
     fn serve(&self, stream: TcpStream, peer: SocketAddr, permit: Option<OwnedSemaphorePermit>) {
-        let builder = self.builder.clone();
+        let http2 = self.http2.clone();
+        let limits = self.limits.clone();
         let proxy = self.proxy.clone();
         let stop = self.stop.clone();
         let idle_timeout = self.idle_timeout;
@@ -286,7 +295,15 @@ impl Worker {
             let _permit = permit;
             let gauge = &proxy.metrics().client_connections;
             gauge.inc();
-            serve_connection(&builder, stream, peer, proxy.clone(), stop, idle_timeout).await;
+            if let h1::Ended::Http2 { stream, read } =
+                h1::serve(&proxy, stream, peer, &limits, &stop).await
+            {
+                let io = Prefixed {
+                    read,
+                    inner: stream,
+                };
+                serve_http2(&http2, io, peer, proxy.clone(), stop, idle_timeout).await;
+            }
             proxy.metrics().client_connections.dec();
             if let Some(open) = open_connections {
                 open.fetch_sub(1, Ordering::Relaxed);
@@ -324,19 +341,9 @@ impl Worker {
     }
 }
 
-fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+fn http2_builder(config: &ServerConfig) -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Slowloris: the head must be complete within this time. hyper's
-        // timer also runs while a keep-alive connection waits for its next
-        // request, so it bounds idle time too; --idle-timeout covers the rest.
-        .header_read_timeout(config.header_read_timeout)
-        .max_buf_size(config.max_header_size)
-        .keep_alive(true);
-    builder
-        .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(config.max_header_size as u32)
         .keep_alive_interval(Some(Duration::from_secs(20)))
@@ -344,28 +351,26 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-async fn serve_connection(
-    builder: &auto::Builder<TokioExecutor>,
-    stream: TcpStream,
+/// Serves an HTTP/2 connection with hyper, closing it gracefully once no
+/// byte moved for `idle_timeout` or at shutdown.
+async fn serve_http2(
+    builder: &http2::Builder<TokioExecutor>,
+    stream: Prefixed,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
     stop: CancellationToken,
     idle_timeout: Duration,
 ) {
     let activity = Arc::new(AtomicU64::new(0));
-    let framing_conflict = Arc::new(AtomicBool::new(false));
     let io = TokioIo::new(ActivityIo {
         inner: stream,
         activity: activity.clone(),
-        framing: FramingScanner::default(),
-        framing_conflict: framing_conflict.clone(),
     });
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
-        let conflict = framing_conflict.load(Ordering::Relaxed);
-        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer, conflict).await) }
+        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer).await) }
     });
-    let mut conn = pin!(builder.serve_connection_with_upgrades(io, service));
+    let mut conn = pin!(builder.serve_connection(io, service));
     // The idle check compares the activity counter between ticks instead of
     // reading the clock on every socket operation: the connection is idle
     // once the counter has not moved for IDLE_CHECKS_PER_PERIOD ticks in a
@@ -407,15 +412,66 @@ async fn serve_connection(
     }
 }
 
+/// A socket whose first bytes were already read (the HTTP/2 preface, read
+/// while telling HTTP/2 from HTTP/1): they are read again first.
+struct Prefixed {
+    read: BytesMut,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// A socket that counts the operations that moved bytes (for the idle
-/// timeout) and watches incoming heads for ambiguous framing.
+/// timeout).
 struct ActivityIo<T> {
     inner: T,
     /// Bumped on every read or write that moved bytes; only its changes
     /// matter, never its value.
     activity: Arc<AtomicU64>,
-    framing: FramingScanner,
-    framing_conflict: Arc<AtomicBool>,
 }
 
 impl<T> ActivityIo<T> {
@@ -438,10 +494,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.touch();
-            let this = &mut *self;
-            if this.framing.feed(&buf.filled()[before..]) {
-                this.framing_conflict.store(true, Ordering::Relaxed);
-            }
         }
         result
     }

@@ -5,6 +5,12 @@ use http::StatusCode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ProxyError {
+    #[error("malformed request head")]
+    BadRequest,
+    #[error("request head too large")]
+    HeadersTooLarge,
+    #[error("HTTP version not supported")]
+    BadVersion,
     #[error("missing or malformed Host")]
     BadHost,
     #[error("ambiguous request framing (Content-Length with Transfer-Encoding)")]
@@ -26,7 +32,11 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(self) -> StatusCode {
         match self {
-            ProxyError::BadHost | ProxyError::BadFraming => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest | ProxyError::BadHost | ProxyError::BadFraming => {
+                StatusCode::BAD_REQUEST
+            }
+            ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::BadVersion => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             ProxyError::ConnectRefused => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::InvalidRoute | ProxyError::UpgradeMismatch => StatusCode::BAD_GATEWAY,
@@ -41,6 +51,9 @@ impl ProxyError {
     /// The short plain-text body sent to the client.
     pub fn body(self) -> &'static str {
         match self {
+            ProxyError::BadRequest => "400 bad request: malformed request head\n",
+            ProxyError::HeadersTooLarge => "431 request header fields too large\n",
+            ProxyError::BadVersion => "505 HTTP version not supported\n",
             ProxyError::BadHost => "400 bad request: missing or malformed Host\n",
             ProxyError::BadFraming => {
                 "400 bad request: conflicting Content-Length / Transfer-Encoding\n"

@@ -148,16 +148,21 @@ pub fn has_conflicting_framing(headers: &HeaderMap) -> bool {
     lengths.any(|v| Some(v) != first)
 }
 
-/// A fresh request id: 128 random bits as 32 hex digits, formatted on the
-/// stack (one allocation, inside `HeaderValue`).
-pub fn new_request_id() -> HeaderValue {
+/// A fresh request id: 128 random bits as 32 hex digits.
+pub fn request_id_hex() -> [u8; 32] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bits: u128 = rand::random();
     let mut buf = [0u8; 32];
     for (i, b) in buf.iter_mut().enumerate() {
         *b = HEX[((bits >> (124 - 4 * i)) & 0xf) as usize];
     }
-    HeaderValue::from_bytes(&buf).expect("hex digits are a valid header value")
+    buf
+}
+
+/// [`request_id_hex`] as a header value (one allocation, inside
+/// `HeaderValue`).
+pub fn new_request_id() -> HeaderValue {
+    HeaderValue::from_bytes(&request_id_hex()).expect("hex digits are a valid header value")
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
-//! The request path: host → route → backend, forwarded with a pooled
-//! keep-alive client, bodies streamed both ways, upgrades tunnelled.
+//! The request path: host → route → backend, forwarded on pooled
+//! keep-alive connections, bodies streamed both ways, upgrades tunnelled.
+//! HTTP/1.x is served on plain sockets by [`h1`]; HTTP/2 by hyper, through
+//! [`Proxy::handle`] and hyper's HTTP/1 client ([`pool`]).
 //!
 //! Architecture invariant: nothing here awaits Redis. A lookup is one
 //! `ArcSwap` load and one hash lookup (plus one per label for wildcards).
 
 mod error;
-pub mod framing;
+pub mod h1;
 pub mod headers;
 mod pool;
 
@@ -31,6 +33,8 @@ use pool::{Pool, PoolConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -41,13 +45,20 @@ pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
 /// short body of our own.
 pub type ResponseBody = Either<PooledBody, Full<Bytes>>;
 
+/// Idle backend connections are closed after this long.
+const BACKEND_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+const BACKEND_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
 /// Bodies up to this size are buffered when the route has several
 /// backends, so that a refused connection can be retried elsewhere.
 const REPLAY_BUFFER_LIMIT: u64 = 64 * 1024;
 
 pub struct Proxy {
     state: Arc<SharedState>,
+    /// Backend connections of HTTP/2 clients' requests (hyper's client).
     pool: Pool,
+    /// Backend connections of HTTP/1 clients' requests (plain sockets).
+    h1_pool: h1::upstream::Pool,
     config: ProxyConfig,
     /// Upgraded (WebSocket) tunnels: hyper's graceful shutdown no longer
     /// sees them, so they are tracked here and closed after the deadline.
@@ -68,12 +79,18 @@ impl Proxy {
     pub fn new(state: Arc<SharedState>, config: ProxyConfig) -> Proxy {
         let pool = Pool::new(PoolConfig {
             connect_timeout: config.connect_timeout,
-            idle_timeout: Duration::from_secs(90),
-            tcp_keepalive: Duration::from_secs(60),
+            idle_timeout: BACKEND_IDLE_TIMEOUT,
+            tcp_keepalive: BACKEND_TCP_KEEPALIVE,
+        });
+        let h1_pool = h1::upstream::Pool::new(h1::upstream::PoolConfig {
+            connect_timeout: config.connect_timeout,
+            idle_timeout: BACKEND_IDLE_TIMEOUT,
+            tcp_keepalive: BACKEND_TCP_KEEPALIVE,
         });
         Proxy {
             state,
             pool,
+            h1_pool,
             config,
             tunnels: TaskTracker::new(),
             close_tunnels: CancellationToken::new(),
@@ -101,15 +118,9 @@ impl Proxy {
         self.tunnels.len()
     }
 
-    /// Serves one request; never fails (errors become responses).
-    /// `framing_conflict`: the connection's bytes showed a head with both
-    /// Content-Length and Transfer-Encoding (see [`framing`]).
-    pub async fn handle(
-        &self,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-        framing_conflict: bool,
-    ) -> Response<ResponseBody> {
+    /// Serves one request of an HTTP/2 client; never fails (errors become
+    /// responses).
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
         let started = Instant::now();
         let mut access = self.config.access_log.then(|| AccessInfo {
             method: req.method().clone(),
@@ -120,7 +131,7 @@ impl Proxy {
             backend: None,
             request_id: None,
         });
-        let response = match self.forward(req, peer, framing_conflict, &mut access).await {
+        let response = match self.forward(req, peer, &mut access).await {
             Ok(response) => response,
             Err(error) => error_response(error),
         };
@@ -153,18 +164,14 @@ impl Proxy {
         &self,
         mut req: Request<Incoming>,
         peer: SocketAddr,
-        framing_conflict: bool,
         access: &mut Option<AccessInfo>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         if req.method() == Method::CONNECT {
             return Err(ProxyError::ConnectRefused);
         }
-        // Content-Length with Transfer-Encoding: hyper has already dropped the
-        // Content-Length, so the raw-byte scanner tells; differing
-        // Content-Lengths hyper rejects itself, and the header check keeps
-        // the rule true whatever the parser does.
-        let smuggling = framing_conflict && req.headers().contains_key(header::TRANSFER_ENCODING);
-        if smuggling || has_conflicting_framing(req.headers()) {
+        // Differing Content-Lengths hyper rejects itself; the header check
+        // keeps the rule true whatever the parser does.
+        if has_conflicting_framing(req.headers()) {
             return Err(ProxyError::BadFraming);
         }
         let route: Arc<Route> = {
@@ -333,8 +340,7 @@ impl Proxy {
                 return Err(ProxyError::UpgradeMismatch);
             }
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            let close = self.close_tunnels.clone();
-            self.tunnels.spawn(async move {
+            self.track_tunnel(async move {
                 let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok(pair) => pair,
                     Err(e) => {
@@ -343,11 +349,8 @@ impl Proxy {
                     }
                 };
                 let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-                tokio::select! {
-                    r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-                        if let Err(e) = r { tracing::debug!(error = %e, "tunnel closed with error"); }
-                    }
-                    _ = close.cancelled() => tracing::debug!("tunnel closed at shutdown"),
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    tracing::debug!(error = %e, "tunnel closed with error");
                 }
             });
             return Ok(response.map(Either::Left));
@@ -357,6 +360,43 @@ impl Proxy {
             .headers_mut()
             .insert(X_REQUEST_ID.clone(), request_id);
         Ok(response.map(Either::Left))
+    }
+}
+
+impl Proxy {
+    /// Runs an upgraded connection's byte copy as a tracked tunnel: hyper's
+    /// and the HTTP/1 path's graceful shutdown no longer see it, so it is
+    /// closed here once the shutdown deadline passes.
+    fn track_tunnel(&self, copy: impl std::future::Future<Output = ()> + Send + 'static) {
+        let close = self.close_tunnels.clone();
+        self.tunnels.spawn(async move {
+            tokio::select! {
+                _ = copy => {}
+                _ = close.cancelled() => tracing::debug!("tunnel closed at shutdown"),
+            }
+        });
+    }
+
+    /// The HTTP/1 path's tunnel: both sockets after a relayed 101, with the
+    /// bytes each side sent past the handshake.
+    fn tunnel(
+        &self,
+        client: TcpStream,
+        client_rest: Bytes,
+        upstream: TcpStream,
+        upstream_rest: Bytes,
+    ) {
+        self.track_tunnel(async move {
+            let (mut client, mut upstream) = (client, upstream);
+            let flushed = async {
+                upstream.write_all(&client_rest).await?;
+                client.write_all(&upstream_rest).await?;
+                tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+            };
+            if let Err(e) = flushed.await {
+                tracing::debug!(error = %e, "tunnel closed with error");
+            }
+        });
     }
 }
 
@@ -375,7 +415,11 @@ pub fn error_response(error: ProxyError) -> Response<ResponseBody> {
         ProxyError::NotReady => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        ProxyError::BadHost | ProxyError::BadFraming => {
+        ProxyError::BadHost
+        | ProxyError::BadFraming
+        | ProxyError::BadRequest
+        | ProxyError::HeadersTooLarge
+        | ProxyError::BadVersion => {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         _ => {}

@@ -1,0 +1,843 @@
+//! HTTP/1.x message heads: what the proxy reads out of a request or
+//! response head (host, body framing, keep-alive, upgrade) and the head it
+//! writes in its place. httparse does the parsing; everything here is a
+//! pure function over the parsed head, tested beside it.
+//!
+//! Heads are rewritten, never re-parsed into maps: the headers a client
+//! sent go to the backend in their order and spelling, minus the hop-by-hop
+//! ones (RFC 9110 §7.6.1 and those `Connection` names), plus the forwarding
+//! headers. The rules are the same as the HTTP/2 path's
+//! ([`crate::proxy::headers`]).
+
+use super::super::ProxyError;
+use crate::routes::{normalize_host, HostError};
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+/// Header slots per head; more headers than this is a 431.
+pub const MAX_HEADERS: usize = 128;
+
+/// How a message body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Response only: the body runs until the backend closes.
+    UntilClose,
+}
+
+/// Why a head cannot be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    /// 400: a malformed head.
+    Malformed,
+    /// 431: too many headers (the byte limit is the caller's).
+    TooLarge,
+    /// 505: neither HTTP/1.0 nor HTTP/1.1.
+    Version,
+    /// 400: ambiguous body framing (request smuggling).
+    Framing,
+}
+
+impl From<httparse::Error> for HeadError {
+    fn from(e: httparse::Error) -> Self {
+        match e {
+            httparse::Error::TooManyHeaders => HeadError::TooLarge,
+            httparse::Error::Version => HeadError::Version,
+            _ => HeadError::Malformed,
+        }
+    }
+}
+
+/// The headers whose meaning the proxy acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Name {
+    Host,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Upgrade,
+    Te,
+    Expect,
+    XForwardedFor,
+    XForwardedProto,
+    XForwardedHost,
+    XRequestId,
+    /// Hop-by-hop and dropped: Keep-Alive, Proxy-Connection,
+    /// Proxy-Authenticate, Proxy-Authorization, Trailer.
+    OtherHop,
+    Other,
+}
+
+fn classify(name: &str) -> Name {
+    let is = |n: &str| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        2 if is("te") => Name::Te,
+        4 if is("host") => Name::Host,
+        6 if is("expect") => Name::Expect,
+        7 if is("upgrade") => Name::Upgrade,
+        7 if is("trailer") => Name::OtherHop,
+        10 if is("connection") => Name::Connection,
+        10 if is("keep-alive") => Name::OtherHop,
+        12 if is("x-request-id") => Name::XRequestId,
+        14 if is("content-length") => Name::ContentLength,
+        15 if is("x-forwarded-for") => Name::XForwardedFor,
+        16 if is("x-forwarded-host") => Name::XForwardedHost,
+        16 if is("proxy-connection") => Name::OtherHop,
+        17 if is("transfer-encoding") => Name::TransferEncoding,
+        17 if is("x-forwarded-proto") => Name::XForwardedProto,
+        18 if is("proxy-authenticate") => Name::OtherHop,
+        19 if is("proxy-authorization") => Name::OtherHop,
+        _ => Name::Other,
+    }
+}
+
+/// Comma-separated list elements, trimmed, empty ones skipped.
+fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty())
+}
+
+/// The tokens of every `Connection` header: `close`, `keep-alive`,
+/// `upgrade` and the names of further hop-by-hop headers.
+struct ConnectionTokens<'b> {
+    tokens: Vec<&'b [u8]>,
+}
+
+impl<'b> ConnectionTokens<'b> {
+    fn of(headers: &[httparse::Header<'b>]) -> Self {
+        let mut tokens = Vec::new();
+        for h in headers {
+            if classify(h.name) == Name::Connection {
+                tokens.extend(list(h.value));
+            }
+        }
+        ConnectionTokens { tokens }
+    }
+
+    fn has(&self, token: &str) -> bool {
+        self.tokens
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+    }
+
+    /// A header named by `Connection` is hop-by-hop (RFC 9110 §7.6.1).
+    fn names(&self, name: &str) -> bool {
+        !self.tokens.is_empty()
+            && self
+                .tokens
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+    }
+}
+
+/// One agreed Content-Length out of every value of every header: all must
+/// be the same decimal number.
+fn content_length<'b>(values: impl Iterator<Item = &'b [u8]>) -> Result<Option<u64>, ()> {
+    let mut agreed = None;
+    for value in values {
+        for element in value.split(|&b| b == b',').map(|t| t.trim_ascii()) {
+            if element.is_empty() || element.len() > 19 || !element.iter().all(u8::is_ascii_digit) {
+                return Err(());
+            }
+            let n: u64 = std::str::from_utf8(element)
+                .map_err(|_| ())?
+                .parse()
+                .map_err(|_| ())?;
+            if agreed.is_some_and(|a| a != n) {
+                return Err(());
+            }
+            agreed = Some(n);
+        }
+    }
+    Ok(agreed)
+}
+
+/// True when the last transfer coding of all `Transfer-Encoding` values is
+/// `chunked`.
+fn chunked_last<'b>(values: impl Iterator<Item = &'b [u8]>) -> bool {
+    values
+        .flat_map(list)
+        .last()
+        .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
+}
+
+/// What the proxy needs to know of a request once its head is parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestFacts<'b> {
+    /// The host to route by, normalised.
+    pub host: Cow<'b, str>,
+    /// The host as the backend will see it in `Host` and
+    /// `X-Forwarded-Host`: the absolute-form authority without userinfo, or
+    /// the Host header as sent.
+    pub original_host: &'b [u8],
+    /// The target in origin form (`/path?query`) or `*`.
+    pub path: &'b str,
+    pub framing: Framing,
+    /// The client may send another request on this connection.
+    pub keep_alive: bool,
+    pub http10: bool,
+    pub is_head: bool,
+    pub idempotent: bool,
+    /// `Upgrade` protocol of an HTTP/1.1 upgrade request.
+    pub upgrade: Option<&'b [u8]>,
+    pub expect_continue: bool,
+    /// The client's `X-Request-Id`, passed through.
+    pub request_id: Option<&'b [u8]>,
+}
+
+/// Reads a parsed request head. `ProxyError` answers say what the client
+/// gets: 400 for framing, host and target problems, 405 for CONNECT.
+pub fn inspect_request<'b>(
+    req: &httparse::Request<'_, 'b>,
+) -> Result<RequestFacts<'b>, ProxyError> {
+    let method = req.method.unwrap_or("");
+    let target = req.path.unwrap_or("");
+    let http10 = req.version == Some(0);
+    if method == "CONNECT" {
+        return Err(ProxyError::ConnectRefused);
+    }
+    let headers: &[httparse::Header<'b>] = req.headers;
+    let connection = ConnectionTokens::of(headers);
+
+    let mut host_header: Option<&'b [u8]> = None;
+    let mut hosts = 0;
+    let mut has_length = false;
+    let mut has_te = false;
+    let mut upgrade = None;
+    let mut expect_continue = false;
+    let mut request_id = None;
+    for h in headers {
+        match classify(h.name) {
+            Name::Host => {
+                hosts += 1;
+                host_header = Some(h.value);
+            }
+            Name::ContentLength => has_length = true,
+            Name::TransferEncoding => has_te = true,
+            Name::Upgrade => upgrade = Some(h.value),
+            Name::Expect => expect_continue |= h.value.eq_ignore_ascii_case(b"100-continue"),
+            Name::XRequestId => request_id = Some(h.value),
+            _ => {}
+        }
+    }
+
+    // Framing (RFC 9112 §6.3): Content-Length with Transfer-Encoding, a
+    // coding chain not ending in chunked, or Transfer-Encoding in HTTP/1.0
+    // are smuggling shapes: refused, never guessed at.
+    let values = |name| {
+        headers
+            .iter()
+            .filter(move |h| classify(h.name) == name)
+            .map(|h| h.value)
+    };
+    let framing = if has_te {
+        if has_length || http10 || !chunked_last(values(Name::TransferEncoding)) {
+            return Err(ProxyError::BadFraming);
+        }
+        Framing::Chunked
+    } else {
+        match content_length(values(Name::ContentLength)) {
+            Err(()) => return Err(ProxyError::BadFraming),
+            Ok(None) | Ok(Some(0)) => Framing::Empty,
+            Ok(Some(n)) => Framing::Length(n),
+        }
+    };
+
+    // Host: the absolute-form target's authority wins over a Host header
+    // (RFC 9112 §3.2.2); otherwise exactly one Host header.
+    let (host, original_host, path) = if target.starts_with('/') || target == "*" {
+        if hosts != 1 {
+            return Err(ProxyError::BadHost);
+        }
+        let raw = host_header.unwrap_or_default();
+        let text = std::str::from_utf8(raw).map_err(|_| ProxyError::BadHost)?;
+        (host_of(text)?, raw, target)
+    } else {
+        absolute_form(target)?
+    };
+
+    let upgrade = upgrade.filter(|_| !http10 && connection.has("upgrade"));
+    let keep_alive = if http10 {
+        connection.has("keep-alive")
+    } else {
+        !connection.has("close")
+    };
+    Ok(RequestFacts {
+        host,
+        original_host,
+        path,
+        framing,
+        keep_alive,
+        http10,
+        is_head: method == "HEAD",
+        idempotent: matches!(
+            method,
+            "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
+        ),
+        upgrade,
+        expect_continue,
+        request_id,
+    })
+}
+
+fn host_of(text: &str) -> Result<Cow<'_, str>, ProxyError> {
+    normalize_host(text).map_err(|_: HostError| ProxyError::BadHost)
+}
+
+/// `scheme://[userinfo@]host[:port][/path?query]`: (routing host, the
+/// authority without userinfo, origin-form path).
+fn absolute_form(target: &str) -> Result<(Cow<'_, str>, &[u8], &str), ProxyError> {
+    let (scheme, rest) = target.split_once("://").ok_or(ProxyError::BadHost)?;
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    {
+        return Err(ProxyError::BadHost);
+    }
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    let path = if path.is_empty() {
+        "/"
+    } else if path.starts_with('?') {
+        // `http://host?q`: the path is empty, which origin form spells `/`;
+        // keep the query by borrowing from the target is not possible, so
+        // refuse this rare shape rather than drop the query.
+        return Err(ProxyError::BadHost);
+    } else {
+        path
+    };
+    Ok((host_of(authority)?, authority.as_bytes(), path))
+}
+
+/// What the proxy adds to the request head it sends upstream.
+pub struct Forwarding<'a> {
+    /// The client's address as text (`X-Forwarded-For`).
+    pub client: &'a [u8],
+    pub request_id: &'a [u8],
+    /// Leave `Expect` out: the proxy answered `100 Continue` itself and
+    /// has the body already.
+    pub drop_expect: bool,
+}
+
+/// Writes the head of the request to the backend into `out`: the client's
+/// headers in their order and spelling minus hop-by-hop ones, then `Host`,
+/// the forwarding headers and the request id; framing headers as needed.
+pub fn write_request_head(
+    out: &mut Vec<u8>,
+    req: &httparse::Request<'_, '_>,
+    facts: &RequestFacts<'_>,
+    fwd: &Forwarding<'_>,
+) {
+    let headers: &[httparse::Header<'_>] = req.headers;
+    let connection = ConnectionTokens::of(headers);
+    out.extend_from_slice(req.method.unwrap_or("GET").as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(facts.path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut te_trailers = false;
+    let mut prior_xff = false;
+    for h in headers {
+        match classify(h.name) {
+            Name::Other => {
+                if connection.names(h.name) {
+                    continue;
+                }
+                put_header(out, h.name.as_bytes(), h.value);
+            }
+            Name::Expect if !fwd.drop_expect => put_header(out, h.name.as_bytes(), h.value),
+            Name::Te => te_trailers |= list(h.value).any(|t| t.eq_ignore_ascii_case(b"trailers")),
+            Name::XForwardedFor => prior_xff = true,
+            _ => {}
+        }
+    }
+    put_header(out, b"Host", facts.original_host);
+    // X-Forwarded-For: every prior value, in order, then the client.
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    if prior_xff {
+        for h in headers
+            .iter()
+            .filter(|h| classify(h.name) == Name::XForwardedFor)
+        {
+            out.extend_from_slice(h.value);
+            out.extend_from_slice(b", ");
+        }
+    }
+    out.extend_from_slice(fwd.client);
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+    put_header(out, b"X-Forwarded-Host", facts.original_host);
+    put_header(out, b"X-Request-Id", fwd.request_id);
+    match facts.framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => {
+            for h in headers
+                .iter()
+                .filter(|h| classify(h.name) == Name::TransferEncoding)
+            {
+                put_header(out, b"Transfer-Encoding", h.value);
+            }
+        }
+        Framing::Empty | Framing::UntilClose => {}
+    }
+    if te_trailers {
+        out.extend_from_slice(b"TE: trailers\r\n");
+    }
+    if let Some(protocol) = facts.upgrade {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+        put_header(out, b"Upgrade", protocol);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// What the proxy needs to know of a backend's response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseFacts {
+    pub status: u16,
+    pub framing: Framing,
+    /// The backend keeps the connection open after this response.
+    pub reusable: bool,
+}
+
+/// Reads a parsed response head; `request_is_head` because a response to
+/// HEAD has no body whatever its headers say. An unreadable length is an
+/// error (the proxy cannot tell where the message ends).
+pub fn inspect_response(
+    resp: &httparse::Response<'_, '_>,
+    request_is_head: bool,
+) -> Result<ResponseFacts, HeadError> {
+    let status = resp.code.unwrap_or(0);
+    let headers: &[httparse::Header<'_>] = resp.headers;
+    let connection = ConnectionTokens::of(headers);
+    let values = |name| {
+        headers
+            .iter()
+            .filter(move |h| classify(h.name) == name)
+            .map(|h| h.value)
+    };
+    let has_te = values(Name::TransferEncoding).next().is_some();
+    let framing =
+        if request_is_head || (100..200).contains(&status) || status == 204 || status == 304 {
+            Framing::Empty
+        } else if has_te {
+            if chunked_last(values(Name::TransferEncoding)) {
+                Framing::Chunked
+            } else {
+                Framing::UntilClose
+            }
+        } else {
+            match content_length(values(Name::ContentLength)) {
+                Err(()) => return Err(HeadError::Framing),
+                Ok(Some(n)) => Framing::Length(n),
+                Ok(None) => Framing::UntilClose,
+            }
+        };
+    let keep_alive = if resp.version == Some(0) {
+        connection.has("keep-alive")
+    } else {
+        !connection.has("close")
+    };
+    Ok(ResponseFacts {
+        status,
+        framing,
+        reusable: keep_alive && framing != Framing::UntilClose,
+    })
+}
+
+/// How the client connection continues after a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Downstream<'a> {
+    pub request_id: &'a [u8],
+    /// The proxy closes the client connection after this response.
+    pub close: bool,
+    /// An HTTP/1.0 client: chunked bodies are sent unchunked (and the
+    /// connection closed), keep-alive is said explicitly.
+    pub http10: bool,
+}
+
+/// Writes the head of the response to the client: status line, the
+/// backend's headers minus hop-by-hop ones, the request id, the framing
+/// and `Connection` as this connection needs them.
+pub fn write_response_head(
+    out: &mut Vec<u8>,
+    resp: &httparse::Response<'_, '_>,
+    facts: &ResponseFacts,
+    down: &Downstream<'_>,
+) {
+    let headers: &[httparse::Header<'_>] = resp.headers;
+    let connection = ConnectionTokens::of(headers);
+    write_status_line(out, facts.status, resp.reason.unwrap_or(""));
+    for h in headers {
+        match classify(h.name) {
+            Name::Other if !connection.names(h.name) => put_header(out, h.name.as_bytes(), h.value),
+            // Content-Length stays whenever it describes the body, and on
+            // HEAD / 304 answers where it describes the resource.
+            Name::ContentLength if facts.framing != Framing::Chunked => {
+                put_header(out, h.name.as_bytes(), h.value)
+            }
+            Name::Host
+            | Name::Expect
+            | Name::XForwardedFor
+            | Name::XForwardedHost
+            | Name::XForwardedProto => put_header(out, h.name.as_bytes(), h.value),
+            _ => {}
+        }
+    }
+    put_header(out, b"X-Request-Id", down.request_id);
+    if facts.framing == Framing::Chunked && !down.http10 {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+    }
+    if down.close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if down.http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether a 101 answer agrees to the protocol the client asked for.
+pub fn upgrade_agreed(resp: &httparse::Response<'_, '_>, requested: &[u8]) -> bool {
+    resp.headers
+        .iter()
+        .find(|h| classify(h.name) == Name::Upgrade)
+        .is_some_and(|h| {
+            h.value
+                .trim_ascii()
+                .eq_ignore_ascii_case(requested.trim_ascii())
+        })
+}
+
+/// The proxy's own short answer (errors, 404, 503).
+pub fn write_error(out: &mut Vec<u8>, error: ProxyError, close: bool) {
+    let status = error.status();
+    let body = error.body();
+    write_status_line(
+        out,
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+    );
+    out.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if error == ProxyError::NotReady {
+        out.extend_from_slice(b"Retry-After: 1\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+}
+
+/// The client address as `X-Forwarded-For` spells it.
+pub fn client_text(ip: IpAddr) -> Vec<u8> {
+    // An IPv4-mapped IPv6 peer (dual-stack listener) is an IPv4 client.
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    ip.to_string().into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse<'h, 'b>(
+        raw: &'b [u8],
+        headers: &'h mut [httparse::Header<'b>],
+    ) -> httparse::Request<'h, 'b> {
+        let mut req = httparse::Request::new(headers);
+        assert!(req.parse(raw).unwrap().is_complete());
+        req
+    }
+
+    fn facts(raw: &[u8]) -> Result<RequestFacts<'_>, ProxyError> {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let req = parse(raw, &mut headers);
+        inspect_request(&req).map(|f| RequestFacts { ..f })
+    }
+
+    fn forwarded(raw: &[u8]) -> String {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let req = parse(raw, &mut headers);
+        let f = inspect_request(&req).unwrap();
+        let mut out = Vec::new();
+        write_request_head(
+            &mut out,
+            &req,
+            &f,
+            &Forwarding {
+                client: b"10.0.0.1",
+                request_id: f.request_id.unwrap_or(b"rid"),
+                drop_expect: false,
+            },
+        );
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112_and_refuses_smuggling_shapes() {
+        let f = |raw: &str| facts(raw.as_bytes()).map(|f| f.framing);
+        assert_eq!(f("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Ok(Framing::Empty));
+        assert_eq!(
+            f("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"),
+            Ok(Framing::Length(5))
+        );
+        assert_eq!(
+            f("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n"),
+            Ok(Framing::Length(5))
+        );
+        assert_eq!(
+            f("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Ok(Framing::Chunked)
+        );
+        assert_eq!(
+            f("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n"),
+            Ok(Framing::Chunked)
+        );
+        for bad in [
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert_eq!(f(bad), Err(ProxyError::BadFraming), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn host_comes_from_the_absolute_target_then_the_single_host_header() {
+        let host = |raw: &str| {
+            facts(raw.as_bytes()).map(|f| {
+                (
+                    f.host.into_owned(),
+                    String::from_utf8_lossy(f.original_host).into_owned(),
+                    f.path.to_owned(),
+                )
+            })
+        };
+        assert_eq!(
+            host("GET /x HTTP/1.1\r\nHost: App.Cloud.com:8080\r\n\r\n"),
+            Ok((
+                "app.cloud.com".into(),
+                "App.Cloud.com:8080".into(),
+                "/x".into()
+            ))
+        );
+        assert_eq!(
+            host("GET http://user:pw@b.cloud.com:81/p?q=1 HTTP/1.1\r\nHost: a.cloud.com\r\n\r\n"),
+            Ok((
+                "b.cloud.com".into(),
+                "b.cloud.com:81".into(),
+                "/p?q=1".into()
+            ))
+        );
+        assert_eq!(
+            host("GET http://b.cloud.com HTTP/1.1\r\n\r\n").map(|h| h.2),
+            Ok("/".into())
+        );
+        for bad in [
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: \r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a:port\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET x HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(host(bad), Err(ProxyError::BadHost), "{bad:?}");
+        }
+        assert_eq!(
+            facts(b"CONNECT a:80 HTTP/1.1\r\nHost: a:80\r\n\r\n"),
+            Err(ProxyError::ConnectRefused)
+        );
+    }
+
+    #[test]
+    fn keep_alive_upgrade_and_method_facts() {
+        let f = facts(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+        assert!(!f.keep_alive && f.idempotent && !f.is_head);
+        let f = facts(b"HEAD / HTTP/1.0\r\nHost: a\r\n\r\n").unwrap();
+        assert!(!f.keep_alive && f.http10 && f.is_head);
+        let f = facts(b"GET / HTTP/1.0\r\nHost: a\r\nConnection: Keep-Alive\r\n\r\n").unwrap();
+        assert!(f.keep_alive);
+        let f = facts(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap();
+        assert_eq!(f.upgrade, Some(&b"websocket"[..]));
+        let f = facts(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n").unwrap();
+        assert_eq!(f.upgrade, None, "Upgrade without Connection: upgrade");
+        let f = facts(b"POST / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert!(!f.idempotent);
+    }
+
+    #[test]
+    fn request_head_keeps_end_to_end_headers_and_adds_forwarding_ones() {
+        let out = forwarded(
+            b"GET /p?q=1 HTTP/1.1\r\nHost: hdr.test\r\nX-Forwarded-For: 203.0.113.7\r\n\
+              Connection: keep-alive, X-Secret\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\n\
+              Proxy-Authorization: Basic x\r\nTE: trailers, gzip\r\nX-Kept: 1\r\nX-Forwarded-Proto: https\r\n\r\n",
+        );
+        assert_eq!(
+            out,
+            "GET /p?q=1 HTTP/1.1\r\nX-Kept: 1\r\nHost: hdr.test\r\n\
+             X-Forwarded-For: 203.0.113.7, 10.0.0.1\r\nX-Forwarded-Proto: http\r\n\
+             X-Forwarded-Host: hdr.test\r\nX-Request-Id: rid\r\nTE: trailers\r\n\r\n"
+        );
+        let out = forwarded(b"POST http://u@a.test/x HTTP/1.1\r\nHost: b\r\nX-Request-Id: mine\r\nContent-Length: 3, 3\r\n\r\n");
+        assert!(
+            out.starts_with("POST /x HTTP/1.1\r\nHost: a.test\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("X-Request-Id: mine\r\nContent-Length: 3\r\n\r\n"),
+            "{out}"
+        );
+        let out = forwarded(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n");
+        assert!(out.contains("Sec-WebSocket-Key: k\r\n"), "{out}");
+        assert!(
+            out.ends_with("Connection: upgrade\r\nUpgrade: websocket\r\n\r\n"),
+            "{out}"
+        );
+        let out = forwarded(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(out.ends_with("Transfer-Encoding: chunked\r\n\r\n"), "{out}");
+    }
+
+    fn response(raw: &[u8], head: bool) -> (Result<ResponseFacts, HeadError>, String) {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut resp = httparse::Response::new(&mut headers);
+        assert!(resp.parse(raw).unwrap().is_complete());
+        let facts = inspect_response(&resp, head);
+        let mut out = Vec::new();
+        if let Ok(f) = &facts {
+            write_response_head(
+                &mut out,
+                &resp,
+                f,
+                &Downstream {
+                    request_id: b"rid",
+                    close: false,
+                    http10: false,
+                },
+            );
+        }
+        (facts, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn response_framing_and_reuse() {
+        let framing = |raw: &str, head| {
+            response(raw.as_bytes(), head)
+                .0
+                .map(|f| (f.framing, f.reusable))
+        };
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", false),
+            Ok((Framing::Length(2), true))
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", true),
+            Ok((Framing::Empty, true))
+        );
+        assert_eq!(
+            framing("HTTP/1.1 204 No Content\r\n\r\n", false),
+            Ok((Framing::Empty, true))
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                false
+            ),
+            Ok((Framing::Empty, true))
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+                false
+            ),
+            Ok((Framing::Chunked, true))
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\n\r\n", false),
+            Ok((Framing::UntilClose, false))
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n",
+                false
+            ),
+            Ok((Framing::Length(2), false))
+        );
+        assert_eq!(
+            framing("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n", false),
+            Ok((Framing::Length(2), false))
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+                false
+            ),
+            Err(HeadError::Framing)
+        );
+    }
+
+    #[test]
+    fn response_head_drops_hop_by_hop_and_sets_the_request_id() {
+        let (_, out) = response(
+            b"HTTP/1.1 200 OK\r\nServer: x\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-Request-Id: theirs\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        );
+        assert_eq!(out, "HTTP/1.1 200 OK\r\nServer: x\r\nX-Request-Id: rid\r\nTransfer-Encoding: chunked\r\n\r\n");
+    }
+
+    #[test]
+    fn error_answers_are_short_plain_text() {
+        let mut out = Vec::new();
+        write_error(&mut out, ProxyError::NotReady, false);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain"),
+            "{text}"
+        );
+        assert!(text.contains("Retry-After: 1\r\n"));
+        let body = ProxyError::NotReady.body();
+        assert!(
+            text.ends_with(&format!(
+                "Content-Length: {}\r\nRetry-After: 1\r\n\r\n{body}",
+                body.len()
+            )),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn client_text_unmaps_ipv4_mapped_addresses() {
+        assert_eq!(client_text("::ffff:10.1.2.3".parse().unwrap()), b"10.1.2.3");
+        assert_eq!(client_text("::1".parse().unwrap()), b"::1");
+    }
+}

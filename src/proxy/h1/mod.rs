@@ -1,0 +1,1235 @@
+//! HTTP/1.x on one client connection, on plain sockets: read a head, route
+//! it, forward it on a pooled backend connection, relay the answer, and
+//! again (keep-alive, pipelining). Upgrades become tunnels; a connection
+//! that opens with the HTTP/2 preface is handed back to the caller.
+//!
+//! Why not hyper here: a reverse proxy moves heads and bytes, and hyper's
+//! server and client parse every head into a `HeaderMap`, build a
+//! `Request`, run a service future, pass the request to a client task over
+//! a channel and the response back over another. On a backend that answers
+//! in microseconds that machinery was most of the user-space CPU per
+//! request (bench/README.md). Here a head is parsed by httparse in place,
+//! the backend's head is written straight from the parsed one, a small
+//! answer goes out in one write, and nothing crosses a task boundary.
+//! HTTP/2 stays on hyper ([`super::Proxy::handle`]).
+//!
+//! Architecture invariant: the same rules as the HTTP/2 path — hop-by-hop
+//! headers, forwarding headers, request ids, retries, dead-backend marks,
+//! status codes ([`ProxyError`]) — and nothing here awaits Redis.
+
+pub mod chunked;
+pub mod head;
+pub mod upstream;
+
+use super::{Proxy, ProxyError, REPLAY_BUFFER_LIMIT};
+use crate::metrics::UpstreamErrorKind;
+use crate::routes::{now_ms, Backend, Lookup, Route};
+use bytes::{Buf, Bytes, BytesMut};
+use chunked::{ChunkedDecoder, Segment};
+use head::{Downstream, Forwarding, Framing, HeadError, ResponseFacts, MAX_HEADERS};
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use upstream::UpstreamError;
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Read buffers start at this size and grow for large heads.
+const READ_CHUNK: usize = 8 * 1024;
+/// Bodies are copied through this much buffer at a time.
+const BODY_CHUNK: usize = 64 * 1024;
+/// A complete answer up to this size is written with its head in one go.
+const COALESCE_LIMIT: usize = 16 * 1024;
+/// How long, and how much, a closing connection reads and drops what the
+/// client still sends (see `Conn::linger`).
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// Limits of a client connection.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// A request head must be complete this long after the proxy starts
+    /// waiting for it (also bounds a keep-alive wait).
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    pub max_header_size: usize,
+}
+
+/// How a connection ended, as far as its caller is concerned.
+pub enum Ended {
+    Closed,
+    /// The client spoke the HTTP/2 preface: these bytes were read already.
+    Http2 {
+        stream: TcpStream,
+        read: BytesMut,
+    },
+}
+
+/// Serves HTTP/1.x on `stream` until the client leaves, the connection
+/// idles out, a request says close, or `stop` is cancelled (then the
+/// request in flight finishes first).
+pub async fn serve(
+    proxy: &Proxy,
+    stream: TcpStream,
+    peer: SocketAddr,
+    limits: &Limits,
+    stop: &CancellationToken,
+) -> Ended {
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
+    let conn = Conn {
+        proxy,
+        limits,
+        stop,
+        client: stream,
+        client_text: head::client_text(peer.ip()),
+        inbuf: BytesMut::with_capacity(READ_CHUNK),
+        upbuf: BytesMut::new(),
+        out: Vec::with_capacity(1024),
+        head_timer: Box::pin(tokio::time::sleep_until(far)),
+        response_timer: Box::pin(tokio::time::sleep_until(far)),
+        stopped: Box::pin(stop.clone().cancelled_owned()),
+    };
+    conn.run().await
+}
+
+struct Conn<'a> {
+    proxy: &'a Proxy,
+    limits: &'a Limits,
+    stop: &'a CancellationToken,
+    client: TcpStream,
+    /// The client address as `X-Forwarded-For` spells it, formatted once.
+    client_text: Vec<u8>,
+    /// Bytes from the client not yet used.
+    inbuf: BytesMut,
+    /// Bytes from the backend not yet relayed.
+    upbuf: BytesMut,
+    /// The head being written (the backend's request, then the client's
+    /// response).
+    out: Vec<u8>,
+    /// One timer per purpose, reset per request: resetting a timer to a
+    /// later deadline costs an atomic store, a new timer a wheel insertion.
+    head_timer: Pin<Box<Sleep>>,
+    response_timer: Pin<Box<Sleep>>,
+    stopped: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+/// A request ready to go: its upstream head is in `Conn::out`.
+struct Prepared {
+    head_len: usize,
+    route: Arc<Route>,
+    framing: Framing,
+    keep_alive: bool,
+    http10: bool,
+    is_head: bool,
+    idempotent: bool,
+    upgrade: Option<Box<[u8]>>,
+    expect_continue: bool,
+    /// The body is read whole before it is sent, so that it can be sent
+    /// again to another backend.
+    buffer_body: bool,
+    request_id: RequestId,
+    started: Instant,
+    access: Option<AccessInfo>,
+}
+
+/// The request id sent upstream and back: the client's, or a fresh one.
+enum RequestId {
+    Generated([u8; 32]),
+    Client(Box<[u8]>),
+}
+
+impl RequestId {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            RequestId::Generated(b) => b,
+            RequestId::Client(b) => b,
+        }
+    }
+}
+
+/// What the access log says of a request (only gathered when it is on).
+struct AccessInfo {
+    method: String,
+    host: String,
+    path: String,
+    backend: Option<String>,
+}
+
+/// A request head that will not be forwarded.
+struct Refusal {
+    error: ProxyError,
+    access: Option<AccessInfo>,
+    /// Where the refused request ends, when the rest of the connection can
+    /// still be read (a routing refusal of a body-less request).
+    head_len: Option<usize>,
+    started: Instant,
+}
+
+enum Step {
+    Ready(Box<Prepared>),
+    Partial,
+    Refuse(Refusal),
+}
+
+/// What the connection does after an exchange.
+enum Next {
+    KeepAlive,
+    Close,
+    /// A 101 was relayed: the two sockets become a tunnel.
+    Tunnel(TcpStream),
+}
+
+/// A backend exchange that did not produce a response head.
+enum Failure {
+    Upstream(UpstreamError),
+    /// No response head within the response header timeout.
+    TimedOut,
+    /// The client's side failed: the exchange is abandoned, the backend is
+    /// not to blame.
+    Client(ClientFault),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientFault {
+    /// Malformed chunked framing in the request body: 400.
+    Malformed,
+    /// The client closed or reset the connection.
+    Gone,
+}
+
+impl From<UpstreamError> for Failure {
+    fn from(error: UpstreamError) -> Self {
+        Failure::Upstream(error)
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(error: io::Error) -> Self {
+        Failure::Upstream(UpstreamError::Io(error))
+    }
+}
+
+/// A parsed response head, its downstream head already in `Conn::out`.
+struct ResponseHead {
+    len: usize,
+    facts: ResponseFacts,
+    close: bool,
+    /// Relay a chunked body without its framing (HTTP/1.0 client).
+    dechunk: bool,
+    /// Only for 101: the backend agreed to the requested protocol.
+    upgrade_agreed: bool,
+}
+
+/// How the request body reaches the backend.
+enum RequestBody<'b> {
+    /// No body, or all of it in memory: can be sent again.
+    Replay(&'b Bytes),
+    /// Streamed from the client as the backend takes it.
+    Stream,
+}
+
+impl<'a> Conn<'a> {
+    async fn run(mut self) -> Ended {
+        let mut first = true;
+        'requests: loop {
+            let wait = self
+                .limits
+                .header_read_timeout
+                .min(self.limits.idle_timeout);
+            let deadline = tokio::time::Instant::now() + wait;
+            self.head_timer.as_mut().reset(deadline);
+            let prepared = loop {
+                if first
+                    && H2_PREFACE.starts_with(&self.inbuf[..self.inbuf.len().min(H2_PREFACE.len())])
+                {
+                    if self.inbuf.len() >= H2_PREFACE.len() {
+                        return Ended::Http2 {
+                            stream: self.client,
+                            read: self.inbuf,
+                        };
+                    }
+                    // A prefix of the preface (or nothing yet): read on.
+                } else if !self.inbuf.is_empty() {
+                    match self.prepare() {
+                        Step::Ready(p) => break p,
+                        Step::Partial => {}
+                        Step::Refuse(refusal) => {
+                            let keep = refusal.head_len.is_some() && !self.stop.is_cancelled();
+                            self.answer_error(&refusal, !keep).await;
+                            match refusal.head_len {
+                                Some(len) if keep => {
+                                    self.inbuf.advance(len);
+                                    first = false;
+                                    continue 'requests;
+                                }
+                                _ => {
+                                    self.linger().await;
+                                    return Ended::Closed;
+                                }
+                            }
+                        }
+                    }
+                    if self.inbuf.len() >= self.limits.max_header_size {
+                        let refusal = Refusal {
+                            error: ProxyError::HeadersTooLarge,
+                            access: None,
+                            head_len: None,
+                            started: Instant::now(),
+                        };
+                        self.answer_error(&refusal, true).await;
+                        self.linger().await;
+                        return Ended::Closed;
+                    }
+                }
+                if !self.read_head_bytes().await {
+                    return Ended::Closed;
+                }
+            };
+            first = false;
+            match self.forward(*prepared).await {
+                Next::KeepAlive if !self.stop.is_cancelled() => {}
+                Next::KeepAlive | Next::Close => {
+                    self.linger().await;
+                    return Ended::Closed;
+                }
+                Next::Tunnel(upstream) => {
+                    let Conn {
+                        proxy,
+                        client,
+                        inbuf,
+                        upbuf,
+                        ..
+                    } = self;
+                    proxy.tunnel(client, inbuf.freeze(), upstream, upbuf.freeze());
+                    return Ended::Closed;
+                }
+            }
+        }
+    }
+
+    /// Reads more of a head; false when the connection should end (closed,
+    /// timed out, or shutting down with no request begun).
+    async fn read_head_bytes(&mut self) -> bool {
+        let idle = self.inbuf.is_empty();
+        self.inbuf.reserve(READ_CHUNK);
+        tokio::select! {
+            biased;
+            read = self.client.read_buf(&mut self.inbuf) => matches!(read, Ok(n) if n > 0),
+            _ = self.head_timer.as_mut() => false,
+            _ = self.stopped.as_mut(), if idle => false,
+        }
+    }
+
+    /// Parses the head at the start of `inbuf` and, when it can be
+    /// forwarded, routes it and writes the backend's head into `out`.
+    fn prepare(&mut self) -> Step {
+        let started = Instant::now();
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        let head_len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+            &mut req,
+            &self.inbuf,
+            &mut slots,
+        ) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Step::Partial,
+            Err(e) => {
+                let error = match HeadError::from(e) {
+                    HeadError::TooLarge => ProxyError::HeadersTooLarge,
+                    HeadError::Version => ProxyError::BadVersion,
+                    HeadError::Malformed | HeadError::Framing => ProxyError::BadRequest,
+                };
+                return Step::Refuse(Refusal {
+                    error,
+                    access: None,
+                    head_len: None,
+                    started,
+                });
+            }
+        };
+        let logging = self.proxy.config.access_log;
+        let facts = match head::inspect_request(&req) {
+            Ok(facts) => facts,
+            Err(error) => {
+                return Step::Refuse(Refusal {
+                    error,
+                    access: logging.then(|| access_info(&req, "", req.path.unwrap_or(""))),
+                    head_len: None,
+                    started,
+                })
+            }
+        };
+        let access = logging.then(|| access_info(&req, &facts.host, facts.path));
+        // A refusal of a request without a body leaves the connection in
+        // step: the next request can be read.
+        let resumable = (facts.framing == Framing::Empty && facts.keep_alive).then_some(head_len);
+        let route = {
+            let table = self.proxy.state.table();
+            if !table.is_loaded() {
+                Err(ProxyError::NotReady)
+            } else {
+                match table.lookup(&facts.host) {
+                    Lookup::Route(route) => Ok(route.clone()),
+                    Lookup::Invalid => Err(ProxyError::InvalidRoute),
+                    Lookup::NotFound => Err(ProxyError::NoRoute),
+                }
+            }
+        };
+        let route = match route {
+            Ok(route) => route,
+            Err(error) => {
+                return Step::Refuse(Refusal {
+                    error,
+                    access,
+                    head_len: resumable,
+                    started,
+                })
+            }
+        };
+        let request_id = match facts.request_id {
+            Some(id) => RequestId::Client(id.into()),
+            None => RequestId::Generated(super::headers::request_id_hex()),
+        };
+        let buffer_body = match facts.framing {
+            Framing::Length(n) => {
+                n <= REPLAY_BUFFER_LIMIT
+                    && (route.backends.len() > 1 || self.inbuf.len() - head_len >= n as usize)
+            }
+            _ => false,
+        };
+        self.out.clear();
+        head::write_request_head(
+            &mut self.out,
+            &req,
+            &facts,
+            &Forwarding {
+                client: &self.client_text,
+                request_id: request_id.as_bytes(),
+                drop_expect: buffer_body,
+            },
+        );
+        Step::Ready(Box::new(Prepared {
+            head_len,
+            route,
+            framing: facts.framing,
+            keep_alive: facts.keep_alive,
+            http10: facts.http10,
+            is_head: facts.is_head,
+            idempotent: facts.idempotent,
+            upgrade: facts.upgrade.map(Into::into),
+            expect_continue: facts.expect_continue,
+            buffer_body,
+            request_id,
+            started,
+            access,
+        }))
+    }
+
+    /// Forwards one request (retrying on another backend when that is
+    /// safe) and relays the answer.
+    async fn forward(&mut self, mut p: Prepared) -> Next {
+        self.inbuf.advance(p.head_len);
+        let replay = match p.framing {
+            Framing::Empty => Some(Bytes::new()),
+            Framing::Length(n) if p.buffer_body => {
+                match self.read_whole_body(n as usize, p.expect_continue).await {
+                    Some(body) => Some(body),
+                    None => return Next::Close,
+                }
+            }
+            _ => None,
+        };
+        let body_done_before = replay.is_some();
+        let route = p.route.clone();
+        let attempts = route.backends.len();
+        let mut body_started = false;
+        let mut last_error = UpstreamErrorKind::Other;
+        for (attempt, backend) in route.pick_order(now_ms()).enumerate() {
+            let is_last = attempt + 1 == attempts;
+            if let Some(a) = p.access.as_mut() {
+                a.backend = Some(backend.authority.to_string());
+            }
+            let body = match &replay {
+                Some(bytes) => RequestBody::Replay(bytes),
+                None => RequestBody::Stream,
+            };
+            match self.exchange(backend, &p, body, &mut body_started).await {
+                Ok((upstream, response, body_done)) => {
+                    if backend.is_down(now_ms()) {
+                        backend.mark_up();
+                    }
+                    return self
+                        .relay(
+                            upstream,
+                            response,
+                            &p,
+                            body_done || body_done_before,
+                            &backend.authority,
+                        )
+                        .await;
+                }
+                Err(Failure::Client(ClientFault::Gone)) => return Next::Close,
+                Err(Failure::Client(ClientFault::Malformed)) => {
+                    return self.fail(&p, ProxyError::BadFraming, true).await;
+                }
+                Err(Failure::TimedOut) => {
+                    let kind = UpstreamErrorKind::ResponseTimeout;
+                    self.proxy.state.metrics.upstream_error(kind);
+                    return self
+                        .fail(&p, ProxyError::Upstream(kind), body_started)
+                        .await;
+                }
+                Err(Failure::Upstream(error)) => {
+                    let kind = error.kind();
+                    tracing::debug!(backend = %backend.authority, ?kind, %error, "upstream attempt failed");
+                    self.proxy.state.metrics.upstream_error(kind);
+                    let never_sent = matches!(
+                        kind,
+                        UpstreamErrorKind::Refused | UpstreamErrorKind::ConnectTimeout
+                    );
+                    if never_sent || kind == UpstreamErrorKind::Reset {
+                        backend.mark_down(
+                            now_ms(),
+                            self.proxy.config.dead_backend_ttl.as_millis() as u64,
+                        );
+                    }
+                    last_error = kind;
+                    let resendable = replay.is_some() || !body_started;
+                    let safe = resendable && (never_sent || p.idempotent);
+                    if is_last || !safe {
+                        return self
+                            .fail(&p, ProxyError::Upstream(kind), body_started)
+                            .await;
+                    }
+                    self.proxy.state.metrics.upstream_retries.inc();
+                }
+            }
+        }
+        self.fail(&p, ProxyError::Upstream(last_error), body_started)
+            .await
+    }
+
+    /// Reads a body of `len` bytes whole (answering `100 Continue` first if
+    /// the client waits for it); None if the client went away.
+    async fn read_whole_body(&mut self, len: usize, expect_continue: bool) -> Option<Bytes> {
+        if self.inbuf.len() < len && expect_continue {
+            self.client
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .ok()?;
+        }
+        while self.inbuf.len() < len {
+            self.inbuf.reserve(len - self.inbuf.len());
+            match self.client.read_buf(&mut self.inbuf).await {
+                Ok(n) if n > 0 => {}
+                _ => return None,
+            }
+        }
+        Some(self.inbuf.split_to(len).freeze())
+    }
+
+    /// One attempt on one backend: a connection (pooled or new), the
+    /// request, the response head. A pooled connection that turns out to
+    /// have been closed by the backend is replaced by a new one once, when
+    /// the request can be sent again.
+    async fn exchange(
+        &mut self,
+        backend: &Backend,
+        p: &Prepared,
+        body: RequestBody<'_>,
+        body_started: &mut bool,
+    ) -> Result<(TcpStream, ResponseHead, bool), Failure> {
+        let pool = &self.proxy.h1_pool;
+        let (mut upstream, mut reused) = match pool.checkout(&backend.authority) {
+            Some(stream) => (stream, true),
+            None => (pool.connect(&backend.authority).await?, false),
+        };
+        loop {
+            self.upbuf.clear();
+            let result = self.send(&mut upstream, p, &body, body_started).await;
+            match result {
+                Ok((head, body_done)) => return Ok((upstream, head, body_done)),
+                Err(Failure::Upstream(error))
+                    if reused
+                        && matches!(body, RequestBody::Replay(_))
+                        && error.kind() == UpstreamErrorKind::Reset =>
+                {
+                    // The backend closed its idle connection as we took it.
+                    tracing::debug!(backend = %backend.authority, "pooled connection was closed; reconnecting");
+                    upstream = self.proxy.h1_pool.connect(&backend.authority).await?;
+                    reused = false;
+                }
+                Err(failure) => return Err(failure),
+            }
+        }
+    }
+
+    /// Writes the request to `upstream` and waits for the response head,
+    /// within the response header timeout. Ok carries whether the request
+    /// body was all sent.
+    async fn send(
+        &mut self,
+        upstream: &mut TcpStream,
+        p: &Prepared,
+        body: &RequestBody<'_>,
+        body_started: &mut bool,
+    ) -> Result<(ResponseHead, bool), Failure> {
+        let deadline = tokio::time::Instant::now() + self.proxy.config.response_header_timeout;
+        self.response_timer.as_mut().reset(deadline);
+        let exchange = async {
+            match body {
+                RequestBody::Replay(bytes) => {
+                    write_all_two(upstream, &self.out, bytes).await?;
+                    let head = wait_head(
+                        upstream,
+                        &mut self.upbuf,
+                        &self.client,
+                        &mut self.inbuf,
+                        self.limits.max_header_size,
+                        p,
+                        &mut self.out,
+                        true,
+                        self.stop,
+                    )
+                    .await?;
+                    Ok((head, true))
+                }
+                RequestBody::Stream => {
+                    upstream.write_all(&self.out).await?;
+                    stream_body_and_wait(
+                        upstream,
+                        &mut self.client,
+                        &mut self.inbuf,
+                        &mut self.upbuf,
+                        &mut self.out,
+                        self.limits.max_header_size,
+                        p,
+                        body_started,
+                        self.stop,
+                    )
+                    .await
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            result = exchange => result,
+            _ = self.response_timer.as_mut() => Err(Failure::TimedOut),
+        }
+    }
+
+    /// Relays the response whose head `wait_head` parsed: the head (already
+    /// rewritten into `out`), then the body as it arrives.
+    async fn relay(
+        &mut self,
+        mut upstream: TcpStream,
+        response: ResponseHead,
+        p: &Prepared,
+        request_body_done: bool,
+        backend: &http::uri::Authority,
+    ) -> Next {
+        let status = response.facts.status;
+        if status == 101 {
+            if !response.upgrade_agreed {
+                return self.fail(p, ProxyError::UpgradeMismatch, true).await;
+            }
+            if self
+                .client
+                .write_all(&self.upbuf[..response.len])
+                .await
+                .is_err()
+            {
+                return Next::Close;
+            }
+            self.upbuf.advance(response.len);
+            self.finish(p, status, None);
+            return Next::Tunnel(upstream);
+        }
+        self.upbuf.advance(response.len);
+        let relayed = self.relay_body(&mut upstream, &response).await;
+        let bytes = match response.facts.framing {
+            Framing::Length(n) => Some(n),
+            Framing::Empty => Some(0),
+            Framing::Chunked | Framing::UntilClose => None,
+        };
+        self.finish(p, status, bytes);
+        match relayed {
+            Ok(()) => {
+                if response.facts.reusable && request_body_done && self.upbuf.is_empty() {
+                    self.proxy.h1_pool.put_back(backend, upstream);
+                }
+                if response.close {
+                    Next::Close
+                } else {
+                    Next::KeepAlive
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "response relay ended early");
+                Next::Close
+            }
+        }
+    }
+
+    async fn relay_body(
+        &mut self,
+        upstream: &mut TcpStream,
+        response: &ResponseHead,
+    ) -> io::Result<()> {
+        match response.facts.framing {
+            Framing::Empty => self.client.write_all(&self.out).await,
+            Framing::Length(n) => {
+                let mut left = n;
+                let have = (self.upbuf.len() as u64).min(left) as usize;
+                if have as u64 == left && have <= COALESCE_LIMIT {
+                    self.out.extend_from_slice(&self.upbuf[..have]);
+                    self.upbuf.advance(have);
+                    return self.client.write_all(&self.out).await;
+                }
+                write_all_two(&mut self.client, &self.out, &self.upbuf[..have]).await?;
+                self.upbuf.advance(have);
+                left -= have as u64;
+                while left > 0 {
+                    self.read_upstream(upstream).await?;
+                    let take = (self.upbuf.len() as u64).min(left) as usize;
+                    self.client.write_all(&self.upbuf[..take]).await?;
+                    self.upbuf.advance(take);
+                    left -= take as u64;
+                }
+                Ok(())
+            }
+            Framing::Chunked => {
+                let mut decoder = ChunkedDecoder::default();
+                let mut head_pending = true;
+                loop {
+                    if response.dechunk {
+                        let mut at = 0;
+                        while at < self.upbuf.len() && !decoder.is_done() {
+                            let segment =
+                                decoder.next(&self.upbuf[at..]).map_err(io::Error::other)?;
+                            if let Segment::Data(n) = segment {
+                                self.out.extend_from_slice(&self.upbuf[at..at + n]);
+                            }
+                            at += segment.size();
+                        }
+                        self.client.write_all(&self.out).await?;
+                        self.out.clear();
+                        self.upbuf.advance(at);
+                    } else {
+                        let n = decoder.consume(&self.upbuf).map_err(io::Error::other)?;
+                        if head_pending {
+                            write_all_two(&mut self.client, &self.out, &self.upbuf[..n]).await?;
+                        } else {
+                            self.client.write_all(&self.upbuf[..n]).await?;
+                        }
+                        self.upbuf.advance(n);
+                    }
+                    head_pending = false;
+                    if decoder.is_done() {
+                        return Ok(());
+                    }
+                    self.read_upstream(upstream).await?;
+                }
+            }
+            Framing::UntilClose => {
+                write_all_two(&mut self.client, &self.out, &self.upbuf).await?;
+                self.upbuf.clear();
+                loop {
+                    match self.read_upstream(upstream).await {
+                        Ok(()) => {
+                            self.client.write_all(&self.upbuf).await?;
+                            self.upbuf.clear();
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads more of a response body, watching the client: a client that
+    /// leaves ends the relay (and the backend connection with it).
+    async fn read_upstream(&mut self, upstream: &mut TcpStream) -> io::Result<()> {
+        self.upbuf.reserve(BODY_CHUNK);
+        loop {
+            let watching = self.inbuf.len() < self.limits.max_header_size;
+            tokio::select! {
+                biased;
+                read = upstream.read_buf(&mut self.upbuf) => {
+                    return match read? {
+                        0 => Err(io::ErrorKind::UnexpectedEof.into()),
+                        _ => Ok(()),
+                    };
+                }
+                gone = client_left(&self.client, &mut self.inbuf), if watching => {
+                    if gone {
+                        return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "client left"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Metrics and the access log line of an answered request.
+    fn finish(&self, p: &Prepared, status: u16, bytes: Option<u64>) {
+        let elapsed = p.started.elapsed();
+        self.proxy
+            .state
+            .metrics
+            .observe_request(status, elapsed.as_secs_f64());
+        if let Some(a) = &p.access {
+            log_access(a, status, elapsed, bytes, p.request_id.as_bytes());
+        }
+    }
+
+    /// Answers an exchange that failed; the connection closes if some of the
+    /// request body may still be unread.
+    async fn fail(&mut self, p: &Prepared, error: ProxyError, body_started: bool) -> Next {
+        let body_unread = match p.framing {
+            Framing::Empty => false,
+            _ => !p.buffer_body || body_started,
+        };
+        let close = !p.keep_alive || body_unread || self.stop.is_cancelled();
+        self.out.clear();
+        head::write_error(&mut self.out, error, close);
+        let written = self.client.write_all(&self.out).await;
+        self.finish(p, error.status().as_u16(), Some(error.body().len() as u64));
+        if written.is_err() || close {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        }
+    }
+
+    /// The proxy's own answer to a request it did not forward.
+    async fn answer_error(&mut self, refusal: &Refusal, close: bool) {
+        let error = refusal.error;
+        self.out.clear();
+        head::write_error(&mut self.out, error, close);
+        let _ = self.client.write_all(&self.out).await;
+        let status = error.status().as_u16();
+        let elapsed = refusal.started.elapsed();
+        self.proxy
+            .state
+            .metrics
+            .observe_request(status, elapsed.as_secs_f64());
+        if let Some(a) = &refusal.access {
+            log_access(a, status, elapsed, Some(error.body().len() as u64), b"-");
+        }
+    }
+
+    /// Closes a connection the proxy decided to end: the write side first
+    /// (the client sees the end of our answer), then whatever the client
+    /// still sends is read and dropped for a moment. Closing with unread
+    /// bytes would make the kernel reset the connection, and a reset can
+    /// destroy the answer before the client reads it.
+    async fn linger(&mut self) {
+        if self.client.shutdown().await.is_err() {
+            return;
+        }
+        let drain = async {
+            let mut drained = 0usize;
+            while drained < LINGER_BYTES {
+                self.inbuf.clear();
+                self.inbuf.reserve(READ_CHUNK);
+                match self.client.read_buf(&mut self.inbuf).await {
+                    Ok(n) if n > 0 => drained += n,
+                    _ => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+    }
+}
+
+/// Waits for the final response head from `upstream` (relaying interim
+/// 1xx answers to the client), parses it and writes the client's head into
+/// `out`. While waiting, the client is watched when `watch_client`: if it
+/// leaves, the exchange is abandoned.
+#[allow(clippy::too_many_arguments)]
+async fn wait_head(
+    upstream: &mut TcpStream,
+    upbuf: &mut BytesMut,
+    client: &TcpStream,
+    inbuf: &mut BytesMut,
+    max_header_size: usize,
+    p: &Prepared,
+    out: &mut Vec<u8>,
+    watch_client: bool,
+    stop: &CancellationToken,
+) -> Result<ResponseHead, Failure> {
+    loop {
+        if !upbuf.is_empty() {
+            match parse_response(upbuf, p, out, stop, true)? {
+                Parsed::Final(head) => return Ok(head),
+                Parsed::Interim(len) => {
+                    if !p.http10 && write_all_shared(client, &upbuf[..len]).await.is_err() {
+                        return Err(Failure::Client(ClientFault::Gone));
+                    }
+                    upbuf.advance(len);
+                    continue;
+                }
+                Parsed::Partial if upbuf.len() >= max_header_size => {
+                    return Err(UpstreamError::Protocol.into())
+                }
+                Parsed::Partial => {}
+            }
+        }
+        upbuf.reserve(READ_CHUNK);
+        let watching = watch_client && inbuf.len() < max_header_size;
+        tokio::select! {
+            biased;
+            read = upstream.read_buf(upbuf) => {
+                if read? == 0 {
+                    return Err(UpstreamError::Closed.into());
+                }
+            }
+            gone = client_left(client, inbuf), if watching => {
+                if gone {
+                    return Err(Failure::Client(ClientFault::Gone));
+                }
+            }
+        }
+    }
+}
+
+enum Parsed {
+    Final(ResponseHead),
+    Interim(usize),
+    Partial,
+}
+
+/// Parses a response head; a final one gets its client head written into
+/// `out`. `request_body_done`: the request body was all sent (else the
+/// client connection closes after this answer).
+fn parse_response(
+    upbuf: &[u8],
+    p: &Prepared,
+    out: &mut Vec<u8>,
+    stop: &CancellationToken,
+    request_body_done: bool,
+) -> Result<Parsed, UpstreamError> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, upbuf, &mut slots)
+    {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(_) => return Err(UpstreamError::Protocol),
+    };
+    let facts = head::inspect_response(&resp, p.is_head).map_err(|_| UpstreamError::Protocol)?;
+    if (100..200).contains(&facts.status) && facts.status != 101 {
+        return Ok(Parsed::Interim(len));
+    }
+    let dechunk = p.http10 && facts.framing == Framing::Chunked;
+    let close = !p.keep_alive
+        || !request_body_done
+        || facts.framing == Framing::UntilClose
+        || dechunk
+        || stop.is_cancelled();
+    let upgrade_agreed = facts.status == 101
+        && p.upgrade
+            .as_deref()
+            .is_some_and(|wanted| head::upgrade_agreed(&resp, wanted));
+    out.clear();
+    head::write_response_head(
+        out,
+        &resp,
+        &facts,
+        &Downstream {
+            request_id: p.request_id.as_bytes(),
+            close,
+            http10: p.http10,
+        },
+    );
+    Ok(Parsed::Final(ResponseHead {
+        len,
+        facts,
+        close,
+        dechunk,
+        upgrade_agreed,
+    }))
+}
+
+/// Streams the request body from the client to the backend while waiting
+/// for the response head: a backend may answer (or ask for the body with
+/// `100 Continue`) before the body is all sent. Ok carries whether the
+/// body was all sent; if the answer came first, the rest is left unread
+/// (and the client connection will close).
+#[allow(clippy::too_many_arguments)]
+async fn stream_body_and_wait(
+    upstream: &mut TcpStream,
+    client: &mut TcpStream,
+    inbuf: &mut BytesMut,
+    upbuf: &mut BytesMut,
+    out: &mut Vec<u8>,
+    max_header_size: usize,
+    p: &Prepared,
+    body_started: &mut bool,
+    stop: &CancellationToken,
+) -> Result<(ResponseHead, bool), Failure> {
+    let (mut up_read, mut up_write) = upstream.split();
+    let (mut client_read, mut client_write) = client.split();
+    // Read by the head parser: an answer that comes before the whole body
+    // closes the client connection after it.
+    let body_done = AtomicBool::new(false);
+    let send = send_body(
+        &mut client_read,
+        inbuf,
+        &mut up_write,
+        p.framing,
+        body_started,
+    );
+    let wait = wait_head_split(
+        &mut up_read,
+        upbuf,
+        &mut client_write,
+        max_header_size,
+        p,
+        out,
+        stop,
+        &body_done,
+    );
+    tokio::pin!(send, wait);
+    let mut sending = true;
+    loop {
+        tokio::select! {
+            biased;
+            result = &mut send, if sending => {
+                sending = false;
+                match result {
+                    Ok(()) => body_done.store(true, Ordering::Relaxed),
+                    // The backend stopped reading; its answer may still come.
+                    Err(BodyError::Upstream(e)) => {
+                        tracing::debug!(error = %e, "backend stopped reading the request body");
+                    }
+                    Err(BodyError::Client(e)) => {
+                        let fault = if e.kind() == io::ErrorKind::InvalidData {
+                            ClientFault::Malformed
+                        } else {
+                            ClientFault::Gone
+                        };
+                        return Err(Failure::Client(fault));
+                    }
+                }
+            }
+            head = &mut wait => {
+                return head
+                    .map(|h| (h, body_done.load(Ordering::Relaxed)))
+                    .map_err(Failure::from)
+            }
+        }
+    }
+}
+
+/// Where a request body copy failed.
+#[derive(Debug)]
+enum BodyError {
+    /// The client's side: gone, or malformed chunked framing.
+    Client(io::Error),
+    Upstream(io::Error),
+}
+
+/// Copies the request body (`framing`) from the client to the backend,
+/// starting with what is already in `inbuf`.
+async fn send_body<R, W>(
+    client: &mut R,
+    inbuf: &mut BytesMut,
+    upstream: &mut W,
+    framing: Framing,
+    started: &mut bool,
+) -> Result<(), BodyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    match framing {
+        Framing::Empty | Framing::UntilClose => Ok(()),
+        Framing::Length(n) => {
+            let mut left = n;
+            loop {
+                let take = (inbuf.len() as u64).min(left) as usize;
+                if take > 0 {
+                    *started = true;
+                    upstream
+                        .write_all(&inbuf[..take])
+                        .await
+                        .map_err(BodyError::Upstream)?;
+                    inbuf.advance(take);
+                    left -= take as u64;
+                }
+                if left == 0 {
+                    return Ok(());
+                }
+                read_more(client, inbuf).await?;
+            }
+        }
+        Framing::Chunked => {
+            let mut decoder = ChunkedDecoder::default();
+            loop {
+                let n = decoder.consume(inbuf).map_err(|e| {
+                    BodyError::Client(io::Error::new(io::ErrorKind::InvalidData, e))
+                })?;
+                if n > 0 {
+                    *started = true;
+                    upstream
+                        .write_all(&inbuf[..n])
+                        .await
+                        .map_err(BodyError::Upstream)?;
+                    inbuf.advance(n);
+                }
+                if decoder.is_done() {
+                    return Ok(());
+                }
+                read_more(client, inbuf).await?;
+            }
+        }
+    }
+}
+
+async fn read_more<R: AsyncRead + Unpin>(
+    client: &mut R,
+    inbuf: &mut BytesMut,
+) -> Result<(), BodyError> {
+    inbuf.reserve(BODY_CHUNK);
+    match client.read_buf(inbuf).await {
+        Ok(0) => Err(BodyError::Client(io::ErrorKind::UnexpectedEof.into())),
+        Ok(_) => Ok(()),
+        Err(e) => Err(BodyError::Client(e)),
+    }
+}
+
+/// `wait_head` over split halves (the body is being sent on the other
+/// half meanwhile; the client is read by the body copy, not watched).
+#[allow(clippy::too_many_arguments)]
+async fn wait_head_split<R, W>(
+    upstream: &mut R,
+    upbuf: &mut BytesMut,
+    client: &mut W,
+    max_header_size: usize,
+    p: &Prepared,
+    out: &mut Vec<u8>,
+    stop: &CancellationToken,
+    body_done: &AtomicBool,
+) -> Result<ResponseHead, UpstreamError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        if !upbuf.is_empty() {
+            match parse_response(upbuf, p, out, stop, body_done.load(Ordering::Relaxed))? {
+                Parsed::Final(head) => return Ok(head),
+                Parsed::Interim(len) => {
+                    if !p.http10 {
+                        client.write_all(&upbuf[..len]).await?;
+                    }
+                    upbuf.advance(len);
+                    continue;
+                }
+                Parsed::Partial if upbuf.len() >= max_header_size => {
+                    return Err(UpstreamError::Protocol)
+                }
+                Parsed::Partial => {}
+            }
+        }
+        upbuf.reserve(READ_CHUNK);
+        if upstream.read_buf(upbuf).await? == 0 {
+            return Err(UpstreamError::Closed);
+        }
+    }
+}
+
+/// Resolves when the client sent something while the proxy waits on the
+/// backend: true if it closed (or reset) the connection; pipelined bytes
+/// are kept in `inbuf` (false).
+async fn client_left(client: &TcpStream, inbuf: &mut BytesMut) -> bool {
+    if client.readable().await.is_err() {
+        return true;
+    }
+    inbuf.reserve(READ_CHUNK);
+    match client.try_read_buf(inbuf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+        Err(_) => true,
+    }
+}
+
+/// Writes `a` then `b` with as few syscalls as the kernel allows.
+async fn write_all_two<W: AsyncWrite + Unpin>(w: &mut W, a: &[u8], b: &[u8]) -> io::Result<()> {
+    if b.is_empty() {
+        return w.write_all(a).await;
+    }
+    let (mut a, mut b) = (a, b);
+    while !a.is_empty() {
+        let n = w
+            .write_vectored(&[io::IoSlice::new(a), io::IoSlice::new(b)])
+            .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        if n < a.len() {
+            a = &a[n..];
+        } else {
+            b = &b[n - a.len()..];
+            a = &[];
+        }
+    }
+    w.write_all(b).await
+}
+
+/// `write_all` on a shared socket reference.
+async fn write_all_shared(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn access_info(req: &httparse::Request<'_, '_>, host: &str, path: &str) -> AccessInfo {
+    AccessInfo {
+        method: req.method.unwrap_or("").to_owned(),
+        host: host.to_owned(),
+        path: path.split('?').next().unwrap_or(path).to_owned(),
+        backend: None,
+    }
+}
+
+/// One access log line; `bytes` is the body length when known.
+fn log_access(
+    a: &AccessInfo,
+    status: u16,
+    elapsed: Duration,
+    bytes: Option<u64>,
+    request_id: &[u8],
+) {
+    let bytes = bytes.map(|n| n.to_string());
+    tracing::info!(
+        target: "access",
+        method = %a.method,
+        host = %a.host,
+        path = %a.path,
+        status,
+        backend = a.backend.as_deref().unwrap_or("-"),
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        bytes = bytes.as_deref().unwrap_or("-"),
+        request_id = %String::from_utf8_lossy(request_id),
+    );
+}

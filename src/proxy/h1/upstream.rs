@@ -1,0 +1,198 @@
+//! Keep-alive connections to backends for the HTTP/1 path: plain sockets,
+//! one pool per worker thread, reused most-recent-first.
+//!
+//! A socket goes back to the pool only after a whole response was read
+//! from it and nothing more (a clean message boundary); anything else
+//! (abandoned bodies, `Connection: close`, bytes past the end) closes it.
+//! Before reuse a pooled socket is checked for readability without a
+//! syscall in the common case: an idle backend connection has nothing to
+//! say, so readable means closed (or broken) and it is dropped.
+
+use crate::metrics::UpstreamErrorKind;
+use http::uri::Authority;
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// Idle connections kept per backend (per worker); more are closed.
+const MAX_IDLE_PER_BACKEND: usize = 512;
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// TCP keepalive probes on backend sockets find dead peers.
+    pub tcp_keepalive: Duration,
+}
+
+/// Why a backend exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect: {0}")]
+    Connect(#[source] io::Error),
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("connection closed before a response")]
+    Closed,
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("malformed response head")]
+    Protocol,
+}
+
+impl UpstreamError {
+    /// The metric label, and what a retry elsewhere may assume.
+    pub fn kind(&self) -> UpstreamErrorKind {
+        match self {
+            UpstreamError::ConnectTimeout => UpstreamErrorKind::ConnectTimeout,
+            // Refused, unreachable, unresolvable: the request never left.
+            UpstreamError::Connect(_) => UpstreamErrorKind::Refused,
+            UpstreamError::Closed => UpstreamErrorKind::Reset,
+            UpstreamError::Io(e) => match e.kind() {
+                io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof => UpstreamErrorKind::Reset,
+                _ => UpstreamErrorKind::Other,
+            },
+            UpstreamError::Protocol => UpstreamErrorKind::Other,
+        }
+    }
+}
+
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
+}
+
+struct Shared {
+    idle: Mutex<HashMap<Authority, Vec<Idle>, foldhash::fast::RandomState>>,
+    config: PoolConfig,
+}
+
+/// A worker's backend sockets. The lock is only ever taken by that
+/// worker's own tasks, so it is never contended.
+pub struct Pool {
+    shared: Arc<Shared>,
+    sweeper: std::sync::Once,
+}
+
+impl Pool {
+    pub fn new(config: PoolConfig) -> Pool {
+        Pool {
+            shared: Arc::new(Shared {
+                idle: Mutex::new(HashMap::default()),
+                config,
+            }),
+            sweeper: std::sync::Once::new(),
+        }
+    }
+
+    /// An idle connection to `backend` that still looks open, if any.
+    pub fn checkout(&self, backend: &Authority) -> Option<TcpStream> {
+        let mut idle = self.shared.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(backend)?;
+        while let Some(conn) = list.pop() {
+            if conn.since.elapsed() < self.shared.config.idle_timeout && looks_open(&conn.stream) {
+                return Some(conn.stream);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection that sits at a clean message boundary.
+    pub fn put_back(&self, backend: &Authority, stream: TcpStream) {
+        let mut idle = self.shared.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = match idle.get_mut(backend) {
+            Some(list) => list,
+            None => idle.entry(backend.clone()).or_default(),
+        };
+        if list.len() >= MAX_IDLE_PER_BACKEND {
+            // The oldest goes; it is the likeliest to be closed anyway.
+            list.remove(0);
+        }
+        list.push(Idle {
+            stream,
+            since: Instant::now(),
+        });
+    }
+
+    /// A new connection, within the connect timeout.
+    pub async fn connect(&self, backend: &Authority) -> Result<TcpStream, UpstreamError> {
+        self.sweeper
+            .call_once(|| start_sweeper(Arc::downgrade(&self.shared)));
+        let config = &self.shared.config;
+        // An IPv6 authority keeps its brackets; the resolver wants them off.
+        let host = backend.host().trim_start_matches('[').trim_end_matches(']');
+        let port = backend.port_u16().unwrap_or(80);
+        let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect((host, port)))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout)?
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::TimedOut {
+                    UpstreamError::ConnectTimeout
+                } else {
+                    UpstreamError::Connect(e)
+                }
+            })?;
+        // Heads are written whole: Nagle would only delay them.
+        let _ = stream.set_nodelay(true);
+        let keepalive = socket2::TcpKeepalive::new().with_time(config.tcp_keepalive);
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        Ok(stream)
+    }
+}
+
+impl Shared {
+    /// Drops idle connections past the timeout or closed by their backend,
+    /// and forgets backends with none left.
+    fn sweep(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let timeout = self.config.idle_timeout;
+        idle.retain(|_, list| {
+            list.retain(|c| c.since.elapsed() < timeout && looks_open(&c.stream));
+            !list.is_empty()
+        });
+    }
+}
+
+/// An idle backend connection has nothing to read; readable means the
+/// backend closed it (or sent what it should not have). The reactor's
+/// readiness is consulted first, so the usual answer costs no syscall.
+fn looks_open(stream: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    match stream.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => {
+            let mut probe = [0u8; 1];
+            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        }
+    }
+}
+
+/// Every idle timeout / 4, drops what [`Shared::sweep`] finds; ends with
+/// the pool.
+fn start_sweeper(pool: Weak<Shared>) {
+    let Some(period) = pool
+        .upgrade()
+        .map(|p| (p.config.idle_timeout / 4).max(Duration::from_millis(100)))
+    else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match pool.upgrade() {
+                Some(pool) => pool.sweep(),
+                None => return,
+            }
+        }
+    });
+}
