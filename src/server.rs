@@ -260,8 +260,8 @@ struct Worker {
     limits: Arc<h1::Limits>,
     proxy: Arc<Proxy>,
     connections: TaskTracker,
-    /// Cancelled at shutdown: every connection then shuts down gracefully.
-    stop: CancellationToken,
+    /// Raised at shutdown: every connection then shuts down gracefully.
+    stop: Arc<h1::Stop>,
     idle_timeout: Duration,
     /// Set on worker threads: the acceptor's view of this worker's load.
     open_connections: Option<Arc<AtomicUsize>>,
@@ -278,7 +278,7 @@ impl Worker {
             }),
             proxy: Arc::new(proxy),
             connections: TaskTracker::new(),
-            stop: CancellationToken::new(),
+            stop: Arc::new(h1::Stop::default()),
             idle_timeout: config.idle_timeout,
             open_connections: None,
         }
@@ -302,7 +302,15 @@ impl Worker {
                     read,
                     inner: stream,
                 };
-                serve_http2(&http2, io, peer, proxy.clone(), stop, idle_timeout).await;
+                serve_http2(
+                    &http2,
+                    io,
+                    peer,
+                    proxy.clone(),
+                    stop.token().clone(),
+                    idle_timeout,
+                )
+                .await;
             }
             proxy.metrics().client_connections.dec();
             if let Some(open) = open_connections {

@@ -103,9 +103,17 @@ impl Backend {
 /// Milliseconds since the first call: a monotonic clock cheap enough for the
 /// request path, used for backend health marks.
 pub fn now_ms() -> u64 {
+    ms_at(Instant::now())
+}
+
+/// [`now_ms`] of an instant already read (the request path reads the clock
+/// once per request and derives the rest).
+pub fn ms_at(at: Instant) -> u64 {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     // +1 so that "0" can mean "never marked".
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    at.saturating_duration_since(*EPOCH.get_or_init(Instant::now))
+        .as_millis() as u64
+        + 1
 }
 
 /// A valid route: its value as written in Redis and the parsed backends.

@@ -23,7 +23,7 @@ pub mod upstream;
 
 use super::{Proxy, ProxyError, REPLAY_BUFFER_LIMIT};
 use crate::metrics::UpstreamErrorKind;
-use crate::routes::{now_ms, Backend, Lookup, Route};
+use crate::routes::{ms_at, Backend, Lookup, Route};
 use bytes::{Buf, Bytes, BytesMut};
 use chunked::{ChunkedDecoder, Segment};
 use head::{Downstream, Forwarding, Framing, HeadError, ResponseFacts, MAX_HEADERS};
@@ -64,6 +64,30 @@ pub struct Limits {
     pub max_header_size: usize,
 }
 
+/// A worker's shutdown signal as its connections see it: a flag checked
+/// once per request (an atomic load; the token's check takes a lock) and
+/// the token to wait on while idle.
+#[derive(Debug, Default)]
+pub struct Stop {
+    token: CancellationToken,
+    stopping: AtomicBool,
+}
+
+impl Stop {
+    pub fn cancel(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.token.cancel();
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+}
+
 /// How a connection ended, as far as its caller is concerned.
 pub enum Ended {
     Closed,
@@ -82,7 +106,7 @@ pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     limits: &Limits,
-    stop: &CancellationToken,
+    stop: &Stop,
 ) -> Ended {
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
     let conn = Conn {
@@ -96,7 +120,8 @@ pub async fn serve(
         out: Vec::with_capacity(1024),
         head_timer: Box::pin(tokio::time::sleep_until(far)),
         response_timer: Box::pin(tokio::time::sleep_until(far)),
-        stopped: Box::pin(stop.clone().cancelled_owned()),
+        stopped: Box::pin(stop.token.clone().cancelled_owned()),
+        idle_since: Instant::now(),
     };
     conn.run().await
 }
@@ -104,7 +129,7 @@ pub async fn serve(
 struct Conn<'a> {
     proxy: &'a Proxy,
     limits: &'a Limits,
-    stop: &'a CancellationToken,
+    stop: &'a Stop,
     client: TcpStream,
     /// The client address as `X-Forwarded-For` spells it, formatted once.
     client_text: Vec<u8>,
@@ -120,6 +145,10 @@ struct Conn<'a> {
     head_timer: Pin<Box<Sleep>>,
     response_timer: Pin<Box<Sleep>>,
     stopped: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// When the connection started waiting for its next request (the end
+    /// of the last answer): the clock is read twice per request, at its
+    /// start and at its end, and every deadline derives from those.
+    idle_since: Instant,
 }
 
 /// A request ready to go: its upstream head is in `Conn::out`.
@@ -138,6 +167,10 @@ struct Prepared {
     buffer_body: bool,
     request_id: RequestId,
     started: Instant,
+    /// When the request starts going upstream: `started`, or later when
+    /// its body was read whole first. The response header timeout counts
+    /// from here.
+    sent_at: Instant,
     access: Option<AccessInfo>,
 }
 
@@ -263,7 +296,7 @@ impl<'a> Conn<'a> {
                         Step::Ready(p) => break p,
                         Step::Partial => {}
                         Step::Refuse(refusal) => {
-                            let keep = refusal.head_len.is_some() && !self.stop.is_cancelled();
+                            let keep = refusal.head_len.is_some() && !self.stop.is_stopping();
                             self.answer_error(&refusal, !keep).await;
                             match refusal.head_len {
                                 Some(len) if keep => {
@@ -296,7 +329,7 @@ impl<'a> Conn<'a> {
             };
             first = false;
             match self.forward(*prepared).await {
-                Next::KeepAlive if !self.stop.is_cancelled() => {}
+                Next::KeepAlive if !self.stop.is_stopping() => {}
                 Next::KeepAlive | Next::Close => {
                     self.linger().await;
                     return Ended::Closed;
@@ -430,6 +463,7 @@ impl<'a> Conn<'a> {
             buffer_body,
             request_id,
             started,
+            sent_at: started,
             access,
         }))
     }
@@ -453,7 +487,8 @@ impl<'a> Conn<'a> {
         let attempts = route.backends.len();
         let mut body_started = false;
         let mut last_error = UpstreamErrorKind::Other;
-        for (attempt, backend) in route.pick_order(now_ms()).enumerate() {
+        let now = ms_at(p.started);
+        for (attempt, backend) in route.pick_order(now).enumerate() {
             let is_last = attempt + 1 == attempts;
             if let Some(a) = p.access.as_mut() {
                 a.backend = Some(backend.authority.to_string());
@@ -464,7 +499,7 @@ impl<'a> Conn<'a> {
             };
             match self.exchange(backend, &p, body, &mut body_started).await {
                 Ok((upstream, response, body_done)) => {
-                    if backend.is_down(now_ms()) {
+                    if backend.is_down(now) {
                         backend.mark_up();
                     }
                     return self
@@ -497,10 +532,8 @@ impl<'a> Conn<'a> {
                         UpstreamErrorKind::Refused | UpstreamErrorKind::ConnectTimeout
                     );
                     if never_sent || kind == UpstreamErrorKind::Reset {
-                        backend.mark_down(
-                            now_ms(),
-                            self.proxy.config.dead_backend_ttl.as_millis() as u64,
-                        );
+                        backend
+                            .mark_down(now, self.proxy.config.dead_backend_ttl.as_millis() as u64);
                     }
                     last_error = kind;
                     let resendable = replay.is_some() || !body_started;
@@ -549,7 +582,7 @@ impl<'a> Conn<'a> {
         body_started: &mut bool,
     ) -> Result<(TcpStream, ResponseHead, bool), Failure> {
         let pool = &self.proxy.h1_pool;
-        let (mut upstream, mut reused) = match pool.checkout(&backend.authority) {
+        let (mut upstream, mut reused) = match pool.checkout(&backend.authority, p.started) {
             Some(stream) => (stream, true),
             None => (pool.connect(&backend.authority).await?, false),
         };
@@ -583,7 +616,9 @@ impl<'a> Conn<'a> {
         body: &RequestBody<'_>,
         body_started: &mut bool,
     ) -> Result<(ResponseHead, bool), Failure> {
-        let deadline = tokio::time::Instant::now() + self.proxy.config.response_header_timeout;
+        // From the request's start: the same bound for every attempt.
+        let deadline =
+            tokio::time::Instant::from_std(p.sent_at) + self.proxy.config.response_header_timeout;
         self.response_timer.as_mut().reset(deadline);
         let exchange = async {
             match body {
@@ -665,7 +700,9 @@ impl<'a> Conn<'a> {
         match relayed {
             Ok(()) => {
                 if response.facts.reusable && request_body_done && self.upbuf.is_empty() {
-                    self.proxy.h1_pool.put_back(backend, upstream);
+                    self.proxy
+                        .h1_pool
+                        .put_back(backend, upstream, self.idle_since);
                 }
                 if response.close {
                     Next::Close
@@ -780,9 +817,11 @@ impl<'a> Conn<'a> {
         }
     }
 
-    /// Metrics and the access log line of an answered request.
-    fn finish(&self, p: &Prepared, status: u16, bytes: Option<u64>) {
-        let elapsed = p.started.elapsed();
+    /// Metrics and the access log line of an answered request; the
+    /// connection is idle from here on.
+    fn finish(&mut self, p: &Prepared, status: u16, bytes: Option<u64>) {
+        self.idle_since = Instant::now();
+        let elapsed = self.idle_since.saturating_duration_since(p.started);
         self.proxy
             .state
             .metrics
@@ -799,7 +838,7 @@ impl<'a> Conn<'a> {
             Framing::Empty => false,
             _ => !p.buffer_body || body_started,
         };
-        let close = !p.keep_alive || body_unread || self.stop.is_cancelled();
+        let close = !p.keep_alive || body_unread || self.stop.is_stopping();
         self.out.clear();
         head::write_error(&mut self.out, error, close);
         let written = self.client.write_all(&self.out).await;
@@ -818,7 +857,8 @@ impl<'a> Conn<'a> {
         head::write_error(&mut self.out, error, close);
         let _ = self.client.write_all(&self.out).await;
         let status = error.status().as_u16();
-        let elapsed = refusal.started.elapsed();
+        self.idle_since = Instant::now();
+        let elapsed = self.idle_since.saturating_duration_since(refusal.started);
         self.proxy
             .state
             .metrics
@@ -866,7 +906,7 @@ async fn wait_head(
     p: &Prepared,
     out: &mut Vec<u8>,
     watch_client: bool,
-    stop: &CancellationToken,
+    stop: &Stop,
 ) -> Result<ResponseHead, Failure> {
     loop {
         if !upbuf.is_empty() {
@@ -916,7 +956,7 @@ fn parse_response(
     upbuf: &[u8],
     p: &Prepared,
     out: &mut Vec<u8>,
-    stop: &CancellationToken,
+    stop: &Stop,
     request_body_done: bool,
 ) -> Result<Parsed, UpstreamError> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -937,7 +977,7 @@ fn parse_response(
         || !request_body_done
         || facts.framing == Framing::UntilClose
         || dechunk
-        || stop.is_cancelled();
+        || stop.is_stopping();
     let upgrade_agreed = facts.status == 101
         && p.upgrade
             .as_deref()
@@ -977,7 +1017,7 @@ async fn stream_body_and_wait(
     max_header_size: usize,
     p: &Prepared,
     body_started: &mut bool,
-    stop: &CancellationToken,
+    stop: &Stop,
 ) -> Result<(ResponseHead, bool), Failure> {
     let (mut up_read, mut up_write) = upstream.split();
     let (mut client_read, mut client_write) = client.split();
@@ -1120,7 +1160,7 @@ async fn wait_head_split<R, W>(
     max_header_size: usize,
     p: &Prepared,
     out: &mut Vec<u8>,
-    stop: &CancellationToken,
+    stop: &Stop,
     body_done: &AtomicBool,
 ) -> Result<ResponseHead, UpstreamError>
 where

@@ -69,7 +69,9 @@ struct Idle {
 }
 
 struct Shared {
-    idle: Mutex<HashMap<Authority, Vec<Idle>, foldhash::fast::RandomState>>,
+    /// Keyed by the authority's text: `Authority`'s own hash lowercases
+    /// byte by byte, and route values are lowercased already.
+    idle: Mutex<HashMap<Box<str>, Vec<Idle>, foldhash::fast::RandomState>>,
     config: PoolConfig,
 }
 
@@ -91,33 +93,33 @@ impl Pool {
         }
     }
 
-    /// An idle connection to `backend` that still looks open, if any.
-    pub fn checkout(&self, backend: &Authority) -> Option<TcpStream> {
+    /// An idle connection to `backend` that still looks open, if any
+    /// (`now`: the request's clock reading).
+    pub fn checkout(&self, backend: &Authority, now: Instant) -> Option<TcpStream> {
         let mut idle = self.shared.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.get_mut(backend)?;
+        let list = idle.get_mut(backend.as_str())?;
         while let Some(conn) = list.pop() {
-            if conn.since.elapsed() < self.shared.config.idle_timeout && looks_open(&conn.stream) {
+            let fresh = now.saturating_duration_since(conn.since) < self.shared.config.idle_timeout;
+            if fresh && looks_open(&conn.stream) {
                 return Some(conn.stream);
             }
         }
         None
     }
 
-    /// Returns a connection that sits at a clean message boundary.
-    pub fn put_back(&self, backend: &Authority, stream: TcpStream) {
+    /// Returns a connection that sits at a clean message boundary (`now`:
+    /// when its last response ended).
+    pub fn put_back(&self, backend: &Authority, stream: TcpStream, now: Instant) {
         let mut idle = self.shared.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = match idle.get_mut(backend) {
+        let list = match idle.get_mut(backend.as_str()) {
             Some(list) => list,
-            None => idle.entry(backend.clone()).or_default(),
+            None => idle.entry(backend.as_str().into()).or_default(),
         };
         if list.len() >= MAX_IDLE_PER_BACKEND {
             // The oldest goes; it is the likeliest to be closed anyway.
             list.remove(0);
         }
-        list.push(Idle {
-            stream,
-            since: Instant::now(),
-        });
+        list.push(Idle { stream, since: now });
     }
 
     /// A new connection, within the connect timeout.
