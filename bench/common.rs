@@ -221,13 +221,23 @@ impl Http {
     }
 
     fn try_get(&mut self, host: &str, path: &str) -> io::Result<Answer> {
+        let result = self.send_get(host, path).and_then(|()| self.answer());
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+
+    /// Writes a GET without waiting for its answer (see [`Http::answer`]):
+    /// several proxies can then work on theirs at the same time.
+    pub fn send_get(&mut self, host: &str, path: &str) -> io::Result<()> {
         self.req.clear();
         write!(
             self.req,
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: switchyard-bench\r\n\r\n"
         )?;
         let req = std::mem::take(&mut self.req);
-        let result = self.exchange(&req);
+        let result = self.connect().and_then(|s| s.write_all(&req));
         self.req = req;
         if result.is_err() {
             self.stream = None;
@@ -235,8 +245,17 @@ impl Http {
         result
     }
 
-    fn exchange(&mut self, req: &[u8]) -> io::Result<Answer> {
-        self.connect()?.write_all(req)?;
+    /// Reads the answer to the request [`Http::send_get`] wrote; on error
+    /// the connection is dropped (the next request opens a new one).
+    pub fn answer(&mut self) -> io::Result<Answer> {
+        let result = self.read_answer();
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+
+    fn read_answer(&mut self) -> io::Result<Answer> {
         // Read the head.
         let head_end = loop {
             if let Some(i) = find(&self.buf, b"\r\n\r\n") {

@@ -111,14 +111,31 @@ impl Bench {
         self.redis.cmd_str(write)?;
         let mut remaining = n;
         let mut verifies = vec![0usize; n];
-        // Round-robin over the proxies: one that already serves the change
-        // keeps being polled (and checked) while the others catch up.
+        // Every proxy is polled in each round, all at once: the requests go
+        // out first, then the answers are read, so that three replicas work
+        // in parallel and a round costs one round trip, not three. One that
+        // already serves the change keeps being polled (and checked) while
+        // the others catch up.
+        let mut sent = vec![false; n];
         'outer: loop {
             for (i, client) in self.clients.iter_mut().enumerate() {
+                sent[i] = false;
                 if first[i].is_some() && remaining == 0 && verifies[i] >= self.args.verify {
                     continue;
                 }
-                let answer = match client.get(host, "/") {
+                match client.send_get(host, "/") {
+                    Ok(()) => sent[i] = true,
+                    Err(_) => errors += 1,
+                }
+            }
+            for (i, client) in self.clients.iter_mut().enumerate() {
+                if !sent[i] {
+                    if first[i].is_some() && remaining == 0 {
+                        verifies[i] += 1;
+                    }
+                    continue;
+                }
+                let answer = match client.answer() {
                     Ok(a) => a,
                     Err(_) => {
                         errors += 1;
