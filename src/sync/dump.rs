@@ -120,12 +120,7 @@ pub fn diff_payloads<'a>(
 ) -> Result<Option<PayloadDiff<'a>>, DumpError> {
     let (mut old, mut new) = (entries_region(old)?.1, entries_region(new)?.1);
     let (old_len, new_len) = (old.buf.len(), new.buf.len());
-    let prefix = old
-        .buf
-        .iter()
-        .zip(new.buf)
-        .position(|(a, b)| a != b)
-        .unwrap_or(old_len.min(new_len));
+    let prefix = common_prefix(old.buf, new.buf);
     // The entries wholly inside the common prefix are the same in both.
     let mut start = 0;
     loop {
@@ -137,12 +132,7 @@ pub fn diff_payloads<'a>(
         start = new.pos;
     }
     old.pos = start;
-    let suffix = old.buf[start..]
-        .iter()
-        .rev()
-        .zip(new.buf[start..].iter().rev())
-        .position(|(a, b)| a != b)
-        .unwrap_or((old_len - start).min(new_len - start));
+    let suffix = common_suffix(&old.buf[start..], &new.buf[start..]);
     // Walk both to boundaries inside the common suffix that sit at the same
     // distance from the end: from there on the entries are the same bytes.
     let mut old_entries = Vec::new();
@@ -199,6 +189,42 @@ pub fn diff_payloads<'a>(
         }
     }
     Ok(Some(diff))
+}
+
+/// Compared this many bytes at a time (one `memcmp` each) before the
+/// differing byte is looked for: megabytes of equal payload go by at
+/// memory speed, not a byte per step.
+const COMPARE_BLOCK: usize = 256;
+
+/// Length of the longest common prefix of `a` and `b`.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut at = 0;
+    while at + COMPARE_BLOCK <= n && a[at..at + COMPARE_BLOCK] == b[at..at + COMPARE_BLOCK] {
+        at += COMPARE_BLOCK;
+    }
+    at + a[at..n]
+        .iter()
+        .zip(&b[at..n])
+        .position(|(x, y)| x != y)
+        .unwrap_or(n - at)
+}
+
+/// Length of the longest common suffix of `a` and `b`.
+fn common_suffix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[a.len() - n..], &b[b.len() - n..]);
+    let mut end = n;
+    while end >= COMPARE_BLOCK && a[end - COMPARE_BLOCK..end] == b[end - COMPARE_BLOCK..end] {
+        end -= COMPARE_BLOCK;
+    }
+    n - end
+        + a[..end]
+            .iter()
+            .rev()
+            .zip(b[..end].iter().rev())
+            .position(|(x, y)| x != y)
+            .unwrap_or(end)
 }
 
 struct Reader<'a> {
@@ -309,6 +335,26 @@ fn int_text(n: i64) -> Cow<'static, [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn common_prefix_and_suffix_at_every_position() {
+        let base: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for at in [0, 1, 255, 256, 257, 511, 512, 999] {
+            let mut other = base.clone();
+            other[at] ^= 0xff;
+            assert_eq!(common_prefix(&base, &other), at, "prefix, change at {at}");
+            assert_eq!(
+                common_suffix(&base, &other),
+                999 - at,
+                "suffix, change at {at}"
+            );
+        }
+        assert_eq!(common_prefix(&base, &base), 1000);
+        assert_eq!(common_suffix(&base, &base), 1000);
+        assert_eq!(common_prefix(&base[..300], &base), 300);
+        assert_eq!(common_suffix(&base[700..], &base), 300);
+        assert_eq!(common_prefix(&[], &base), 0);
+    }
 
     /// A payload as Redis would write it: type, body, then version + CRC
     /// (not checked here, so zeros).
