@@ -405,10 +405,9 @@ async fn expect_continue_is_answered_once_by_the_proxy_when_it_buffers_the_body(
 /// status line it reads for the final answer, and every answer after it on
 /// the connection is then off by one.
 ///
-/// FIXME(bug): fails today. With two backends the proxy reads the body
-/// whole (`read_whole_body`) and answers `HTTP/1.1 100 Continue` itself
-/// without looking at the client's version (the relay of a backend's 1xx
-/// does check `http10`).
+/// With two backends the proxy reads the body whole before forwarding it;
+/// that is where it would answer `100 Continue` itself (found by this test
+/// and fixed: the relay of a backend's 1xx already checked the version).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http10_client_gets_no_100_continue_when_the_proxy_buffers_the_body() {
     let redis = RedisServer::start();
@@ -577,10 +576,9 @@ async fn client_leaving_mid_exchange_closes_the_backend_connection() {
 /// for nobody until the response timeout. Uploads are where backends think
 /// longest.
 ///
-/// FIXME(bug): fails today. While a streamed body is copied, the client is
-/// read by the copy (`stream_body_and_wait`); once the copy is done nobody
-/// watches the client, so its close goes unseen until the backend answers
-/// or `response_header_timeout` passes.
+/// While a streamed body is copied, the client is read by the copy; once
+/// the copy is done the proxy watches the client until the answer comes
+/// (found by this test and fixed in `stream_body_and_wait`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_leaving_after_a_streamed_upload_closes_the_backend_connection() {
     const BODY: usize = 200 * 1024;

@@ -11,6 +11,8 @@ pub enum ProxyError {
     HeadersTooLarge,
     #[error("HTTP version not supported")]
     BadVersion,
+    #[error("malformed chunked request body")]
+    BadChunking,
     #[error("missing or malformed Host")]
     BadHost,
     #[error("ambiguous request framing (Content-Length with Transfer-Encoding)")]
@@ -32,9 +34,10 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(self) -> StatusCode {
         match self {
-            ProxyError::BadRequest | ProxyError::BadHost | ProxyError::BadFraming => {
-                StatusCode::BAD_REQUEST
-            }
+            ProxyError::BadRequest
+            | ProxyError::BadChunking
+            | ProxyError::BadHost
+            | ProxyError::BadFraming => StatusCode::BAD_REQUEST,
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BadVersion => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             ProxyError::ConnectRefused => StatusCode::METHOD_NOT_ALLOWED,
@@ -54,6 +57,7 @@ impl ProxyError {
             ProxyError::BadRequest => "400 bad request: malformed request head\n",
             ProxyError::HeadersTooLarge => "431 request header fields too large\n",
             ProxyError::BadVersion => "505 HTTP version not supported\n",
+            ProxyError::BadChunking => "400 bad request: malformed chunked body\n",
             ProxyError::BadHost => "400 bad request: missing or malformed Host\n",
             ProxyError::BadFraming => {
                 "400 bad request: conflicting Content-Length / Transfer-Encoding\n"

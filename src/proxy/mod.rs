@@ -418,6 +418,7 @@ pub fn error_response(error: ProxyError) -> Response<ResponseBody> {
         ProxyError::BadHost
         | ProxyError::BadFraming
         | ProxyError::BadRequest
+        | ProxyError::BadChunking
         | ProxyError::HeadersTooLarge
         | ProxyError::BadVersion => {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));

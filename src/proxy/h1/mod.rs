@@ -475,7 +475,10 @@ impl<'a> Conn<'a> {
         let replay = match p.framing {
             Framing::Empty => Some(Bytes::new()),
             Framing::Length(n) if p.buffer_body => {
-                match self.read_whole_body(n as usize, p.expect_continue).await {
+                // RFC 9110 §10.1.1: an HTTP/1.0 client's expectation is ignored
+                // (it would take a 100 for the answer).
+                let expect = p.expect_continue && !p.http10;
+                match self.read_whole_body(n as usize, expect).await {
                     Some(body) => Some(body),
                     None => return Next::Close,
                 }
@@ -514,7 +517,7 @@ impl<'a> Conn<'a> {
                 }
                 Err(Failure::Client(ClientFault::Gone)) => return Next::Close,
                 Err(Failure::Client(ClientFault::Malformed)) => {
-                    return self.fail(&p, ProxyError::BadFraming, true).await;
+                    return self.fail(&p, ProxyError::BadChunking, true).await;
                 }
                 Err(Failure::TimedOut) => {
                     let kind = UpstreamErrorKind::ResponseTimeout;
@@ -1024,13 +1027,6 @@ async fn stream_body_and_wait(
     // Read by the head parser: an answer that comes before the whole body
     // closes the client connection after it.
     let body_done = AtomicBool::new(false);
-    let send = send_body(
-        &mut client_read,
-        inbuf,
-        &mut up_write,
-        p.framing,
-        body_started,
-    );
     let wait = wait_head_split(
         &mut up_read,
         upbuf,
@@ -1041,36 +1037,60 @@ async fn stream_body_and_wait(
         stop,
         &body_done,
     );
-    tokio::pin!(send, wait);
-    let mut sending = true;
-    loop {
+    tokio::pin!(wait);
+    // 1. The body goes up while the answer is awaited.
+    {
+        let send = send_body(
+            &mut client_read,
+            inbuf,
+            &mut up_write,
+            p.framing,
+            body_started,
+        );
+        tokio::pin!(send);
         tokio::select! {
             biased;
-            result = &mut send, if sending => {
-                sending = false;
-                match result {
-                    Ok(()) => body_done.store(true, Ordering::Relaxed),
-                    // The backend stopped reading; its answer may still come.
-                    Err(BodyError::Upstream(e)) => {
-                        tracing::debug!(error = %e, "backend stopped reading the request body");
-                    }
-                    Err(BodyError::Client(e)) => {
-                        let fault = if e.kind() == io::ErrorKind::InvalidData {
-                            ClientFault::Malformed
-                        } else {
-                            ClientFault::Gone
-                        };
-                        return Err(Failure::Client(fault));
-                    }
+            result = &mut send => match result {
+                Ok(()) => body_done.store(true, Ordering::Relaxed),
+                // The backend stopped reading; its answer may still come.
+                Err(BodyError::Upstream(e)) => {
+                    tracing::debug!(error = %e, "backend stopped reading the request body");
                 }
-            }
-            head = &mut wait => {
-                return head
-                    .map(|h| (h, body_done.load(Ordering::Relaxed)))
-                    .map_err(Failure::from)
+                Err(BodyError::Client(e)) => {
+                    let fault = if e.kind() == io::ErrorKind::InvalidData {
+                        ClientFault::Malformed
+                    } else {
+                        ClientFault::Gone
+                    };
+                    return Err(Failure::Client(fault));
+                }
+            },
+            head = &mut wait => return answered(head, &body_done),
+        }
+    }
+    // 2. The body is sent: the client is watched while the answer is
+    //    awaited, as for a request without a body.
+    loop {
+        let watching = inbuf.len() < max_header_size;
+        inbuf.reserve(READ_CHUNK);
+        tokio::select! {
+            biased;
+            head = &mut wait => return answered(head, &body_done),
+            read = client_read.read_buf(inbuf), if watching => {
+                if !matches!(read, Ok(n) if n > 0) {
+                    return Err(Failure::Client(ClientFault::Gone));
+                }
             }
         }
     }
+}
+
+fn answered(
+    head: Result<ResponseHead, UpstreamError>,
+    body_done: &AtomicBool,
+) -> Result<(ResponseHead, bool), Failure> {
+    head.map(|h| (h, body_done.load(Ordering::Relaxed)))
+        .map_err(Failure::from)
 }
 
 /// Where a request body copy failed.
