@@ -442,11 +442,13 @@ impl Switchyard {
             .args(["--log-format", "json", "--access-log", "false"])
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
+        let err_tx = tx.clone();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stdout)
                 .lines()
@@ -457,11 +459,38 @@ impl Switchyard {
                 }
             }
         });
+        // Anything on stderr (a panic) becomes an ERROR line of its own.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let line = serde_json::json!({"level": "ERROR", "stderr": line}).to_string();
+                if err_tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
         Switchyard {
             child,
             lines,
             admin,
             listen,
+        }
+    }
+
+    /// Whether `host` is answered by `backend`; a transport error is a
+    /// no, unless the process has exited.
+    async fn serves(&mut self, host: &str, backend: &str) -> bool {
+        let request = support::client::try_request(self.listen, host);
+        match tokio::time::timeout(Duration::from_secs(5), request).await {
+            Ok(Ok(r)) => r.backend().as_deref() == Some(backend),
+            _ => {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    panic!("the binary exited ({status}): {:#?}", self.logged());
+                }
+                false
+            }
         }
     }
 
@@ -513,20 +542,11 @@ async fn without_publish_rights_every_replica_reads_itself_after_one_warning() {
     assert_eq!(redis.cli(&["ACL", "LOG", "RESET"]).trim(), "OK");
     let url = format!("redis://nopub:pw@127.0.0.1:{}/0", redis.port);
 
-    let binary = Switchyard::start(&url, "binary");
+    let mut binary = Switchyard::start(&url, "binary");
     let mut config = test_config(&url);
     config.sync.shared_read_threshold = THRESHOLD;
     let proxy = ready(config).await;
     assert_eventually!(binary.readyz().await["ready"] == true, "binary never ready");
-    let serves_both = |host: String, backend: &'static str| {
-        let host = host.clone();
-        let proxy = &proxy;
-        let listen = binary.listen;
-        async move {
-            serves(proxy, &host, backend).await
-                && http_get(listen, &host, "/").await.backend().as_deref() == Some(backend)
-        }
-    };
 
     // Whoever takes the lease fails at its first marked read; the other
     // then takes it and fails too. Changes propagate all along.
@@ -539,7 +559,7 @@ async fn without_publish_rights_every_replica_reads_itself_after_one_warning() {
             let mut live = false;
             let deadline = tokio::time::Instant::now() + patience();
             while !live && tokio::time::Instant::now() < deadline {
-                live = serves_both(host.clone(), "green").await;
+                live = serves(&proxy, &host, "green").await && binary.serves(&host, "green").await;
             }
             assert!(live, "change {i} did not propagate");
             binary.readyz().await["shared_reads"]["role"] == "off" && role(&proxy).await == "off"
@@ -560,7 +580,10 @@ async fn without_publish_rights_every_replica_reads_itself_after_one_warning() {
     for j in 0..3 {
         let host = format!("h{}.big.test", 1000 + j);
         redis.hset(&host, &green.target());
-        assert_eventually!(serves_both(host.clone(), "green").await, "change {j}");
+        assert_eventually!(
+            serves(&proxy, &host, "green").await && binary.serves(&host, "green").await,
+            "change {j}"
+        );
     }
     assert_eq!(dumps(&redis) - before, 6, "two replicas, three changes");
     assert_eq!(proxy.metric(DEADLINE).await, 0.0);
@@ -592,4 +615,55 @@ async fn without_publish_rights_every_replica_reads_itself_after_one_warning() {
         loud[0]
     );
     proxy.shutdown().await;
+}
+
+/// The ACL line the README recommends, shared-reads rights included.
+const ACL_WITH_SHARED_READS: &str = "on >pw resetkeys ~routes ~routes:replicas:* ~routes:reader \
+     resetchannels &__keyspace@0__:routes &__keyspace@0__:routes:reads &routes:changes \
+     -@all +select +ping +subscribe +publish +config|get +config|set +multi +exec +time \
+     +hgetall +dump +hlen +hscan +set +getex +client|id +info";
+
+/// With the README's ACL line, reads are shared and Redis refuses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_acl_line_shares_reads_without_a_denial() {
+    let redis = RedisServer::start();
+    let blue = start_backend("blue").await;
+    let green = start_backend("green").await;
+    fill(&redis, &blue.target());
+    let mut args = vec!["ACL", "SETUSER", "switchyard"];
+    args.extend(ACL_WITH_SHARED_READS.split_whitespace());
+    assert_eq!(redis.cli(&args).trim(), "OK");
+    assert_eq!(redis.cli(&["ACL", "LOG", "RESET"]).trim(), "OK");
+    let url = format!("redis://switchyard:pw@127.0.0.1:{}/0", redis.port);
+    let mut ids = Vec::new();
+    let mut proxies = Vec::new();
+    for _ in 0..2 {
+        let mut config = test_config(&url);
+        config.sync.shared_read_threshold = THRESHOLD;
+        ids.push(config.sync.replica_id.clone());
+        proxies.push(ready(config).await);
+    }
+    let all: Vec<&ProxyHandle> = proxies.iter().collect();
+    let r = settled(&all, &ids).await;
+    let applied = all[1 - r].metric(APPLIED).await;
+    redis.hset("h1.big.test", &green.target());
+    assert_eventually!(all_serve(&all, "h1.big.test", "green").await, "change");
+    assert_eventually!(
+        all[1 - r].metric(APPLIED).await > applied,
+        "the follower applied no delta"
+    );
+    // Every shared-reads command ran, the reader's lease renewal too.
+    for command in ["publish", "getex", "subscribe", "set"] {
+        assert_eventually!(
+            redis.command_calls().contains_key(command),
+            "{command} never ran: {:?}",
+            redis.command_calls()
+        );
+    }
+    drop(all);
+    for proxy in proxies {
+        proxy.shutdown().await;
+    }
+    let log = redis.cli(&["ACL", "LOG"]);
+    assert!(log.trim().is_empty(), "denied: {log}");
 }
