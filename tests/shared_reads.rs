@@ -20,6 +20,7 @@ const APPLIED: &str = "switchyard_shared_deltas_applied_total";
 const PUBLISHED: &str = "switchyard_shared_deltas_published_total";
 const DEADLINE: &str = "switchyard_shared_own_reads_total{reason=\"deadline\"}";
 const MISMATCH: &str = "switchyard_shared_own_reads_total{reason=\"mismatch\"}";
+const READ_YOURSELVES: &str = "switchyard_shared_own_reads_total{reason=\"read_yourselves\"}";
 
 fn shared_config(redis: &RedisServer) -> Config {
     let mut config = test_config(&redis.url());
@@ -666,4 +667,52 @@ async fn the_documented_acl_line_shares_reads_without_a_denial() {
     }
     let log = redis.cli(&["ACL", "LOG"]);
     assert!(log.trim().is_empty(), "denied: {log}");
+}
+
+/// A table with an invalid entry takes no delta (the full build owns the
+/// rules for those), so a follower holding one reads at once, as without
+/// shared reads, instead of waiting for a delta it could not apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_with_an_invalid_entry_reads_at_once() {
+    let redis = RedisServer::start();
+    let blue = start_backend("blue").await;
+    let green = start_backend("green").await;
+    fill(&redis, &blue.target());
+    redis.hset("bad.big.test", "not a route");
+    let mut ids = Vec::new();
+    let mut proxies = Vec::new();
+    for _ in 0..2 {
+        let mut config = shared_config(&redis);
+        // Longer than the test's patience: a follower left waiting for a
+        // delta would fail here, one that waited for "read yourselves"
+        // shows in its counter below.
+        config.sync.shared_read_wait_min = patience() * 2;
+        config.sync.shared_read_wait_max = patience() * 2;
+        ids.push(config.sync.replica_id.clone());
+        proxies.push(ready(config).await);
+    }
+    let all: Vec<&ProxyHandle> = proxies.iter().collect();
+    let r = settled(&all, &ids).await;
+    let follower = all[1 - r];
+    assert_eq!(follower.get("bad.big.test", "/").await.status, 502);
+    let before = dumps(&redis);
+    redis.hset("h1.big.test", &green.target());
+    assert_eventually!(all_serve(&all, "h1.big.test", "green").await, "change");
+    assert_eq!(dumps(&redis) - before, 2, "each replica read");
+    assert_eq!(follower.metric(APPLIED).await, 0.0);
+    assert_eq!(follower.metric(DEADLINE).await, 0.0);
+    assert_eq!(follower.metric(MISMATCH).await, 0.0);
+    // Nor did it wait for the reader to say "read yourselves" (which the
+    // reader does: it has no delta for a table with an invalid entry).
+    assert_eq!(follower.metric(READ_YOURSELVES).await, 0.0);
+    assert!(
+        all[r]
+            .metric("switchyard_shared_read_yourselves_published_total")
+            .await
+            >= 1.0
+    );
+    drop(all);
+    for proxy in proxies {
+        proxy.shutdown().await;
+    }
 }

@@ -710,12 +710,16 @@ impl Syncer {
             && self.state.status().notifications == NotificationMode::Keyspace
     }
 
-    /// Events wait for another replica's delta.
+    /// Events wait for another replica's delta: another replica reads, and
+    /// this table is one a delta can apply to (its content is known, and it
+    /// holds no invalid entry: those need the full build, so waiting would
+    /// only delay the read).
     fn following(&self) -> bool {
         matches!(self.shared.role, Role::Follower { .. })
             && self.shared.subscribed
             && self.shared_wanted()
             && self.current_content().is_some()
+            && self.state.table().invalid().is_empty()
     }
 
     /// At each ping tick: take part in shared reads or stop, subscribe the
