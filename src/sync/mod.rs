@@ -1278,6 +1278,78 @@ impl Backoff {
 mod tests {
     use super::*;
 
+    fn raw(entries: &[(&str, &str)]) -> Vec<(Bytes, Bytes)> {
+        entries
+            .iter()
+            .map(|(f, v)| (Bytes::from(f.to_string()), Bytes::from(v.to_string())))
+            .collect()
+    }
+
+    fn served(table: &RouteTable) -> Vec<(String, String)> {
+        table
+            .entries()
+            .into_iter()
+            .map(|(k, e)| match e {
+                crate::routes::Entry::Valid(r) => (k, r.value.to_string()),
+                crate::routes::Entry::Invalid => (k, "INVALID".into()),
+            })
+            .collect()
+    }
+
+    /// The change set read off a table diff, applied to the old table,
+    /// gives the new one (what a follower does with it).
+    #[test]
+    fn changes_from_a_diff_rebuild_the_new_table() {
+        let v1 = RouteTable::update(
+            &raw(&[
+                ("a.com", "10.0.0.1:80"),
+                ("*.w.com", "10.0.0.2:80"),
+                ("b.com", "10.0.0.3:80"),
+                ("*.x.com", "10.0.0.5:80"),
+            ]),
+            &RouteTable::unloaded(),
+        )
+        .0;
+        let (v2, diff) = RouteTable::update(
+            &raw(&[
+                ("a.com", "10.0.0.9:80"),
+                ("*.w.com", "10.0.0.2:80"),
+                ("c.com", "10.0.0.4:80"),
+                ("*.y.com", "10.0.0.6:80"),
+            ]),
+            &v1,
+        );
+        let changes = changes_from_diff(&diff, &v2, &v1).expect("small and valid");
+        assert_eq!(changes.len(), 5);
+        let (v3, applied) =
+            RouteTable::apply(&changes.upserts, &changes.removed, &v1).expect("applies");
+        assert_eq!(served(&v3), served(&v2));
+        assert_eq!(applied, diff);
+
+        // An invalid value on either side, or more changes than the diff
+        // names: no change set.
+        let (bad, diff) = RouteTable::update(&raw(&[("a.com", "nonsense")]), &v1);
+        assert_eq!(changes_from_diff(&diff, &bad, &v1), None);
+        let many: Vec<(String, String)> = (0..Names::KEPT + 1)
+            .map(|i| (format!("h{i}.com"), "10.0.0.1:80".to_owned()))
+            .collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(f, v)| (&f[..], &v[..])).collect();
+        let (big, diff) = RouteTable::update(&raw(&many), &v1);
+        assert_eq!(changes_from_diff(&diff, &big, &v1), None);
+    }
+
+    #[test]
+    fn share_slices_what_lies_inside_and_copies_the_rest() {
+        let buf = Bytes::from_static(b"0123456789");
+        let inside = share(&buf, &buf[3..6]);
+        assert_eq!(&inside[..], b"345");
+        assert_eq!(inside.as_ptr(), buf[3..].as_ptr(), "no copy");
+        let elsewhere = b"345".to_vec();
+        let copied = share(&buf, &elsewhere);
+        assert_eq!(&copied[..], b"345");
+        assert_ne!(copied.as_ptr(), elsewhere.as_ptr());
+    }
+
     #[test]
     fn backoff_doubles_caps_and_resets() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
