@@ -121,6 +121,7 @@ fn readyz(state: &SharedState) -> Response<Full<Bytes>> {
         "last_sync_age_seconds": status.last_sync.map(age_seconds),
         "watermark_us": status.watermark,
         "snapshot_error": status.snapshot_error,
+        "shared_reads": status.shared_reads,
     });
     let code = if ready {
         StatusCode::OK

@@ -188,7 +188,7 @@ pub fn format_status(replicas: &[ReplicaStatus]) -> String {
         .unwrap_or_default()
         .as_millis() as u64;
     let mut out = format!(
-        "{:<28} {:>8} {:>8} {:>8} {:>10} {:<9} {:<10} {:<9} {}\n",
+        "{:<28} {:>8} {:>8} {:>8} {:>10} {:<9} {:<10} {:<9} {:<9} {}\n",
         "REPLICA",
         "VERSION",
         "ROUTES",
@@ -197,6 +197,7 @@ pub fn format_status(replicas: &[ReplicaStatus]) -> String {
         "REDIS",
         "NOTIFY",
         "SOURCE",
+        "SHARED",
         "WATERMARK(us)"
     );
     for r in replicas {
@@ -205,7 +206,7 @@ pub fn format_status(replicas: &[ReplicaStatus]) -> String {
             .map(|t| format!("{:.1}s", now_ms.saturating_sub(t) as f64 / 1000.0))
             .unwrap_or_else(|| "-".into());
         out.push_str(&format!(
-            "{:<28} {:>8} {:>8} {:>8} {:>10} {:<9} {:<10} {:<9} {}\n",
+            "{:<28} {:>8} {:>8} {:>8} {:>10} {:<9} {:<10} {:<9} {:<9} {}\n",
             r.id,
             r.table_version,
             r.routes,
@@ -214,6 +215,11 @@ pub fn format_status(replicas: &[ReplicaStatus]) -> String {
             r.redis,
             r.notifications,
             r.source,
+            if r.shared_reads.is_empty() {
+                "-"
+            } else {
+                &r.shared_reads
+            },
             r.watermark
                 .map(|w| w.to_string())
                 .unwrap_or_else(|| "-".into())

@@ -158,6 +158,16 @@ pub struct ServeArgs {
     /// backend pool (default: one per core).
     #[arg(long, env = "SWITCHYARD_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+
+    /// From this many routes, one replica reads the hash after a change and
+    /// publishes what changed; the others apply that instead of reading
+    /// (0 turns shared reads off).
+    #[arg(
+        long,
+        env = "SWITCHYARD_SHARED_READ_THRESHOLD",
+        default_value_t = 10_000
+    )]
+    pub shared_read_threshold: usize,
 }
 
 /// A validation failure: reported with exit code 64.
@@ -213,6 +223,19 @@ pub struct SyncConfig {
     /// Status key refresh period (DESIGN 8).
     pub status_interval: Duration,
     pub replica_id: String,
+    /// From this many routes, shared reads (see `sync::shared`): one
+    /// replica reads and publishes the field-level delta, the others apply
+    /// it. What it saves is one O(routes) DUMP per replica per change, which
+    /// Redis serves one after another; below ~10,000 routes a read costs
+    /// Redis about a millisecond and sharing is not worth a moving part.
+    /// 0 turns it off.
+    pub shared_read_threshold: usize,
+    /// How long a follower waits for the reader's delta before it reads
+    /// itself: three of the reader's read times, within these bounds. The
+    /// floor keeps scheduling noise from turning into reads; the ceiling
+    /// bounds what a dead reader costs a change until its lease expires.
+    pub shared_read_wait_min: Duration,
+    pub shared_read_wait_max: Duration,
 }
 
 /// Everything the request path needs.
@@ -316,6 +339,9 @@ impl Config {
                 snapshot_file: serve.snapshot_file.clone(),
                 status_interval: Duration::from_secs(5),
                 replica_id: serve.replica_id.clone().unwrap_or_else(default_replica_id),
+                shared_read_threshold: serve.shared_read_threshold,
+                shared_read_wait_min: Duration::from_millis(50),
+                shared_read_wait_max: Duration::from_millis(500),
             },
             proxy: ProxyConfig {
                 dead_backend_ttl: serve.dead_backend_ttl,
@@ -351,6 +377,9 @@ mod tests {
         assert_eq!(cli.serve.resync_interval, Duration::from_secs(30));
         assert_eq!(cli.redis_url(None), DEFAULT_REDIS_URL);
         assert_eq!(cli.redis_url(Some("redis://h:1/2".into())), "redis://h:1/2");
+        assert_eq!(cli.serve.shared_read_threshold, 10_000);
+        let cli = Cli::try_parse_from(["switchyard", "--shared-read-threshold", "0"]).unwrap();
+        assert_eq!(cli.serve.shared_read_threshold, 0);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! Map of the crate:
 //! - [`config`]: flags and environment into a typed [`config::Config`].
 //! - [`routes`]: the immutable [`routes::RouteTable`], route parsing, host normalisation.
-//! - [`sync`]: Redis → table: notifications, subscribe-then-load, coalesced resyncs, backoff.
+//! - [`sync`]: Redis → table: notifications, subscribe-then-load, coalesced resyncs, backoff,
+//!   shared reads (one replica reads a large hash, the others apply its delta).
 //! - [`state`]: what sync, proxy and admin share (the `ArcSwap` and status).
 //! - [`proxy`]: the request path: host → route → backend, headers, upgrades.
 //! - [`server`]: accept loop, HTTP/1 + HTTP/2, limits, graceful shutdown.

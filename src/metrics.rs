@@ -2,6 +2,7 @@
 //! that the request path only does atomic adds; no per-host label exists
 //! (its cardinality would be the route table's).
 
+use crate::sync::follower::OwnRead;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
@@ -76,6 +77,14 @@ pub struct Metrics {
     pub table_age_base: IntGauge,
     pub client_connections: IntGauge,
     pub connections_refused: IntCounter,
+    /// Shared reads (see `sync::shared`): deltas this replica published as
+    /// the reader, deltas it applied as a follower, and the reads it made
+    /// itself as a follower instead, by [`OwnRead`] reason.
+    pub shared_deltas_published: IntCounter,
+    pub shared_read_yourselves_published: IntCounter,
+    pub shared_deltas_applied: IntCounter,
+    shared_own_reads: [IntCounter; 4],
+    pub shared_reader: IntGauge,
 }
 
 impl Metrics {
@@ -135,6 +144,15 @@ impl Metrics {
             &["reason"],
         )
         .unwrap();
+        let own_reads = IntCounterVec::new(
+            Opts::new(
+                "shared_own_reads_total",
+                "Reads a shared-reads follower made itself instead of applying the reader's delta, by reason.",
+            ),
+            &["reason"],
+        )
+        .unwrap();
+        let shared_own_reads = OwnRead::ALL.map(|r| own_reads.with_label_values(&[r.as_str()]));
         let gauge = |name: &str, help: &str| IntGauge::new(name, help).unwrap();
         let counter = |name: &str, help: &str| IntCounter::new(name, help).unwrap();
         let m = Metrics {
@@ -182,6 +200,23 @@ impl Metrics {
                 "client_connections_refused_total",
                 "Connections closed at once by --max-connections.",
             ),
+            shared_deltas_published: counter(
+                "shared_deltas_published_total",
+                "Deltas published as the shared-reads reader.",
+            ),
+            shared_read_yourselves_published: counter(
+                "shared_read_yourselves_published_total",
+                "Reads the shared-reads reader had no delta for (followers read themselves).",
+            ),
+            shared_deltas_applied: counter(
+                "shared_deltas_applied_total",
+                "Deltas of the shared-reads reader applied instead of a read.",
+            ),
+            shared_own_reads,
+            shared_reader: gauge(
+                "shared_reader",
+                "1 while this replica holds the shared-reads lease and reads for the others.",
+            ),
             registry,
         };
         m.registry.register(Box::new(requests)).unwrap();
@@ -190,6 +225,7 @@ impl Metrics {
             .unwrap();
         m.registry.register(Box::new(upstream)).unwrap();
         m.registry.register(Box::new(resync_vec)).unwrap();
+        m.registry.register(Box::new(own_reads)).unwrap();
         m.registry
             .register(Box::new(m.sync_duration.clone()))
             .unwrap();
@@ -199,6 +235,9 @@ impl Metrics {
             &m.notifications_received,
             &m.events_lost,
             &m.connections_refused,
+            &m.shared_deltas_published,
+            &m.shared_read_yourselves_published,
+            &m.shared_deltas_applied,
         ] {
             m.registry.register(Box::new(c.clone())).unwrap();
         }
@@ -210,6 +249,7 @@ impl Metrics {
             &m.notifications_enabled,
             &m.table_age_base,
             &m.client_connections,
+            &m.shared_reader,
         ] {
             m.registry.register(Box::new(g.clone())).unwrap();
         }
@@ -235,6 +275,10 @@ impl Metrics {
 
     pub fn resyncs(&self, reason: ResyncReason) -> u64 {
         self.resyncs[reason as usize].get()
+    }
+
+    pub fn shared_own_read(&self, reason: OwnRead) {
+        self.shared_own_reads[reason as usize].inc();
     }
 
     /// The Prometheus text exposition of every metric.

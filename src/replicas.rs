@@ -25,6 +25,10 @@ pub struct ReplicaStatus {
     pub notifications: String,
     pub redis: String,
     pub source: String,
+    /// Part in shared reads: `inactive`, `reader`, `follower` or `off`
+    /// (empty from a version without shared reads).
+    #[serde(default)]
+    pub shared_reads: String,
 }
 
 /// The key of one replica's status; prefixed by the routes key so that
@@ -65,6 +69,7 @@ pub fn current(config: &SyncConfig, state: &SharedState) -> ReplicaStatus {
         },
         redis: format!("{:?}", status.redis).to_lowercase(),
         source: format!("{:?}", table.source).to_lowercase(),
+        shared_reads: status.shared_reads.role.to_owned(),
     }
 }
 

@@ -30,6 +30,29 @@ pub enum NotificationMode {
     Polling { reason: String },
 }
 
+/// This replica's part in shared reads (see `sync::shared`), for `/readyz`
+/// and the replica status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SharedReadsStatus {
+    /// `inactive` (small hash, or not decided yet), `reader`, `follower`,
+    /// or `off` (refused or disabled; every reload reads for itself).
+    pub role: &'static str,
+    /// The lease holder, as last seen.
+    pub reader: Option<String>,
+    /// Why shared reads are off, when they are.
+    pub reason: Option<String>,
+}
+
+impl Default for SharedReadsStatus {
+    fn default() -> Self {
+        SharedReadsStatus {
+            role: "inactive",
+            reader: None,
+            reason: None,
+        }
+    }
+}
+
 /// What the sync loop reports about itself (admin `/readyz`, replica status).
 #[derive(Debug, Clone, Serialize)]
 pub struct SyncStatus {
@@ -43,6 +66,7 @@ pub struct SyncStatus {
     pub watermark: Option<RedisMicros>,
     /// Why the snapshot file could not be used or written, if it could not.
     pub snapshot_error: Option<String>,
+    pub shared_reads: SharedReadsStatus,
 }
 
 /// The state every part of the proxy shares.
@@ -65,6 +89,7 @@ impl SharedState {
                 last_sync: None,
                 watermark: None,
                 snapshot_error: None,
+                shared_reads: SharedReadsStatus::default(),
             }),
             metrics: Metrics::new(),
         })

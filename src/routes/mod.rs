@@ -441,6 +441,15 @@ impl RouteTable {
         (table, diff)
     }
 
+    /// The value, as written in Redis, of the valid route a hash field
+    /// names (`*.suffix` for a wildcard); `None` for no or an invalid route.
+    pub fn route_value(&self, field: &str) -> Option<&str> {
+        match self.entry(&parse_field(field).ok()?)? {
+            Entry::Valid(route) => Some(&route.value),
+            Entry::Invalid => None,
+        }
+    }
+
     fn entry(&self, key: &FieldKey) -> Option<&Entry> {
         match key {
             FieldKey::Exact(h) => self.get(false, h),

@@ -1,5 +1,6 @@
 //! The Redis side of sync: building connections, turning keyspace
-//! notifications on, and reading the whole routes hash with its watermark.
+//! notifications on, reading the whole routes hash with its watermark, and
+//! the commands of shared reads (lease, marker, publish; see `shared`).
 //! Everything fred-specific lives here, so the client can be swapped out.
 
 use super::dump::{self, DumpError};
@@ -150,9 +151,73 @@ pub async fn ensure_notifications(client: &Client) -> Result<Option<String>, Err
 /// command is written, so a PING on the same connection is the barrier
 /// (replies come back in order).
 pub async fn subscribe_confirmed(client: &Client, channel: &str) -> Result<(), Error> {
-    client.subscribe(channel).await?;
+    subscribe_all_confirmed(client, &[channel]).await
+}
+
+/// [`subscribe_confirmed`] for several channels in one `SUBSCRIBE` (an ACL
+/// refusal of any of them refuses all).
+pub async fn subscribe_all_confirmed(client: &Client, channels: &[&str]) -> Result<(), Error> {
+    let channels: Vec<String> = channels.iter().map(|c| c.to_string()).collect();
+    client.subscribe(channels).await?;
     let _: Value = client.ping(None).await?;
     Ok(())
+}
+
+/// `PUBLISH channel message`.
+pub async fn publish(client: &Client, channel: &str, message: Bytes) -> Result<(), Error> {
+    let _: Value = client
+        .custom(
+            cmd("PUBLISH"),
+            vec![Value::from(channel), Value::Bytes(message)],
+        )
+        .await?;
+    Ok(())
+}
+
+fn optional_string(value: Value) -> Result<Option<String>, Error> {
+    match value {
+        Value::Null => Ok(None),
+        other => other
+            .as_string()
+            .map(Some)
+            .ok_or_else(|| Error::new(ErrorKind::Protocol, "unexpected lease reply")),
+    }
+}
+
+/// `SET <key> <id> NX PX <ttl> GET` (Redis 7.0+): the holder the lease had,
+/// `None` when it had none and is now `id`'s.
+pub async fn lease_acquire(
+    client: &Client,
+    key: &str,
+    id: &str,
+    ttl: Duration,
+) -> Result<Option<String>, Error> {
+    let ttl = ttl.as_millis().max(1).to_string();
+    let value: Value = client
+        .custom(cmd("SET"), vec![key, id, "NX", "PX", &ttl, "GET"])
+        .await?;
+    optional_string(value)
+}
+
+/// `GETEX <key> PX <ttl>`: the holder, whose lease this just extended
+/// (`None` when there is none).
+pub async fn lease_renew(
+    client: &Client,
+    key: &str,
+    ttl: Duration,
+) -> Result<Option<String>, Error> {
+    let ttl = ttl.as_millis().max(1).to_string();
+    let value: Value = client.custom(cmd("GETEX"), vec![key, "PX", &ttl]).await?;
+    optional_string(value)
+}
+
+/// Ends the lease (the caller holds it) in a millisecond, so another
+/// replica can take it at its next tick: `GETEX <key> PX 1` (no `DEL`
+/// right needed).
+pub async fn lease_release(client: &Client, key: &str) -> Result<(), Error> {
+    lease_renew(client, key, Duration::from_millis(1))
+        .await
+        .map(drop)
 }
 
 /// Parses a `TIME` reply into microseconds.
@@ -261,13 +326,33 @@ pub enum ReadMethod {
     HScan,
 }
 
+/// A message to `PUBLISH` inside the read's transaction (a shared-reads
+/// read marker): subscribers see it exactly where the read was taken.
+#[derive(Debug, Clone, Copy)]
+pub struct Marker<'a> {
+    pub channel: &'a str,
+    pub message: &'a str,
+}
+
 /// Reads the whole hash with `method`.
 pub async fn read_hash(client: &Client, key: &str, method: ReadMethod) -> Result<HashRead, Error> {
+    read_hash_marked(client, key, method, None).await
+}
+
+/// [`read_hash`], publishing `marker` in the `DUMP` transaction
+/// (`MULTI TIME PUBLISH DUMP EXEC`); other methods publish nothing.
+pub async fn read_hash_marked(
+    client: &Client,
+    key: &str,
+    method: ReadMethod,
+    marker: Option<Marker<'_>>,
+) -> Result<HashRead, Error> {
     match method {
-        ReadMethod::HGetAll => read_in_transaction(client, key, ReadMethod::HGetAll)
+        ReadMethod::HGetAll => read_in_transaction(client, key, ReadMethod::HGetAll, None)
             .await?
             .map_err(|_| Error::new(ErrorKind::Protocol, "unexpected HGETALL reply")),
-        ReadMethod::Dump => match read_in_transaction(client, key, ReadMethod::Dump).await? {
+        ReadMethod::Dump => match read_in_transaction(client, key, ReadMethod::Dump, marker).await?
+        {
             Ok(read) => Ok(read),
             Err(e) => {
                 tracing::debug!(error = %e, "DUMP payload not decoded; reading with HGETALL");
@@ -280,15 +365,21 @@ pub async fn read_hash(client: &Client, key: &str, method: ReadMethod) -> Result
     }
 }
 
-/// `MULTI TIME (HGETALL|DUMP) EXEC`. The inner error is a DUMP payload that
-/// could not be decoded.
+/// `MULTI TIME [PUBLISH] (HGETALL|DUMP) EXEC`. The inner error is a DUMP
+/// payload that could not be decoded.
 async fn read_in_transaction(
     client: &Client,
     key: &str,
     method: ReadMethod,
+    marker: Option<Marker<'_>>,
 ) -> Result<Result<HashRead, DumpError>, Error> {
     let trx = client.multi();
     let _: () = trx.custom(cmd("TIME"), Vec::<Value>::new()).await?;
+    if let Some(marker) = marker {
+        let _: () = trx
+            .custom(cmd("PUBLISH"), vec![marker.channel, marker.message])
+            .await?;
+    }
     if method == ReadMethod::Dump {
         let _: () = trx.custom(cmd("DUMP"), vec![key]).await?;
     } else {
@@ -296,7 +387,11 @@ async fn read_in_transaction(
     }
     let results: Value = trx.exec(true).await?;
     let mut items = results.into_array().into_iter();
-    let (Some(time), Some(hash)) = (items.next(), items.next()) else {
+    let time = items.next();
+    if marker.is_some() {
+        items.next();
+    }
+    let (Some(time), Some(hash)) = (time, items.next()) else {
         return Err(Error::new(ErrorKind::Protocol, "unexpected EXEC reply"));
     };
     let watermark = parse_time(&time)

@@ -35,6 +35,31 @@ pub async fn http_get(addr: SocketAddr, host: &str, path: &str) -> HttpResponse 
     request(addr, "GET", host, path, Bytes::new()).await
 }
 
+/// `GET /` with `Host: host`, reporting a transport failure instead of
+/// panicking (for a peer that may not be up yet).
+pub async fn try_request(addr: SocketAddr, host: &str) -> Result<HttpResponse, String> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let req = http::Request::builder()
+        .uri(format!("http://{addr}/"))
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
 pub async fn request(
     addr: SocketAddr,
     method: &str,
