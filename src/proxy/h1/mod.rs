@@ -118,8 +118,8 @@ pub async fn serve(
         inbuf: BytesMut::with_capacity(READ_CHUNK),
         upbuf: BytesMut::new(),
         out: Vec::with_capacity(1024),
-        head_timer: Box::pin(tokio::time::sleep_until(far)),
-        response_timer: Box::pin(tokio::time::sleep_until(far)),
+        head_deadline: Deadline::new(far),
+        response_deadline: Deadline::new(far),
         stopped: Box::pin(stop.token.clone().cancelled_owned()),
         idle_since: Instant::now(),
     };
@@ -140,15 +140,51 @@ struct Conn<'a> {
     /// The head being written (the backend's request, then the client's
     /// response).
     out: Vec<u8>,
-    /// One timer per purpose, reset per request: resetting a timer to a
-    /// later deadline costs an atomic store, a new timer a wheel insertion.
-    head_timer: Pin<Box<Sleep>>,
-    response_timer: Pin<Box<Sleep>>,
+    /// One deadline per purpose, moved on every request (see [`Deadline`]).
+    head_deadline: Deadline,
+    response_deadline: Deadline,
     stopped: Pin<Box<WaitForCancellationFutureOwned>>,
     /// When the connection started waiting for its next request (the end
     /// of the last answer): the clock is read twice per request, at its
     /// start and at its end, and every deadline derives from those.
     idle_since: Instant,
+}
+
+/// A deadline that moves later at no cost: moving it records the instant,
+/// and the timer under it is re-armed only when it fires before that
+/// instant. A connection moves its deadlines on every request; re-arming a
+/// timer each time would cost a timer-wheel update each time.
+struct Deadline {
+    timer: Pin<Box<Sleep>>,
+    at: tokio::time::Instant,
+}
+
+impl Deadline {
+    fn new(at: tokio::time::Instant) -> Deadline {
+        Deadline {
+            timer: Box::pin(tokio::time::sleep_until(at)),
+            at,
+        }
+    }
+
+    fn set(&mut self, at: tokio::time::Instant) {
+        if at < self.timer.deadline() {
+            self.timer.as_mut().reset(at);
+        }
+        self.at = at;
+    }
+
+    /// Resolves once the deadline has passed.
+    async fn expired(&mut self) {
+        loop {
+            self.timer.as_mut().await;
+            if tokio::time::Instant::now() >= self.at {
+                return;
+            }
+            let at = self.at;
+            self.timer.as_mut().reset(at);
+        }
+    }
 }
 
 /// A request ready to go: its upstream head is in `Conn::out`.
@@ -279,7 +315,7 @@ impl<'a> Conn<'a> {
                 .header_read_timeout
                 .min(self.limits.idle_timeout);
             let deadline = tokio::time::Instant::now() + wait;
-            self.head_timer.as_mut().reset(deadline);
+            self.head_deadline.set(deadline);
             let prepared = loop {
                 if first
                     && H2_PREFACE.starts_with(&self.inbuf[..self.inbuf.len().min(H2_PREFACE.len())])
@@ -357,7 +393,7 @@ impl<'a> Conn<'a> {
         tokio::select! {
             biased;
             read = self.client.read_buf(&mut self.inbuf) => matches!(read, Ok(n) if n > 0),
-            _ = self.head_timer.as_mut() => false,
+            _ = self.head_deadline.expired() => false,
             _ = self.stopped.as_mut(), if idle => false,
         }
     }
@@ -622,7 +658,7 @@ impl<'a> Conn<'a> {
         // From the request's start: the same bound for every attempt.
         let deadline =
             tokio::time::Instant::from_std(p.sent_at) + self.proxy.config.response_header_timeout;
-        self.response_timer.as_mut().reset(deadline);
+        self.response_deadline.set(deadline);
         let exchange = async {
             match body {
                 RequestBody::Replay(bytes) => {
@@ -661,7 +697,7 @@ impl<'a> Conn<'a> {
         tokio::select! {
             biased;
             result = exchange => result,
-            _ = self.response_timer.as_mut() => Err(Failure::TimedOut),
+            _ = self.response_deadline.expired() => Err(Failure::TimedOut),
         }
     }
 
@@ -1213,9 +1249,14 @@ where
 
 /// Resolves when the client sent something while the proxy waits on the
 /// backend: true if it closed (or reset) the connection; pipelined bytes
-/// are kept in `inbuf` (false).
+/// are kept in `inbuf` (false). It waits on the socket's own reader slot
+/// (`poll_read_ready`), not on a registered waiter: nothing else reads the
+/// client meanwhile, and it is cheaper on every request.
 async fn client_left(client: &TcpStream, inbuf: &mut BytesMut) -> bool {
-    if client.readable().await.is_err() {
+    if std::future::poll_fn(|cx| client.poll_read_ready(cx))
+        .await
+        .is_err()
+    {
         return true;
     }
     inbuf.reserve(READ_CHUNK);
