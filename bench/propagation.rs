@@ -54,11 +54,21 @@ struct Args {
     /// Pause between changes, so that changes are not coalesced.
     #[arg(long, default_value_t = 5)]
     gap_ms: u64,
+    /// Unmeasured changes made first. Freshly started processes on a VM
+    /// that was idle answer their first seconds of changes several times
+    /// slower (seen here: 3-9 ms for ~4 s, then 1-2 ms, same processes):
+    /// the hypervisor wakes idle vCPUs slowly until its halt polling has
+    /// adapted. Steady-state propagation is what is measured.
+    #[arg(long, default_value_t = 3000)]
+    warmup_ms: u64,
     /// Pause between polling rounds (µs). A tight loop would take a whole
     /// core from the proxies and Redis on a small machine; the pause bounds
     /// the measurement's resolution instead (plus the kernel's timer slack).
     #[arg(long, default_value_t = 100)]
     poll_interval_us: u64,
+    /// Print every measurement (time, each proxy's ms) to stderr.
+    #[arg(long)]
+    trace: bool,
     /// Label printed with every result line.
     #[arg(long, default_value = "")]
     label: String,
@@ -203,6 +213,19 @@ impl Bench {
         Ok(())
     }
 
+    fn trace(&self, kind: &str, outcome: &Outcome) {
+        if self.args.trace {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            eprintln!(
+                "SAMPLE {kind} {:.3} {:?}",
+                now.as_secs_f64(),
+                outcome.per_proxy_ms
+            );
+        }
+    }
+
     fn gap(&self) {
         std::thread::sleep(Duration::from_millis(self.args.gap_ms));
     }
@@ -287,8 +310,23 @@ fn main() -> std::io::Result<()> {
     let ports: Vec<&str> = backends.iter().map(|b| port_of(b)).collect();
     let nonce = std::process::id();
 
-    // 1. Changes of an existing host's backend.
+    // 1. Changes of an existing host's backend (after the warm-up ones).
     let host = format!("prop-{nonce}.bench.test");
+    bench.redis.cmd_str(&["HSET", &key, &host, &backends[0]])?;
+    bench.settle(&host, Want::Backend(ports[0]))?;
+    let warmup = Instant::now();
+    for i in 0.. {
+        if warmup.elapsed() >= Duration::from_millis(bench.args.warmup_ms) {
+            break;
+        }
+        let to = (i + 1) % 2;
+        bench.measure(
+            &host,
+            &["HSET", &key, &host, &backends[to]],
+            Want::Backend(ports[to]),
+        )?;
+        bench.gap();
+    }
     bench.redis.cmd_str(&["HSET", &key, &host, &backends[0]])?;
     bench.settle(&host, Want::Backend(ports[0]))?;
     let (calls_before, out_before, info_len) = snapshot(&mut bench.redis)?;
@@ -300,6 +338,7 @@ fn main() -> std::io::Result<()> {
             &["HSET", &key, &host, &backends[to]],
             Want::Backend(ports[to]),
         )?;
+        bench.trace("change", &outcome);
         series.push(outcome);
         bench.gap();
     }
@@ -350,6 +389,7 @@ fn main() -> std::io::Result<()> {
             &["HSET", &key, host, &backends[to]],
             Want::Backend(ports[to]),
         )?;
+        bench.trace("new", &outcome);
         new_series.push(outcome);
         bench.gap();
     }
@@ -357,6 +397,7 @@ fn main() -> std::io::Result<()> {
     let mut del_series = Series::new();
     for host in &hosts {
         let outcome = bench.measure(host, &["HDEL", &key, host], Want::NotFound)?;
+        bench.trace("del", &outcome);
         del_series.push(outcome);
         bench.gap();
     }

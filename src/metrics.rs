@@ -69,6 +69,10 @@ pub struct Metrics {
     pub invalid_routes: IntGauge,
     resyncs: [IntCounter; 4],
     pub drift: IntCounter,
+    /// How reloads built their table: from the DUMP payload diff, or by
+    /// comparing every entry (boot, HGETALL reads, bulk rewrites).
+    pub reload_by_payload_diff: IntCounter,
+    pub reload_by_compare: IntCounter,
     pub sync_duration: HistogramVec,
     pub redis_connected: IntGauge,
     pub notifications_enabled: IntGauge,
@@ -153,6 +157,14 @@ impl Metrics {
         )
         .unwrap();
         let shared_own_reads = OwnRead::ALL.map(|r| own_reads.with_label_values(&[r.as_str()]));
+        let reload_builds = IntCounterVec::new(
+            Opts::new(
+                "reload_builds_total",
+                "How reloads built their table: payload_diff (only the entries a DUMP diff names) or compare (every entry).",
+            ),
+            &["how"],
+        )
+        .unwrap();
         let gauge = |name: &str, help: &str| IntGauge::new(name, help).unwrap();
         let counter = |name: &str, help: &str| IntCounter::new(name, help).unwrap();
         let m = Metrics {
@@ -177,6 +189,8 @@ impl Metrics {
                 "drift_total",
                 "Periodic resyncs that found a difference (a lost notification).",
             ),
+            reload_by_payload_diff: reload_builds.with_label_values(&["payload_diff"]),
+            reload_by_compare: reload_builds.with_label_values(&["compare"]),
             sync_duration,
             redis_connected: gauge("redis_connected", "1 while both Redis connections are up."),
             notifications_enabled: gauge(
@@ -226,6 +240,7 @@ impl Metrics {
         m.registry.register(Box::new(upstream)).unwrap();
         m.registry.register(Box::new(resync_vec)).unwrap();
         m.registry.register(Box::new(own_reads)).unwrap();
+        m.registry.register(Box::new(reload_builds)).unwrap();
         m.registry
             .register(Box::new(m.sync_duration.clone()))
             .unwrap();

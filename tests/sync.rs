@@ -707,3 +707,66 @@ async fn a_dump_in_an_encoding_we_do_not_read_is_not_asked_for_again() {
     assert!(calls.get("hgetall").copied().unwrap_or(0) >= 4, "{calls:?}");
     proxy.shutdown().await;
 }
+
+/// A hash that grew past a power of two is rehashed by Redis a step per
+/// write for about as many writes again, and every step moves entries to
+/// another place in the DUMP. Reloads must still patch only what changed
+/// (the payload diff matches entries by their bytes, not their place)
+/// rather than fall back to comparing every entry: that fallback is what
+/// made a 100,000-route reload take tens of milliseconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hash_redis_is_rehashing_still_reloads_by_payload_diff() {
+    // DEBUG HTSTATS-KEY shows the rehash under way.
+    let redis = RedisServer::start_with(&["--enable-debug-command", "yes"]);
+    let blue = start_backend("blue").await;
+    let green = start_backend("green").await;
+    let mut commands = String::new();
+    // 1,000 entries: a dict of 1,024 buckets.
+    for i in 0..1000 {
+        commands.push_str(&format!("HSET routes h{i}.rehash.test {}\n", blue.target()));
+    }
+    redis.pipe(&commands);
+    let mut config = test_config(&redis.url());
+    config.sync.dump_threshold = 600;
+    let proxy = ready_proxy(config).await;
+    // 100 more: the dict starts growing to 2,048 buckets at the 1,025th.
+    for i in 0..100 {
+        redis.hset(&format!("n{i}.rehash.test"), &blue.target());
+    }
+    assert_eventually!(
+        serves(&proxy, "n99.rehash.test", "blue").await,
+        "growth never served"
+    );
+    let stats = redis.cli(&["DEBUG", "HTSTATS-KEY", "routes"]);
+    assert!(
+        stats.contains("rehashing target"),
+        "the hash is not being rehashed: {stats}"
+    );
+    let by_diff = "switchyard_reload_builds_total{how=\"payload_diff\"}";
+    let by_compare = "switchyard_reload_builds_total{how=\"compare\"}";
+    let (diffs, compares) = (proxy.metric(by_diff).await, proxy.metric(by_compare).await);
+    for i in 0..20 {
+        let (to, name) = if i % 2 == 0 {
+            (&green, "green")
+        } else {
+            (&blue, "blue")
+        };
+        redis.hset("h7.rehash.test", &to.target());
+        assert_eventually!(serves(&proxy, "h7.rehash.test", name).await, "change {i}");
+    }
+    let stats = redis.cli(&["DEBUG", "HTSTATS-KEY", "routes"]);
+    assert!(
+        stats.contains("rehashing target"),
+        "rehash finished: {stats}"
+    );
+    assert!(
+        proxy.metric(by_diff).await >= diffs + 20.0,
+        "reloads did not use the payload diff"
+    );
+    assert_eq!(
+        proxy.metric(by_compare).await,
+        compares,
+        "a reload compared every entry while the hash was rehashing"
+    );
+    proxy.shutdown().await;
+}

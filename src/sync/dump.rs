@@ -15,6 +15,7 @@
 //! [`DumpError::Unsupported`] and the caller reads the hash with `HGETALL`.
 
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 
 /// A hash entry borrowed from the payload (or decoded into its own buffer
 /// when Redis stored it as an integer or compressed it).
@@ -109,15 +110,15 @@ pub struct PayloadDiff<'a> {
 /// field changes its value in place, a new field or an `HDEL` touches one
 /// spot, so two successive payloads are equal but for a region in the
 /// middle. The payloads are compared byte-wise from both ends (memcmp
-/// speed), the entry boundaries are walked (skipping, not decoding), and
-/// only the entries of the differing region are decoded and compared.
-/// `None` when more than `max_entries` entries differ (a rehash reorders
-/// everything): the caller then compares the whole read with its table.
-pub fn diff_payloads<'a>(
-    old: &'a [u8],
-    new: &'a [u8],
-    max_entries: usize,
-) -> Result<Option<PayloadDiff<'a>>, DumpError> {
+/// speed) and the entry boundaries walked (skipping, not decoding) to find
+/// that region. Inside it, entries are matched by their encoded bytes, not
+/// by position: while Redis incrementally rehashes a dict that grew past a
+/// power of two (which lasts until about as many more writes have reached
+/// that hash), every write also moves a bucket's entries to the new table,
+/// so the region spans much of the payload while holding the same entries
+/// in another order. Only the entries without a byte-equal twin on the
+/// other side are decoded.
+pub fn diff_payloads<'a>(old: &'a [u8], new: &'a [u8]) -> Result<PayloadDiff<'a>, DumpError> {
     let (mut old, mut new) = (entries_region(old)?.1, entries_region(new)?.1);
     let (old_len, new_len) = (old.buf.len(), new.buf.len());
     let prefix = common_prefix(old.buf, new.buf);
@@ -139,56 +140,54 @@ pub fn diff_payloads<'a>(
     let mut new_entries = Vec::new();
     let (mut old_at, mut new_at) = (start, start);
     while old_len - old_at > suffix {
-        old_entries.push(old_at);
         old.skip_entry()?;
+        old_entries.push(old_at..old.pos);
         old_at = old.pos;
     }
     while new_len - new_at > suffix {
-        new_entries.push(new_at);
         new.skip_entry()?;
+        new_entries.push(new_at..new.pos);
         new_at = new.pos;
     }
     while old_len - old_at != new_len - new_at {
         if old_len - old_at > new_len - new_at {
-            old_entries.push(old_at);
             old.skip_entry()?;
+            old_entries.push(old_at..old.pos);
             old_at = old.pos;
         } else {
-            new_entries.push(new_at);
             new.skip_entry()?;
+            new_entries.push(new_at..new.pos);
             new_at = new.pos;
         }
-        if old_entries.len() + new_entries.len() > 2 * max_entries {
-            return Ok(None);
-        }
     }
-    if old_entries.len().max(new_entries.len()) > max_entries {
-        return Ok(None);
+    // Old entries by their bytes; what the new side matches is unchanged.
+    let mut unmatched: HashMap<&'a [u8], usize, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(old_entries.len(), Default::default());
+    for range in &old_entries {
+        unmatched.insert(&old.buf[range.clone()], range.start);
     }
-    let decode =
-        |reader: &mut Reader<'a>, starts: &[usize]| -> Result<Vec<DumpedEntry<'a>>, DumpError> {
-            starts
-                .iter()
-                .map(|&at| {
-                    reader.pos = at;
-                    Ok((reader.string()?, reader.string()?))
-                })
-                .collect()
-        };
-    let before = decode(&mut old, &old_entries)?;
-    let after = decode(&mut new, &new_entries)?;
     let mut diff = PayloadDiff::default();
-    for (field, value) in &after {
-        if !before.iter().any(|(f, v)| f == field && v == value) {
-            diff.upserts.push((field.clone(), value.clone()));
+    for range in new_entries {
+        if unmatched.remove(&new.buf[range.clone()]).is_none() {
+            new.pos = range.start;
+            diff.upserts.push((new.string()?, new.string()?));
         }
     }
-    for (field, _) in before {
-        if !after.iter().any(|(f, _)| *f == field) {
-            diff.removed.push(field);
+    let upserted: HashSet<&[u8], foldhash::fast::RandomState> = diff
+        .upserts
+        .iter()
+        .map(|(field, _)| field.as_ref())
+        .collect();
+    let mut removed = Vec::new();
+    for &at in unmatched.values() {
+        old.pos = at;
+        let field = old.string()?;
+        if !upserted.contains(field.as_ref()) {
+            removed.push(field);
         }
     }
-    Ok(Some(diff))
+    diff.removed = removed;
+    Ok(diff)
 }
 
 /// Compared this many bytes at a time (one `memcmp` each) before the
@@ -488,27 +487,32 @@ mod tests {
         deleted.remove(0);
         for new in [&old, &changed, &inserted, &deleted] {
             let (a, b) = (encode(&old), encode(new));
-            let diff = diff_payloads(&a, &b, 16).unwrap().unwrap();
+            let diff = diff_payloads(&a, &b).unwrap();
             assert!(diff.upserts.len() + diff.removed.len() <= 1, "{diff:?}");
             assert_eq!(patched(&old, &diff), sorted(new));
         }
-        // Everything reordered: too much to diff.
+        // Everything reordered (a rehash): the same entries, no change; and
+        // a change inside the reordering is found.
         let mut reversed = old.clone();
         reversed.reverse();
-        assert_eq!(
-            diff_payloads(&encode(&old), &encode(&reversed), 16),
-            Ok(None)
-        );
+        let (a, b) = (encode(&old), encode(&reversed));
+        assert_eq!(diff_payloads(&a, &b).unwrap(), PayloadDiff::default());
+        reversed[10].1 = "10.7.7.7:80".into();
+        reversed.remove(50);
+        let b = encode(&reversed);
+        let diff = diff_payloads(&a, &b).unwrap();
+        assert_eq!((diff.upserts.len(), diff.removed.len()), (1, 1), "{diff:?}");
+        assert_eq!(patched(&old, &diff), sorted(&reversed));
     }
 
     proptest::proptest! {
-        /// Any edit of a payload: the diff applied to the old entries gives
-        /// the new ones, or the diff declines.
+        /// Any edits of a payload, with its entries moved around as a
+        /// rehash moves them: the diff applied to the old entries gives the
+        /// new ones.
         #[test]
         fn payload_diff_applied_gives_the_new_entries(
             n in 0usize..120,
-            edits in proptest::collection::vec((0u8..3, 0usize..200, 0u32..1000), 0..6),
-            limit in 1usize..40,
+            edits in proptest::collection::vec((0u8..4, 0usize..200, 0u32..1000), 0..6),
         ) {
             let old: Vec<(String, String)> = (0..n).map(|i| (format!("h{i}.com"), format!("v{i}"))).collect();
             let mut new = old.clone();
@@ -518,13 +522,13 @@ mod tests {
                     0 if !new.is_empty() => { let i = at % new.len(); new[i].1 = format!("x{value}"); }
                     1 => { fresh += 1; let i = at % (new.len() + 1); new.insert(i, (format!("n{fresh}.com"), format!("y{value}"))); }
                     2 if !new.is_empty() => { let i = at % new.len(); new.remove(i); }
+                    3 if !new.is_empty() => { let i = at % new.len(); let moved = new.remove(i); new.insert((at * 7) % (new.len() + 1), moved); }
                     _ => {}
                 }
             }
             let (a, b) = (encode(&old), encode(&new));
-            if let Some(diff) = diff_payloads(&a, &b, limit).unwrap() {
-                proptest::prop_assert_eq!(patched(&old, &diff), sorted(&new));
-            }
+            let diff = diff_payloads(&a, &b).unwrap();
+            proptest::prop_assert_eq!(patched(&old, &diff), sorted(&new));
         }
 
         #[test]

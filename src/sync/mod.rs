@@ -62,6 +62,7 @@ pub async fn run(config: SyncConfig, state: Arc<SharedState>, shutdown: Cancella
         dump_refused: false,
         dump_unreadable_up_to: 0,
         last_dump: None,
+        status_due: None,
     };
     let mut backoff = Backoff::new(syncer.config.backoff_min, syncer.config.backoff_max);
     loop {
@@ -201,7 +202,17 @@ struct Syncer {
     /// The payload of the last DUMP read, so that the next one is compared
     /// with it rather than with the whole table (see `dump::diff_payloads`).
     last_dump: Option<LastDump>,
+    /// When to publish the replica status after a read (see
+    /// [`STATUS_AFTER_READ`]).
+    status_due: Option<tokio::time::Instant>,
 }
+
+/// The replica status is published this long after a read rather than at
+/// once: when a change reaches several replicas, each one's status write
+/// would otherwise land in Redis among the other replicas' reads of the
+/// same change, and delay them. `route set --wait` sees the new watermark
+/// this much later.
+const STATUS_AFTER_READ: Duration = Duration::from_millis(10);
 
 /// A DUMP payload and the version of the table that reflects it.
 struct LastDump {
@@ -220,11 +231,14 @@ struct Built {
     /// What changed, field by field, when asked for and known (see
     /// `build_table`).
     changes: Option<ChangeSet>,
+    /// Built from the payload diff (else by comparing every entry).
+    by_payload_diff: bool,
 }
 
-/// Most entries a payload diff decodes before it declines (a rehash has
-/// reordered the hash) and the whole read is compared instead.
-const PAYLOAD_DIFF_MAX_ENTRIES: usize = 1024;
+/// Most changes a payload diff hands to `RouteTable::apply`, which patches
+/// a delta layer; a bulk rewrite past this is built by comparing every
+/// entry instead.
+const PAYLOAD_DIFF_MAX_CHANGES: usize = 4096;
 
 /// The next table from a read: from the difference with the last DUMP when
 /// there is one and it is small, else by comparing every entry.
@@ -246,8 +260,15 @@ fn build_table(
         .dump_payload()
         .map(|p| bytes::Bytes::copy_from_slice(p));
     if let (Some(last), Some(payload)) = (&last_dump, &dump) {
-        if let Ok(Some(changes)) =
-            dump::diff_payloads(&last.payload, payload, PAYLOAD_DIFF_MAX_ENTRIES)
+        if let Ok(changes) = dump::diff_payloads(&last.payload, payload)
+            .map_err(|e| debug!(error = %e, "payload diff failed; comparing every entry"))
+            .and_then(|c| {
+                if c.upserts.len() + c.removed.len() <= PAYLOAD_DIFF_MAX_CHANGES {
+                    Ok(c)
+                } else {
+                    Err(())
+                }
+            })
         {
             if let Some((table, diff)) =
                 RouteTable::apply(&changes.upserts, &changes.removed, previous)
@@ -270,6 +291,7 @@ fn build_table(
                     diff,
                     dump,
                     changes,
+                    by_payload_diff: true,
                 });
             }
         }
@@ -287,6 +309,7 @@ fn build_table(
         size: entries.len(),
         dump,
         changes,
+        by_payload_diff: false,
     })
 }
 
@@ -471,7 +494,7 @@ impl Syncer {
                     Err(RecvError::Closed) => return Err("event stream closed".into()),
                 },
                 message = messages.recv() => match message {
-                    Ok(message) => dirty = self.on_message(&command.client, events, message).await?,
+                    Ok(message) => dirty = self.on_message(events, message).await?,
                     Err(RecvError::Lagged(n)) => {
                         warn!(lost = n, "pub/sub message receiver lagged");
                         dirty = self.shared.follower.lost().and_then(|r| self.own_read(r));
@@ -501,6 +524,9 @@ impl Syncer {
                     dirty = self.shared_tick(&command.client, &subscriber.client).await?;
                 }
                 _ = status_tick.tick() => self.publish_status(&command.client).await,
+                _ = tokio::time::sleep_until(self.status_due.unwrap_or_else(tokio::time::Instant::now)), if self.status_due.is_some() => {
+                    self.publish_status(&command.client).await;
+                }
             }
         }
     }
@@ -577,7 +603,6 @@ impl Syncer {
     /// change, applied as a follower.
     async fn on_message(
         &mut self,
-        client: &Client,
         events: &mut broadcast::Receiver<KeyspaceEvent>,
         message: Message,
     ) -> Result<Option<ResyncReason>, String> {
@@ -606,7 +631,7 @@ impl Syncer {
                 self.shared.cycle = Duration::from_micros(delta.read_micros.into());
                 self.shared.follower.set_wait(self.follower_wait());
                 let read = delta.read;
-                let outcome = self.apply_delta(client, delta).await?;
+                let outcome = self.apply_delta(delta).await?;
                 debug!(?read, ?outcome, "shared-reads delta");
                 self.shared
                     .follower
@@ -634,7 +659,7 @@ impl Syncer {
 
     /// Applies a reader's delta when it starts from exactly this table's
     /// content and is newer than this table's read.
-    async fn apply_delta(&mut self, client: &Client, delta: Delta) -> Result<Outcome, String> {
+    async fn apply_delta(&mut self, delta: Delta) -> Result<Outcome, String> {
         let Some(content) = self.current_content() else {
             return Ok(Outcome::Mismatch);
         };
@@ -650,7 +675,7 @@ impl Syncer {
             });
             self.record_read(delta.watermark);
             self.state.metrics.shared_deltas_applied.inc();
-            self.publish_status(client).await;
+            self.publish_status_soon();
             return Ok(Outcome::Applied);
         }
         if delta.base_crc != content.crc || delta.watermark == content.watermark {
@@ -688,7 +713,7 @@ impl Syncer {
             watermark,
         });
         self.state.metrics.shared_deltas_applied.inc();
-        self.publish_status(client).await;
+        self.publish_status_soon();
         Ok(Outcome::Applied)
     }
 
@@ -1006,6 +1031,7 @@ impl Syncer {
             size,
             dump,
             changes,
+            by_payload_diff,
         } = match built {
             Ok(built) => built,
             Err(e) => {
@@ -1021,6 +1047,11 @@ impl Syncer {
             }
         };
         let build_took = build_started.elapsed();
+        if by_payload_diff {
+            self.state.metrics.reload_by_payload_diff.inc();
+        } else {
+            self.state.metrics.reload_by_compare.inc();
+        }
         self.last_size = size;
         if reason == ResyncReason::Periodic
             && !diff.is_empty()
@@ -1066,7 +1097,7 @@ impl Syncer {
             .with_label_values(&[reason.as_str()])
             .observe(started.elapsed().as_secs_f64());
         debug!(reason = reason.as_str(), version, read = ?read_took, build = ?build_took, took = ?started.elapsed(), "resync done");
-        self.publish_status(client).await;
+        self.publish_status_soon();
         Ok(())
     }
 
@@ -1150,10 +1181,18 @@ impl Syncer {
         status.last_error = None;
     }
 
-    async fn publish_status(&self, client: &Client) {
+    async fn publish_status(&mut self, client: &Client) {
+        self.status_due = None;
         if let Err(e) = replicas::publish(client, &self.config, &self.state).await {
             debug!(error = %e, "publishing replica status failed");
         }
+    }
+
+    /// Publishes the status [`STATUS_AFTER_READ`] from now (or at the
+    /// time already set).
+    fn publish_status_soon(&mut self) {
+        self.status_due
+            .get_or_insert_with(|| tokio::time::Instant::now() + STATUS_AFTER_READ);
     }
 
     fn set_redis_state(&self, redis: RedisState, error: Option<String>) {
