@@ -716,3 +716,59 @@ async fn a_follower_with_an_invalid_entry_reads_at_once() {
         proxy.shutdown().await;
     }
 }
+
+/// The periodic resync is the safety net; with shared reads the reader's
+/// own periodic read (a delta, usually empty, checked by content identity)
+/// covers the followers: they skip theirs while a reader's read confirmed
+/// their table within the interval, instead of each asking Redis for a
+/// full DUMP that would delay the reader's next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_leave_the_periodic_resync_to_the_reader() {
+    const PERIODIC: &str = "switchyard_resyncs_total{reason=\"periodic\"}";
+    let redis = RedisServer::start();
+    let blue = start_backend("blue").await;
+    let green = start_backend("green").await;
+    fill(&redis, &blue.target());
+    let mut ids = Vec::new();
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        let mut config = shared_config(&redis);
+        config.sync.resync_interval = Duration::from_millis(700);
+        config.sync.shared_read_wait_min = patience();
+        config.sync.shared_read_wait_max = patience();
+        ids.push(config.sync.replica_id.clone());
+        proxies.push(ready(config).await);
+    }
+    let all: Vec<&ProxyHandle> = proxies.iter().collect();
+    let r = settled(&all, &ids).await;
+    redis.hset("h0.big.test", &green.target());
+    assert_eventually!(all_serve(&all, "h0.big.test", "green").await, "change");
+
+    let before = dumps(&redis);
+    let mut periodic = Vec::new();
+    for proxy in &proxies {
+        periodic.push(proxy.metric(PERIODIC).await);
+    }
+    assert_eventually!(
+        proxies[r].metric(PERIODIC).await >= periodic[r] + 5.0,
+        "the reader made no periodic reads"
+    );
+    let reader_reads = proxies[r].metric(PERIODIC).await - periodic[r];
+    let reads = dumps(&redis) - before;
+    eprintln!("{reader_reads} periodic reads of the reader, {reads} DUMPs in all");
+    for i in (0..3).filter(|&i| i != r) {
+        let own = proxies[i].metric(PERIODIC).await - periodic[i];
+        // One may slip in where the follower's period ends just before
+        // the reader's periodic delta arrives.
+        assert!(own <= 1.0, "follower {i} made {own} periodic reads");
+        assert!(proxies[i].metric(APPLIED).await > 0.0);
+    }
+    assert!(
+        reads as f64 <= reader_reads + 3.0,
+        "{reads} DUMPs for {reader_reads} periodic reads of the reader"
+    );
+    assert!(all_serve(&all, "h1.big.test", "blue").await);
+    for proxy in proxies {
+        proxy.shutdown().await;
+    }
+}

@@ -159,6 +159,9 @@ struct SharedReads {
     /// The latest read-and-build time (own, or the reader's as it
     /// reported): a follower waits three of these for a delta.
     cycle: Duration,
+    /// When a reader's read last confirmed this table's content (a delta
+    /// applied, or one that found the content already there).
+    confirmed_at: Option<tokio::time::Instant>,
 }
 
 impl SharedReads {
@@ -169,6 +172,7 @@ impl SharedReads {
             role: Role::Inactive,
             term: ReadId { reader: 0, seq: 0 },
             follower: Follower::new(wait),
+            confirmed_at: None,
             content: None,
             cycle: Duration::ZERO,
         }
@@ -511,7 +515,16 @@ impl Syncer {
                 _ = periodic.tick() => {
                     let mode = self.recheck_notifications(&command.client).await?;
                     self.set_notification_mode(mode);
-                    dirty = Some(ResyncReason::Periodic);
+                    if self.confirmed_by_reader() {
+                        // The reader's own periodic read (or a later one)
+                        // checked this content against a DUMP within the
+                        // interval: a read of ours would find the same, at
+                        // the cost of a full DUMP that delays the reader's
+                        // next one.
+                        debug!("periodic resync skipped: the shared-reads reader confirmed the table");
+                    } else {
+                        dirty = Some(ResyncReason::Periodic);
+                    }
                 }
                 _ = ping.tick() => {
                     // Finds half-open connections; a subscriber is otherwise silent.
@@ -675,6 +688,7 @@ impl Syncer {
             });
             self.record_read(delta.watermark);
             self.state.metrics.shared_deltas_applied.inc();
+            self.shared.confirmed_at = Some(tokio::time::Instant::now());
             self.publish_status_soon();
             return Ok(Outcome::Applied);
         }
@@ -713,8 +727,19 @@ impl Syncer {
             watermark,
         });
         self.state.metrics.shared_deltas_applied.inc();
+        self.shared.confirmed_at = Some(tokio::time::Instant::now());
         self.publish_status_soon();
         Ok(Outcome::Applied)
+    }
+
+    /// A follower whose table a reader's read confirmed within the last
+    /// resync interval.
+    fn confirmed_by_reader(&self) -> bool {
+        self.following()
+            && self
+                .shared
+                .confirmed_at
+                .is_some_and(|at| at.elapsed() < self.config.resync_interval)
     }
 
     /// How long a follower waits for a delta.
@@ -1063,16 +1088,13 @@ impl Syncer {
                 "periodic resync found drift: a notification was lost"
             );
         }
-        let version = self.install(table, diff, previous, watermark, reason.as_str());
         let new_crc = dump.as_deref().and_then(shared::payload_crc);
-        self.shared.content = new_crc.map(|crc| Content {
-            version,
-            crc,
-            watermark,
-        });
-        self.last_dump = dump.map(|payload| LastDump { payload, version });
         self.shared.cycle = read_took + build_took;
         self.shared.follower.set_wait(self.follower_wait());
+        // The followers hear of the read before this replica swaps its own
+        // table and logs the change: they wait on nothing local. A failed
+        // publish still lets the table in (the session then ends).
+        let mut published = Ok(());
         if let Some(read) = marker {
             let change = match (base_crc, new_crc, changes) {
                 (Some(base_crc), Some(new_crc), Some(changes)) if changes.fits() => {
@@ -1088,9 +1110,17 @@ impl Syncer {
                 }
                 _ => Change::ReadYourselves { read, watermark },
             };
-            self.publish_change(client, change).await?;
+            published = self.publish_change(client, change).await;
         }
+        let version = self.install(table, diff, previous, watermark, reason.as_str());
+        self.shared.content = new_crc.map(|crc| Content {
+            version,
+            crc,
+            watermark,
+        });
+        self.last_dump = dump.map(|payload| LastDump { payload, version });
         self.loaded_from_redis = true;
+        published?;
         self.state
             .metrics
             .sync_duration
