@@ -678,7 +678,11 @@ if ! skip scale; then
     ng=$(awk -v a="$(sc_median nginx "$N_BIG" rss_kb)" 'BEGIN { printf "%.1f", a / 1024 }')
     ngp=$(awk -v a="$(sc_median nginx "$N_BIG" pss_kb)" 'BEGIN { printf "%.1f", a / 1024 }')
     target_row "RSS at $N_BIG routes vs nginx (RSS sum)" "$r MiB vs $ng MiB" "≤ nginx" "$(verdict "$r" "$ng")"
-    target_row "RSS at $N_BIG routes vs nginx (PSS sum)" "$r MiB vs $ngp MiB" "≤ nginx" "$(verdict "$r" "$ngp")"
+    # Not the issue's target (RSS): PSS counts the pages nginx's master and
+    # worker share once, which RSS counts twice. Shown so that the RSS
+    # verdict is not read as "less memory than nginx" in every sense.
+    if le "$r" "$ngp"; then pss_word="lower"; else pss_word="higher"; fi
+    target_row "memory at $N_BIG routes vs nginx (PSS sum; information, not a target)" "$r MiB vs $ngp MiB" "-" "$pss_word"
     r=$(sc_median sy "$N_HUGE" ready_ms)
     target_row "ready at $N_HUGE routes" "$r ms" "≤ 5000 ms" "$(verdict "$r" 5000)"
     stop_pid "$SCALE_REDIS_PID"
