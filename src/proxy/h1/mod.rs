@@ -314,7 +314,7 @@ impl<'a> Conn<'a> {
                 .limits
                 .header_read_timeout
                 .min(self.limits.idle_timeout);
-            let deadline = tokio::time::Instant::now() + wait;
+            let deadline = tokio::time::Instant::from_std(self.idle_since) + wait;
             self.head_deadline.set(deadline);
             let prepared = loop {
                 if first
