@@ -114,6 +114,24 @@ async fn ready(config: Config) -> ProxyHandle {
     proxy
 }
 
+/// `n` replicas with shared reads on, each config adjusted by `tweak`
+/// first; their replica ids and handles, in start order.
+async fn replicas(
+    redis: &RedisServer,
+    n: usize,
+    tweak: impl Fn(&mut Config),
+) -> (Vec<String>, Vec<ProxyHandle>) {
+    let mut ids = Vec::new();
+    let mut proxies = Vec::new();
+    for _ in 0..n {
+        let mut config = shared_config(redis);
+        tweak(&mut config);
+        ids.push(config.sync.replica_id.clone());
+        proxies.push(ready(config).await);
+    }
+    (ids, proxies)
+}
+
 /// The lease key's value.
 fn lease_holder(redis: &RedisServer) -> String {
     redis.cli(&["GET", "routes:reader"]).trim().to_owned()
@@ -130,18 +148,14 @@ async fn three_replicas_share_one_read_per_change() {
     let blue = start_backend("blue").await;
     let green = start_backend("green").await;
     fill(&redis, &blue.target());
-    let mut ids = Vec::new();
-    let mut proxies = Vec::new();
-    for _ in 0..3 {
-        let mut config = shared_config(&redis);
+    let (ids, proxies) = replicas(&redis, 3, |c| {
         // A follower that falls back would show up as a DUMP too: give the
         // reader's delta all the time a slow machine might need, so that
         // only a real failure to share can read.
-        config.sync.shared_read_wait_min = patience();
-        config.sync.shared_read_wait_max = patience();
-        ids.push(config.sync.replica_id.clone());
-        proxies.push(ready(config).await);
-    }
+        c.sync.shared_read_wait_min = patience();
+        c.sync.shared_read_wait_max = patience();
+    })
+    .await;
     let all: Vec<&ProxyHandle> = proxies.iter().collect();
     let r = settled(&all, &ids).await;
     assert_eq!(lease_holder(&redis), ids[r]);
@@ -247,13 +261,7 @@ async fn a_dead_reader_costs_a_deadline_until_its_lease_goes() {
     let blue = start_backend("blue").await;
     let green = start_backend("green").await;
     fill(&redis, &blue.target());
-    let mut ids = Vec::new();
-    let mut proxies = Vec::new();
-    for _ in 0..2 {
-        let config = shared_config(&redis);
-        ids.push(config.sync.replica_id.clone());
-        proxies.push(ready(config).await);
-    }
+    let (ids, proxies) = replicas(&redis, 2, |_| {}).await;
     let all: Vec<&ProxyHandle> = proxies.iter().collect();
     settled(&all, &ids).await;
 
@@ -323,13 +331,7 @@ async fn a_follower_whose_table_differs_reads_itself_and_converges() {
     let blue = start_backend("blue").await;
     let green = start_backend("green").await;
     fill(&redis, &blue.target());
-    let mut ids = Vec::new();
-    let mut proxies = Vec::new();
-    for _ in 0..3 {
-        let config = shared_config(&redis);
-        ids.push(config.sync.replica_id.clone());
-        proxies.push(ready(config).await);
-    }
+    let (ids, proxies) = replicas(&redis, 3, |_| {}).await;
     let all: Vec<&ProxyHandle> = proxies.iter().collect();
     let r = settled(&all, &ids).await;
     let followers: Vec<&ProxyHandle> = (0..3).filter(|&i| i != r).map(|i| &proxies[i]).collect();
@@ -679,18 +681,14 @@ async fn a_follower_with_an_invalid_entry_reads_at_once() {
     let green = start_backend("green").await;
     fill(&redis, &blue.target());
     redis.hset("bad.big.test", "not a route");
-    let mut ids = Vec::new();
-    let mut proxies = Vec::new();
-    for _ in 0..2 {
-        let mut config = shared_config(&redis);
+    let (ids, proxies) = replicas(&redis, 2, |c| {
         // Longer than the test's patience: a follower left waiting for a
         // delta would fail here, one that waited for "read yourselves"
         // shows in its counter below.
-        config.sync.shared_read_wait_min = patience() * 2;
-        config.sync.shared_read_wait_max = patience() * 2;
-        ids.push(config.sync.replica_id.clone());
-        proxies.push(ready(config).await);
-    }
+        c.sync.shared_read_wait_min = patience() * 2;
+        c.sync.shared_read_wait_max = patience() * 2;
+    })
+    .await;
     let all: Vec<&ProxyHandle> = proxies.iter().collect();
     let r = settled(&all, &ids).await;
     let follower = all[1 - r];
@@ -729,16 +727,12 @@ async fn followers_leave_the_periodic_resync_to_the_reader() {
     let blue = start_backend("blue").await;
     let green = start_backend("green").await;
     fill(&redis, &blue.target());
-    let mut ids = Vec::new();
-    let mut proxies = Vec::new();
-    for _ in 0..3 {
-        let mut config = shared_config(&redis);
-        config.sync.resync_interval = Duration::from_millis(700);
-        config.sync.shared_read_wait_min = patience();
-        config.sync.shared_read_wait_max = patience();
-        ids.push(config.sync.replica_id.clone());
-        proxies.push(ready(config).await);
-    }
+    let (ids, proxies) = replicas(&redis, 3, |c| {
+        c.sync.resync_interval = Duration::from_millis(700);
+        c.sync.shared_read_wait_min = patience();
+        c.sync.shared_read_wait_max = patience();
+    })
+    .await;
     let all: Vec<&ProxyHandle> = proxies.iter().collect();
     let r = settled(&all, &ids).await;
     redis.hset("h0.big.test", &green.target());

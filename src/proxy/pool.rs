@@ -16,6 +16,8 @@
 //! visit to their backend and by a sweep every few seconds (so a backend
 //! that lost its routes does not keep sockets open forever).
 
+pub use super::h1::upstream::PoolConfig;
+use super::h1::upstream::{dial, start_sweeper, DialError};
 use super::UpstreamBody;
 use crate::metrics::UpstreamErrorKind;
 use bytes::Bytes;
@@ -29,19 +31,10 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
+use std::time::Instant;
 
 /// Idle connections kept per backend (per worker); more are closed.
 const MAX_IDLE_PER_BACKEND: usize = 512;
-
-#[derive(Debug, Clone)]
-pub struct PoolConfig {
-    pub connect_timeout: Duration,
-    pub idle_timeout: Duration,
-    /// TCP keepalive probes on backend sockets find dead peers.
-    pub tcp_keepalive: Duration,
-}
 
 /// Why a request could not be sent or answered.
 #[derive(Debug, thiserror::Error)]
@@ -144,26 +137,16 @@ impl Pool {
     }
 
     async fn connect(&self, backend: &Authority) -> Result<Sender, UpstreamError> {
-        self.sweeper
-            .call_once(|| start_sweeper(Arc::downgrade(&self.shared)));
-        let config = &self.shared.config;
-        // An IPv6 authority keeps its brackets; the resolver wants them off.
-        let host = backend.host().trim_start_matches('[').trim_end_matches(']');
-        let port = backend.port_u16().unwrap_or(80);
-        let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect((host, port)))
+        self.sweeper.call_once(|| {
+            let idle = self.shared.config.idle_timeout;
+            start_sweeper(Arc::downgrade(&self.shared), idle, Shared::sweep)
+        });
+        let stream = dial(backend, &self.shared.config)
             .await
-            .map_err(|_| UpstreamError::ConnectTimeout)?
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::TimedOut {
-                    UpstreamError::ConnectTimeout
-                } else {
-                    UpstreamError::Connect(e)
-                }
+            .map_err(|e| match e {
+                DialError::Refused(e) => UpstreamError::Connect(e),
+                DialError::Timeout => UpstreamError::ConnectTimeout,
             })?;
-        // Requests are written whole: Nagle would only delay them.
-        let _ = stream.set_nodelay(true);
-        let keepalive = socket2::TcpKeepalive::new().with_time(config.tcp_keepalive);
-        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await?;
@@ -321,27 +304,4 @@ impl Body for PooledBody {
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
     }
-}
-
-/// Every idle timeout / 4, drops what [`Shared::sweep`] finds; ends with
-/// the pool.
-fn start_sweeper(pool: Weak<Shared>) {
-    let Some(period) = pool
-        .upgrade()
-        .map(|p| (p.config.idle_timeout / 4).max(Duration::from_millis(100)))
-    else {
-        return;
-    };
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            match pool.upgrade() {
-                Some(pool) => pool.sweep(),
-                None => return,
-            }
-        }
-    });
 }

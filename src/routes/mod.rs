@@ -633,22 +633,41 @@ pub fn parse_field(field: &str) -> Result<FieldKey, HostError> {
     }
 }
 
+/// Helpers for the tests of the table and of what builds it.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testing {
+    use super::{Entry, RawEntry, RouteTable};
     use bytes::Bytes;
 
-    fn raw(entries: &[(&str, &str)]) -> Vec<RawEntry> {
+    /// Raw hash entries from text pairs.
+    pub fn raw(entries: &[(&str, &str)]) -> Vec<RawEntry> {
         entries
             .iter()
-            .map(|(f, v)| {
-                (
-                    Bytes::copy_from_slice(f.as_bytes()),
-                    Bytes::copy_from_slice(v.as_bytes()),
-                )
+            .map(|(f, v)| (Bytes::from(f.to_string()), Bytes::from(v.to_string())))
+            .collect()
+    }
+
+    /// What a table serves: each key with its route value, or `INVALID`.
+    pub fn served(table: &RouteTable) -> Vec<(String, String)> {
+        table
+            .entries()
+            .into_iter()
+            .map(|(key, entry)| {
+                let value = match entry {
+                    Entry::Valid(route) => route.value.to_string(),
+                    Entry::Invalid => "INVALID".into(),
+                };
+                (key, value)
             })
             .collect()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::raw;
+    use super::*;
+    use bytes::Bytes;
 
     fn backend_of(table: &RouteTable, host: &str) -> Option<String> {
         match table.lookup(host) {

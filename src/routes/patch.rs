@@ -234,29 +234,8 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::{Lookup, RawEntry};
-    use bytes::Bytes;
-
-    fn raw(entries: &[(&str, &str)]) -> Vec<RawEntry> {
-        entries
-            .iter()
-            .map(|(f, v)| (Bytes::from(f.to_string()), Bytes::from(v.to_string())))
-            .collect()
-    }
-
-    fn served(table: &RouteTable) -> Vec<(String, String)> {
-        table
-            .entries()
-            .into_iter()
-            .map(|(key, entry)| {
-                let value = match entry {
-                    Entry::Valid(route) => route.value.to_string(),
-                    Entry::Invalid => "INVALID".into(),
-                };
-                (key, value)
-            })
-            .collect()
-    }
+    use crate::routes::testing::{raw, served};
+    use crate::routes::Lookup;
 
     /// `update` and a full build from scratch agree on what is served, on
     /// the diff, and on the size, through a sequence of changes.

@@ -1346,24 +1346,7 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn raw(entries: &[(&str, &str)]) -> Vec<(Bytes, Bytes)> {
-        entries
-            .iter()
-            .map(|(f, v)| (Bytes::from(f.to_string()), Bytes::from(v.to_string())))
-            .collect()
-    }
-
-    fn served(table: &RouteTable) -> Vec<(String, String)> {
-        table
-            .entries()
-            .into_iter()
-            .map(|(k, e)| match e {
-                crate::routes::Entry::Valid(r) => (k, r.value.to_string()),
-                crate::routes::Entry::Invalid => (k, "INVALID".into()),
-            })
-            .collect()
-    }
+    use crate::routes::testing::{raw, served};
 
     /// The change set read off a table diff, applied to the old table,
     /// gives the new one (what a follower does with it).

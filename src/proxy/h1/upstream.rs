@@ -124,28 +124,53 @@ impl Pool {
 
     /// A new connection, within the connect timeout.
     pub async fn connect(&self, backend: &Authority) -> Result<TcpStream, UpstreamError> {
-        self.sweeper
-            .call_once(|| start_sweeper(Arc::downgrade(&self.shared)));
-        let config = &self.shared.config;
-        // An IPv6 authority keeps its brackets; the resolver wants them off.
-        let host = backend.host().trim_start_matches('[').trim_end_matches(']');
-        let port = backend.port_u16().unwrap_or(80);
-        let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect((host, port)))
-            .await
-            .map_err(|_| UpstreamError::ConnectTimeout)?
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::TimedOut {
-                    UpstreamError::ConnectTimeout
-                } else {
-                    UpstreamError::Connect(e)
-                }
-            })?;
-        // Heads are written whole: Nagle would only delay them.
-        let _ = stream.set_nodelay(true);
-        let keepalive = socket2::TcpKeepalive::new().with_time(config.tcp_keepalive);
-        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        Ok(stream)
+        self.sweeper.call_once(|| {
+            let idle = self.shared.config.idle_timeout;
+            start_sweeper(Arc::downgrade(&self.shared), idle, Shared::sweep)
+        });
+        Ok(dial(backend, &self.shared.config).await?)
     }
+}
+
+/// Why a backend could not be connected to.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// Refused, unreachable, unresolvable: nothing was sent.
+    #[error("connect: {0}")]
+    Refused(#[source] io::Error),
+    #[error("connect timed out")]
+    Timeout,
+}
+
+impl From<DialError> for UpstreamError {
+    fn from(e: DialError) -> Self {
+        match e {
+            DialError::Refused(e) => UpstreamError::Connect(e),
+            DialError::Timeout => UpstreamError::ConnectTimeout,
+        }
+    }
+}
+
+/// Opens a backend connection as both request paths want it: within the
+/// connect timeout, Nagle off (heads are written whole), TCP keepalive on.
+pub async fn dial(backend: &Authority, config: &PoolConfig) -> Result<TcpStream, DialError> {
+    // An IPv6 authority keeps its brackets; the resolver wants them off.
+    let host = backend.host().trim_start_matches('[').trim_end_matches(']');
+    let port = backend.port_u16().unwrap_or(80);
+    let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| DialError::Timeout)?
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::TimedOut {
+                DialError::Timeout
+            } else {
+                DialError::Refused(e)
+            }
+        })?;
+    let _ = stream.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new().with_time(config.tcp_keepalive);
+    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+    Ok(stream)
 }
 
 impl Shared {
@@ -176,15 +201,14 @@ fn looks_open(stream: &TcpStream) -> bool {
     }
 }
 
-/// Every idle timeout / 4, drops what [`Shared::sweep`] finds; ends with
-/// the pool.
-fn start_sweeper(pool: Weak<Shared>) {
-    let Some(period) = pool
-        .upgrade()
-        .map(|p| (p.config.idle_timeout / 4).max(Duration::from_millis(100)))
-    else {
-        return;
-    };
+/// Runs `sweep` on the pool every idle timeout / 4 (at least every
+/// 100 ms), until the pool is gone. Both backend pools use it.
+pub fn start_sweeper<P: Send + Sync + 'static>(
+    pool: Weak<P>,
+    idle_timeout: Duration,
+    sweep: fn(&P),
+) {
+    let period = (idle_timeout / 4).max(Duration::from_millis(100));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -192,7 +216,7 @@ fn start_sweeper(pool: Weak<Shared>) {
         loop {
             tick.tick().await;
             match pool.upgrade() {
-                Some(pool) => pool.sweep(),
+                Some(pool) => sweep(&pool),
                 None => return,
             }
         }
