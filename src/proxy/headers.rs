@@ -110,7 +110,7 @@ pub fn add_forwarding_headers(
     let client = {
         use std::io::Write;
         let mut cursor = std::io::Cursor::new(&mut buf[..]);
-        write!(cursor, "{client}").expect("an IP address fits in 64 bytes");
+        write!(cursor, "{}", client_ip(client)).expect("an IP address fits in 64 bytes");
         let len = cursor.position() as usize;
         &buf[..len]
     };
@@ -133,6 +133,15 @@ pub fn add_forwarding_headers(
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST.clone(), host);
+    }
+}
+
+/// The client as forwarding headers name it: an IPv4-mapped IPv6 peer (a
+/// dual-stack listener) is an IPv4 client.
+pub fn client_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
     }
 }
 
@@ -235,6 +244,12 @@ mod tests {
         let mut h = HeaderMap::new();
         add_forwarding_headers(&mut h, "::1".parse().unwrap(), "http", None);
         assert_eq!(h["x-forwarded-for"], "::1");
+        let mut h = HeaderMap::new();
+        add_forwarding_headers(&mut h, "::ffff:10.1.2.3".parse().unwrap(), "http", None);
+        assert_eq!(
+            h["x-forwarded-for"], "10.1.2.3",
+            "as the HTTP/1 path says it"
+        );
     }
 
     #[test]

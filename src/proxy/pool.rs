@@ -90,6 +90,15 @@ struct Shared {
     config: PoolConfig,
 }
 
+impl From<DialError> for UpstreamError {
+    fn from(e: DialError) -> Self {
+        match e {
+            DialError::Refused(e) => UpstreamError::Connect(e),
+            DialError::Timeout => UpstreamError::ConnectTimeout,
+        }
+    }
+}
+
 /// A worker's backend connections. Cheap to share: the state is behind an
 /// `Arc`, and the lock is only ever contended by that worker's own tasks.
 pub struct Pool {
@@ -141,12 +150,7 @@ impl Pool {
             let idle = self.shared.config.idle_timeout;
             start_sweeper(Arc::downgrade(&self.shared), idle, Shared::sweep)
         });
-        let stream = dial(backend, &self.shared.config)
-            .await
-            .map_err(|e| match e {
-                DialError::Refused(e) => UpstreamError::Connect(e),
-                DialError::Timeout => UpstreamError::ConnectTimeout,
-            })?;
+        let stream = dial(backend, &self.shared.config).await?;
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await?;

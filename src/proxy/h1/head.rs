@@ -554,12 +554,9 @@ pub fn write_error(out: &mut Vec<u8>, error: ProxyError, close: bool) {
 
 /// The client address as `X-Forwarded-For` spells it.
 pub fn client_text(ip: IpAddr) -> Vec<u8> {
-    // An IPv4-mapped IPv6 peer (dual-stack listener) is an IPv4 client.
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    };
-    ip.to_string().into_bytes()
+    crate::proxy::headers::client_ip(ip)
+        .to_string()
+        .into_bytes()
 }
 
 #[cfg(test)]
@@ -578,7 +575,7 @@ mod tests {
     fn facts(raw: &[u8]) -> Result<RequestFacts<'_>, ProxyError> {
         let mut headers = [httparse::EMPTY_HEADER; 16];
         let req = parse(raw, &mut headers);
-        inspect_request(&req).map(|f| RequestFacts { ..f })
+        inspect_request(&req)
     }
 
     fn forwarded(raw: &[u8]) -> String {

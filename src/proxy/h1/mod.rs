@@ -521,7 +521,6 @@ impl<'a> Conn<'a> {
             }
             _ => None,
         };
-        let body_done_before = replay.is_some();
         let route = p.route.clone();
         let attempts = route.backends.len();
         let mut body_started = false;
@@ -542,13 +541,7 @@ impl<'a> Conn<'a> {
                         backend.mark_up();
                     }
                     return self
-                        .relay(
-                            upstream,
-                            response,
-                            &p,
-                            body_done || body_done_before,
-                            &backend.authority,
-                        )
+                        .relay(upstream, response, &p, body_done, &backend.authority)
                         .await;
                 }
                 Err(Failure::Client(ClientFault::Gone)) => return Next::Close,
