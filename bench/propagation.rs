@@ -91,6 +91,11 @@ impl Want<'_> {
 }
 
 struct Outcome {
+    /// Wall-clock time of the write (for --trace, to line up with logs).
+    started_wall: std::time::SystemTime,
+    /// Polling rounds until every proxy served the change: (start ms, end
+    /// ms, proxies still wrong at the end), for --trace.
+    rounds: Vec<(f64, f64, usize)>,
     /// Time until every proxy served the change (ms), None on timeout.
     all_ms: Option<f64>,
     /// Time until each proxy first served it.
@@ -118,6 +123,7 @@ impl Bench {
         let mut errors = 0;
         let timeout = Duration::from_millis(self.args.timeout_ms);
         let started = Instant::now();
+        let started_wall = std::time::SystemTime::now();
         self.redis.cmd_str(write)?;
         let mut remaining = n;
         let mut verifies = vec![0usize; n];
@@ -127,7 +133,9 @@ impl Bench {
         // already serves the change keeps being polled (and checked) while
         // the others catch up.
         let mut sent = vec![false; n];
+        let mut rounds = Vec::new();
         'outer: loop {
+            let round_started = started.elapsed();
             for (i, client) in self.clients.iter_mut().enumerate() {
                 sent[i] = false;
                 if first[i].is_some() && remaining == 0 && verifies[i] >= self.args.verify {
@@ -173,6 +181,10 @@ impl Bench {
                     }
                 }
             }
+            if rounds.last().is_none_or(|&(_, _, left)| left > 0) {
+                let ms = |d: Duration| d.as_secs_f64() * 1e3;
+                rounds.push((ms(round_started), ms(started.elapsed()), remaining));
+            }
             if remaining == 0 && verifies.iter().all(|v| *v >= self.args.verify) {
                 break 'outer;
             }
@@ -189,6 +201,8 @@ impl Bench {
             None
         };
         Ok(Outcome {
+            started_wall,
+            rounds,
             all_ms,
             per_proxy_ms: first,
             wrong,
@@ -215,13 +229,22 @@ impl Bench {
 
     fn trace(&self, kind: &str, outcome: &Outcome) {
         if self.args.trace {
-            let now = std::time::SystemTime::now()
+            let now = outcome
+                .started_wall
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
+            // The rounds' start times and lengths show whether a slow
+            // figure was the proxies or the poller (a late or slow round).
+            let rounds: Vec<String> = outcome
+                .rounds
+                .iter()
+                .map(|(start, end, _)| format!("{start:.3}+{:.3}", end - start))
+                .collect();
             eprintln!(
-                "SAMPLE {kind} {:.3} {:?}",
+                "SAMPLE {kind} {:.6} {:?} rounds {}",
                 now.as_secs_f64(),
-                outcome.per_proxy_ms
+                outcome.per_proxy_ms,
+                rounds.join(",")
             );
         }
     }
@@ -296,6 +319,10 @@ fn snapshot(redis: &mut Redis) -> std::io::Result<(BTreeMap<String, u64>, u64, u
 fn main() -> std::io::Result<()> {
     let args = Args::parse();
     assert_eq!(args.backends.len(), 2, "--backends takes two addresses");
+    // The kernel lets a sleep overrun by the thread's timer slack (50 µs
+    // by default), which would stretch every polling pause by half.
+    // SAFETY: PR_SET_TIMERSLACK takes one integer and touches no memory.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
     let redis = Redis::connect(&args.redis)?;
     let clients = args.proxies.iter().map(|p| Http::new(p)).collect();
     let mut bench = Bench {
