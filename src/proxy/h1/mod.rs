@@ -852,14 +852,28 @@ impl<'a> Conn<'a> {
     /// Metrics and the access log line of an answered request; the
     /// connection is idle from here on.
     fn finish(&mut self, p: &Prepared, status: u16, bytes: Option<u64>) {
+        let request_id = p.request_id.as_bytes();
+        self.record(p.started, p.access.as_ref(), status, bytes, request_id);
+    }
+
+    /// Counts an answer that left at `status`, logs it when access logging
+    /// is on, and starts the connection's idle clock.
+    fn record(
+        &mut self,
+        started: Instant,
+        access: Option<&AccessInfo>,
+        status: u16,
+        bytes: Option<u64>,
+        request_id: &[u8],
+    ) {
         self.idle_since = Instant::now();
-        let elapsed = self.idle_since.saturating_duration_since(p.started);
+        let elapsed = self.idle_since.saturating_duration_since(started);
         self.proxy
             .state
             .metrics
             .observe_request(status, elapsed.as_secs_f64());
-        if let Some(a) = &p.access {
-            log_access(a, status, elapsed, bytes, p.request_id.as_bytes());
+        if let Some(a) = access {
+            log_access(a, status, elapsed, bytes, request_id);
         }
     }
 
@@ -888,16 +902,9 @@ impl<'a> Conn<'a> {
         self.out.clear();
         head::write_error(&mut self.out, error, close);
         let _ = self.client.write_all(&self.out).await;
-        let status = error.status().as_u16();
-        self.idle_since = Instant::now();
-        let elapsed = self.idle_since.saturating_duration_since(refusal.started);
-        self.proxy
-            .state
-            .metrics
-            .observe_request(status, elapsed.as_secs_f64());
-        if let Some(a) = &refusal.access {
-            log_access(a, status, elapsed, Some(error.body().len() as u64), b"-");
-        }
+        let (status, bytes) = (error.status().as_u16(), error.body().len() as u64);
+        let access = refusal.access.as_ref();
+        self.record(refusal.started, access, status, Some(bytes), b"-");
     }
 
     /// Closes a connection the proxy decided to end: the write side first
