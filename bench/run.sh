@@ -296,6 +296,24 @@ cpu_ticks() { # pid...
     echo "$total"
 }
 
+# The VM's CPU time since a `cpu_stat` sample: the share other guests took
+# (steal) and the share left idle. A shared host's bad minute shows here, so
+# a slow figure can be told from a slow proxy.
+cpu_stat() { sed -n 's/^cpu  *//p' /proc/stat | head -1; }
+steal_since() { # cpu_stat sample -> "steal idle" in percent
+    awk -v a="$1" -v b="$(cpu_stat)" 'BEGIN {
+        split(a, x); split(b, y); t = 0
+        for (i = 1; i <= 8; i++) t += y[i] - x[i]
+        if (t <= 0) { print "nan nan"; exit }
+        printf "%.1f %.1f\n", 100 * (y[8] - x[8]) / t, 100 * (y[4] - x[4]) / t
+    }'
+}
+host_note() { # cpu_stat sample at the phase start
+    local s
+    read -r -a s <<<"$(steal_since "$1")"
+    echo "Host during this phase: ${s[0]} % of the VM's CPU time taken by other guests (steal), ${s[1]} % idle."
+}
+
 # wrk scripts: a fixed Host, or per-request Hosts rotating / uniformly random.
 cat >"$RUN/done.lua" <<'EOF'
 function done(summary, latency, requests)
@@ -346,10 +364,12 @@ run_wrk() {
         rotate) script=$RUN/hosts.lua; args=(-- rotate "$N_MID") ;;
         random) script=$RUN/hosts.lua; args=(-- random "$N_BIG") ;;
     esac
-    local before after out
+    local before after out host
     before=$(cpu_ticks "$@")
+    host=$(cpu_stat)
     out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${secs}s" --latency -s "$script" "$url" "${args[@]}" 2>&1) || true
     after=$(cpu_ticks "$@")
+    host=$(steal_since "$host")
     printf '== %s %s rep %s\n%s\n' "$scenario" "$target" "$rep" "$out" >>"$RUN/wrk.log"
     [ "$record" = 1 ] || return 0
     local line
@@ -359,11 +379,11 @@ run_wrk() {
     # shellcheck disable=SC2154
     awk -v s="$scenario" -v t="$target" -v r="$rep" -v req="$requests" -v d="$duration_us" \
         -v p50="$p50_us" -v p99="$p99_us" -v ticks=$((after - before)) -v hz="$CLK_TCK" \
-        -v bad="$non2xx" -v se="$sockerr" 'BEGIN {
+        -v bad="$non2xx" -v se="$sockerr" -v steal="${host% *}" 'BEGIN {
             cpu = (t == "direct") ? -1 : ticks / hz * 1e6 / (req > 0 ? req : 1)
-            printf "%s\t%s\t%s\t%.0f\t%.3f\t%.3f\t%.2f\t%d\t%d\n", s, t, r, req / (d / 1e6), p50 / 1000, p99 / 1000, cpu, bad, se
+            printf "%s\t%s\t%s\t%.0f\t%.3f\t%.3f\t%.2f\t%d\t%d\t%s\n", s, t, r, req / (d / 1e6), p50 / 1000, p99 / 1000, cpu, bad, se, steal
         }' >>"$TP"
-    log "  $scenario/$target rep $rep: $(tail -1 "$TP" | cut -f4-9 | tr '\t' ' ')"
+    log "  $scenario/$target rep $rep: $(tail -1 "$TP" | cut -f4-10 | tr '\t' ' ')"
 }
 
 # Median of column $3 for scenario $1 / target $2 of the throughput table.
@@ -396,11 +416,13 @@ REPORT=$RUN/report.md
 : >"$REPORT"
 section() { printf '\n## %s\n\n' "$1" >>"$REPORT"; }
 
+RUN_HOST=$(cpu_stat)
 start_backends
 log "backends: ${BACKENDS[*]}"
 
 # ========================================================== 1. throughput
 if ! skip throughput; then
+    TP_HOST=$(cpu_stat)
     start_redis; TP_REDIS=$REDIS_PORT; TP_REDIS_PID=$REDIS_PID
     for scenario in one rotate random; do
         case $scenario in
@@ -464,8 +486,10 @@ if ! skip throughput; then
     {
         echo "nginx: 1 worker, \`map \$host\` → upstreams with keepalive. sy-1t: \`--worker-threads 1\`; sy-nt: default threads ($(nproc) cores). CPU: utime+stime of the proxy's own processes per request. direct: wrk straight to one backend (reference)."
         echo
-        echo "| scenario | target | req/s | p50 ms | p99 ms | CPU µs/req | non-2xx | socket errors |"
-        echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+        echo "$(host_note "$TP_HOST")"
+        echo
+        echo "| scenario | target | req/s | p50 ms | p99 ms | CPU µs/req | non-2xx | socket errors | host steal % |"
+        echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         for scenario in one rotate random; do
             case $scenario in
                 one) label="1 host" ;;
@@ -475,10 +499,11 @@ if ! skip throughput; then
             for target in direct nginx sy-1t sy-nt; do
                 cpu=$(tp_median "$scenario" "$target" 7)
                 [ "$target" = direct ] && cpu="-"
-                printf '| %s | %s | %.0f | %.3f | %.3f | %s | %s | %s |\n' "$label" "$target" \
+                printf '| %s | %s | %.0f | %.3f | %.3f | %s | %s | %s | %s |\n' "$label" "$target" \
                     "$(tp_median "$scenario" "$target" 4)" "$(tp_median "$scenario" "$target" 5)" \
                     "$(tp_median "$scenario" "$target" 6)" "$cpu" \
-                    "$(tp_sum "$scenario" "$target" 8)" "$(tp_sum "$scenario" "$target" 9)"
+                    "$(tp_sum "$scenario" "$target" 8)" "$(tp_sum "$scenario" "$target" 9)" \
+                    "$(tp_median "$scenario" "$target" 10)"
             done
         done
         echo
@@ -568,6 +593,7 @@ prop_field() { # kind label replicas field
     grep "^RESULT kind=$1 label=\"$2\" replicas=$3 " "$PROP_RESULTS" | sed -n "s/.* $4=\([^ ]*\).*/\1/p" | head -1
 }
 if ! skip propagation; then
+    PROP_HOST=$(cpu_stat)
     start_redis; PROP_REDIS=$REDIS_PORT; PROP_REDIS_PID=$REDIS_PID
     for n in "$N_MID" "$N_BIG"; do
         key=prop_$n
@@ -597,8 +623,11 @@ if ! skip propagation; then
     done
     stop_pid "$PROP_REDIS_PID"
 
+    PROP_HOST=$(host_note "$PROP_HOST")
     section "Propagation (write → served; clock starts before the write is sent)"
     {
+        echo "$PROP_HOST"
+        echo
         echo "One replica, and three replicas (time until **all three** serve the change); default threads. change: HSET an existing host to the other backend, poll until that backend answers; new: HSET a brand-new host, poll until 200; del: HDEL it, poll until 404. Wrong = answers other than the new one after the first right one (must be 0), over ${PROP_VERIFY:-20} more polls of every replica."
         echo
         echo "| routes | replicas | change | n | p50 ms | p99 ms | max ms | each replica p50 / p99 ms | timeouts | wrong |"
@@ -635,6 +664,7 @@ fi
 
 # ========================================================== 4. scale
 if ! skip scale; then
+    SCALE_HOST=$(cpu_stat)
     start_redis; SCALE_REDIS=$REDIS_PORT; SCALE_REDIS_PID=$REDIS_PID
     fill "$SCALE_REDIS" "routes_$N_BIG" "$N_BIG"
     log "scale: filling $N_HUGE routes"
@@ -663,8 +693,11 @@ if ! skip scale; then
         awk -v w="$1" -v n="$2" -v f="$3" '$1 == w && $2 == n { for (i = 4; i <= NF; i++) { split($i, kv, "="); if (kv[1] == f) print kv[2] } }' "$SCALE" |
             sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit } print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
     }
+    SCALE_HOST=$(host_note "$SCALE_HOST")
     section "Scale: start to ready, memory (median of $STARTUP_REPS starts)"
     {
+        echo "$SCALE_HOST"
+        echo
         echo "Ready: Switchyard's /readyz answers 200 (table loaded from Redis); nginx: first proxied 200 (config with the map parsed). Memory read 1 s after ready, summed over the process tree (nginx: master + worker). PSS splits pages shared between nginx's master and worker."
         echo
         echo "| proxy | routes | ready ms | RSS MiB | PSS MiB | peak RSS MiB |"
@@ -726,7 +759,7 @@ fi
 {
     echo "# Switchyard benchmark results"
     echo
-    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (+ uncommitted src changes)'), $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), kernel $(uname -r), $("$NGINX" -v 2>&1 | sed 's/.*: //'), redis $(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/'), $(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }'). $( [ "$QUICK" = 1 ] && echo '**QUICK smoke run: numbers are indicative only.**')"
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (+ uncommitted src changes)'), $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), kernel $(uname -r), $("$NGINX" -v 2>&1 | sed 's/.*: //'), redis $(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/'), $(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }'). Over the whole run, $(read -r -a s <<<"$(steal_since "$RUN_HOST")"; echo "${s[0]} % of the VM's CPU time was taken by other guests (steal)"). $( [ "$QUICK" = 1 ] && echo '**QUICK smoke run: numbers are indicative only.**')"
     echo
     echo "## Targets"
     echo
