@@ -681,10 +681,6 @@ async fn changes_to_a_large_hash_follow_through_dump_reloads() {
         hgetalls,
         "{calls:?}"
     );
-    // A reload is TIME and DUMP pipelined, not a transaction (only a
-    // shared-reads marker needs one).
-    assert!(calls.get("time").copied().unwrap_or(0) >= 4, "{calls:?}");
-    assert_eq!(calls.get("multi"), None, "{calls:?}");
     proxy.shutdown().await;
 }
 

@@ -314,11 +314,11 @@ impl HashRead {
 /// How a reload reads the hash, chosen by its size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadMethod {
-    /// `TIME` and `HGETALL`, pipelined: one round trip. Small hashes.
+    /// `MULTI TIME HGETALL EXEC`: one round trip, atomic. Small hashes.
     HGetAll,
-    /// `TIME` and `DUMP`, pipelined, decoded by [`dump`](super::dump): far
-    /// cheaper to receive than a large `HGETALL` reply. Falls back to
-    /// `HGETALL` when the payload is in an encoding it does not read.
+    /// `MULTI TIME DUMP EXEC`, decoded by [`dump`](super::dump): atomic too,
+    /// and far cheaper to receive than a large `HGETALL` reply. Falls back
+    /// to `HGETALL` when the payload is in an encoding it does not read.
     Dump,
     /// `TIME`, then `HSCAN` in chunks: huge hashes, so that Redis is never
     /// blocked for long. The watermark is the time before the scan started,
@@ -339,7 +339,7 @@ pub async fn read_hash(client: &Client, key: &str, method: ReadMethod) -> Result
     read_hash_marked(client, key, method, None).await
 }
 
-/// [`read_hash`], publishing `marker` with a `DUMP` read, atomically
+/// [`read_hash`], publishing `marker` in the `DUMP` transaction
 /// (`MULTI TIME PUBLISH DUMP EXEC`); other methods publish nothing.
 pub async fn read_hash_marked(
     client: &Client,
@@ -348,13 +348,11 @@ pub async fn read_hash_marked(
     marker: Option<Marker<'_>>,
 ) -> Result<HashRead, Error> {
     match method {
-        ReadMethod::HGetAll => read_pipelined(client, key, ReadMethod::HGetAll)
+        ReadMethod::HGetAll => read_in_transaction(client, key, ReadMethod::HGetAll, None)
             .await?
             .map_err(|_| Error::new(ErrorKind::Protocol, "unexpected HGETALL reply")),
-        ReadMethod::Dump => match match marker {
-            Some(marker) => read_marked(client, key, marker).await?,
-            None => read_pipelined(client, key, ReadMethod::Dump).await?,
-        } {
+        ReadMethod::Dump => match read_in_transaction(client, key, ReadMethod::Dump, marker).await?
+        {
             Ok(read) => Ok(read),
             Err(e) => {
                 tracing::debug!(error = %e, "DUMP payload not decoded; reading with HGETALL");
@@ -367,65 +365,35 @@ pub async fn read_hash_marked(
     }
 }
 
-/// `TIME`, then `HGETALL` or `DUMP`, pipelined. The inner error is a DUMP
+/// `MULTI TIME [PUBLISH] (HGETALL|DUMP) EXEC`. The inner error is a DUMP
 /// payload that could not be decoded.
-///
-/// No transaction: `TIME` runs first on the same connection, so every write
-/// before the watermark is in the read, which is the watermark's promise
-/// (the scan's too; a write between the two is in the read as well, and the
-/// next read's watermark covers it). fred writes and flushes each command of
-/// a `MULTI` separately: the transaction cost four writes, four replies and
-/// Redis's queueing where this costs two of each, on both sides of every
-/// reload.
-async fn read_pipelined(
+async fn read_in_transaction(
     client: &Client,
     key: &str,
     method: ReadMethod,
-) -> Result<Result<HashRead, DumpError>, Error> {
-    let read = cmd(if method == ReadMethod::Dump {
-        "DUMP"
-    } else {
-        "HGETALL"
-    });
-    // fred hands a command to its connection task on the first poll, with
-    // no await before that: polled in order, TIME is queued before the read.
-    let (time, hash) = tokio::join!(
-        biased;
-        client.custom::<Value, Value>(cmd("TIME"), Vec::new()),
-        client.custom::<Value, _>(read, vec![key])
-    );
-    hash_read(method, time?, hash?)
-}
-
-/// `MULTI TIME PUBLISH DUMP EXEC`: the marker must reach subscribers at
-/// exactly the point of the event stream where the read was taken, which
-/// only a transaction guarantees.
-async fn read_marked(
-    client: &Client,
-    key: &str,
-    marker: Marker<'_>,
+    marker: Option<Marker<'_>>,
 ) -> Result<Result<HashRead, DumpError>, Error> {
     let trx = client.multi();
     let _: () = trx.custom(cmd("TIME"), Vec::<Value>::new()).await?;
-    let _: () = trx
-        .custom(cmd("PUBLISH"), vec![marker.channel, marker.message])
-        .await?;
-    let _: () = trx.custom(cmd("DUMP"), vec![key]).await?;
+    if let Some(marker) = marker {
+        let _: () = trx
+            .custom(cmd("PUBLISH"), vec![marker.channel, marker.message])
+            .await?;
+    }
+    if method == ReadMethod::Dump {
+        let _: () = trx.custom(cmd("DUMP"), vec![key]).await?;
+    } else {
+        let _: () = trx.hgetall(key).await?;
+    }
     let results: Value = trx.exec(true).await?;
     let mut items = results.into_array().into_iter();
-    let (Some(time), Some(_published), Some(hash)) = (items.next(), items.next(), items.next())
-    else {
+    let time = items.next();
+    if marker.is_some() {
+        items.next();
+    }
+    let (Some(time), Some(hash)) = (time, items.next()) else {
         return Err(Error::new(ErrorKind::Protocol, "unexpected EXEC reply"));
     };
-    hash_read(ReadMethod::Dump, time, hash)
-}
-
-/// A read from its `TIME` and `HGETALL`/`DUMP` replies.
-fn hash_read(
-    method: ReadMethod,
-    time: Value,
-    hash: Value,
-) -> Result<Result<HashRead, DumpError>, Error> {
     let watermark = parse_time(&time)
         .ok_or_else(|| Error::new(ErrorKind::Protocol, "unexpected TIME reply"))?;
     let contents = match (method, hash) {
