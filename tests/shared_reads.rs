@@ -497,14 +497,17 @@ impl Switchyard {
         }
     }
 
+    /// `/readyz` as JSON; Null until it answers 200 (the process binds its
+    /// admin port a moment after it starts: a refused connection is a "not
+    /// yet", not a failure).
     async fn readyz(&self) -> serde_json::Value {
         match tokio::time::timeout(
             Duration::from_secs(1),
-            http_get(self.admin, "localhost", "/readyz"),
+            support::client::try_get(self.admin, "localhost", "/readyz"),
         )
         .await
         {
-            Ok(r) if r.status == 200 => r.json(),
+            Ok(Ok(r)) if r.status == 200 => r.json(),
             _ => serde_json::Value::Null,
         }
     }

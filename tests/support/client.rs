@@ -38,9 +38,15 @@ pub async fn http_get(addr: SocketAddr, host: &str, path: &str) -> HttpResponse 
 /// `GET /` with `Host: host`, reporting a transport failure instead of
 /// panicking (for a peer that may not be up yet).
 pub async fn try_request(addr: SocketAddr, host: &str) -> Result<HttpResponse, String> {
+    try_get(addr, host, "/").await
+}
+
+/// `GET {path}` with `Host: host`, reporting a transport failure instead
+/// of panicking (for a peer that may not be up yet).
+pub async fn try_get(addr: SocketAddr, host: &str, path: &str) -> Result<HttpResponse, String> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let req = http::Request::builder()
-        .uri(format!("http://{addr}/"))
+        .uri(format!("http://{addr}{path}"))
         .header("host", host)
         .body(Full::new(Bytes::new()))
         .unwrap();
