@@ -364,12 +364,12 @@ run_wrk() {
         rotate) script=$RUN/hosts.lua; args=(-- rotate "$N_MID") ;;
         random) script=$RUN/hosts.lua; args=(-- random "$N_BIG") ;;
     esac
-    local before after out host
+    local before after out host_before steal
     before=$(cpu_ticks "$@")
-    host=$(cpu_stat)
+    host_before=$(cpu_stat)
     out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${secs}s" --latency -s "$script" "$url" "${args[@]}" 2>&1) || true
     after=$(cpu_ticks "$@")
-    host=$(steal_since "$host")
+    steal=$(steal_since "$host_before")
     printf '== %s %s rep %s\n%s\n' "$scenario" "$target" "$rep" "$out" >>"$RUN/wrk.log"
     [ "$record" = 1 ] || return 0
     local line
@@ -379,7 +379,7 @@ run_wrk() {
     # shellcheck disable=SC2154
     awk -v s="$scenario" -v t="$target" -v r="$rep" -v req="$requests" -v d="$duration_us" \
         -v p50="$p50_us" -v p99="$p99_us" -v ticks=$((after - before)) -v hz="$CLK_TCK" \
-        -v bad="$non2xx" -v se="$sockerr" -v steal="${host% *}" 'BEGIN {
+        -v bad="$non2xx" -v se="$sockerr" -v steal="${steal% *}" 'BEGIN {
             cpu = (t == "direct") ? -1 : ticks / hz * 1e6 / (req > 0 ? req : 1)
             printf "%s\t%s\t%s\t%.0f\t%.3f\t%.3f\t%.2f\t%d\t%d\t%s\n", s, t, r, req / (d / 1e6), p50 / 1000, p99 / 1000, cpu, bad, se, steal
         }' >>"$TP"

@@ -485,7 +485,7 @@ impl Switchyard {
     /// Whether `host` is answered by `backend`; a transport error is a
     /// no, unless the process has exited.
     async fn serves(&mut self, host: &str, backend: &str) -> bool {
-        let request = support::client::try_request(self.listen, host);
+        let request = support::client::try_get(self.listen, host, "/");
         match tokio::time::timeout(Duration::from_secs(5), request).await {
             Ok(Ok(r)) => r.backend().as_deref() == Some(backend),
             _ => {

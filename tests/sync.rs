@@ -108,7 +108,7 @@ async fn a_burst_of_1000_hsets_costs_few_reloads_and_ends_in_the_final_table() {
     // their 1,000 events together, before it can answer the read the first
     // event starts. Sent one by one (redis-cli waits for each reply), the
     // burst would last as long as the machine makes it, and the reload
-    // count with it (112 to 257 on a busy two-core VM).
+    // count with it (188 to 257 on a busy two-core VM).
     let mut lines = String::from("MULTI\n");
     for i in 0..1000 {
         lines.push_str(&format!(

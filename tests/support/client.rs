@@ -35,12 +35,6 @@ pub async fn http_get(addr: SocketAddr, host: &str, path: &str) -> HttpResponse 
     request(addr, "GET", host, path, Bytes::new()).await
 }
 
-/// `GET /` with `Host: host`, reporting a transport failure instead of
-/// panicking (for a peer that may not be up yet).
-pub async fn try_request(addr: SocketAddr, host: &str) -> Result<HttpResponse, String> {
-    try_get(addr, host, "/").await
-}
-
 /// `GET {path}` with `Host: host`, reporting a transport failure instead
 /// of panicking (for a peer that may not be up yet).
 pub async fn try_get(addr: SocketAddr, host: &str, path: &str) -> Result<HttpResponse, String> {
