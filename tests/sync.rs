@@ -648,8 +648,8 @@ async fn changes_to_a_large_hash_follow_through_dump_reloads() {
     let blue = start_backend("blue").await;
     let green = start_backend("green").await;
     let mut commands = String::new();
-    // Above Redis's hash-max-listpack-entries (512 in 7.0): the hashtable
-    // encoding, the one `sync::dump` decodes.
+    // Above Redis's default hash-max-listpack-entries (128): the hashtable
+    // encoding (the listpack one has its own test below).
     for i in 0..1000 {
         commands.push_str(&format!("HSET routes h{i}.big.test {}\n", blue.target()));
     }
@@ -685,34 +685,96 @@ async fn changes_to_a_large_hash_follow_through_dump_reloads() {
 }
 
 /// A server that keeps a hash this size as a listpack (its
-/// `hash-max-listpack-entries` raised above ours) answers DUMP in an
-/// encoding `sync::dump` does not read: the reload falls back to HGETALL,
-/// and later reloads go straight to HGETALL instead of paying for a DUMP
-/// every time.
+/// `hash-max-listpack-entries` raised above the route count, as
+/// bench/README.md advises for the cheapest DUMPs) answers DUMP with one
+/// listpack: it is decoded like the hashtable encoding (every element
+/// encoding Redis picks: small and large integers, short and long
+/// strings), and changes reload by payload diff, with no HGETALL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dump_in_an_encoding_we_do_not_read_is_not_asked_for_again() {
-    let redis = RedisServer::start_with(&["--hash-max-listpack-entries", "4096"]);
+async fn a_hash_redis_keeps_as_a_listpack_is_read_with_dump() {
+    use switchyard::sync::redis::{connect, read_hash, ReadMethod, Role};
+    let redis = RedisServer::start_with(&[
+        "--hash-max-listpack-entries",
+        "4096",
+        "--hash-max-listpack-value",
+        "128",
+    ]);
     let blue = start_backend("blue").await;
     let green = start_backend("green").await;
     let mut commands = String::new();
     for i in 0..1000 {
         commands.push_str(&format!("HSET routes h{i}.lp.test {}\n", blue.target()));
     }
+    // Fields and values Redis stores as integers of every width, and
+    // strings past 63 bytes (a two-byte length): invalid routes, read all
+    // the same (and deleted before the proxy starts: a table with invalid
+    // routes is rebuilt, not patched).
+    let long = "x".repeat(100);
+    let mut odd_fields = Vec::new();
+    for (i, n) in [5i64, -5, 1234, -100_000, 100_000_000, 1 << 40]
+        .iter()
+        .enumerate()
+    {
+        commands.push_str(&format!("HSET routes {n} {}\n", -n * 3));
+        commands.push_str(&format!("HSET routes {long}{i}.lp.test {n}\n"));
+        odd_fields.extend([n.to_string(), format!("{long}{i}.lp.test")]);
+    }
     redis.pipe(&commands);
     assert_eq!(
         redis.cli(&["OBJECT", "ENCODING", "routes"]).trim(),
         "listpack"
     );
+    let config = test_config(&redis.url());
+    let (conn, ()) = connect(&config.sync, Role::Commands, |_| ())
+        .await
+        .expect("connect");
+    let dump = read_hash(&conn.client, "routes", ReadMethod::Dump)
+        .await
+        .expect("dump read");
+    let mut dumped = dump.entries().expect("listpack dump decoded");
+    let hgetall = read_hash(&conn.client, "routes", ReadMethod::HGetAll)
+        .await
+        .expect("hgetall read");
+    let mut listed = hgetall.entries().unwrap();
+    dumped.sort();
+    listed.sort();
+    assert_eq!(dumped.len(), 1012);
+    assert!(dumped == listed, "DUMP and HGETALL disagree");
+    assert!(!dump.dump_unreadable);
+    conn.close();
+    for field in &odd_fields {
+        redis.hdel(field);
+    }
+    assert_eq!(
+        redis.cli(&["OBJECT", "ENCODING", "routes"]).trim(),
+        "listpack"
+    );
+
     let proxy = ready_proxy(test_config(&redis.url())).await;
     assert!(serves(&proxy, "h7.lp.test", "blue").await);
+    let hgetalls = redis.command_calls().get("hgetall").copied().unwrap_or(0);
+    let by_diff = "switchyard_reload_builds_total{how=\"payload_diff\"}";
+    let diffs = proxy.metric(by_diff).await;
     for i in 0..3 {
         let host = format!("h{i}.lp.test");
         redis.hset(&host, &green.target());
         assert_eventually!(serves(&proxy, &host, "green").await, "change {i}");
     }
+    redis.hset("new.lp.test", &green.target());
+    assert_eventually!(serves(&proxy, "new.lp.test", "green").await, "new host");
+    redis.hdel("h8.lp.test");
+    assert_eventually!(proxy.get("h8.lp.test", "/").await.status == 404, "hdel");
+    assert!(serves(&proxy, "h9.lp.test", "blue").await);
     let calls = redis.command_calls();
-    assert_eq!(calls.get("dump").copied(), Some(1), "{calls:?}");
-    assert!(calls.get("hgetall").copied().unwrap_or(0) >= 4, "{calls:?}");
+    assert_eq!(
+        calls.get("hgetall").copied().unwrap_or(0),
+        hgetalls,
+        "{calls:?}"
+    );
+    assert!(
+        proxy.metric(by_diff).await >= diffs + 5.0,
+        "listpack reloads did not use the payload diff"
+    );
     proxy.shutdown().await;
 }
 

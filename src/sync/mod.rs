@@ -199,9 +199,9 @@ struct Syncer {
     /// `DUMP` was refused (ACL) or misread in this session: read with
     /// `HGETALL`.
     dump_refused: bool,
-    /// The server returned a DUMP we do not read (a listpack) at this size:
-    /// read with `HGETALL` until the hash is twice as large (the server's
-    /// `hash-max-listpack-entries` may be above our `dump_threshold`).
+    /// The server returned a DUMP we do not read (a Redis 6 ziplist, say) at
+    /// this size: read with `HGETALL` until the hash is twice as large (the
+    /// server may keep hashes above our `dump_threshold` in that encoding).
     dump_unreadable_up_to: usize,
     /// The payload of the last DUMP read, so that the next one is compared
     /// with it rather than with the whole table (see `dump::diff_payloads`).

@@ -275,16 +275,15 @@ pub async fn hash_len(client: &Client, key: &str) -> Result<usize, Error> {
 pub struct HashRead {
     contents: Contents,
     pub watermark: RedisMicros,
-    /// A DUMP came back in an encoding [`dump`] does not read (a compact
-    /// listpack: the server keeps hashes this size in one) and HGETALL read
-    /// the hash instead.
+    /// A DUMP came back in an encoding [`dump`] does not read (a Redis 6
+    /// ziplist, a hash with field expiry) and HGETALL read the hash instead.
     pub dump_unreadable: bool,
 }
 
 enum Contents {
     /// From HGETALL or HSCAN.
     Pairs(Vec<RawEntry>),
-    /// A DUMP payload, checked to be of the kind [`dump`] decodes.
+    /// A DUMP payload, [`dump::prepare`]d (so of a kind it decodes).
     Dump(bytes::Bytes),
 }
 
@@ -399,8 +398,14 @@ async fn read_in_transaction(
     let contents = match (method, hash) {
         // No key: an empty hash.
         (ReadMethod::Dump, Value::Null) => Contents::Pairs(Vec::new()),
-        (ReadMethod::Dump, Value::Bytes(payload)) => Contents::Dump(payload),
-        (ReadMethod::Dump, Value::String(payload)) => Contents::Dump(payload.into_inner()),
+        (ReadMethod::Dump, Value::Bytes(payload)) => match dump::prepare(payload) {
+            Ok(payload) => Contents::Dump(payload),
+            Err(e) => return Ok(Err(e)),
+        },
+        (ReadMethod::Dump, Value::String(payload)) => match dump::prepare(payload.into_inner()) {
+            Ok(payload) => Contents::Dump(payload),
+            Err(e) => return Ok(Err(e)),
+        },
         (ReadMethod::Dump, _) => {
             return Err(Error::new(ErrorKind::Protocol, "unexpected DUMP reply"))
         }
@@ -410,11 +415,6 @@ async fn read_in_transaction(
             Contents::Pairs(entries)
         }
     };
-    if let Contents::Dump(payload) = &contents {
-        if let Err(e) = dump::check_kind(payload) {
-            return Ok(Err(e));
-        }
-    }
     Ok(Ok(HashRead {
         contents,
         watermark,
