@@ -614,6 +614,24 @@ async fn a_large_hash_read_with_dump_equals_hgetall() {
         commands.push_str(&format!("HSET routes \"{field}\" \"{value}\"\n"));
     }
     redis.pipe(&commands);
+    assert_dump_reads_what_hgetall_reads(&redis, 3000).await;
+    assert!(redis.command_calls().get("dump").copied().unwrap_or(0) >= 1);
+    // A missing key is an empty hash, as with HGETALL.
+    let config = test_config(&redis.url());
+    let (conn, ()) = connect(&config.sync, Role::Commands, |_| ())
+        .await
+        .expect("connect");
+    let empty = read_hash(&conn.client, "no-such-key", ReadMethod::Dump)
+        .await
+        .expect("dump of a missing key");
+    assert!(empty.entries().unwrap().is_empty());
+    conn.close();
+}
+
+/// Reads the routes hash with `DUMP` and with `HGETALL` and checks that
+/// both give the same `len` entries, the DUMP decoded (no fallback).
+async fn assert_dump_reads_what_hgetall_reads(redis: &RedisServer, len: usize) {
+    use switchyard::sync::redis::{connect, read_hash, ReadMethod, Role};
     let config = test_config(&redis.url());
     let (conn, ()) = connect(&config.sync, Role::Commands, |_| ())
         .await
@@ -621,6 +639,7 @@ async fn a_large_hash_read_with_dump_equals_hgetall() {
     let dump = read_hash(&conn.client, "routes", ReadMethod::Dump)
         .await
         .expect("dump read");
+    assert!(!dump.dump_unreadable, "the DUMP was not decoded");
     let mut dumped = dump.entries().expect("dump decoded");
     let hgetall = read_hash(&conn.client, "routes", ReadMethod::HGetAll)
         .await
@@ -628,14 +647,8 @@ async fn a_large_hash_read_with_dump_equals_hgetall() {
     let mut listed = hgetall.entries().unwrap();
     dumped.sort();
     listed.sort();
-    assert_eq!(dumped.len(), 3000);
+    assert_eq!(dumped.len(), len);
     assert!(dumped == listed, "DUMP and HGETALL disagree");
-    assert!(redis.command_calls().get("dump").copied().unwrap_or(0) >= 1);
-    // A missing key is an empty hash, as with HGETALL.
-    let empty = read_hash(&conn.client, "no-such-key", ReadMethod::Dump)
-        .await
-        .expect("dump of a missing key");
-    assert!(empty.entries().unwrap().is_empty());
     conn.close();
 }
 
@@ -692,7 +705,6 @@ async fn changes_to_a_large_hash_follow_through_dump_reloads() {
 /// strings), and changes reload by payload diff, with no HGETALL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hash_redis_keeps_as_a_listpack_is_read_with_dump() {
-    use switchyard::sync::redis::{connect, read_hash, ReadMethod, Role};
     let redis = RedisServer::start_with(&[
         "--hash-max-listpack-entries",
         "4096",
@@ -724,24 +736,7 @@ async fn a_hash_redis_keeps_as_a_listpack_is_read_with_dump() {
         redis.cli(&["OBJECT", "ENCODING", "routes"]).trim(),
         "listpack"
     );
-    let config = test_config(&redis.url());
-    let (conn, ()) = connect(&config.sync, Role::Commands, |_| ())
-        .await
-        .expect("connect");
-    let dump = read_hash(&conn.client, "routes", ReadMethod::Dump)
-        .await
-        .expect("dump read");
-    let mut dumped = dump.entries().expect("listpack dump decoded");
-    let hgetall = read_hash(&conn.client, "routes", ReadMethod::HGetAll)
-        .await
-        .expect("hgetall read");
-    let mut listed = hgetall.entries().unwrap();
-    dumped.sort();
-    listed.sort();
-    assert_eq!(dumped.len(), 1012);
-    assert!(dumped == listed, "DUMP and HGETALL disagree");
-    assert!(!dump.dump_unreadable);
-    conn.close();
+    assert_dump_reads_what_hgetall_reads(&redis, 1012).await;
     for field in &odd_fields {
         redis.hdel(field);
     }

@@ -483,15 +483,8 @@ impl<'a> Reader<'a> {
     /// length follows from `size` (the next element's first byte may have
     /// its top bit set too, so it cannot be found by looking).
     fn backlen(&mut self, size: usize) -> Result<(), DumpError> {
-        let len = match size {
-            0..=127 => 1,
-            128..16_383 => 2,
-            16_383..2_097_151 => 3,
-            2_097_151..268_435_455 => 4,
-            _ => 5,
-        };
         let mut value = 0usize;
-        for (i, &byte) in self.take(len)?.iter().enumerate() {
+        for (i, &byte) in self.take(backlen_len(size))?.iter().enumerate() {
             if (byte & 0x80 != 0) != (i > 0) {
                 return Err(DumpError::Malformed("bad listpack backlen"));
             }
@@ -501,6 +494,18 @@ impl<'a> Reader<'a> {
             return Err(DumpError::Malformed("listpack backlen mismatch"));
         }
         Ok(())
+    }
+}
+
+/// How many bytes `lpEncodeBacklen` takes for an element of `size` bytes
+/// (its thresholds, as Redis has them).
+fn backlen_len(size: usize) -> usize {
+    match size {
+        0..=127 => 1,
+        128..16_383 => 2,
+        16_383..2_097_151 => 3,
+        2_097_151..268_435_455 => 4,
+        _ => 5,
     }
 }
 
@@ -663,13 +668,7 @@ mod tests {
     /// strings that are canonical integers, else the narrowest string.
     fn listpack(elements: &[&str]) -> Vec<u8> {
         fn backlen(out: &mut Vec<u8>, l: usize) {
-            let len = match l {
-                0..=127 => 1,
-                128..16_383 => 2,
-                16_383..2_097_151 => 3,
-                2_097_151..268_435_455 => 4,
-                _ => 5,
-            };
+            let len = backlen_len(l);
             for i in (0..len).rev() {
                 let group = ((l >> (7 * i)) & 0x7f) as u8;
                 out.push(if i + 1 == len { group } else { group | 0x80 });
