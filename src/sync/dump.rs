@@ -16,7 +16,8 @@
 //!   `hash-max-listpack-entries` fields: one contiguous listpack, saved as
 //!   one RDB string (LZF-compressed when that shrinks it). Redis produces
 //!   this DUMP by copying one buffer instead of walking a dict, which at
-//!   1,000 routes is 40 µs of its time against 90-290 µs (bench/README.md).
+//!   1,000 routes is 60-90 µs of its time against 190-260 µs
+//!   (bench/README.md).
 //!
 //! A payload is first [`prepare`]d: a listpack is inflated once, so that
 //! entries of either kind borrow from the prepared payload. Anything else
@@ -181,15 +182,15 @@ pub struct PayloadDiff<'a> {
 /// Redis serializes a hash by walking its dict (or copies its listpack): an
 /// `HSET` of an existing field changes its value in place, a new field or
 /// an `HDEL` touches one spot, so two successive payloads are equal but for
-/// a region in the middle. The payloads are compared byte-wise from both ends (memcmp
-/// speed) and the entry boundaries walked (skipping, not decoding) to find
-/// that region. Inside it, entries are matched by their encoded bytes, not
-/// by position: while Redis incrementally rehashes a dict that grew past a
-/// power of two (which lasts until about as many more writes have reached
-/// that hash), every write also moves a bucket's entries to the new table,
-/// so the region spans much of the payload while holding the same entries
-/// in another order. Only the entries without a byte-equal twin on the
-/// other side are decoded.
+/// a region in the middle. The payloads are compared byte-wise from both
+/// ends (memcmp speed) and the entry boundaries walked (skipping, not
+/// decoding) to find that region. Inside it, entries are matched by their
+/// encoded bytes, not by position: while Redis incrementally rehashes a
+/// dict that grew past a power of two (which lasts until about as many
+/// more writes have reached that hash), every write also moves a bucket's
+/// entries to the new table, so the region spans much of the payload while
+/// holding the same entries in another order. Only the entries without a
+/// byte-equal twin on the other side are decoded.
 pub fn diff_payloads<'a>(old: &'a [u8], new: &'a [u8]) -> Result<PayloadDiff<'a>, DumpError> {
     let (mut old, mut new) = (entries_region(old)?.1, entries_region(new)?.1);
     if old.format != new.format {
@@ -437,9 +438,7 @@ impl<'a> Reader<'a> {
             Err(_) => Err(DumpError::Malformed("unknown string encoding")),
         }
     }
-}
 
-impl<'a> Reader<'a> {
     /// `lpGet`: one listpack element, then its backlen (checked).
     fn element(&mut self) -> Result<Element<'a>, DumpError> {
         let start = self.pos;

@@ -398,16 +398,16 @@ async fn read_in_transaction(
     let contents = match (method, hash) {
         // No key: an empty hash.
         (ReadMethod::Dump, Value::Null) => Contents::Pairs(Vec::new()),
-        (ReadMethod::Dump, Value::Bytes(payload)) => match dump::prepare(payload) {
-            Ok(payload) => Contents::Dump(payload),
-            Err(e) => return Ok(Err(e)),
-        },
-        (ReadMethod::Dump, Value::String(payload)) => match dump::prepare(payload.into_inner()) {
-            Ok(payload) => Contents::Dump(payload),
-            Err(e) => return Ok(Err(e)),
-        },
-        (ReadMethod::Dump, _) => {
-            return Err(Error::new(ErrorKind::Protocol, "unexpected DUMP reply"))
+        (ReadMethod::Dump, hash) => {
+            let payload = match hash {
+                Value::Bytes(payload) => payload,
+                Value::String(payload) => payload.into_inner(),
+                _ => return Err(Error::new(ErrorKind::Protocol, "unexpected DUMP reply")),
+            };
+            match dump::prepare(payload) {
+                Ok(payload) => Contents::Dump(payload),
+                Err(e) => return Ok(Err(e)),
+            }
         }
         (_, hash) => {
             let mut entries = Vec::new();
