@@ -72,6 +72,11 @@ struct Args {
     /// Label printed with every result line.
     #[arg(long, default_value = "")]
     label: String,
+    /// Append every measurement (kind, label, replicas, ms; `inf` for a
+    /// timeout) to this file, tab-separated, so that repeated runs can be
+    /// pooled.
+    #[arg(long)]
+    samples: Option<std::path::PathBuf>,
 }
 
 /// What a proxy must answer once a change is live.
@@ -284,7 +289,24 @@ impl Series {
         self.errors += o.errors;
     }
 
-    fn print(&mut self, kind: &str, label: &str, replicas: usize) {
+    fn print(
+        &mut self,
+        kind: &str,
+        label: &str,
+        replicas: usize,
+        samples: Option<&std::path::Path>,
+    ) -> std::io::Result<()> {
+        if let Some(path) = samples {
+            use std::io::Write;
+            let mut out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            let timeouts = std::iter::repeat_n(f64::INFINITY, self.timeouts);
+            for ms in self.all.iter().copied().chain(timeouts) {
+                writeln!(out, "{kind}\t{label}\t{replicas}\t{ms:.3}")?;
+            }
+        }
         self.all.sort_by(f64::total_cmp);
         self.each.sort_by(f64::total_cmp);
         let n = self.all.len() + self.timeouts;
@@ -300,6 +322,7 @@ impl Series {
             self.wrong,
             self.errors,
         );
+        Ok(())
     }
 }
 
@@ -331,6 +354,7 @@ fn main() -> std::io::Result<()> {
         args,
     };
     let label = bench.args.label.clone();
+    let samples = bench.args.samples.clone();
     let key = bench.args.key.clone();
     let replicas = bench.clients.len();
     let backends: Vec<String> = bench.args.backends.clone();
@@ -370,7 +394,7 @@ fn main() -> std::io::Result<()> {
         bench.gap();
     }
     let (calls_after, out_after, _) = snapshot(&mut bench.redis)?;
-    series.print("change", &label, replicas);
+    series.print("change", &label, replicas, samples.as_deref())?;
 
     // Redis cost of the change phase, per change and per replica. Our own
     // commands (HSET, INFO) and the proxies' timer PINGs are left out; the
@@ -420,7 +444,7 @@ fn main() -> std::io::Result<()> {
         new_series.push(outcome);
         bench.gap();
     }
-    new_series.print("new", &label, replicas);
+    new_series.print("new", &label, replicas, samples.as_deref())?;
     let mut del_series = Series::new();
     for host in &hosts {
         let outcome = bench.measure(host, &["HDEL", &key, host], Want::NotFound)?;
@@ -428,6 +452,6 @@ fn main() -> std::io::Result<()> {
         del_series.push(outcome);
         bench.gap();
     }
-    del_series.print("del", &label, replicas);
+    del_series.print("del", &label, replicas, samples.as_deref())?;
     Ok(())
 }
