@@ -227,7 +227,8 @@ EOF
     BACKENDS_CSV=$(IFS=,; echo "${BACKENDS[*]}")
 }
 
-# nginx as the proxy: one worker, `map $host` to upstreams with keepalive.
+# nginx as the proxy: `workers` workers, `map $host` to upstreams with
+# keepalive.
 write_nginx_proxy() { # dir port nroutes workers
     local d=$1 port=$2 n=$3 workers=$4 i
     mkdir -p "$d"
@@ -632,17 +633,18 @@ PROP_AGG=$RUN/prop-agg.txt
 # max the largest, n / timeouts / wrong sums; all_p99 is the p99 of every
 # sample pooled (nearest rank, as the tool computes it).
 prop_aggregate() {
-    awk -F'\t' -v results="$PROP_RESULTS" '
+    awk -F'\t' -v results="$PROP_RESULTS" -v TIMEOUT=1e18 '
         function med(list,    n, a, i, j, t) {
             n = split(list, a, " ")
             for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
             return n == 0 ? "nan" : sprintf("%.3f", n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2)
         }
-        function field(line, name,    m) {
+        function field(line, name) {
             if (match(line, " " name "=[^ ]*")) return substr(line, RSTART + length(name) + 2, RLENGTH - length(name) - 2)
             return ""
         }
-        { key = $1 SUBSEP $2 SUBSEP $3; samples[key] = samples[key] " " $4; count[key]++ }
+        # A timeout ("inf") sorts above every time: awk reads "inf" as 0.
+        { key = $1 SUBSEP $2 SUBSEP $3; samples[key] = samples[key] " " ($4 == "inf" ? TIMEOUT : $4) }
         END {
             while ((getline line < results) > 0) {
                 if (line !~ /^RESULT /) continue
@@ -662,7 +664,7 @@ prop_aggregate() {
                 rank = int(0.99 * m); if (rank < 0.99 * m) rank++; if (rank < 1) rank = 1
                 printf "AGG kind=%s label=\"%s\" replicas=%s reps=%d n=%d timeouts=%d p50_ms=%s p99_ms=%s all_p99_ms=%s max_ms=%.3f each_p50_ms=%s each_p99_ms=%s wrong=%d\n",
                     part[1], part[2], part[3], reps[key], n[key], to[key], med(p50[key]), med(p99[key]),
-                    (m ? v[rank] : "nan"), max[key], med(e50[key]), med(e99[key]), wrong[key]
+                    (m ? (v[rank] >= TIMEOUT ? "inf" : v[rank]) : "nan"), max[key], med(e50[key]), med(e99[key]), wrong[key]
             }
         }' "$PROP_SAMPLES"
 }
