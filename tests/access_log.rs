@@ -1,5 +1,6 @@
 //! The access log of the real binary: one structured line per request in
-//! `--log-format json`, and none with `--access-log false`.
+//! `--log-format json`, and none with `--access-log false`; text lines
+//! without terminal colours when stdout is not a terminal.
 
 mod support;
 
@@ -183,4 +184,43 @@ async fn access_log_can_be_switched_off() {
     });
     assert!(swapped.is_some(), "no swap line seen");
     assert_eq!(seen.iter().filter(|v| is_access(v)).count(), 0, "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_log_to_a_pipe_has_no_terminal_colours() {
+    let redis = RedisServer::start();
+    let backend = start_backend("blue").await;
+    redis.hset("app.cloud.com", &backend.target());
+    let proxy = Switchyard::start(&redis, &[]);
+    wait_ready(proxy.admin).await;
+    assert_eq!(
+        http_get(proxy.listen, "app.cloud.com", "/").await.status,
+        200
+    );
+    let deadline = std::time::Instant::now() + patience();
+    let mut seen = Vec::new();
+    let access = loop {
+        let left = deadline
+            .checked_duration_since(std::time::Instant::now())
+            .unwrap_or_else(|| panic!("no text access line; saw {seen:?}"));
+        let line = proxy
+            .lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no text access line; saw {seen:?}"));
+        if line.contains("app.cloud.com") && line.contains("access") {
+            break line;
+        }
+        seen.push(line);
+    };
+    seen.push(access);
+    for line in &seen {
+        assert!(
+            !line.contains('\x1b'),
+            "escape codes in a piped log line: {line:?}"
+        );
+    }
+    assert!(
+        seen.iter().any(|l| l.contains(" INFO ")),
+        "plain level names expected: {seen:?}"
+    );
 }
