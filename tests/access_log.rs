@@ -55,27 +55,37 @@ impl Switchyard {
     }
 
     /// The next stdout line that satisfies `pred`, within patience, and
-    /// every JSON line read up to and including it.
-    fn wait_line(
-        &self,
-        pred: impl Fn(&serde_json::Value) -> bool,
-    ) -> (Option<serde_json::Value>, Vec<serde_json::Value>) {
+    /// every line read up to and including it.
+    fn wait_text_line(&self, pred: impl Fn(&str) -> bool) -> (Option<String>, Vec<String>) {
         let deadline = std::time::Instant::now() + patience();
         let mut seen = Vec::new();
         while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
-                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                        seen.push(v.clone());
-                        if pred(&v) {
-                            return (Some(v), seen);
-                        }
+                    let found = pred(&line);
+                    seen.push(line);
+                    if found {
+                        return (seen.last().cloned(), seen);
                     }
                 }
                 Err(_) => break,
             }
         }
         (None, seen)
+    }
+
+    /// [`Switchyard::wait_text_line`] for JSON lines: the first that
+    /// satisfies `pred`, and every JSON line read up to and including it.
+    fn wait_line(
+        &self,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> (Option<serde_json::Value>, Vec<serde_json::Value>) {
+        let json = |line: &str| serde_json::from_str::<serde_json::Value>(line).ok();
+        let (found, seen) = self.wait_text_line(|line| json(line).is_some_and(|v| pred(&v)));
+        (
+            found.as_deref().and_then(json),
+            seen.iter().filter_map(|line| json(line)).collect(),
+        )
     }
 }
 
@@ -197,22 +207,9 @@ async fn text_log_to_a_pipe_has_no_terminal_colours() {
         http_get(proxy.listen, "app.cloud.com", "/").await.status,
         200
     );
-    let deadline = std::time::Instant::now() + patience();
-    let mut seen = Vec::new();
-    let access = loop {
-        let left = deadline
-            .checked_duration_since(std::time::Instant::now())
-            .unwrap_or_else(|| panic!("no text access line; saw {seen:?}"));
-        let line = proxy
-            .lines
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no text access line; saw {seen:?}"));
-        if line.contains("app.cloud.com") && line.contains("access") {
-            break line;
-        }
-        seen.push(line);
-    };
-    seen.push(access);
+    let (access, seen) =
+        proxy.wait_text_line(|line| line.contains("app.cloud.com") && line.contains("access"));
+    assert!(access.is_some(), "no text access line; saw {seen:?}");
     for line in &seen {
         assert!(
             !line.contains('\x1b'),
