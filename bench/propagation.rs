@@ -13,6 +13,12 @@
 //! After the first right answer every proxy is polled `--verify` more times:
 //! any answer that is not the new one is a wrong answer (a flap back).
 //!
+//! Each `RESULT` also carries two references from the same run: the write's
+//! own round trip to Redis (`write_*`), and the length of a verification
+//! round (`poll_*`: one poll of every proxy, with no change in flight). A
+//! propagation time cannot be shorter than a polling round, so when the
+//! host is noisy the two show how much of a tail is the host's.
+//!
 //! Output: `RESULT key=value ...` lines (parsed by bench/run.sh) plus a
 //! `COST` line with Redis commands and bytes per change per replica, taken
 //! from `INFO commandstats` / `INFO stats` around the `change` phase.
@@ -108,6 +114,12 @@ struct Outcome {
     /// Polling rounds until every proxy served the change: (start ms, end
     /// ms, proxies still wrong at the end), for --trace.
     rounds: Vec<(f64, f64, usize)>,
+    /// The write's own round trip to Redis (ms).
+    write_ms: f64,
+    /// Length of each verification round (ms): one poll of every proxy
+    /// with no change in flight, the same run's reference for what a
+    /// polling round alone costs on this host.
+    verify_rounds_ms: Vec<f64>,
     /// Time until every proxy served the change (ms), None on timeout.
     all_ms: Option<f64>,
     /// Time until each proxy first served it.
@@ -137,6 +149,7 @@ impl Bench {
         let started = Instant::now();
         let started_wall = std::time::SystemTime::now();
         self.redis.cmd_str(write)?;
+        let write_ms = started.elapsed().as_secs_f64() * 1e3;
         let mut remaining = n;
         let mut verifies = vec![0usize; n];
         // Every proxy still to serve the change is polled in each round, all
@@ -146,8 +159,10 @@ impl Bench {
         // `verify` more times and checked.
         let mut sent = vec![false; n];
         let mut rounds = Vec::new();
+        let mut verify_rounds_ms = Vec::new();
         'outer: loop {
             let round_started = started.elapsed();
+            let verifying = remaining == 0;
             for (i, client) in self.clients.iter_mut().enumerate() {
                 sent[i] = false;
                 let served = first[i].is_some();
@@ -194,8 +209,11 @@ impl Bench {
                     }
                 }
             }
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            if verifying {
+                verify_rounds_ms.push(ms(started.elapsed()) - ms(round_started));
+            }
             if rounds.last().is_none_or(|&(_, _, left)| left > 0) {
-                let ms = |d: Duration| d.as_secs_f64() * 1e3;
                 rounds.push((ms(round_started), ms(started.elapsed()), remaining));
             }
             if remaining == 0 && verifies.iter().all(|v| *v >= self.args.verify) {
@@ -215,6 +233,8 @@ impl Bench {
         };
         Ok(Outcome {
             started_wall,
+            write_ms,
+            verify_rounds_ms,
             rounds,
             all_ms,
             per_proxy_ms: first,
@@ -271,6 +291,9 @@ struct Series {
     all: Vec<f64>,
     /// Per-replica first-serve times, pooled.
     each: Vec<f64>,
+    /// The writes' round trips and the verification rounds' lengths.
+    writes: Vec<f64>,
+    polls: Vec<f64>,
     wrong: usize,
     timeouts: usize,
     errors: usize,
@@ -281,6 +304,8 @@ impl Series {
         Series {
             all: Vec::new(),
             each: Vec::new(),
+            writes: Vec::new(),
+            polls: Vec::new(),
             wrong: 0,
             timeouts: 0,
             errors: 0,
@@ -293,6 +318,8 @@ impl Series {
             None => self.timeouts += 1,
         }
         self.each.extend(o.per_proxy_ms.into_iter().flatten());
+        self.writes.push(o.write_ms);
+        self.polls.extend(o.verify_rounds_ms);
         self.wrong += o.wrong;
         self.errors += o.errors;
     }
@@ -317,16 +344,23 @@ impl Series {
         }
         self.all.sort_by(f64::total_cmp);
         self.each.sort_by(f64::total_cmp);
+        self.writes.sort_by(f64::total_cmp);
+        self.polls.sort_by(f64::total_cmp);
         let n = self.all.len() + self.timeouts;
         println!(
             "RESULT kind={kind} label={label:?} replicas={replicas} n={n} timeouts={} \
-             p50_ms={:.3} p99_ms={:.3} max_ms={:.3} each_p50_ms={:.3} each_p99_ms={:.3} wrong={} errors={}",
+             p50_ms={:.3} p99_ms={:.3} max_ms={:.3} each_p50_ms={:.3} each_p99_ms={:.3} \
+             write_p50_ms={:.3} write_p99_ms={:.3} poll_p50_ms={:.3} poll_p99_ms={:.3} wrong={} errors={}",
             self.timeouts,
             quantile(&self.all, 0.50),
             quantile(&self.all, 0.99),
             self.all.last().copied().unwrap_or(f64::NAN),
             quantile(&self.each, 0.50),
             quantile(&self.each, 0.99),
+            quantile(&self.writes, 0.50),
+            quantile(&self.writes, 0.99),
+            quantile(&self.polls, 0.50),
+            quantile(&self.polls, 0.99),
             self.wrong,
             self.errors,
         );
