@@ -148,16 +148,22 @@ impl Redis {
 
 /// `cmdstat_<name>:calls=N,...` lines of `INFO commandstats` as (name, calls).
 pub fn command_calls(info: &str) -> Vec<(String, u64)> {
+    command_stat(info, "calls")
+}
+
+/// One statistic (`calls`, `usec`, ...) of every `cmdstat_<name>:` line of
+/// `INFO commandstats`, as (name, value).
+pub fn command_stat(info: &str, stat: &str) -> Vec<(String, u64)> {
     info.lines()
         .filter_map(|l| {
             let rest = l.strip_prefix("cmdstat_")?;
             let (name, stats) = rest.split_once(':')?;
-            let calls = stats
+            let value = stats
                 .split(',')
-                .find_map(|kv| kv.strip_prefix("calls="))?
+                .find_map(|kv| kv.strip_prefix(stat)?.strip_prefix('='))?
                 .parse()
                 .ok()?;
-            Some((name.to_owned(), calls))
+            Some((name.to_owned(), value))
         })
         .collect()
 }

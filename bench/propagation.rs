@@ -27,7 +27,7 @@
 mod common;
 
 use clap::Parser;
-use common::{command_calls, info_field, quantile, Answer, Http, Redis};
+use common::{command_calls, command_stat, info_field, quantile, Answer, Http, Redis};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -368,17 +368,33 @@ impl Series {
     }
 }
 
-fn snapshot(redis: &mut Redis) -> std::io::Result<(BTreeMap<String, u64>, u64, usize)> {
+/// What Redis has done so far: calls and CPU time (µs) per command, bytes
+/// sent, and the length of the two INFO replies this snapshot cost.
+struct Snapshot {
+    calls: BTreeMap<String, u64>,
+    usec: BTreeMap<String, u64>,
+    out_bytes: u64,
+    info_len: usize,
+}
+
+/// How much a per-command counter grew between two snapshots.
+fn grown(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, cmd: &str) -> u64 {
+    let at = |m: &BTreeMap<String, u64>| m.get(cmd).copied().unwrap_or(0);
+    at(after).saturating_sub(at(before))
+}
+
+fn snapshot(redis: &mut Redis) -> std::io::Result<Snapshot> {
     let stats = redis.info("stats")?;
     let stats_reply_len = stats.len() + 16;
-    let out = info_field(&stats, "total_net_output_bytes").unwrap_or(0);
+    let out_bytes = info_field(&stats, "total_net_output_bytes").unwrap_or(0);
     let cmds = redis.info("commandstats")?;
     let cmds_reply_len = cmds.len() + 16;
-    Ok((
-        command_calls(&cmds).into_iter().collect(),
-        out,
-        stats_reply_len + cmds_reply_len,
-    ))
+    Ok(Snapshot {
+        calls: command_calls(&cmds).into_iter().collect(),
+        usec: command_stat(&cmds, "usec").into_iter().collect(),
+        out_bytes,
+        info_len: stats_reply_len + cmds_reply_len,
+    })
 }
 
 fn main() -> std::io::Result<()> {
@@ -422,7 +438,7 @@ fn main() -> std::io::Result<()> {
     }
     bench.redis.cmd_str(&["HSET", &key, &host, &backends[0]])?;
     bench.settle(&host, Want::Backend(ports[0]))?;
-    let (calls_before, out_before, info_len) = snapshot(&mut bench.redis)?;
+    let before = snapshot(&mut bench.redis)?;
     let mut series = Series::new();
     for i in 0..bench.args.changes {
         let to = (i + 1) % 2;
@@ -435,7 +451,7 @@ fn main() -> std::io::Result<()> {
         series.push(outcome);
         bench.gap();
     }
-    let (calls_after, out_after, _) = snapshot(&mut bench.redis)?;
+    let after = snapshot(&mut bench.redis)?;
     series.print("change", &label, replicas, samples.as_deref())?;
 
     // Redis cost of the change phase, per change and per replica. Our own
@@ -444,28 +460,38 @@ fn main() -> std::io::Result<()> {
     let n = bench.args.changes.max(1) as f64;
     let mut per_change = BTreeMap::new();
     let mut pings = 0u64;
-    for (cmd, after) in &calls_after {
-        let delta = after - calls_before.get(cmd).copied().unwrap_or(0);
+    let mut read_usec = 0u64;
+    for cmd in after.calls.keys() {
+        let calls = grown(&before.calls, &after.calls, cmd);
         match cmd.as_str() {
             "hset" | "info" => {}
-            "ping" => pings = delta,
-            _ if delta > 0 => {
-                per_change.insert(cmd.clone(), delta as f64 / n / replicas as f64);
+            "ping" => pings = calls,
+            _ if calls > 0 => {
+                per_change.insert(cmd.clone(), calls as f64 / n / replicas as f64);
+                // EXEC's time already holds that of the commands it ran.
+                if cmd != "exec" {
+                    read_usec += grown(&before.usec, &after.usec, cmd);
+                }
             }
             _ => {}
         }
     }
     // Bytes Redis sent: minus our INFO and HSET replies and the PONGs.
-    let own = info_len as u64 + 4 * bench.args.changes as u64 + 7 * pings;
-    let bytes = (out_after - out_before).saturating_sub(own) as f64 / n / replicas as f64;
+    let own = before.info_len as u64 + 4 * bench.args.changes as u64 + 7 * pings;
+    let bytes =
+        (after.out_bytes - before.out_bytes).saturating_sub(own) as f64 / n / replicas as f64;
     let total: f64 = per_change.values().sum();
     let detail = per_change
         .iter()
         .map(|(k, v)| format!("{k}:{v:.2}"))
         .collect::<Vec<_>>()
         .join(",");
+    // Redis's CPU time (INFO commandstats `usec`) for the write and for the
+    // replicas' reads, per change (the read also per replica).
+    let write_us = grown(&before.usec, &after.usec, "hset") as f64 / n;
+    let read_us = read_usec as f64 / n / replicas as f64;
     println!(
-        "COST label={label:?} replicas={replicas} per_change_cmds={total:.2} per_change_bytes={bytes:.0} detail={detail} timer_pings={pings}"
+        "COST label={label:?} replicas={replicas} per_change_cmds={total:.2} per_change_bytes={bytes:.0} write_us={write_us:.0} read_us={read_us:.0} detail={detail} timer_pings={pings}"
     );
     bench.redis.cmd_str(&["HDEL", &key, &host])?;
 

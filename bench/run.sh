@@ -291,8 +291,8 @@ start_switchyard() { # name redis_port key [extra args...] -> SY_PID SY_PORT SY_
     wait_for 60 curl -sf "http://127.0.0.1:$SY_ADMIN/readyz" || { log "switchyard $name not ready"; tail "$RUN/sy-$name.log" >&2; exit 1; }
 }
 
-fill() { # redis_port key count
-    "$KIT" fill --redis "127.0.0.1:$1" --key "$2" --count "$3" --backends "$BACKENDS_CSV" 2>>"$RUN/fill.log"
+fill() { # redis_port key count [--listpack]
+    "$KIT" fill --redis "127.0.0.1:$1" --key "$2" --count "$3" --backends "$BACKENDS_CSV" "${@:4}" 2>>"$RUN/fill.log"
 }
 
 # CPU ticks (utime+stime) of a process and its children.
@@ -676,25 +676,27 @@ prop_field() { # kind label replicas field (of the AGG line)
 }
 # Redis keeps a hash of up to hash-max-listpack-entries fields (default 128)
 # as one listpack, which it DUMPs by copying a buffer instead of walking a
-# dict: 60-90 µs against 190-260 µs at 1,000 routes (bench/README.md). The
-# README advises raising it for route tables of up to a few thousand hosts;
-# the graded 1,000-route runs do so (with room for the new hosts), and the
-# same runs on a hash in Redis's default encoding are shown beside them.
-PROP_LISTPACK_ENTRIES=4096
+# dict: 60-90 µs against 190-260 µs at 1,000 routes, ~3 ms against ~30 ms at
+# 100,000, for an HSET that scans the listpack (~2.5 ms at 100,000 against
+# ~12 µs). A routes hash is written once per deploy and read whole by every
+# replica on every change, so the README advises raising the limit above the
+# table's size; the graded runs do so (with room for the new hosts), and the
+# same runs on hashes in Redis's default encoding are shown beside them.
+PROP_LISTPACK_ENTRIES=$(( N_BIG * 2 > 4096 ? N_BIG * 2 : 4096 ))
 if ! skip propagation; then
     PROP_HOST=$(cpu_stat)
     start_redis --hash-max-listpack-entries "$PROP_LISTPACK_ENTRIES"
     PROP_REDIS=$REDIS_PORT; PROP_REDIS_PID=$REDIS_PID
-    for case in "$N_MID" "$N_MID hashtable" "$N_BIG"; do
+    for case in "$N_MID" "$N_MID hashtable" "$N_BIG" "$N_BIG hashtable"; do
         n=${case%% *}
         key=prop_${case// /_}
-        if [ "$case" = "$N_MID hashtable" ]; then
+        if [ "$case" != "$n" ]; then
             # Filled under Redis's default limit: a dict, and it stays one.
             redis-cli -p "$PROP_REDIS" config set hash-max-listpack-entries 128 >/dev/null
             fill "$PROP_REDIS" "$key" "$n"
             redis-cli -p "$PROP_REDIS" config set hash-max-listpack-entries "$PROP_LISTPACK_ENTRIES" >/dev/null
         else
-            fill "$PROP_REDIS" "$key" "$n"
+            fill "$PROP_REDIS" "$key" "$n" --listpack
         fi
         log "propagation: $case routes, encoding $(redis-cli -p "$PROP_REDIS" object encoding "$key")"
         if [ "$n" = "$N_MID" ]; then
@@ -729,7 +731,7 @@ if ! skip propagation; then
     {
         echo "$PROP_HOST"
         echo
-        echo "Redis runs with hash-max-listpack-entries $PROP_LISTPACK_ENTRIES: the $N_MID-route hash is a listpack, the \"$N_MID hashtable\" one was filled under Redis's default (128) and is a dict like the $N_BIG-route one."
+        echo "Redis runs with hash-max-listpack-entries $PROP_LISTPACK_ENTRIES: the $N_MID- and $N_BIG-route hashes are listpacks (graded), the \"hashtable\" ones were filled under Redis's default (128) and are dicts (shown). Redis's own cost of one write and of one replica's read of each, from INFO commandstats, is in the last table."
         echo
         echo "One replica, and three replicas (time until **all three** serve the change); default threads. change: HSET an existing host to the other backend, poll until that backend answers; new: HSET a brand-new host, poll until 200; del: HDEL it, poll until 404. Wrong = answers other than the new one after the first right one (must be 0), over ${PROP_VERIFY:-20} more polls of every replica. $PROP_REPS repetitions per configuration, one replica and three alternating, fresh processes each; p50 and p99 are medians over the repetitions (graded), \"all\" is the p99 of every sample pooled, n and max over all of them. The two reference columns come from the same repetitions (medians over them): the write's own round trip to Redis, and a verification round, one poll of every replica with no change in flight. A change cannot be seen faster than a polling round, so where the reference p99 nears the target the host, not the sync, sets the tail."
         echo
@@ -746,15 +748,15 @@ if ! skip propagation; then
         echo
         echo "Redis cost per route change per replica (INFO commandstats / total_net_output_bytes over the change phase of the first repetition; the writer's HSET and INFO and the timer PINGs left out):"
         echo
-        echo "| routes | replicas | commands / change / replica | bytes Redis → replica / change | detail |"
-        echo "| ---: | ---: | ---: | ---: | --- |"
+        echo "| routes | replicas | commands / change / replica | bytes Redis → replica / change | Redis CPU µs: the write / one replica's read | detail |"
+        echo "| ---: | ---: | ---: | ---: | ---: | --- |"
         declare -A cost_seen=()
         while read -r line; do
             f() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
             label=$(sed -n 's/.*label="\([^"]*\)".*/\1/p' <<<"$line")
             [ -n "${cost_seen["$label/$(f replicas)"]:-}" ] && continue
             cost_seen["$label/$(f replicas)"]=1
-            printf '| %s | %s | %s | %s | %s |\n' "$label" "$(f replicas)" "$(f per_change_cmds)" "$(f per_change_bytes)" "$(f detail | tr ',' ' ')"
+            printf '| %s | %s | %s | %s | %s / %s | %s |\n' "$label" "$(f replicas)" "$(f per_change_cmds)" "$(f per_change_bytes)" "$(f write_us)" "$(f read_us)" "$(f detail | tr ',' ' ')"
         done < <(grep '^COST' "$PROP_RESULTS")
     } >>"$REPORT"
     for n in "$N_MID" "$N_BIG"; do
@@ -769,10 +771,13 @@ if ! skip propagation; then
         timeouts=$(grep -E "^RESULT .*label=\"$n( hashtable)?\"" "$PROP_RESULTS" | sed -n 's/.* timeouts=\([0-9]*\).*/\1/p' | awk '{ x += $1 } END { print x + 0 }')
         target_row "wrong answers after the first right one, $n routes" "$wrong (timeouts: $timeouts)" "0" "$(verdict "$((wrong + timeouts))" 0)"
     done
-    for r in 1 3; do
-        p99=$(prop_field change "$N_MID hashtable" "$r" p99_ms)
-        all=$(prop_field change "$N_MID hashtable" "$r" all_p99_ms)
-        target_row "(shown) propagation p99, $N_MID routes in Redis's default hash encoding, $r replica(s)" "${p99:-nan} ms (all samples: ${all:-nan})" "≤ 2 ms" "not graded"
+    for n in "$N_MID" "$N_BIG"; do
+        limit=2; [ "$n" = "$N_MID" ] || limit=50
+        for r in 1 3; do
+            p99=$(prop_field change "$n hashtable" "$r" p99_ms)
+            all=$(prop_field change "$n hashtable" "$r" all_p99_ms)
+            target_row "(shown) propagation p99, $n routes in Redis's default hash encoding, $r replica(s)" "${p99:-nan} ms (all samples: ${all:-nan})" "≤ $limit ms" "not graded"
+        done
     done
 fi
 
