@@ -695,8 +695,11 @@ if ! skip propagation; then
             redis-cli -p "$PROP_REDIS" config set hash-max-listpack-entries 128 >/dev/null
             fill "$PROP_REDIS" "$key" "$n"
             redis-cli -p "$PROP_REDIS" config set hash-max-listpack-entries "$PROP_LISTPACK_ENTRIES" >/dev/null
-        else
+        elif [ "$n" -gt 4096 ]; then
+            # HSET into a large listpack scans it: fill by RESTORE instead.
             fill "$PROP_REDIS" "$key" "$n" --listpack
+        else
+            fill "$PROP_REDIS" "$key" "$n"
         fi
         log "propagation: $case routes, encoding $(redis-cli -p "$PROP_REDIS" object encoding "$key")"
         if [ "$n" = "$N_MID" ]; then
