@@ -36,6 +36,7 @@ if [ "$QUICK" = 1 ]; then
     IDLE_WINDOW=5
     COST_LOAD=3
     STARTUP_REPS=1
+    EQ_REPS=1
 else
     DURATION=${BENCH_DURATION:-5}
     REPS=${BENCH_REPS:-7}
@@ -60,6 +61,7 @@ else
     IDLE_WINDOW=32
     COST_LOAD=10
     STARTUP_REPS=3
+    EQ_REPS=${BENCH_EQ_REPS:-5}
 fi
 CONNS=${BENCH_CONNS:-50}
 # Propagation poller: pause between polling rounds (0: a tight loop).
@@ -365,19 +367,31 @@ EOF
     cat "$RUN/done.lua"
 } >"$RUN/hosts.lua"
 
+# The same scripts with a pause before every request of a connection
+# (wrk's delay(), whole milliseconds): the load of the equal-load phase.
+PACE_MS=${BENCH_PACE_MS:-2}
+for script in one hosts; do
+    { cat "$RUN/$script.lua"; echo "function delay() return $PACE_MS end"; } >"$RUN/$script-paced.lua"
+done
+
 TP=$RUN/throughput.tsv
+# Equal offered load: the paced runs, same columns as $TP.
+TPE=$RUN/throughput-paced.tsv
+EQ_TARGETS=(direct nginx sy-nt)
 : >"$TP"
 # Every repetition runs each of these once, in this order.
 TP_TARGETS=(direct nginx nginx-nt sy-1t sy-nt)
 
 # run_wrk scenario target rep url seconds record pids...
+# With PACED=1 it runs the paced scripts and records into $TPE.
 run_wrk() {
     local scenario=$1 target=$2 rep=$3 url=$4 secs=$5 record=$6; shift 6
-    local script args=()
+    local script args=() suffix="" table=$TP
+    [ "${PACED:-0}" = 1 ] && { suffix=-paced; table=$TPE; }
     case $scenario in
-        one) script=$RUN/one.lua ;;
-        rotate) script=$RUN/hosts.lua; args=(-- rotate "$N_MID") ;;
-        random) script=$RUN/hosts.lua; args=(-- random "$N_BIG") ;;
+        one) script=$RUN/one$suffix.lua ;;
+        rotate) script=$RUN/hosts$suffix.lua; args=(-- rotate "$N_MID") ;;
+        random) script=$RUN/hosts$suffix.lua; args=(-- random "$N_BIG") ;;
     esac
     local before after out host_before steal idle busy
     before=$(cpu_ticks "$@")
@@ -385,7 +399,7 @@ run_wrk() {
     out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${secs}s" --latency -s "$script" "$url" "${args[@]}" 2>&1) || true
     after=$(cpu_ticks "$@")
     read -r steal idle busy <<<"$(steal_since "$host_before")"
-    printf '== %s %s rep %s\n%s\n' "$scenario" "$target" "$rep" "$out" >>"$RUN/wrk.log"
+    printf '== %s %s rep %s%s\n%s\n' "$scenario" "$target" "$rep" "$suffix" "$out" >>"$RUN/wrk.log"
     [ "$record" = 1 ] || return 0
     local line
     line=$(grep '^WRKRESULT' <<<"$out" || true)
@@ -400,8 +414,8 @@ run_wrk() {
             # The whole VM (wrk, backends, proxy, anything else) per request.
             machine = busy / hz * 1e6 / n
             printf "%s\t%s\t%s\t%.0f\t%.3f\t%.3f\t%.2f\t%d\t%d\t%s\t%.2f\t%s\n", s, t, r, req / (d / 1e6), p50 / 1000, p99 / 1000, cpu, bad, se, steal, machine, idle
-        }' >>"$TP"
-    log "  $scenario/$target rep $rep: $(tail -1 "$TP" | cut -f4-12 | tr '\t' ' ')"
+        }' >>"$table"
+    log "  $scenario/$target rep $rep$suffix: $(tail -1 "$table" | cut -f4-12 | tr '\t' ' ')"
 }
 
 # Median of column $3 for scenario $1 / target $2 of the throughput table.
@@ -480,6 +494,15 @@ if ! skip throughput; then
                 run_wrk "$scenario" "$target" "$rep" "${URL[$target]}" "$DURATION" 1 "${PIDOF[$target]}"
             done
         done
+        # The closed loop above runs each target flat out, so its p99 is
+        # taken at each target's own throughput (bench/README: "Where the
+        # time goes"). The same targets again at one offered load, well
+        # under every proxy's capacity: latency without the queueing.
+        for rep in $(seq "$EQ_REPS"); do
+            for target in "${EQ_TARGETS[@]}"; do
+                PACED=1 run_wrk "$scenario" "$target" "$rep" "${URL[$target]}" "$DURATION" 1 "${PIDOF[$target]}"
+            done
+        done
         if [ "${BENCH_PERF:-0}" = 1 ] && command -v perf >/dev/null; then
             # Profiles under the same load: Switchyard (one thread) and the
             # nginx worker, each as kernel/user split plus top symbols.
@@ -546,6 +569,30 @@ if ! skip throughput; then
             done
         done
     } >>"$REPORT"
+    section "Latency at equal offered load (wrk -t$WRK_THREADS -c$CONNS, each connection pausing $PACE_MS ms before every request; ${DURATION}s runs, median of $EQ_REPS interleaved repetitions; shown, not graded)"
+    {
+        echo "The closed loop above runs every target flat out: a faster target serves more requests per second, and the queueing that comes with its load (in the sockets, and in wrk's one thread) lands in its p99. Here every connection pauses $PACE_MS ms before each request, which holds the offered load near $CONNS / ($PACE_MS ms + latency) whichever target serves it, well under each one's capacity; the req/s column shows how equal it was. These p99s compare the targets' latency at the same load."
+        echo
+        echo "| scenario | target | req/s | p50 ms | p99 ms | CPU µs/req | host steal % |"
+        echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
+        for scenario in one rotate random; do
+            for target in "${EQ_TARGETS[@]}"; do
+                cpu=$(TP=$TPE tp_median "$scenario" "$target" 7)
+                [ "$target" = direct ] && cpu="-"
+                printf '| %s | %s | %.0f | %.3f | %.3f | %s | %s |\n' "$scenario" "$target" \
+                    "$(TP=$TPE tp_median "$scenario" "$target" 4)" "$(TP=$TPE tp_median "$scenario" "$target" 5)" \
+                    "$(TP=$TPE tp_median "$scenario" "$target" 6)" "$cpu" "$(TP=$TPE tp_median "$scenario" "$target" 10)"
+            done
+        done
+        echo
+        echo "| scenario | sy-nt / nginx | req/s | p50 | p99 | CPU/req |"
+        echo "| --- | --- | ---: | ---: | ---: | ---: |"
+        for scenario in one rotate random; do
+            printf '| %s | equal load | %s | %s | %s | %s |\n' "$scenario" \
+                "$(TP=$TPE tp_ratio "$scenario" sy-nt 4)" "$(TP=$TPE tp_ratio "$scenario" sy-nt 5)" \
+                "$(TP=$TPE tp_ratio "$scenario" sy-nt 6)" "$(TP=$TPE tp_ratio "$scenario" sy-nt 7)"
+        done
+    } >>"$REPORT"
     # The issue's targets: Switchyard (as it ships: a worker thread per
     # core) against nginx with one worker, with CPU per request no higher so
     # that more threads cannot buy the lead with more CPU. The one-thread
@@ -566,6 +613,10 @@ if ! skip throughput; then
                 "$(tp_ratio "$scenario" "$v" 4 "$base"), $(tp_ratio "$scenario" "$v" 6 "$base"), $(tp_ratio "$scenario" "$v" 7 "$base")" \
                 "≥ 1.10, ≤ 1.00, ≤ 1.00" "not graded"
         done
+    done
+    for scenario in one rotate random; do
+        target_row "(shown) p50, p99 sy-nt / nginx at equal offered load ($scenario; req/s $(TP=$TPE tp_ratio "$scenario" sy-nt 4))" \
+            "$(TP=$TPE tp_ratio "$scenario" sy-nt 5), $(TP=$TPE tp_ratio "$scenario" sy-nt 6)" "≤ 1.00" "not graded"
     done
     stop_pid "$TP_REDIS_PID"
 fi
@@ -895,6 +946,7 @@ fi
     fi
 } >"$OUT"
 cp "$TP" "$RESULTS_DIR/throughput-raw.tsv" 2>/dev/null || true
+cp "$TPE" "$RESULTS_DIR/throughput-paced-raw.tsv" 2>/dev/null || true
 # BENCH_UPDATE_README=1 (full runs only): the results block of bench/README.md
 # becomes this run's tables.
 if [ "${BENCH_UPDATE_README:-0}" = 1 ] && [ "$QUICK" != 1 ] && grep -q '^<!-- results:begin -->' bench/README.md; then
