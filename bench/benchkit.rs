@@ -95,7 +95,7 @@ fn main() -> std::io::Result<()> {
 /// With `listpack`, the hash is filled as a dict under a temporary name and
 /// then `RESTORE`d from its `DUMP` under `key`: HSET into a listpack of
 /// 100,000 fields scans it (~2.5 ms per field, a fill of minutes), while
-/// RESTORE builds the listpack by appending (milliseconds). This is also
+/// RESTORE builds the listpack by appending (0.08 s). This is also
 /// how an operator converts an existing routes hash (bench/README.md).
 fn fill(
     addr: &str,
