@@ -2,11 +2,12 @@
 # `make bench`: Switchyard against nginx (one worker) on this machine, side by
 # side, in one run. See bench/README.md for what is measured and why.
 #
-#   bash bench/run.sh                 # full run (~8-10 min on 2 cores)
+#   bash bench/run.sh                 # full run (~20 min on 2 cores)
 #   BENCH_QUICK=1 bash bench/run.sh   # smoke run (~2 min): short, smaller tables
 #
 # Knobs (environment): BENCH_DURATION (s per wrk run), BENCH_REPS,
-# BENCH_CONNS (wrk connections), BENCH_KEEP=1 (keep the run directory with
+# BENCH_CONNS (wrk connections), BENCH_EQ_REPS and BENCH_PACE_MS (equal-load
+# runs: repetitions, pause before each request), BENCH_KEEP=1 (keep the run directory with
 # every log), BENCH_PERF=1 (perf profiles of Switchyard and nginx under load,
 # bench/results/perf-*.txt), BENCH_UPDATE_README=1 (copy the tables into
 # bench/README.md),
