@@ -129,10 +129,7 @@ impl Pool {
         backend: &Authority,
         mut request: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
-        if let Some(sender) = self.shared.checkout(backend) {
-            let Some(mut sender) = self.shared.until_ready(sender).await else {
-                return self.send_on_new(backend, request).await;
-            };
+        if let Some(mut sender) = self.shared.checkout(backend) {
             match sender.try_send_request(request).await {
                 Ok(response) => return Ok(self.shared.wrap(backend, sender, response)),
                 Err(mut e) => match e.take_message() {
@@ -143,14 +140,6 @@ impl Pool {
                 },
             }
         }
-        self.send_on_new(backend, request).await
-    }
-
-    async fn send_on_new(
-        &self,
-        backend: &Authority,
-        request: Request<UpstreamBody>,
-    ) -> Result<Response<PooledBody>, UpstreamError> {
         let mut sender = self.connect(backend).await?;
         let response = sender.send_request(request).await?;
         Ok(self.shared.wrap(backend, sender, response))
@@ -182,26 +171,13 @@ impl Shared {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(backend)?;
         while let Some(conn) = list.pop() {
-            if !conn.sender.is_closed() && conn.since.elapsed() < self.config.idle_timeout {
+            if conn.sender.is_ready() && conn.since.elapsed() < self.config.idle_timeout {
                 return Some(conn.sender);
             }
             // Closed by the backend, or idle too long: dropping the sender
             // ends its connection task.
         }
         None
-    }
-
-    /// A pooled connection, once its task has finished the previous
-    /// exchange (see [`Lease::release`]): microseconds, bounded by the
-    /// connect timeout. `None` if it closed meanwhile.
-    async fn until_ready(&self, mut sender: Sender) -> Option<Sender> {
-        if sender.is_ready() {
-            return Some(sender);
-        }
-        match tokio::time::timeout(self.config.connect_timeout, sender.ready()).await {
-            Ok(Ok(())) => Some(sender),
-            _ => None,
-        }
     }
 
     fn put_back(&self, backend: &Authority, sender: Sender) {
@@ -267,18 +243,22 @@ impl Lease {
         let Lease {
             pool,
             backend,
-            sender,
+            mut sender,
         } = self;
         let Some(pool) = pool.upgrade() else {
             return;
         };
-        // Pooled now, before the last frame reaches the client, so the
-        // client's next request finds it. Its task may not have finished
-        // the exchange yet (a HEAD or 204 is released as soon as its head
-        // arrives): the checkout waits for that (`until_ready`) instead of
-        // opening a second connection.
-        if !sender.is_closed() {
+        if sender.is_ready() {
             pool.put_back(&backend, sender);
+        } else if !sender.is_closed() {
+            // The connection task has not yet seen the end of the message
+            // (rare: it normally reads the last frame before the body does).
+            // Pool it once it is ready for another request.
+            tokio::spawn(async move {
+                if sender.ready().await.is_ok() {
+                    pool.put_back(&backend, sender);
+                }
+            });
         }
     }
 }
