@@ -187,9 +187,21 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// An address where nothing listens: connecting is refused at once.
+///
+/// The port stays bound (without `listen`, so a SYN gets a RST) until the
+/// test binary exits. A port only looked up and let go can be handed to the
+/// next `bind(0)`, of this test or of one running beside it; if that is the
+/// proxy's own listener, the "refusing" backend answers by proxying the
+/// request to the route's next backend, and a refusal test sees no refusal.
 pub fn refusing_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+    static RESERVED: std::sync::Mutex<Vec<socket2::Socket>> = std::sync::Mutex::new(Vec::new());
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    RESERVED.lock().unwrap().push(socket);
+    addr
 }
 
 /// True while something accepts TCP connections on `addr`.
