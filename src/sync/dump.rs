@@ -85,6 +85,8 @@ pub fn prepare(payload: Bytes) -> Result<Bytes, DumpError> {
         Some(&RDB_TYPE_HASH_LISTPACK) => {
             let body = body(&payload)?;
             let mut reader = Reader::new(body, Format::Rdb);
+            // [type byte][listpack][footer]; the type byte is set once the
+            // listpack has checked.
             let mut prepared = match reader.lzf_string()? {
                 // Redis compresses every listpack that shrinks; at 100,000
                 // routes one inflates to 3.6 MB. Straight into place: an
@@ -403,8 +405,7 @@ impl<'a> Reader<'a> {
     fn lzf_parts(&mut self) -> Result<(&'a [u8], usize), DumpError> {
         let compressed_len = self.length()?;
         let len = self.length()?;
-        // No LZF data inflates more than 88-fold (3 bytes copy at most 264),
-        // so a larger stated length is damage, not a buffer to allocate.
+        // A larger stated length is damage, not a buffer to allocate.
         if len > compressed_len.saturating_mul(LZF_MAX_RATIO) {
             return Err(DumpError::Malformed("LZF length out of range"));
         }
