@@ -4,7 +4,10 @@
 //!   over the given backends, pipelined (a million routes in seconds);
 //!   `--listpack` makes it one listpack however large (see [`fill`]);
 //! - `startup`: starts a command, times it until a probe URL answers 200,
-//!   then reports the RSS and PSS of its whole process tree and stops it.
+//!   then reports the RSS and PSS of its whole process tree and stops it;
+//! - `stalls`: spins threads that only read the clock and reports the gaps
+//!   between two readings, i.e. the time each thread was kept off its CPU
+//!   (by the guest's scheduler or by the host), with no proxy involved.
 
 #[path = "common.rs"]
 mod common;
@@ -57,6 +60,13 @@ enum Cmd {
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
+    Stalls {
+        /// Spinning threads (one per vCPU saturates the VM).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
 }
 
 fn main() -> std::io::Result<()> {
@@ -88,6 +98,7 @@ fn main() -> std::io::Result<()> {
             settle_ms,
             command,
         } => startup(&probe, &path, &host, timeout_s, settle_ms, &command)?,
+        Cmd::Stalls { threads, seconds } => stalls(threads, Duration::from_secs_f64(seconds)),
     }
     Ok(())
 }
@@ -289,4 +300,49 @@ fn startup(
         let _ = child.wait();
     }
     Ok(())
+}
+
+/// Gaps of at least this long between two clock readings are counted.
+const STALL_MIN: Duration = Duration::from_millis(1);
+
+/// Spins `threads` threads for `length`, each reading the clock in a tight
+/// loop, and prints one line over all of them: the gaps of at least
+/// [`STALL_MIN`] (count, total, longest) and the total of those of 10 ms
+/// and more. Nothing else runs in them, so a gap is time the thread was
+/// runnable but off its CPU.
+fn stalls(threads: usize, length: Duration) {
+    let spinners: Vec<_> = (0..threads.max(1))
+        .map(|_| {
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                let (mut last, mut gaps) = (start, Vec::new());
+                while last - start < length {
+                    let now = Instant::now();
+                    if now - last >= STALL_MIN {
+                        gaps.push(now - last);
+                    }
+                    last = now;
+                }
+                gaps
+            })
+        })
+        .collect();
+    let gaps: Vec<Duration> = spinners
+        .into_iter()
+        .flat_map(|t| t.join().unwrap_or_default())
+        .collect();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let long: Duration = gaps
+        .iter()
+        .filter(|g| **g >= Duration::from_millis(10))
+        .sum();
+    println!(
+        "STALLS threads={} seconds={:.1} gaps={} total_ms={:.1} long_total_ms={:.1} max_ms={:.1}",
+        threads.max(1),
+        length.as_secs_f64(),
+        gaps.len(),
+        ms(gaps.iter().sum()),
+        ms(long),
+        ms(gaps.iter().max().copied().unwrap_or_default()),
+    );
 }

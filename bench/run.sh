@@ -383,6 +383,17 @@ EQ_TARGETS=(direct nginx sy-nt)
 # Every repetition runs each of these once, in this order.
 TP_TARGETS=(direct nginx nginx-nt sy-1t sy-nt)
 
+# A run during which the host took at least this share of the VM's CPU
+# (steal, in percent) is repeated, up to STEAL_ATTEMPTS runs in all: on a
+# saturated VM the host stalls a vCPU for up to 100 ms at a time (bench/README,
+# "Host stalls"), and a 5 s run with one such stall has the stall as its p99,
+# whichever proxy ran. Every attempt is kept in $TPA; the tables use the last
+# attempt, or the least disturbed one when every attempt was.
+STEAL_MAX=${BENCH_STEAL_MAX:-0.5}
+STEAL_ATTEMPTS=${BENCH_STEAL_ATTEMPTS:-4}
+TPA=$RUN/throughput-attempts.tsv
+: >"$TPA"
+
 # run_wrk scenario target rep url seconds record pids...
 # With PACED=1 it runs the paced scripts and records into $TPE.
 run_wrk() {
@@ -394,30 +405,62 @@ run_wrk() {
         rotate) script=$RUN/hosts$suffix.lua; args=(-- rotate "$N_MID") ;;
         random) script=$RUN/hosts$suffix.lua; args=(-- random "$N_BIG") ;;
     esac
-    local before after out host_before steal idle busy
-    before=$(cpu_ticks "$@")
-    host_before=$(cpu_stat)
-    out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${secs}s" --latency -s "$script" "$url" "${args[@]}" 2>&1) || true
-    after=$(cpu_ticks "$@")
-    read -r steal idle busy <<<"$(steal_since "$host_before")"
-    printf '== %s %s rep %s%s\n%s\n' "$scenario" "$target" "$rep" "$suffix" "$out" >>"$RUN/wrk.log"
-    [ "$record" = 1 ] || return 0
-    local line
-    line=$(grep '^WRKRESULT' <<<"$out" || true)
-    if [ -z "$line" ]; then log "wrk failed for $scenario/$target: $(tail -3 <<<"$out")"; return 0; fi
-    eval "local ${line#WRKRESULT }"
-    # shellcheck disable=SC2154
-    awk -v s="$scenario" -v t="$target" -v r="$rep" -v req="$requests" -v d="$duration_us" \
-        -v p50="$p50_us" -v p99="$p99_us" -v ticks=$((after - before)) -v hz="$CLK_TCK" \
-        -v bad="$non2xx" -v se="$sockerr" -v steal="$steal" -v idle="$idle" -v busy="$busy" 'BEGIN {
-            n = req > 0 ? req : 1
-            cpu = (t == "direct") ? -1 : ticks / hz * 1e6 / n
-            # The whole VM (wrk, backends, proxy, anything else) per request.
-            machine = busy / hz * 1e6 / n
-            printf "%s\t%s\t%s\t%.0f\t%.3f\t%.3f\t%.2f\t%d\t%d\t%s\t%.2f\t%s\n", s, t, r, req / (d / 1e6), p50 / 1000, p99 / 1000, cpu, bad, se, steal, machine, idle
-        }' >>"$table"
+    local attempt row best="" best_steal=""
+    for attempt in $(seq "$STEAL_ATTEMPTS"); do
+        local before after out host_before steal idle busy
+        before=$(cpu_ticks "$@")
+        host_before=$(cpu_stat)
+        out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${secs}s" --latency -s "$script" "$url" "${args[@]}" 2>&1) || true
+        after=$(cpu_ticks "$@")
+        read -r steal idle busy <<<"$(steal_since "$host_before")"
+        printf '== %s %s rep %s%s attempt %s\n%s\n' "$scenario" "$target" "$rep" "$suffix" "$attempt" "$out" >>"$RUN/wrk.log"
+        [ "$record" = 1 ] || return 0
+        local line
+        line=$(grep '^WRKRESULT' <<<"$out" || true)
+        if [ -z "$line" ]; then log "wrk failed for $scenario/$target: $(tail -3 <<<"$out")"; return 0; fi
+        eval "local ${line#WRKRESULT }"
+        # shellcheck disable=SC2154
+        row=$(awk -v s="$scenario" -v t="$target" -v r="$rep" -v req="$requests" -v d="$duration_us" \
+            -v p50="$p50_us" -v p99="$p99_us" -v ticks=$((after - before)) -v hz="$CLK_TCK" \
+            -v bad="$non2xx" -v se="$sockerr" -v steal="$steal" -v idle="$idle" -v busy="$busy" 'BEGIN {
+                n = req > 0 ? req : 1
+                cpu = (t == "direct") ? -1 : ticks / hz * 1e6 / n
+                # The whole VM (wrk, backends, proxy, anything else) per request.
+                machine = busy / hz * 1e6 / n
+                printf "%s\t%s\t%s\t%.0f\t%.3f\t%.3f\t%.2f\t%d\t%d\t%s\t%.2f\t%s\n", s, t, r, req / (d / 1e6), p50 / 1000, p99 / 1000, cpu, bad, se, steal, machine, idle
+            }')
+        printf '%s\t%s%s\t%s\n' "$row" "$attempt" "$suffix" "$(le "$STEAL_MAX" "$steal" && echo disturbed || echo clean)" >>"$TPA"
+        if [ -z "$best" ] || ! le "$best_steal" "$steal"; then best=$row; best_steal=$steal; fi
+        le "$STEAL_MAX" "$steal" || { best=$row; break; }
+        [ "$attempt" -lt "$STEAL_ATTEMPTS" ] &&
+            log "  $scenario/$target rep $rep$suffix: the host took $steal % (steal; p99 $(cut -f6 <<<"$row") ms): again"
+    done
+    printf '%s\n' "$best" >>"$table"
     log "  $scenario/$target rep $rep$suffix: $(tail -1 "$table" | cut -f4-12 | tr '\t' ' ')"
 }
+
+# How many closed-loop runs the host disturbed, by target, and how many
+# stayed disturbed after every attempt.
+attempts_note() {
+    awk -F'\t' -v max="$STEAL_MAX" -v attempts="$STEAL_ATTEMPTS" '$13 !~ /paced/ {
+            runs[$1 SUBSEP $2 SUBSEP $3] = $14; if ($13 == 1) { first++ } else { again[$2]++; total++ }
+            if (!($2 in order)) { order[$2] = ++n; name[n] = $2 }
+        }
+        END {
+            for (k in runs) if (runs[k] == "disturbed") left++
+            list = ""
+            for (i = 1; i <= n; i++) list = list (i > 1 ? ", " : "") name[i] " " (again[name[i]] + 0)
+            printf "Runs repeated because the host took at least %s %% of the VM'"'"'s CPU (steal) during them: %d more runs for %d (%s); still disturbed after %d attempts: %d. Every attempt is in throughput-attempts-raw.tsv (last column: clean or disturbed).", max, total, first, list, attempts, left + 0
+        }' "$TPA"
+}
+# The stall probe's two lines as a sentence.
+stall_field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1"; } # STALLS line, field
+stalls_note() {
+    local f=stall_field
+    echo "Host stall probe before this phase (\`benchkit stalls\`: threads that only read the clock, nothing else running): with $($f "$STALLS_ALL" threads) spinning threads (every vCPU busy), $($f "$STALLS_ALL" total_ms) ms of their $(awk -v t="$($f "$STALLS_ALL" threads)" -v s="$($f "$STALLS_ALL" seconds)" 'BEGIN { print t * s * 1000 }') ms were gaps of 1 ms or more, the longest $($f "$STALLS_ALL" max_ms) ms; with one, $($f "$STALLS_ONE" total_ms) ms, the longest $($f "$STALLS_ONE" max_ms) ms."
+}
+# The closed-loop table as the first attempts alone would have made it.
+first_attempts() { awk -F'\t' -v OFS='\t' '$13 == "1" { NF = 12; print }' "$TPA"; }
 
 # Median of column $3 for scenario $1 / target $2 of the throughput table.
 tp_median() {
@@ -455,6 +498,11 @@ log "backends: ${BACKENDS[*]}"
 
 # ========================================================== 1. throughput
 if ! skip throughput; then
+    # The host's share, measured with nothing else running: threads that
+    # only read the clock, on one vCPU and then on both.
+    log "host stall probe (10 s with one spinning thread, 10 s with $(nproc))"
+    STALLS_ONE=$("$KIT" stalls --threads 1 --seconds 10)
+    STALLS_ALL=$("$KIT" stalls --threads "$(nproc)" --seconds 10)
     TP_HOST=$(cpu_stat)
     start_redis; TP_REDIS=$REDIS_PORT; TP_REDIS_PID=$REDIS_PID
     for scenario in one rotate random; do
@@ -537,6 +585,10 @@ if ! skip throughput; then
         echo
         echo "$(host_note "$TP_HOST")"
         echo
+        echo "$(attempts_note)"
+        echo
+        echo "$(stalls_note)"
+        echo
         echo "| scenario | target | req/s | p50 ms | p99 ms | CPU µs/req | machine CPU µs/req | machine idle % | non-2xx | socket errors | host steal % |"
         echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         for scenario in one rotate random; do
@@ -607,6 +659,9 @@ if ! skip throughput; then
         r=$(tp_ratio "$scenario" sy-nt 7)
         target_row "CPU/req sy-nt / nginx ($scenario)" "$r" "≤ 1.00" "$(verdict "$r" 1.00)"
     done
+    first_attempts >"$RUN/throughput-first.tsv"
+    target_row "(shown) p99 sy-nt / nginx, first attempts only, disturbed runs included (one, rotate, random)" \
+        "$(for sc in one rotate random; do TP=$RUN/throughput-first.tsv tp_ratio "$sc" sy-nt 6; echo; done | paste -sd, | sed 's/,/, /g')" "≤ 1.00" "not graded"
     for scenario in one rotate random; do
         for pair in "sy-1t nginx" "sy-nt nginx-nt"; do
             read -r v base <<<"$pair"
@@ -948,6 +1003,7 @@ fi
 } >"$OUT"
 cp "$TP" "$RESULTS_DIR/throughput-raw.tsv" 2>/dev/null || true
 cp "$TPE" "$RESULTS_DIR/throughput-paced-raw.tsv" 2>/dev/null || true
+cp "$TPA" "$RESULTS_DIR/throughput-attempts-raw.tsv" 2>/dev/null || true
 # BENCH_UPDATE_README=1 (full runs only): the results block of bench/README.md
 # becomes this run's tables.
 if [ "${BENCH_UPDATE_README:-0}" = 1 ] && [ "$QUICK" != 1 ] && grep -q '^<!-- results:begin -->' bench/README.md; then
