@@ -307,9 +307,8 @@ const STALL_MIN: Duration = Duration::from_millis(1);
 
 /// Spins `threads` threads for `length`, each reading the clock in a tight
 /// loop, and prints one line over all of them: the gaps of at least
-/// [`STALL_MIN`] (count, total, longest) and the total of those of 10 ms
-/// and more. Nothing else runs in them, so a gap is time the thread was
-/// runnable but off its CPU.
+/// [`STALL_MIN`] (count, total, longest). Nothing else runs in them, so a
+/// gap is time the thread was runnable but off its CPU.
 fn stalls(threads: usize, length: Duration) {
     let spinners: Vec<_> = (0..threads.max(1))
         .map(|_| {
@@ -332,17 +331,12 @@ fn stalls(threads: usize, length: Duration) {
         .flat_map(|t| t.join().unwrap_or_default())
         .collect();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let long: Duration = gaps
-        .iter()
-        .filter(|g| **g >= Duration::from_millis(10))
-        .sum();
     println!(
-        "STALLS threads={} seconds={:.1} gaps={} total_ms={:.1} long_total_ms={:.1} max_ms={:.1}",
+        "STALLS threads={} seconds={:.1} gaps={} total_ms={:.1} max_ms={:.1}",
         threads.max(1),
         length.as_secs_f64(),
         gaps.len(),
         ms(gaps.iter().sum()),
-        ms(long),
         ms(gaps.iter().max().copied().unwrap_or_default()),
     );
 }

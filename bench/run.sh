@@ -11,7 +11,9 @@
 # every log), BENCH_PERF=1 (perf profiles of Switchyard and nginx under load,
 # bench/results/perf-*.txt), BENCH_UPDATE_README=1 (copy the tables into
 # bench/README.md),
-# BENCH_SKIP=throughput,cost,propagation,scale,lookup (phases to skip).
+# BENCH_SKIP=throughput,cost,propagation,scale,lookup (phases to skip),
+# BENCH_STEAL_MAX / BENCH_STEAL_ATTEMPTS (a wrk run with at least that much
+# host steal, in percent, is repeated, up to that many attempts; default 0.5, 4).
 #
 # Everything listens on 127.0.0.1 only, uses private redis-server and nginx
 # instances on free ports (never the machine's Redis), and is stopped on exit.
@@ -387,8 +389,8 @@ TP_TARGETS=(direct nginx nginx-nt sy-1t sy-nt)
 # (steal, in percent) is repeated, up to STEAL_ATTEMPTS runs in all: on a
 # saturated VM the host stalls a vCPU for up to 100 ms at a time (bench/README,
 # "Host stalls"), and a 5 s run with one such stall has the stall as its p99,
-# whichever proxy ran. Every attempt is kept in $TPA; the tables use the last
-# attempt, or the least disturbed one when every attempt was.
+# whichever proxy ran. Every attempt is kept in $TPA; the tables use the
+# clean attempt, or the least disturbed one when every attempt was.
 STEAL_MAX=${BENCH_STEAL_MAX:-0.5}
 STEAL_ATTEMPTS=${BENCH_STEAL_ATTEMPTS:-4}
 TPA=$RUN/throughput-attempts.tsv
@@ -456,7 +458,7 @@ attempts_note() {
 # The stall probe's two lines as a sentence.
 stall_field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1"; } # STALLS line, field
 stalls_note() {
-    local f=stall_field
+    local f=stall_field # keeps the sentence below readable
     echo "Host stall probe before this phase (\`benchkit stalls\`: threads that only read the clock, nothing else running): with $($f "$STALLS_ALL" threads) spinning threads (every vCPU busy), $($f "$STALLS_ALL" total_ms) ms of their $(awk -v t="$($f "$STALLS_ALL" threads)" -v s="$($f "$STALLS_ALL" seconds)" 'BEGIN { print t * s * 1000 }') ms were gaps of 1 ms or more, the longest $($f "$STALLS_ALL" max_ms) ms; with one, $($f "$STALLS_ONE" total_ms) ms, the longest $($f "$STALLS_ONE" max_ms) ms."
 }
 # The closed-loop table as the first attempts alone would have made it.
