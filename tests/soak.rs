@@ -19,9 +19,9 @@
 //! - RSS growth from the end of warm-up to the end: under 10 %;
 //! - at the end every host is served by its last written backend.
 
-#[path = "faults_support/mod.rs"]
+#[path = "it/faults_support.rs"]
 mod faults_support;
-#[path = "support/mod.rs"]
+#[path = "it/support/mod.rs"]
 mod support;
 
 use faults_support::{rss_kib, LoadClient};

@@ -3,11 +3,9 @@
 //! its own redis-server and real in-process proxies (and, for the log
 //! check, the real binary).
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use std::time::Duration;
-use support::*;
 use switchyard::config::Config;
 
 /// Routes in the hash, and the (lowered) threshold above which reads are
@@ -485,7 +483,7 @@ impl Switchyard {
     /// Whether `host` is answered by `backend`; a transport error is a
     /// no, unless the process has exited.
     async fn serves(&mut self, host: &str, backend: &str) -> bool {
-        let request = support::client::try_get(self.listen, host, "/");
+        let request = crate::support::client::try_get(self.listen, host, "/");
         match tokio::time::timeout(Duration::from_secs(5), request).await {
             Ok(Ok(r)) => r.backend().as_deref() == Some(backend),
             _ => {
@@ -503,7 +501,7 @@ impl Switchyard {
     async fn readyz(&self) -> serde_json::Value {
         match tokio::time::timeout(
             Duration::from_secs(1),
-            support::client::try_get(self.admin, "localhost", "/readyz"),
+            crate::support::client::try_get(self.admin, "localhost", "/readyz"),
         )
         .await
         {

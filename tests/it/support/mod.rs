@@ -38,13 +38,13 @@ pub fn free_port() -> u16 {
 #[macro_export]
 macro_rules! assert_eventually {
     ($cond:expr, $($msg:tt)+) => {{
-        let deadline = tokio::time::Instant::now() + support::patience();
+        let deadline = tokio::time::Instant::now() + $crate::support::patience();
         loop {
             if $cond {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
-                panic!("condition not reached in {:?}: {}", support::patience(), format!($($msg)+));
+                panic!("condition not reached in {:?}: {}", $crate::support::patience(), format!($($msg)+));
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }

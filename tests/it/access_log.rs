@@ -2,13 +2,11 @@
 //! `--log-format json`, and none with `--access-log false`; text lines
 //! without terminal colours when stdout is not a terminal.
 
-mod support;
-
+use crate::support::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
-use support::*;
 
 /// The binary as a child process, killed on drop, with its stdout lines
 /// arriving on a channel.
@@ -125,7 +123,7 @@ async fn json_access_log_has_one_structured_line_per_request() {
     let proxy = Switchyard::start(&redis, &["--log-format", "json"]);
     wait_ready(proxy.admin).await;
 
-    let response = support::client::request(
+    let response = crate::support::client::request(
         proxy.listen,
         "POST",
         "app.cloud.com",

@@ -4,10 +4,8 @@
 //! Every test starts its own redis-server, its own backends and the real
 //! proxy on ephemeral ports.
 
-mod support;
-#[path = "support_proxy/mod.rs"]
-mod support_proxy;
-
+use crate::support::*;
+use crate::support_proxy::*;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -16,8 +14,6 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::*;
-use support_proxy::*;
 use switchyard::config::Config;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;

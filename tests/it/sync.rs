@@ -1,9 +1,7 @@
 //! DESIGN 3: the table follows the Redis hash. Each test starts its own
 //! redis-server on a free port, its own backends and its own proxy.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_present_at_boot_is_served_and_changes_follow() {

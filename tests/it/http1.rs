@@ -6,16 +6,12 @@
 //! bytes are what is under test; every test starts its own redis-server,
 //! its own backends and the real proxy on ephemeral ports.
 
-mod support;
-#[path = "support_proxy/mod.rs"]
-mod support_proxy;
-
+use crate::support::*;
+use crate::support_proxy::*;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::*;
-use support_proxy::*;
 use switchyard::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -5,13 +5,10 @@
 //! count and time. Each test prints its figures (`cargo test --test faults
 //! -- --nocapture` shows them).
 
-mod faults_support;
-mod support;
-
-use faults_support::*;
+use crate::faults_support::*;
+use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use support::*;
 use switchyard::routes::Lookup;
 
 /// Length of the Redis outage in `redis_outage_under_load_loses_no_request`.

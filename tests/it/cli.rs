@@ -1,11 +1,9 @@
 //! The built binary as a process: usage errors, signals, the `route` and
 //! `status` commands, and `route set --wait` over three replicas.
 
-mod support;
-
+use crate::support::*;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::*;
 
 fn switchyard(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_switchyard"))
