@@ -173,14 +173,11 @@ async fn route_commands_validate_write_list_and_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_set_wait_returns_once_every_replica_serves_the_change() {
-    let scene = Scenario::new()
+    let (redis, replicas, [blue, green]) = Scenario::new()
         .backends(["blue", "green"])
         .route("app.cloud.com", "blue")
-        .replicas(3)
-        .start()
+        .start_replicas(3)
         .await;
-    let (redis, [blue, green]) = (&scene.redis, &scene.backends);
-    let replicas: Vec<&ProxyHandle> = scene.proxies().collect();
     let url = redis.url();
     let url2 = url.clone();
     assert_eventually!(

@@ -38,7 +38,7 @@ async fn scene_on(
     server: &ServerBinary,
     routes: usize,
     config: impl Fn(&mut switchyard::config::Config) + Send + Sync + 'static,
-) -> Scene<2> {
+) -> (RedisServer, ProxyHandle, [Backend; 2]) {
     let mut scenario = Scenario::new()
         .redis(RedisServer::builder().binary(server))
         .backends(["blue", "green"])
@@ -55,12 +55,7 @@ async fn scene_on(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn changes_follow_by_notification_on_every_server() {
     on_every_server(|server| async move {
-        let Scene {
-            redis,
-            proxy,
-            backends: [blue, green],
-            ..
-        } = scene_on(server, 0, |_| {}).await;
+        let (redis, proxy, [blue, green]) = scene_on(server, 0, |_| {}).await;
         assert!(proxy.serves("app.compat.test", "blue").await);
         let flags = redis.notify_flags();
         assert!(flags.contains('K'), "notifications not on: {flags:?}");
@@ -90,12 +85,7 @@ async fn changes_follow_by_notification_on_every_server() {
 async fn small_and_large_hashes_read_with_dump_on_every_server() {
     on_every_server(|server| async move {
         for routes in [50, 1_000] {
-            let Scene {
-                redis,
-                proxy,
-                backends: [_blue, green],
-                ..
-            } = scene_on(server, routes, |c| c.sync.dump_threshold = 0).await;
+            let (redis, proxy, [_blue, green]) = scene_on(server, routes, |c| c.sync.dump_threshold = 0).await;
             let last = format!("h{}.compat.test", routes - 1);
             assert_eventually!(proxy.serves(&last, "blue").await, "{routes}: last route");
             assert_eq!(
@@ -125,12 +115,7 @@ async fn small_and_large_hashes_read_with_dump_on_every_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_change_missed_while_disconnected_is_live_after_the_reconnect_on_every_server() {
     on_every_server(|server| async move {
-        let Scene {
-            redis,
-            proxy,
-            backends: [_blue, green],
-            ..
-        } = scene_on(server, 0, |_| {}).await;
+        let (redis, proxy, [_blue, green]) = scene_on(server, 0, |_| {}).await;
         redis.pipe(&format!(
             "MULTI\nCLIENT KILL TYPE pubsub\nHSET routes app.compat.test {}\nEXEC\n",
             green.target()

@@ -55,10 +55,11 @@ async fn next_capture(rx: &mut mpsc::UnboundedReceiver<Vec<u8>>) -> String {
 /// data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
-    let redis = RedisServer::start();
-    let backend = Backend::echo("echo").await;
-    redis.hset("pipe.test", &backend.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, [backend]) = Scenario::new()
+        .backends(["echo"])
+        .route("pipe.test", "echo")
+        .start()
+        .await;
 
     let mut client = RawClient::connect(proxy.addr).await;
     client
@@ -91,10 +92,11 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
 /// needs it said) and can send another request on the same connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http10_connection_is_closed_unless_it_asks_for_keep_alive() {
-    let redis = RedisServer::start();
-    let backend = Backend::echo("echo").await;
-    redis.hset("old.test", &backend.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, [backend]) = Scenario::new()
+        .backends(["echo"])
+        .route("old.test", "echo")
+        .start()
+        .await;
 
     let mut client = RawClient::connect(proxy.addr).await;
     client
@@ -140,7 +142,6 @@ async fn http10_connection_is_closed_unless_it_asks_for_keep_alive() {
 /// keep-alive: without a length there is no other way to delimit it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_answer_to_an_http10_client_is_unchunked_and_ends_with_the_close() {
-    let redis = RedisServer::start();
     let chunker = Backend::raw(|mut stream| async move {
         while !read_head(&mut stream).await.is_empty() {
             let answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n\
@@ -151,8 +152,10 @@ async fn chunked_answer_to_an_http10_client_is_unchunked_and_ends_with_the_close
         }
     })
     .await;
-    redis.hset("chunk10.test", &chunker.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("chunk10.test", &chunker.target())
+        .start()
+        .await;
 
     let mut client = RawClient::connect(proxy.addr).await;
     client
@@ -185,10 +188,11 @@ async fn chunked_answer_to_an_http10_client_is_unchunked_and_ends_with_the_close
 /// the connection is still in step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_continue_is_relayed_from_the_backend_when_the_body_is_streamed() {
-    let redis = RedisServer::start();
-    let backend = Backend::echo("only").await;
-    redis.hset("expect1.test", &backend.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, [_backend]) = Scenario::new()
+        .backends(["only"])
+        .route("expect1.test", "only")
+        .start()
+        .await;
 
     let mut client = RawClient::connect(proxy.addr).await;
     client
@@ -226,11 +230,11 @@ async fn expect_continue_is_relayed_from_the_backend_when_the_body_is_streamed()
 /// not forwarded, so the backend sends none), then the final answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_continue_is_answered_once_by_the_proxy_when_it_buffers_the_body() {
-    let redis = RedisServer::start();
-    let a = Backend::echo("a").await;
-    let b = Backend::echo("b").await;
-    redis.hset("expect2.test", &format!("{},{}", a.target(), b.target()));
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, [a, b]) = Scenario::new()
+        .backends(["a", "b"])
+        .route("expect2.test", "a,b")
+        .start()
+        .await;
 
     let mut client = RawClient::connect(proxy.addr).await;
     for round in 0..2 {
@@ -270,11 +274,11 @@ async fn expect_continue_is_answered_once_by_the_proxy_when_it_buffers_the_body(
 /// and fixed: the relay of a backend's 1xx already checked the version).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http10_client_gets_no_100_continue_when_the_proxy_buffers_the_body() {
-    let redis = RedisServer::start();
-    let a = Backend::echo("a").await;
-    let b = Backend::echo("b").await;
-    redis.hset("expect10.test", &format!("{},{}", a.target(), b.target()));
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, [_a, _b]) = Scenario::new()
+        .backends(["a", "b"])
+        .route("expect10.test", "a,b")
+        .start()
+        .await;
 
     // The POST head rides with the GET, so that the proxy has it (without
     // its body) when it turns to it; the body goes only after the GET's
@@ -303,7 +307,6 @@ async fn http10_client_gets_no_100_continue_when_the_proxy_buffers_the_body() {
 /// half-used backend connection is not pooled either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answer_before_the_request_body_is_relayed_then_the_connection_closes() {
-    let redis = RedisServer::start();
     let refuser = Backend::raw(|mut stream| async move {
         loop {
             let head = read_head(&mut stream).await;
@@ -325,11 +328,14 @@ async fn answer_before_the_request_body_is_relayed_then_the_connection_closes() 
         }
     })
     .await;
-    redis.hset("upload.test", &refuser.target());
-    let mut config = test_config(&redis.url());
-    // One worker, so one pool: a wrongly pooled connection would be reused.
-    config.server.worker_threads = 1;
-    let proxy = ProxyHandle::start_ready(config).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("upload.test", &refuser.target())
+        .config(|c| {
+            // One worker, so one pool: a wrongly pooled connection would be reused.
+            c.server.worker_threads = 1;
+        })
+        .start()
+        .await;
 
     let mut client = RawClient::connect(proxy.addr).await;
     let mut bytes =
@@ -368,7 +374,6 @@ async fn answer_before_the_request_body_is_relayed_then_the_connection_closes() 
 /// up abandoned work on the backend.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_leaving_mid_exchange_closes_the_backend_connection() {
-    let redis = RedisServer::start();
     let got_head = Arc::new(AtomicBool::new(false));
     let saw_close = Arc::new(AtomicBool::new(false));
     let thinker = {
@@ -402,12 +407,15 @@ async fn client_leaving_mid_exchange_closes_the_backend_connection() {
         })
         .await
     };
-    redis.hset("think.test", &thinker.target());
-    let mut config = test_config(&redis.url());
-    // Far beyond the test's patience: only the client leaving can end the
-    // exchange in time.
-    config.proxy.response_header_timeout = Duration::from_secs(3600);
-    let proxy = ProxyHandle::start_ready(config).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("think.test", &thinker.target())
+        .config(|c| {
+            // Far beyond the test's patience: only the client leaving can end the
+            // exchange in time.
+            c.proxy.response_header_timeout = Duration::from_secs(3600);
+        })
+        .start()
+        .await;
 
     let mut client = RawClient::connect(proxy.addr).await;
     client
@@ -442,7 +450,6 @@ async fn client_leaving_mid_exchange_closes_the_backend_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_leaving_after_a_streamed_upload_closes_the_backend_connection() {
     const BODY: usize = 200 * 1024;
-    let redis = RedisServer::start();
     let got_body = Arc::new(AtomicBool::new(false));
     let saw_close = Arc::new(AtomicBool::new(false));
     let thinker = {
@@ -471,12 +478,15 @@ async fn client_leaving_after_a_streamed_upload_closes_the_backend_connection() 
         })
         .await
     };
-    redis.hset("upload-think.test", &thinker.target());
-    let mut config = test_config(&redis.url());
-    // Far beyond the test's patience: only the client leaving can end the
-    // exchange in time.
-    config.proxy.response_header_timeout = Duration::from_secs(3600);
-    let proxy = ProxyHandle::start_ready(config).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("upload-think.test", &thinker.target())
+        .config(|c| {
+            // Far beyond the test's patience: only the client leaving can end the
+            // exchange in time.
+            c.proxy.response_header_timeout = Duration::from_secs(3600);
+        })
+        .start()
+        .await;
 
     let mut client = RawClient::connect(proxy.addr).await;
     let mut bytes = format!(
@@ -504,7 +514,6 @@ async fn client_leaving_after_a_streamed_upload_closes_the_backend_connection() 
 /// retries on a fresh connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_pooled_backend_connections_never_cost_a_502() {
-    let redis = RedisServer::start();
     // Closes each connection right after its first answer.
     let eager = Backend::raw(|mut stream| async move {
         if read_head(&mut stream).await.is_empty() {
@@ -534,12 +543,15 @@ async fn stale_pooled_backend_connections_never_cost_a_502() {
         })
         .await
     };
-    redis.hset("eager.test", &eager.target());
-    redis.hset("racy.test", &racy.target());
-    let mut config = test_config(&redis.url());
-    // One worker, so one pool: every request can find the stale connection.
-    config.server.worker_threads = 1;
-    let proxy = ProxyHandle::start_ready(config).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("eager.test", &eager.target())
+        .route("racy.test", &racy.target())
+        .config(|c| {
+            // One worker, so one pool: every request can find the stale connection.
+            c.server.worker_threads = 1;
+        })
+        .start()
+        .await;
 
     for (host, backend) in [("eager.test", &eager), ("racy.test", &racy)] {
         let mut answers = Vec::new();
@@ -573,7 +585,6 @@ async fn stale_pooled_backend_connections_never_cost_a_502() {
 /// receives the malformed message whole, and the proxy goes on serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_chunked_request_body_is_400_and_closes_the_connection() {
-    let redis = RedisServer::start();
     // Records everything each connection received, once the proxy closed it.
     let received = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
     let recorder = {
@@ -594,10 +605,12 @@ async fn malformed_chunked_request_body_is_400_and_closes_the_connection() {
         })
         .await
     };
-    let good = Backend::echo("good").await;
-    redis.hset("chunky.test", &recorder.target());
-    redis.hset("good.test", &good.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, [_good]) = Scenario::new()
+        .backends(["good"])
+        .route("chunky.test", &recorder.target())
+        .route("good.test", "good")
+        .start()
+        .await;
 
     for bad in [
         &b"5\r\nhelloXX\r\n0\r\n\r\n"[..],
@@ -650,11 +663,12 @@ async fn malformed_chunked_request_body_is_400_and_closes_the_connection() {
 /// one Host header, the one the proxy routed by.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_order_and_spelling_reach_the_backend_unchanged() {
-    let redis = RedisServer::start();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let backend = capturing_backend(tx).await;
-    redis.hset("order.test", &backend.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("order.test", &backend.target())
+        .start()
+        .await;
 
     let r = raw_request(
         proxy.addr,
@@ -697,7 +711,6 @@ async fn header_order_and_spelling_reach_the_backend_unchanged() {
 /// is exactly where a proxy and a backend start to disagree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunk_extensions_and_trailers_reach_the_backend_byte_for_byte() {
-    let redis = RedisServer::start();
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let backend = Backend::raw(move |mut stream| {
         let tx = tx.clone();
@@ -710,8 +723,10 @@ async fn chunk_extensions_and_trailers_reach_the_backend_byte_for_byte() {
         }
     })
     .await;
-    redis.hset("trailer.test", &backend.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("trailer.test", &backend.target())
+        .start()
+        .await;
 
     let body: &[u8] = b"5;name=value\r\nhello\r\n6;a;b=\"c d\"\r\n world\r\n\
                         0;last\r\nX-Trailer: yes\r\nX-Other: 2\r\n\r\n";
@@ -753,7 +768,6 @@ async fn chunk_extensions_and_trailers_reach_the_backend_byte_for_byte() {
 /// after it: the close is the only end-of-body marker the client can get.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_delimited_answer_is_relayed_whole_then_the_connection_closes() {
-    let redis = RedisServer::start();
     let body: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
     let backend = {
         let body = body.clone();
@@ -777,8 +791,10 @@ async fn close_delimited_answer_is_relayed_whole_then_the_connection_closes() {
         })
         .await
     };
-    redis.hset("eof.test", &backend.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("eof.test", &backend.target())
+        .start()
+        .await;
 
     let mut client = RawClient::connect(proxy.addr).await;
     client
@@ -803,7 +819,6 @@ async fn close_delimited_answer_is_relayed_whole_then_the_connection_closes() {
 /// connection stays in step too, and is reused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_answer_has_no_body_and_the_connection_stays_in_step() {
-    let redis = RedisServer::start();
     let backend = Backend::raw(|mut stream| async move {
         loop {
             let head = read_head(&mut stream).await;
@@ -821,11 +836,14 @@ async fn head_answer_has_no_body_and_the_connection_stays_in_step() {
         }
     })
     .await;
-    redis.hset("head.test", &backend.target());
-    let mut config = test_config(&redis.url());
-    // One worker, so one pool: the backend connection can be reused.
-    config.server.worker_threads = 1;
-    let proxy = ProxyHandle::start_ready(config).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("head.test", &backend.target())
+        .config(|c| {
+            // One worker, so one pool: the backend connection can be reused.
+            c.server.worker_threads = 1;
+        })
+        .start()
+        .await;
 
     let mut client = RawClient::connect(proxy.addr).await;
     for round in 0..2 {
@@ -861,10 +879,11 @@ async fn head_answer_has_no_body_and_the_connection_stays_in_step() {
 /// server's first frame: SETTINGS (type 4), not an HTTP/1 error answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_preface_split_across_writes_is_still_http2() {
-    let redis = RedisServer::start();
-    let backend = Backend::echo("b").await;
-    redis.hset("h2.test", &backend.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, [_backend]) = Scenario::new()
+        .backends(["b"])
+        .route("h2.test", "b")
+        .start()
+        .await;
 
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     const EMPTY_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
@@ -904,10 +923,11 @@ async fn http2_preface_split_across_writes_is_still_http2() {
 /// (the host is routable, so a forwarded request would be a 200).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_version_is_505_and_garbage_is_400_both_closing() {
-    let redis = RedisServer::start();
-    let backend = Backend::echo("b").await;
-    redis.hset("a", &backend.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, [backend]) = Scenario::new()
+        .backends(["b"])
+        .route("a", "b")
+        .start()
+        .await;
 
     for (bytes, status) in [
         (&b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"[..], 505),

@@ -27,14 +27,13 @@ use tokio_tungstenite::tungstenite::Message;
 /// matched by its wildcard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcards_longest_suffix_and_exact_routes_win() {
-    let redis = RedisServer::start();
-    let wild = Backend::echo("wild").await;
-    let eu = Backend::echo("eu").await;
-    let exact = Backend::echo("exact").await;
-    redis.hset("*.cloud.com", &wild.target());
-    redis.hset("*.eu.cloud.com", &eu.target());
-    redis.hset("app.eu.cloud.com", &exact.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (redis, proxy, [_wild, _eu, _exact]) = Scenario::new()
+        .backends(["wild", "eu", "exact"])
+        .route("*.cloud.com", "wild")
+        .route("*.eu.cloud.com", "eu")
+        .route("app.eu.cloud.com", "exact")
+        .start()
+        .await;
 
     assert_eq!(proxy.answered_by("x.cloud.com").await, Ok("wild".into()));
     assert_eq!(proxy.answered_by("a.b.cloud.com").await, Ok("wild".into()));
@@ -69,11 +68,11 @@ async fn wildcards_longest_suffix_and_exact_routes_win() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_spreads_requests_over_every_backend() {
-    let redis = RedisServer::start();
-    let a = Backend::echo("a").await;
-    let b = Backend::echo("b").await;
-    redis.hset("rr.test", &format!("{}, {}", a.target(), b.target()));
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, [a, b]) = Scenario::new()
+        .backends(["a", "b"])
+        .route("rr.test", "a, b")
+        .start()
+        .await;
     for _ in 0..10 {
         assert_eq!(proxy.get("rr.test", "/").await.status, 200);
     }
@@ -86,11 +85,11 @@ async fn round_robin_spreads_requests_over_every_backend() {
 /// skipped), and the refusals are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_backend_is_skipped_without_a_single_failure() {
-    let redis = RedisServer::start();
-    let live = Backend::echo("live").await;
-    let dead = Backend::echo("dead").await;
-    redis.hset("pair.test", &format!("{},{}", dead.target(), live.target()));
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, [live, dead]) = Scenario::new()
+        .backends(["live", "dead"])
+        .route("pair.test", "dead,live")
+        .start()
+        .await;
     dead.stop();
     assert_eventually!(!accepts(dead.addr).await, "stopped backend still accepts");
 
@@ -121,13 +120,14 @@ async fn refused_backend_is_skipped_without_a_single_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_backend_refusing_is_a_fast_502() {
-    let redis = RedisServer::start();
-    redis.hset(
-        "dead.test",
-        &format!("{},{}", refusing_addr(), refusing_addr()),
-    );
-    redis.hset("dead1.test", &refusing_addr().to_string());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route(
+            "dead.test",
+            &format!("{},{}", refusing_addr(), refusing_addr()),
+        )
+        .route("dead1.test", &refusing_addr().to_string())
+        .start()
+        .await;
     for host in ["dead.test", "dead1.test", "dead.test"] {
         let started = Instant::now();
         let r = proxy.get(host, "/").await;
@@ -145,17 +145,18 @@ async fn every_backend_refusing_is_a_fast_502() {
 /// the next one, body intact (it was buffered, never sent).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_post_is_retried_with_its_body_intact() {
-    let redis = RedisServer::start();
     let echo = Backend::scripted(|req| async move {
         let body = req.into_body().collect().await.unwrap().to_bytes();
         hyper::Response::new(full_body(body))
     })
     .await;
-    redis.hset(
-        "post.test",
-        &format!("{},{}", refusing_addr(), echo.target()),
-    );
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route(
+            "post.test",
+            &format!("{},{}", refusing_addr(), echo.target()),
+        )
+        .start()
+        .await;
     for i in 0..3 {
         let payload = format!("payload number {i}: {}", "x".repeat(1000));
         let r = send(
@@ -191,22 +192,21 @@ async fn refused_post_is_retried_with_its_body_intact() {
 /// 502. A GET in the same situation is idempotent and is replayed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_that_reached_a_resetting_backend_is_replayed_only_if_idempotent() {
-    let redis = RedisServer::start();
     let resetter = Backend::raw(|mut stream| async move {
         read_until(&mut stream, b"END-OF-BODY").await;
         let _ = stream.set_zero_linger();
         drop(stream); // RST
     })
     .await;
-    let live = Backend::echo("live").await;
-    redis.hset(
-        "reset.test",
-        &format!("{},{}", resetter.target(), live.target()),
-    );
-    let mut config = test_config(&redis.url());
-    // Marks expire at once, so round-robin keeps offering the resetter.
-    config.proxy.dead_backend_ttl = Duration::from_millis(1);
-    let proxy = ProxyHandle::start_ready(config).await;
+    let (_redis, proxy, [live]) = Scenario::new()
+        .backends(["live"])
+        .route("reset.test", &format!("{},live", resetter.target()))
+        .config(|c| {
+            // Marks expire at once, so round-robin keeps offering the resetter.
+            c.proxy.dead_backend_ttl = Duration::from_millis(1);
+        })
+        .start()
+        .await;
 
     let mut post_checked = false;
     let mut get_checked = false;
@@ -266,10 +266,11 @@ async fn request_that_reached_a_resetting_backend_is_replayed_only_if_idempotent
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_hop_by_hop_and_request_id() {
-    let redis = RedisServer::start();
-    let backend = Backend::echo("b").await;
-    redis.hset("hdr.test", &backend.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, [_backend]) = Scenario::new()
+        .backends(["b"])
+        .route("hdr.test", "b")
+        .start()
+        .await;
 
     let r = send(
         proxy.addr,
@@ -336,10 +337,11 @@ async fn forwarding_headers_hop_by_hop_and_request_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_or_malformed_host_is_400() {
-    let redis = RedisServer::start();
-    let backend = Backend::echo("b").await;
-    redis.hset("known.test", &backend.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, [backend]) = Scenario::new()
+        .backends(["b"])
+        .route("known.test", "b")
+        .start()
+        .await;
 
     let cases: [&[u8]; 5] = [
         b"GET / HTTP/1.1\r\n\r\n",
@@ -361,10 +363,11 @@ async fn missing_or_malformed_host_is_400() {
 /// authority and never to a host outside the table (not an open proxy).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_host_is_404_and_absolute_form_is_routed_by_its_authority() {
-    let redis = RedisServer::start();
-    let backend = Backend::echo("known").await;
-    redis.hset("known.test", &backend.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, [backend]) = Scenario::new()
+        .backends(["known"])
+        .route("known.test", "known")
+        .start()
+        .await;
 
     let r = proxy.get("unknown.test", "/").await;
     assert_eq!(r.status, 404);
@@ -415,10 +418,11 @@ async fn unknown_host_is_404_and_absolute_form_is_routed_by_its_authority() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_is_refused_and_never_forwarded() {
-    let redis = RedisServer::start();
-    let backend = Backend::echo("b").await;
-    redis.hset("known.test", &backend.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, [backend]) = Scenario::new()
+        .backends(["b"])
+        .route("known.test", "b")
+        .start()
+        .await;
     let r = raw_request(
         proxy.addr,
         b"CONNECT known.test:80 HTTP/1.1\r\nHost: known.test:80\r\n\r\n",
@@ -434,10 +438,11 @@ async fn connect_is_refused_and_never_forwarded() {
 /// never reach a backend.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicting_content_lengths_are_400_and_never_forwarded() {
-    let redis = RedisServer::start();
-    let backend = Backend::echo("b").await;
-    redis.hset("known.test", &backend.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, [backend]) = Scenario::new()
+        .backends(["b"])
+        .route("known.test", "b")
+        .start()
+        .await;
     let cases: [&[u8]; 2] = [
         b"POST / HTTP/1.1\r\nHost: known.test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
         b"POST / HTTP/1.1\r\nHost: known.test\r\nContent-Length: 5, 6\r\n\r\nhello!",
@@ -467,10 +472,11 @@ async fn conflicting_content_lengths_are_400_and_never_forwarded() {
 /// smuggled request is never parsed either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_length_with_chunked_is_400_and_never_forwarded() {
-    let redis = RedisServer::start();
-    let backend = Backend::echo("b").await;
-    redis.hset("known.test", &backend.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, [backend]) = Scenario::new()
+        .backends(["b"])
+        .route("known.test", "b")
+        .start()
+        .await;
     for order in [
         "Content-Length: 48\r\nTransfer-Encoding: chunked",
         "Transfer-Encoding: chunked\r\nContent-Length: 48",
@@ -503,11 +509,12 @@ async fn content_length_with_chunked_is_400_and_never_forwarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_route_value_is_502_and_harms_no_other_route() {
-    let redis = RedisServer::start();
-    let backend = Backend::echo("good").await;
-    redis.hset("good.test", &backend.target());
-    redis.hset("bad.com", "nonsense");
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, [_backend]) = Scenario::new()
+        .backends(["good"])
+        .route("good.test", "good")
+        .route("bad.com", "nonsense")
+        .start()
+        .await;
     let r = proxy.get("bad.com", "/").await;
     assert_eq!(r.status, 502, "{r:?}");
     assert!(r.body.contains("invalid"), "{:?}", r.body);
@@ -521,12 +528,12 @@ async fn invalid_route_value_is_502_and_harms_no_other_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_headers_are_431() {
-    let redis = RedisServer::start();
-    let backend = Backend::echo("b").await;
-    redis.hset("known.test", &backend.target());
-    let mut config = test_config(&redis.url());
-    config.server.max_header_size = 16 * 1024;
-    let proxy = ProxyHandle::start_ready(config).await;
+    let (_redis, proxy, [backend]) = Scenario::new()
+        .backends(["b"])
+        .route("known.test", "b")
+        .config(|c| c.server.max_header_size = 16 * 1024)
+        .start()
+        .await;
 
     // Just under the limit passes.
     let r = send(
@@ -555,12 +562,12 @@ async fn oversized_headers_are_431() {
 /// header read timeout (and not long before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_client_is_cut_off_by_the_header_read_timeout() {
-    let redis = RedisServer::start();
-    let backend = Backend::echo("b").await;
-    redis.hset("known.test", &backend.target());
-    let mut config = test_config(&redis.url());
-    config.server.header_read_timeout = Duration::from_millis(400);
-    let proxy = ProxyHandle::start_ready(config).await;
+    let (_redis, proxy, [backend]) = Scenario::new()
+        .backends(["b"])
+        .route("known.test", "b")
+        .config(|c| c.server.header_read_timeout = Duration::from_millis(400))
+        .start()
+        .await;
 
     let mut stream = RawClient::connect(proxy.addr).await;
     let started = Instant::now();
@@ -586,13 +593,15 @@ async fn slow_client_is_cut_off_by_the_header_read_timeout() {
 /// timer is what closes it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_connection_is_closed() {
-    let redis = RedisServer::start();
-    let backend = Backend::echo("b").await;
-    redis.hset("known.test", &backend.target());
-    let mut config = test_config(&redis.url());
-    config.server.header_read_timeout = Duration::from_secs(20);
-    config.server.idle_timeout = Duration::from_millis(400);
-    let proxy = ProxyHandle::start_ready(config).await;
+    let (_redis, proxy, [_backend]) = Scenario::new()
+        .backends(["b"])
+        .route("known.test", "b")
+        .config(|c| {
+            c.server.header_read_timeout = Duration::from_secs(20);
+            c.server.idle_timeout = Duration::from_millis(400);
+        })
+        .start()
+        .await;
 
     let mut stream = RawClient::connect(proxy.addr).await;
     for _ in 0..2 {
@@ -620,17 +629,17 @@ async fn idle_keep_alive_connection_is_closed() {
 /// response-header timeout, counted as a response timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_backend_is_504_after_the_response_header_timeout() {
-    let redis = RedisServer::start();
     let silent = Backend::raw(|mut stream| async move {
         read_head(&mut stream).await;
         // Hold the connection open, answer nothing.
         std::future::pending::<()>().await;
     })
     .await;
-    redis.hset("silent.test", &silent.target());
-    let mut config = test_config(&redis.url());
-    config.proxy.response_header_timeout = Duration::from_millis(400);
-    let proxy = ProxyHandle::start_ready(config).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("silent.test", &silent.target())
+        .config(|c| c.proxy.response_header_timeout = Duration::from_millis(400))
+        .start()
+        .await;
 
     let started = Instant::now();
     let r = proxy.get("silent.test", "/").await;
@@ -655,12 +664,12 @@ async fn silent_backend_is_504_after_the_response_header_timeout() {
 /// 504 after the connect timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_backend_is_504_after_the_connect_timeout() {
-    let redis = RedisServer::start();
     let blackhole = full_backlog().await;
-    redis.hset("blackhole.test", &blackhole.addr.to_string());
-    let mut config = test_config(&redis.url());
-    config.proxy.connect_timeout = Duration::from_millis(300);
-    let proxy = ProxyHandle::start_ready(config).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("blackhole.test", &blackhole.addr.to_string())
+        .config(|c| c.proxy.connect_timeout = Duration::from_millis(300))
+        .start()
+        .await;
 
     let started = Instant::now();
     let r = proxy.get("blackhole.test", "/").await;
@@ -684,12 +693,12 @@ async fn unreachable_backend_is_504_after_the_connect_timeout() {
 /// once while the first keeps being served; the slot frees when it closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_are_closed_at_once() {
-    let redis = RedisServer::start();
-    let backend = Backend::echo("b").await;
-    redis.hset("known.test", &backend.target());
-    let mut config = test_config(&redis.url());
-    config.server.max_connections = 1;
-    let proxy = ProxyHandle::start_ready(config).await;
+    let (_redis, proxy, [_backend]) = Scenario::new()
+        .backends(["b"])
+        .route("known.test", "b")
+        .config(|c| c.server.max_connections = 1)
+        .start()
+        .await;
     const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: known.test\r\n\r\n";
 
     let mut first = RawClient::connect(proxy.addr).await;
@@ -730,7 +739,6 @@ async fn connections_over_the_cap_are_closed_at_once() {
 /// serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_dying_mid_response_fails_cleanly_and_the_proxy_carries_on() {
-    let redis = RedisServer::start();
     let dying = Backend::raw(|mut stream| async move {
         read_head(&mut stream).await;
         let mut out = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n".to_vec();
@@ -751,11 +759,13 @@ async fn backend_dying_mid_response_fails_cleanly_and_the_proxy_carries_on() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     })
     .await;
-    let good = Backend::echo("good").await;
-    redis.hset("dying.test", &dying.target());
-    redis.hset("dying-cl.test", &dying_cl.target());
-    redis.hset("good.test", &good.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, [_good]) = Scenario::new()
+        .backends(["good"])
+        .route("dying.test", &dying.target())
+        .route("dying-cl.test", &dying_cl.target())
+        .route("good.test", "good")
+        .start()
+        .await;
 
     for host in ["dying.test", "dying-cl.test", "dying.test"] {
         match try_send(proxy.addr, request("GET", host, "/", &[], "")).await {
@@ -819,13 +829,15 @@ async fn keep_alive_backend() -> Backend {
 /// second connection (it did, in one of seven runs of the suite).
 #[tokio::test]
 async fn backend_connections_are_reused_unless_a_response_was_abandoned() {
-    let redis = RedisServer::start();
     let backend = keep_alive_backend().await;
-    redis.hset("pool.test", &backend.target());
-    let mut config = test_config(&redis.url());
-    // One worker, so one pool: every request can find the same connection.
-    config.server.worker_threads = 1;
-    let proxy = ProxyHandle::start_ready(config).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("pool.test", &backend.target())
+        .config(|c| {
+            // One worker, so one pool: every request can find the same connection.
+            c.server.worker_threads = 1;
+        })
+        .start()
+        .await;
 
     for _ in 0..3 {
         for (method, path, status, body) in [
@@ -879,10 +891,11 @@ async fn backend_connections_are_reused_unless_a_response_was_abandoned() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_request_body_reaches_the_backend_whole() {
-    let redis = RedisServer::start();
-    let backend = Backend::echo("b").await;
-    redis.hset("upload.test", &backend.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, [_backend]) = Scenario::new()
+        .backends(["b"])
+        .route("upload.test", "b")
+        .start()
+        .await;
     const SIZE: usize = 8 * 1024 * 1024;
     let r = send(
         proxy.addr,
@@ -927,7 +940,6 @@ async fn large_request_body_reaches_the_backend_whole() {
 /// has seen the first), so nothing buffers the response.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_stream_chunks_arrive_before_the_response_ends() {
-    let redis = RedisServer::start();
     let release = Arc::new(tokio::sync::Notify::new());
     let last_sent = Arc::new(AtomicBool::new(false));
     let sse = {
@@ -953,8 +965,10 @@ async fn event_stream_chunks_arrive_before_the_response_ends() {
         })
         .await
     };
-    redis.hset("sse.test", &sse.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("sse.test", &sse.target())
+        .start()
+        .await;
 
     let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -1011,10 +1025,11 @@ async fn next_message(ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_is_tunnelled_both_ways() {
-    let redis = RedisServer::start();
     let echo = Backend::websocket_echo().await;
-    redis.hset("ws.test", &echo.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("ws.test", &echo.target())
+        .start()
+        .await;
 
     let stream = TcpStream::connect(proxy.addr).await.unwrap();
     // The URL's host becomes the Host header; the socket goes to the proxy.
@@ -1047,12 +1062,12 @@ async fn websocket_is_tunnelled_both_ways() {
 /// closes them, and `run` returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_tunnels_are_closed_at_the_shutdown_deadline() {
-    let redis = RedisServer::start();
     let echo = Backend::websocket_echo().await;
-    redis.hset("ws.test", &echo.target());
-    let mut config = test_config(&redis.url());
-    config.server.shutdown_timeout = Duration::from_millis(400);
-    let mut proxy = ProxyHandle::start_ready(config).await;
+    let (_redis, mut proxy, []) = Scenario::new()
+        .route("ws.test", &echo.target())
+        .config(|c| c.server.shutdown_timeout = Duration::from_millis(400))
+        .start()
+        .await;
     let stream = TcpStream::connect(proxy.addr).await.unwrap();
     let req = "ws://ws.test/chat".into_client_request().unwrap();
     let (mut ws, _) =
@@ -1094,7 +1109,6 @@ async fn websocket_tunnels_are_closed_at_the_shutdown_deadline() {
 /// is spoken to in HTTP/1.1 and sees the public host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_client_is_served_and_backend_sees_http11() {
-    let redis = RedisServer::start();
     let backend = Backend::scripted(|req| async move {
         let seen = serde_json::json!({
             "version": format!("{:?}", req.version()),
@@ -1105,8 +1119,10 @@ async fn http2_client_is_served_and_backend_sees_http11() {
         hyper::Response::new(full_body(seen.to_string()))
     })
     .await;
-    redis.hset("h2.test", &backend.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("h2.test", &backend.target())
+        .start()
+        .await;
 
     let stream = TcpStream::connect(proxy.addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http2::handshake(
@@ -1151,11 +1167,12 @@ async fn http2_client_is_served_and_backend_sees_http11() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_with_traffic() {
-    let redis = RedisServer::start();
-    let backend = Backend::echo("b").await;
-    redis.hset("known.test", &backend.target());
-    redis.hset("refused.test", &refusing_addr().to_string());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, [_backend]) = Scenario::new()
+        .backends(["b"])
+        .route("known.test", "b")
+        .route("refused.test", &refusing_addr().to_string())
+        .start()
+        .await;
     const OK: &str = "switchyard_requests_total{class=\"2xx\"}";
     const CLIENT_ERR: &str = "switchyard_requests_total{class=\"4xx\"}";
     const SERVER_ERR: &str = "switchyard_requests_total{class=\"5xx\"}";
@@ -1199,7 +1216,6 @@ async fn metrics_move_with_traffic() {
 /// once, the in-flight response still completes, then `run` returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_finishes_the_request_in_flight() {
-    let redis = RedisServer::start();
     // The backend answers only once the test releases it, after shutdown
     // has begun: the request is in flight across shutdown by construction.
     let release = Arc::new(tokio::sync::Notify::new());
@@ -1212,8 +1228,10 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
         }
     })
     .await;
-    redis.hset("slow.test", &slow.target());
-    let mut proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, mut proxy, []) = Scenario::new()
+        .route("slow.test", &slow.target())
+        .start()
+        .await;
 
     let addr = proxy.addr;
     let in_flight =
@@ -1249,7 +1267,6 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
 async fn every_worker_serves_and_drains_its_connections() {
     const CONNECTIONS: usize = 6;
     for workers in [1, 3] {
-        let redis = RedisServer::start();
         // Requests wait here until the test lets them go, so they are
         // surely in flight when shutdown begins.
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
@@ -1262,12 +1279,13 @@ async fn every_worker_serves_and_drains_its_connections() {
             }
         })
         .await;
-        let quick = Backend::echo("quick").await;
-        redis.hset("slow.test", &slow.target());
-        redis.hset("quick.test", &quick.target());
-        let mut config = test_config(&redis.url());
-        config.server.worker_threads = workers;
-        let mut proxy = ProxyHandle::start_ready(config).await;
+        let (_redis, mut proxy, [_quick]) = Scenario::new()
+            .backends(["quick"])
+            .route("slow.test", &slow.target())
+            .route("quick.test", "quick")
+            .config(move |c| c.server.worker_threads = workers)
+            .start()
+            .await;
 
         let addr = proxy.addr;
         let quick_calls: Vec<_> = (0..CONNECTIONS)

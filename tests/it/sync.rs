@@ -69,10 +69,7 @@ const RECEIVED: &str = "switchyard_notifications_received_total";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_1000_hsets_costs_few_reloads_and_ends_in_the_final_table() {
-    let redis = RedisServer::start();
-    let blue = Backend::echo("blue").await;
-    let green = Backend::echo("green").await;
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (redis, proxy, [blue, green]) = Scenario::new().backends(["blue", "green"]).start().await;
 
     // 1,000 writes over 250 hosts, four rounds; each round flips every
     // host's target, so the final table proves the last write won.
@@ -151,11 +148,11 @@ async fn a_burst_of_1000_hsets_costs_few_reloads_and_ends_in_the_final_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_made_while_the_subscriber_is_down_is_live_after_the_reconnect() {
-    let redis = RedisServer::start();
-    let blue = Backend::echo("blue").await;
-    let green = Backend::echo("green").await;
-    redis.hset("app.cloud.com", &blue.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (redis, proxy, [blue, green]) = Scenario::new()
+        .backends(["blue", "green"])
+        .route("app.cloud.com", "blue")
+        .start()
+        .await;
     assert!(proxy.serves("app.cloud.com", "blue").await);
     assert_eq!(proxy.metric(RECONNECT).await, 0.0);
 
@@ -284,12 +281,12 @@ async fn notifications_refused_changes_converge_by_periodic_resync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flushdb_sends_no_event_and_converges_by_periodic_resync_as_drift() {
-    let redis = RedisServer::start();
-    let blue = Backend::echo("blue").await;
-    redis.hset("app.cloud.com", &blue.target());
-    let mut config = test_config(&redis.url());
-    config.sync.resync_interval = std::time::Duration::from_millis(500);
-    let proxy = ProxyHandle::start_ready(config).await;
+    let (redis, proxy, [_blue]) = Scenario::new()
+        .backends(["blue"])
+        .route("app.cloud.com", "blue")
+        .config(|c| c.sync.resync_interval = std::time::Duration::from_millis(500))
+        .start()
+        .await;
     assert!(proxy.serves("app.cloud.com", "blue").await);
     assert_eq!(proxy.readyz().await.1["notifications"]["mode"], "keyspace");
     assert_eq!(proxy.metric("switchyard_notifications_enabled").await, 1.0);
@@ -315,12 +312,12 @@ async fn flushdb_sends_no_event_and_converges_by_periodic_resync_as_drift() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_value_is_isolated_reported_and_keeps_the_last_valid_route() {
-    let redis = RedisServer::start();
-    let blue = Backend::echo("blue").await;
-    let green = Backend::echo("green").await;
-    redis.hset("a.cloud.com", &blue.target());
-    redis.hset("b.cloud.com", &green.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (redis, proxy, [blue, green]) = Scenario::new()
+        .backends(["blue", "green"])
+        .route("a.cloud.com", "blue")
+        .route("b.cloud.com", "green")
+        .start()
+        .await;
     assert!(proxy.serves("a.cloud.com", "blue").await);
     assert_eq!(proxy.metric("switchyard_invalid_routes").await, 0.0);
 
@@ -404,10 +401,11 @@ async fn many_gets(addr: std::net::SocketAddr, host: &str, n: usize) -> Vec<u16>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_hosts_get_404_and_no_request_reaches_redis() {
-    let redis = RedisServer::start();
-    let blue = Backend::echo("blue").await;
-    redis.hset("known.cloud.com", &blue.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (redis, proxy, [blue]) = Scenario::new()
+        .backends(["blue"])
+        .route("known.cloud.com", "blue")
+        .start()
+        .await;
     assert!(proxy.serves("known.cloud.com", "blue").await);
 
     let before = redis.command_calls();
@@ -497,9 +495,7 @@ async fn a_proxy_started_before_redis_is_unready_then_serves_once_loaded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_hash_is_a_table_and_the_watermark_advances_on_a_no_op_resync() {
-    let redis = RedisServer::start();
-    let blue = Backend::echo("blue").await;
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (redis, proxy, [blue]) = Scenario::new().backends(["blue"]).start().await;
     let (code, details) = proxy.readyz().await;
     assert_eq!(code, 200, "{details}");
     assert_eq!(details["table"]["routes"], 0);
@@ -546,8 +542,7 @@ async fn an_empty_hash_is_a_table_and_the_watermark_advances_on_a_no_op_resync()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_boot_resync_and_nothing_else_at_start() {
-    let redis = RedisServer::start();
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (_redis, proxy, []) = Scenario::new().start().await;
     assert_eq!(proxy.metric(BOOT).await, 1.0);
     assert_eq!(proxy.metric(EVENT).await, 0.0);
     assert_eq!(proxy.metric(RECONNECT).await, 0.0);

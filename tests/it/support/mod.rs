@@ -49,7 +49,7 @@ pub use load::Load;
 pub use proxy::{switchyard_binary, test_config, ProxyHandle, ProxyProcess};
 pub use raw::{find, header_values, raw_request, read_head, read_until, RawClient};
 pub use redis::{server_binaries, RedisServer, ServerBinary};
-pub use scenario::{Scenario, Scene};
+pub use scenario::Scenario;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! echo backends, routes to them, and ready proxy replicas.
 //!
 //! ```ignore
-//! let Scene { redis, proxy, backends: [blue, green], .. } = Scenario::new()
+//! let (redis, proxy, [blue, green]) = Scenario::new()
 //!     .backends(["blue", "green"])
 //!     .route("app.cloud.com", "blue")
 //!     .config(|c| c.sync.resync_interval = Duration::from_millis(500))
@@ -22,34 +22,30 @@ type ConfigChange = dyn Fn(&mut Config) + Send + Sync;
 pub struct Scenario<const N: usize> {
     redis: RedisServerBuilder,
     backends: [&'static str; N],
-    /// (host, value) with backend names in the value, resolved at start.
+    /// (host, value) in the order given, backend names not yet resolved.
     routes: Vec<(String, String)>,
-    replicas: usize,
     config: Vec<Box<ConfigChange>>,
 }
 
 impl Scenario<0> {
-    /// A plain Redis, no backend, no route, one proxy with [`test_config`].
+    /// A plain Redis, no backend, no route, proxies with [`test_config`].
     pub fn new() -> Scenario<0> {
         Scenario {
             redis: RedisServer::builder(),
             backends: [],
             routes: Vec::new(),
-            replicas: 1,
             config: Vec::new(),
         }
     }
 }
 
 impl<const N: usize> Scenario<N> {
-    /// Echo backends answering as these names, in this order in
-    /// [`Scene::backends`].
+    /// Echo backends answering as these names, returned in this order.
     pub fn backends<const M: usize>(self, names: [&'static str; M]) -> Scenario<M> {
         Scenario {
             redis: self.redis,
             backends: names,
             routes: self.routes,
-            replicas: self.replicas,
             config: self.config,
         }
     }
@@ -60,11 +56,12 @@ impl<const N: usize> Scenario<N> {
         self
     }
 
-    /// `HSET routes host value` before the proxies start, where `backends`
-    /// names backends of the scenario, comma-separated (`"blue"`,
-    /// `"blue,green"`).
-    pub fn route(mut self, host: &str, backends: &str) -> Self {
-        self.routes.push((host.to_owned(), backends.to_owned()));
+    /// `HSET routes host value` before the proxies start. In `value`, each
+    /// comma-separated part that names a backend of the scenario becomes its
+    /// address (`"blue"`, `"blue, green"`); any other part is kept as
+    /// written (another backend's target, an invalid value).
+    pub fn route(mut self, host: &str, value: &str) -> Self {
+        self.routes.push((host.to_owned(), value.to_owned()));
         self
     }
 
@@ -74,34 +71,36 @@ impl<const N: usize> Scenario<N> {
         self
     }
 
-    /// Starts `n` proxies on the same Redis (replica ids `r1`..`rn`).
-    pub fn replicas(mut self, n: usize) -> Self {
-        assert!(n >= 1, "a scenario has at least one proxy");
-        self.replicas = n;
-        self
+    /// Starts everything; returns once the proxy is ready. Bind every part
+    /// (`_redis`, not `_`): a part not bound is dropped at once.
+    pub async fn start(self) -> (RedisServer, ProxyHandle, [Backend; N]) {
+        let (redis, mut proxies, backends) = self.start_replicas(1).await;
+        (redis, proxies.remove(0), backends)
     }
 
-    /// Starts everything; returns once every proxy is ready.
-    pub async fn start(self) -> Scene<N> {
+    /// Starts `n` proxies on the same Redis (replica ids `r1`..`rn`);
+    /// returns once every one is ready.
+    pub async fn start_replicas(self, n: usize) -> (RedisServer, Vec<ProxyHandle>, [Backend; N]) {
         let redis = self.redis.start();
         let mut backends = Vec::with_capacity(N);
         for name in self.backends {
             backends.push(Backend::echo(name).await);
         }
-        let target = |name: &str| {
-            let backend = backends.iter().find(|b| b.name == name.trim());
-            backend.unwrap_or_else(|| panic!("no backend {name:?} in the scenario"))
+        let resolve = |part: &str| match backends.iter().find(|b| b.name == part.trim()) {
+            Some(backend) => part.replace(part.trim(), &backend.target()),
+            None => part.to_owned(),
         };
-        if !self.routes.is_empty() {
-            let mut hset = String::from("HSET routes");
-            for (host, names) in &self.routes {
-                let value: Vec<String> = names.split(',').map(|n| target(n).target()).collect();
-                hset.push_str(&format!(" {host} {}", value.join(",")));
-            }
-            redis.pipe(&(hset + "\n"));
+        let mut hset = vec!["HSET".to_owned(), "routes".to_owned()];
+        for (host, value) in &self.routes {
+            let parts: Vec<String> = value.split(',').map(resolve).collect();
+            hset.extend([host.clone(), parts.join(",")]);
         }
-        let mut proxies = Vec::with_capacity(self.replicas);
-        for i in 1..=self.replicas {
+        if hset.len() > 2 {
+            let args: Vec<&str> = hset.iter().map(String::as_str).collect();
+            redis.cli(&args);
+        }
+        let mut proxies = Vec::with_capacity(n);
+        for i in 1..=n {
             let mut config = test_config(&redis.url());
             config.sync.replica_id = format!("r{i}");
             for change in &self.config {
@@ -109,31 +108,7 @@ impl<const N: usize> Scenario<N> {
             }
             proxies.push(ProxyHandle::start_ready(config).await);
         }
-        let proxy = proxies.remove(0);
-        Scene {
-            redis,
-            backends: backends
-                .try_into()
-                .unwrap_or_else(|_| unreachable!("one backend per name")),
-            proxy,
-            replicas: proxies,
-        }
-    }
-}
-
-/// A started [`Scenario`]; everything in it stops on drop.
-pub struct Scene<const N: usize> {
-    pub redis: RedisServer,
-    pub backends: [Backend; N],
-    /// The first proxy (the only one unless `replicas(n)`).
-    pub proxy: ProxyHandle,
-    /// The other proxies of `replicas(n)`.
-    pub replicas: Vec<ProxyHandle>,
-}
-
-impl<const N: usize> Scene<N> {
-    /// Every proxy of the scene: `proxy`, then `replicas`.
-    pub fn proxies(&self) -> impl Iterator<Item = &ProxyHandle> {
-        std::iter::once(&self.proxy).chain(&self.replicas)
+        let backends = backends.try_into();
+        (redis, proxies, backends.unwrap_or_else(|_| unreachable!()))
     }
 }
