@@ -85,7 +85,8 @@ async fn changes_follow_by_notification_on_every_server() {
 async fn small_and_large_hashes_read_with_dump_on_every_server() {
     on_every_server(|server| async move {
         for routes in [50, 1_000] {
-            let (redis, proxy, [_blue, green]) = scene_on(server, routes, |c| c.sync.dump_threshold = 0).await;
+            let (redis, proxy, [_blue, green]) =
+                scene_on(server, routes, |c| c.sync.dump_threshold = 0).await;
             let last = format!("h{}.compat.test", routes - 1);
             assert_eventually!(proxy.serves(&last, "blue").await, "{routes}: last route");
             assert_eq!(
@@ -116,10 +117,7 @@ async fn small_and_large_hashes_read_with_dump_on_every_server() {
 async fn a_change_missed_while_disconnected_is_live_after_the_reconnect_on_every_server() {
     on_every_server(|server| async move {
         let (redis, proxy, [_blue, green]) = scene_on(server, 0, |_| {}).await;
-        redis.pipe(&format!(
-            "MULTI\nCLIENT KILL TYPE pubsub\nHSET routes app.compat.test {}\nEXEC\n",
-            green.target()
-        ));
+        redis.hset_while_subscribers_are_killed("app.compat.test", &green.target());
         assert_eventually!(
             proxy.serves("app.compat.test", "green").await,
             "the change missed while disconnected never went live"

@@ -5,12 +5,11 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_present_at_boot_is_served_and_changes_follow() {
-    let redis = RedisServer::start();
-    let blue = Backend::echo("blue").await;
-    let green = Backend::echo("green").await;
-    redis.hset("app1.cloud.com", &blue.target());
-    let proxy = ProxyHandle::start(test_config(&redis.url())).await;
-    assert_eventually!(proxy.ready().await, "proxy never became ready");
+    let (redis, proxy, [blue, green]) = Scenario::new()
+        .backends(["blue", "green"])
+        .route("app1.cloud.com", "blue")
+        .start()
+        .await;
     assert_eq!(
         proxy.get("app1.cloud.com", "/").await.backend().as_deref(),
         Some("blue")
@@ -160,10 +159,7 @@ async fn a_change_made_while_the_subscriber_is_down_is_live_after_the_reconnect(
     // write certainly happens while no subscriber exists, so its keyspace
     // event is lost for good and only the reconnect resync can bring it.
     // (test_config sets the periodic resync to an hour.)
-    redis.pipe(&format!(
-        "MULTI\nCLIENT KILL TYPE pubsub\nHSET routes app.cloud.com {}\nEXEC\n",
-        green.target()
-    ));
+    redis.hset_while_subscribers_are_killed("app.cloud.com", &green.target());
     assert_eventually!(
         proxy.serves("app.cloud.com", "green").await,
         "the change made while the subscriber was down never went live"

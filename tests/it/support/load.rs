@@ -113,6 +113,16 @@ impl Load {
         Load { stats, stop, tasks }
     }
 
+    /// Waits (within patience) until `more` requests have been sent in
+    /// `phase` from now on.
+    pub async fn wait_sent(&self, phase: usize, more: u64) {
+        let from = self.stats.sent(phase);
+        assert_eventually!(
+            self.stats.sent(phase) >= from + more,
+            "the load sent fewer than {more} requests in phase {phase}"
+        );
+    }
+
     /// Stops the loops and waits for requests in flight.
     pub async fn stop(self) -> Arc<LoadStats> {
         self.stop.cancel();

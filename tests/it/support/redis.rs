@@ -391,6 +391,15 @@ impl RedisServer {
         self.cli(&["HDEL", "routes", host]);
     }
 
+    /// `HSET routes host value` in one transaction with `CLIENT KILL TYPE
+    /// pubsub`: the write certainly happens while no subscriber exists, so
+    /// its keyspace event is lost for good.
+    pub fn hset_while_subscribers_are_killed(&self, host: &str, value: &str) {
+        self.pipe(&format!(
+            "MULTI\nCLIENT KILL TYPE pubsub\nHSET routes {host} {value}\nEXEC\n"
+        ));
+    }
+
     /// `INFO commandstats` as (command, calls) pairs.
     pub fn command_calls(&self) -> std::collections::BTreeMap<String, u64> {
         self.cli(&["INFO", "commandstats"])
