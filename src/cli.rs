@@ -24,14 +24,14 @@ pub struct CliError {
     pub message: String,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> CliError {
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> CliError {
     CliError {
         code: EXIT_UNAVAILABLE,
         message: format!("redis: {e}"),
     }
 }
 
-async fn connect(redis_url: &str) -> Result<Client, CliError> {
+pub(crate) async fn connect(redis_url: &str) -> Result<Client, CliError> {
     let config = parse_redis_url(redis_url).map_err(|e| CliError {
         code: crate::config::EXIT_USAGE,
         message: e.to_string(),
@@ -127,7 +127,9 @@ fn normalized_field(host: &str) -> Result<String, CliError> {
 /// Queues `TIME` after the write in `trx`, runs it, and returns the Redis
 /// time of the write (DESIGN 3.7: every table whose watermark is later
 /// than this has the change).
-async fn write_time_of(trx: &fred::clients::Transaction) -> Result<RedisMicros, CliError> {
+pub(crate) async fn write_time_of(
+    trx: &fred::clients::Transaction,
+) -> Result<RedisMicros, CliError> {
     let _: () = trx
         .custom(
             CustomCommand::new_static("TIME", None, false),
@@ -143,7 +145,7 @@ async fn write_time_of(trx: &fred::clients::Transaction) -> Result<RedisMicros, 
         .ok_or_else(|| unavailable("unexpected reply to MULTI ... TIME EXEC"))
 }
 
-async fn wait_for_replicas(
+pub(crate) async fn wait_for_replicas(
     client: &Client,
     routes_key: &str,
     write_time: RedisMicros,

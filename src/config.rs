@@ -28,6 +28,9 @@ pub struct Cli {
 
     #[command(flatten)]
     pub serve: ServeArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,6 +44,37 @@ pub enum Command {
     },
     /// List the live replicas and what table each one runs.
     Status,
+    /// Read and write TLS certificates in the certs hash.
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertAction {
+    /// Set HOST's certificate (`HOST` or `*.suffix`); refuses a chain and key
+    /// that do not load; seals the key with --certs-secret-file when given.
+    Set {
+        host: String,
+        /// The PEM chain, leaf first (e.g. fullchain.pem).
+        #[arg(long)]
+        cert: PathBuf,
+        /// The PEM private key (PKCS#8, SEC1 or PKCS#1).
+        #[arg(long)]
+        key: PathBuf,
+        /// Wait until every live replica serves the change (optional timeout, default 10s).
+        #[arg(long, num_args = 0..=1, default_missing_value = "10s", value_parser = humantime::parse_duration)]
+        wait: Option<Duration>,
+    },
+    /// Delete HOST's certificate.
+    Del {
+        host: String,
+        #[arg(long, num_args = 0..=1, default_missing_value = "10s", value_parser = humantime::parse_duration)]
+        wait: Option<Duration>,
+    },
+    /// List every certificate: names, issuer, expiry, sealed or not, problems.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,6 +204,38 @@ pub struct ServeArgs {
     pub shared_read_threshold: usize,
 }
 
+/// TLS flags (README.md, "HTTPS"). `--certs-key` and `--certs-secret-file`
+/// are shared by the server and the `cert` commands.
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// The default certificate's PEM chain (served when no certificate of the
+    /// certs hash fits the client's SNI); reloaded when it changes and on SIGHUP.
+    #[arg(long, env = "SWITCHYARD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The default certificate's PEM private key.
+    #[arg(long, env = "SWITCHYARD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Time a client has to complete the TLS handshake.
+    #[arg(long, env = "SWITCHYARD_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub tls_handshake_timeout: Duration,
+
+    /// The hash holding host -> PEM chain and private key.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_CERTS_KEY",
+        default_value = "routes:certs"
+    )]
+    pub certs_key: String,
+
+    /// 32 random bytes (raw, or 64 hex digits) sealing the private keys in the
+    /// certs hash; the same file on every replica and for `cert set`.
+    #[arg(long, global = true, env = "SWITCHYARD_CERTS_SECRET_FILE")]
+    pub certs_secret_file: Option<PathBuf>,
+}
+
 /// A validation failure: reported with exit code 64.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -181,6 +247,18 @@ pub enum ConfigError {
     ResyncInterval,
     #[error("--max-header-size must be at least 8192")]
     MaxHeaderSize,
+    #[error("invalid --certs-key: must not be empty")]
+    CertsKey,
+    #[error("--{flag} {path}: {reason}")]
+    TlsFile {
+        flag: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error("--certs-secret-file: {0}")]
+    CertsSecret(#[from] crate::tls::seal::SecretError),
+    #[error("--tls-handshake-timeout must be at least 100ms")]
+    HandshakeTimeout,
 }
 
 impl Cli {
@@ -261,11 +339,90 @@ pub struct ServerConfig {
     pub worker_threads: usize,
 }
 
+/// The default certificate's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFilePaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Everything TLS needs (README.md, "HTTPS").
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub default_files: Option<CertFilePaths>,
+    /// How often the default certificate's files are compared with what
+    /// was loaded: a renewal is served within this, with no signal needed.
+    pub file_poll_interval: Duration,
+    pub handshake_timeout: Duration,
+    /// The certs hash.
+    pub certs_key: String,
+    /// Seals and opens private keys in the certs hash.
+    pub secret: Option<crate::tls::seal::Secret>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            default_files: None,
+            file_poll_interval: Duration::from_secs(2),
+            handshake_timeout: Duration::from_secs(10),
+            certs_key: "routes:certs".into(),
+            secret: None,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Checks the TLS flags: the files must be readable (their content is
+    /// checked when loaded, and reported without stopping the proxy), the
+    /// secret must be 32 bytes.
+    pub fn from_args(args: &TlsArgs) -> Result<TlsConfig, ConfigError> {
+        if args.certs_key.is_empty() {
+            return Err(ConfigError::CertsKey);
+        }
+        if args.tls_handshake_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::HandshakeTimeout);
+        }
+        let readable = |flag: &'static str, path: &PathBuf| {
+            std::fs::File::open(path)
+                .map(drop)
+                .map_err(|e| ConfigError::TlsFile {
+                    flag,
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })
+        };
+        let default_files = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                readable("tls-cert", cert)?;
+                readable("tls-key", key)?;
+                Some(CertFilePaths {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                })
+            }
+            _ => None,
+        };
+        let secret = match &args.certs_secret_file {
+            Some(path) => Some(crate::tls::seal::Secret::from_file(path)?),
+            None => None,
+        };
+        Ok(TlsConfig {
+            default_files,
+            handshake_timeout: args.tls_handshake_timeout,
+            certs_key: args.certs_key.clone(),
+            secret,
+            ..TlsConfig::default()
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub sync: SyncConfig,
     pub proxy: ProxyConfig,
     pub server: ServerConfig,
+    pub tls: TlsConfig,
 }
 
 /// Parses and checks a Redis URL the way the sync loop will use it.
@@ -305,6 +462,14 @@ impl Config {
     pub fn new(redis_url: &str) -> Result<Config, ConfigError> {
         let cli = Cli::try_parse_from(["switchyard"]).expect("defaults parse");
         Config::from_args(redis_url, &cli.redis, &cli.serve)
+    }
+
+    /// [`Config::from_args`] plus the TLS flags.
+    pub fn from_cli(redis_url: &str, cli: &Cli) -> Result<Config, ConfigError> {
+        Ok(Config {
+            tls: TlsConfig::from_args(&cli.tls)?,
+            ..Config::from_args(redis_url, &cli.redis, &cli.serve)?
+        })
     }
 
     pub fn from_args(
@@ -360,6 +525,7 @@ impl Config {
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
                     .max(1),
             },
+            tls: TlsConfig::default(),
         })
     }
 }
