@@ -127,9 +127,7 @@ fn normalized_field(host: &str) -> Result<String, CliError> {
 /// Queues `TIME` after the write in `trx`, runs it, and returns the Redis
 /// time of the write (DESIGN 3.7: every table whose watermark is later
 /// than this has the change).
-pub(crate) async fn write_time_of(
-    trx: &fred::clients::Transaction,
-) -> Result<RedisMicros, CliError> {
+async fn write_time_of(trx: &fred::clients::Transaction) -> Result<RedisMicros, CliError> {
     let _: () = trx
         .custom(
             CustomCommand::new_static("TIME", None, false),
@@ -145,7 +143,7 @@ pub(crate) async fn write_time_of(
         .ok_or_else(|| unavailable("unexpected reply to MULTI ... TIME EXEC"))
 }
 
-pub(crate) async fn wait_for_replicas(
+async fn wait_for_replicas(
     client: &Client,
     routes_key: &str,
     write_time: RedisMicros,

@@ -63,16 +63,9 @@ pub enum CertAction {
         /// The PEM private key (PKCS#8, SEC1 or PKCS#1).
         #[arg(long)]
         key: PathBuf,
-        /// Wait until every live replica serves the change (optional timeout, default 10s).
-        #[arg(long, num_args = 0..=1, default_missing_value = "10s", value_parser = humantime::parse_duration)]
-        wait: Option<Duration>,
     },
     /// Delete HOST's certificate.
-    Del {
-        host: String,
-        #[arg(long, num_args = 0..=1, default_missing_value = "10s", value_parser = humantime::parse_duration)]
-        wait: Option<Duration>,
-    },
+    Del { host: String },
     /// List every certificate: names, issuer, expiry, sealed or not, problems.
     List,
 }
@@ -580,5 +573,55 @@ mod tests {
         };
         assert_eq!(wait_of("--wait"), Some(Duration::from_secs(10)));
         assert_eq!(wait_of("--wait=3s"), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn tls_flags_default_off_and_go_in_pairs() {
+        let cli = Cli::try_parse_from(["switchyard"]).unwrap();
+        let tls = TlsConfig::from_args(&cli.tls).unwrap();
+        assert_eq!(tls.default_files, None);
+        assert_eq!(tls.certs_key, "routes:certs");
+        assert_eq!(tls.handshake_timeout, Duration::from_secs(10));
+        assert!(tls.secret.is_none());
+        assert!(Cli::try_parse_from(["switchyard", "--tls-cert", "c.pem"]).is_err());
+        assert!(Cli::try_parse_from(["switchyard", "--tls-key", "k.pem"]).is_err());
+        let cli = Cli::try_parse_from(["switchyard", "--tls-handshake-timeout", "10ms"]).unwrap();
+        assert!(matches!(
+            TlsConfig::from_args(&cli.tls),
+            Err(ConfigError::HandshakeTimeout)
+        ));
+    }
+
+    #[test]
+    fn cert_commands_take_the_shared_tls_flags() {
+        let cli = Cli::try_parse_from([
+            "switchyard",
+            "cert",
+            "set",
+            "*.cloud.com",
+            "--cert",
+            "fullchain.pem",
+            "--key",
+            "key.pem",
+            "--certs-key",
+            "certs",
+        ])
+        .unwrap();
+        assert_eq!(cli.tls.certs_key, "certs");
+        match cli.command {
+            Some(Command::Cert {
+                action: CertAction::Set { host, cert, key },
+            }) => {
+                assert_eq!(host, "*.cloud.com");
+                assert_eq!(
+                    (cert.to_str(), key.to_str()),
+                    (Some("fullchain.pem"), Some("key.pem"))
+                );
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["switchyard", "cert", "set", "a.com", "--cert", "c"]).is_err()
+        );
     }
 }

@@ -44,12 +44,9 @@ fn main() -> ExitCode {
         Some(Command::Status) => {
             finish(runtime.block_on(switchyard::cli::status(&redis_url, &cli.redis.routes_key)))
         }
-        Some(Command::Cert { action }) => finish(runtime.block_on(switchyard::tls::cli::cert(
-            &redis_url,
-            &cli.redis.routes_key,
-            &cli.tls,
-            action,
-        ))),
+        Some(Command::Cert { action }) => {
+            finish(runtime.block_on(switchyard::tls::cli::cert(&redis_url, &cli.tls, action)))
+        }
     }
 }
 

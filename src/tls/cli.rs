@@ -6,12 +6,10 @@
 
 use super::certs::{self, CertError, CertInfo};
 use super::seal::{Purpose, SealError, Sealer};
-use crate::cli::{connect, unavailable, wait_for_replicas, write_time_of, CliError, EXIT_DATA};
+use crate::cli::{connect, unavailable, CliError, EXIT_DATA};
 use crate::config::{CertAction, TlsArgs, TlsConfig, EXIT_USAGE};
-use crate::routes::{parse_field, FieldKey, RedisMicros};
-use crate::sync::redis::parse_time;
+use crate::routes::{parse_field, FieldKey};
 use fred::prelude::*;
-use fred::types::{CustomCommand, Value};
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -26,12 +24,7 @@ fn refused(field: &str, e: &CertError) -> CliError {
 }
 
 /// Runs a `cert` command; returns what to print on success.
-pub async fn cert(
-    redis_url: &str,
-    routes_key: &str,
-    args: &TlsArgs,
-    action: CertAction,
-) -> Result<String, CliError> {
+pub async fn cert(redis_url: &str, args: &TlsArgs, action: CertAction) -> Result<String, CliError> {
     let config = TlsConfig::from_args(args).map_err(|e| CliError {
         code: EXIT_USAGE,
         message: e.to_string(),
@@ -41,23 +34,16 @@ pub async fn cert(
         .as_ref()
         .map(|s| Sealer::new(s, Purpose::CertKey));
     match action {
-        CertAction::Set {
-            host,
-            cert,
-            key,
-            wait,
-        } => {
+        CertAction::Set { host, cert, key } => {
             let field = field_of(&host)?;
             let value = value_for(&field, &read(&cert)?, &read(&key)?, sealer.as_ref())?;
             let client = connect(redis_url).await?;
-            let trx = client.multi();
-            let _: () = trx
+            let _: () = client
                 .hset(&config.certs_key, (field.display().as_str(), value.text))
                 .await
                 .map_err(unavailable)?;
-            let write_time = write_time_of(&trx).await?;
             let info = value.info;
-            let mut out = format!(
+            Ok(format!(
                 "{}: {} until {} (key {})\n",
                 field.display(),
                 info.names.join(", "),
@@ -67,31 +53,20 @@ pub async fn cert(
                 } else {
                     "in plaintext"
                 }
-            );
-            if let Some(timeout) = wait {
-                out.push_str(&wait_for_replicas(&client, routes_key, write_time, timeout).await?);
-            }
-            Ok(out)
+            ))
         }
-        CertAction::Del { host, wait } => {
+        CertAction::Del { host } => {
             let field = field_of(&host)?.display();
             let client = connect(redis_url).await?;
-            let trx = client.multi();
-            let _: () = trx
+            let deleted: u64 = client
                 .hdel(&config.certs_key, field.as_str())
                 .await
                 .map_err(unavailable)?;
-            let replies = exec_with_time(&trx).await?;
-            let deleted = replies.first().and_then(|v| v.as_u64()).unwrap_or(0);
-            if deleted == 0 {
-                return Ok(format!("no certificate for {field}: nothing deleted\n"));
-            }
-            let write_time = time_of(&replies)?;
-            let mut out = format!("deleted the certificate of {field}\n");
-            if let Some(timeout) = wait {
-                out.push_str(&wait_for_replicas(&client, routes_key, write_time, timeout).await?);
-            }
-            Ok(out)
+            Ok(if deleted == 0 {
+                format!("no certificate for {field}: nothing deleted\n")
+            } else {
+                format!("deleted the certificate of {field}\n")
+            })
         }
         CertAction::List => {
             let client = connect(redis_url).await?;
@@ -246,26 +221,4 @@ pub fn format_list(rows: &[Row]) -> String {
     }
     out.push_str(&format!("{} certificate(s)\n", rows.len()));
     out
-}
-
-/// Queues `TIME` after the write in `trx` and runs it: the replies.
-async fn exec_with_time(trx: &fred::clients::Transaction) -> Result<Vec<Value>, CliError> {
-    let _: () = trx
-        .custom(
-            CustomCommand::new_static("TIME", None, false),
-            Vec::<Value>::new(),
-        )
-        .await
-        .map_err(unavailable)?;
-    let results: Value = trx.exec(true).await.map_err(unavailable)?;
-    Ok(results.into_array())
-}
-
-/// The Redis time of the write, the last reply of [`exec_with_time`]: a
-/// replica whose watermark is later serves the change.
-fn time_of(replies: &[Value]) -> Result<RedisMicros, CliError> {
-    replies
-        .last()
-        .and_then(parse_time)
-        .ok_or_else(|| unavailable("unexpected reply to MULTI ... TIME EXEC"))
 }

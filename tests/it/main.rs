@@ -6,6 +6,7 @@
 mod support;
 mod faults_support;
 mod support_proxy;
+mod tls_support;
 
 mod access_log;
 mod cli;
@@ -14,3 +15,5 @@ mod http1;
 mod proxy;
 mod shared_reads;
 mod sync;
+mod tls_admin;
+mod tls_cli;
