@@ -100,7 +100,7 @@ pub fn write(path: &Path, table: &RouteTable) -> Result<(), SnapshotError> {
         .entries()
         .into_iter()
         .filter_map(|(key, entry)| match entry {
-            Entry::Valid(route) => Some((key, route.value.to_string())),
+            Entry::Valid(route) => Some((key, route.value().to_string())),
             Entry::Invalid => None,
         })
         .collect();

@@ -275,7 +275,7 @@ fn build_table(
             })
         {
             if let Some((table, diff)) =
-                RouteTable::apply(&changes.upserts, &changes.removed, previous)
+                Some(previous.apply(&field_changes(&changes.upserts, &changes.removed)))
             {
                 let changes = want_changes.then(|| ChangeSet {
                     upserts: changes
@@ -315,6 +315,16 @@ fn build_table(
         changes,
         by_payload_diff: false,
     })
+}
+
+/// Upserts and removals as the field changes `RouteTable::apply` takes.
+fn field_changes<'a, F: AsRef<[u8]>>(
+    upserts: &'a [(F, F)],
+    removed: &'a [F],
+) -> Vec<(&'a [u8], Option<&'a [u8]>)> {
+    let set = upserts.iter().map(|(f, v)| (f.as_ref(), Some(v.as_ref())));
+    let deleted = removed.iter().map(|f| (f.as_ref(), None));
+    set.chain(deleted).collect()
 }
 
 /// `part` as a slice of `buf` when it lies inside it (no copy), else a copy.
@@ -704,7 +714,7 @@ impl Syncer {
         } = delta;
         let apply = {
             let previous = previous.clone();
-            move || RouteTable::apply(&changes.upserts, &changes.removed, &previous)
+            move || Some(previous.apply(&field_changes(&changes.upserts, &changes.removed)))
         };
         let applied = if previous.len() > BUILD_OFF_REACTOR_ABOVE {
             tokio::task::spawn_blocking(apply)
@@ -1373,8 +1383,7 @@ mod tests {
         );
         let changes = changes_from_diff(&diff, &v2, &v1).expect("small and valid");
         assert_eq!(changes.len(), 5);
-        let (v3, applied) =
-            RouteTable::apply(&changes.upserts, &changes.removed, &v1).expect("applies");
+        let (v3, applied) = v1.apply(&field_changes(&changes.upserts, &changes.removed));
         assert_eq!(served(&v3), served(&v2));
         assert_eq!(applied, diff);
 
