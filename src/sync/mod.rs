@@ -49,8 +49,13 @@ const DIFF_LOG_NAMES: usize = 20;
 /// Runs the sync loop until `shutdown` is cancelled.
 pub async fn run(config: SyncConfig, state: Arc<SharedState>, shutdown: CancellationToken) {
     if let Some(path) = &config.snapshot_file {
-        snapshot::load_into(path, &state);
+        snapshot::load_into(path, &config.routes_key, &state);
     }
+    let snapshot = config.snapshot_file.as_ref().and_then(|path| {
+        snapshot::SnapshotWriter::for_state(path.clone(), state.clone())
+            .map_err(|e| error!(error = %e, "cannot start the snapshot writer"))
+            .ok()
+    });
     let mut syncer = Syncer {
         channel: keyspace_channel(&config),
         names: SharedNames::new(&config),
@@ -63,6 +68,7 @@ pub async fn run(config: SyncConfig, state: Arc<SharedState>, shutdown: Cancella
         dump_unreadable_up_to: 0,
         last_dump: None,
         status_due: None,
+        snapshot,
     };
     let mut backoff = Backoff::new(syncer.config.backoff_min, syncer.config.backoff_max);
     loop {
@@ -209,6 +215,8 @@ struct Syncer {
     /// When to publish the replica status after a read (see
     /// [`STATUS_AFTER_READ`]).
     status_due: Option<tokio::time::Instant>,
+    /// Writes each swapped-in table to `--snapshot-file`.
+    snapshot: Option<snapshot::SnapshotWriter>,
 }
 
 /// The replica status is published this long after a read rather than at
@@ -1201,8 +1209,8 @@ impl Syncer {
             self.state.swap_table(table.clone());
             log_diff(reason, &diff, &table);
             log_new_invalid(&previous, &table);
-            if let Some(path) = &self.config.snapshot_file {
-                snapshot::save_in_background(path.clone(), table, self.state.clone());
+            if let Some(writer) = &self.snapshot {
+                writer.save(&self.config.routes_key, table);
             }
         }
         if previous.len() > BUILD_OFF_REACTOR_ABOVE {
