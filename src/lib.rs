@@ -11,9 +11,10 @@
 //! - [`server`]: accept loop, HTTP/1 + HTTP/2, limits, graceful shutdown.
 //! - [`admin`]: `/healthz`, `/readyz`, `/routes`, `/metrics`.
 //! - [`metrics`]: Prometheus metrics.
-//! - [`replicas`]: replica status keys, `status`, `route set --wait`.
+//! - [`replicas`]: the replica registry, `status`, `--wait`.
 //! - [`snapshot`]: the on-disk copy of the last table.
-//! - [`cli`]: the `route` and `status` commands.
+//! - [`cli`]: the `route` and `status` commands, the exit codes.
+//! - [`reload`]: reload requests (SIGHUP) for parts that re-read files.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod replicas;
 pub mod routes;
 pub mod server;
@@ -42,6 +44,25 @@ pub async fn run(
     proxy_listener: TcpListener,
     admin_listener: TcpListener,
     shutdown: impl Future<Output = ()>,
+) {
+    run_reloadable(
+        config,
+        proxy_listener,
+        admin_listener,
+        shutdown,
+        reload::Reload::new(),
+    )
+    .await
+}
+
+/// [`run`], with reload requests (the binary's SIGHUP) for the parts that
+/// can re-read their files while serving.
+pub async fn run_reloadable(
+    config: config::Config,
+    proxy_listener: TcpListener,
+    admin_listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    _reload: reload::Reload,
 ) {
     let state = state::SharedState::new();
     let stop = CancellationToken::new();
