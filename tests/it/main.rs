@@ -12,5 +12,6 @@ mod cli;
 mod faults;
 mod http1;
 mod proxy;
+mod replicas;
 mod shared_reads;
 mod sync;
