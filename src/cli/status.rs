@@ -1,5 +1,5 @@
 //! `switchyard status`: the replica registry as a table (or JSON): what
-//! each live replica serves, how far behind Redis it is, whether it holds
+//! each live replica serves, when it last read the hash, whether it holds
 //! a removal, and which replicas stopped reporting.
 
 use super::{CliError, Context};
@@ -66,13 +66,22 @@ pub fn format_table(registry: &Registry) -> String {
         )
     };
     let mut out = row([
-        "REPLICA", "VERSION", "ROUTES", "INVALID", "BEHIND", "REDIS", "NOTIFY", "SOURCE", "STATE",
+        "REPLICA",
+        "VERSION",
+        "ROUTES",
+        "INVALID",
+        "LAST READ",
+        "REDIS",
+        "NOTIFY",
+        "SOURCE",
+        "STATE",
     ]);
     let mut live = 0;
     for r in registry.live() {
         live += 1;
-        // How old the replica's view of Redis is, in Redis's own clock.
-        let behind = r
+        // Since the replica's last read of the hash (its watermark), in
+        // Redis's own clock: up to the resync interval when nothing changes.
+        let last_read = r
             .watermark
             .map(|w| age(registry.now, w))
             .unwrap_or_else(|| "-".into());
@@ -85,7 +94,7 @@ pub fn format_table(registry: &Registry) -> String {
             &r.table_version.to_string(),
             &r.routes.to_string(),
             &r.invalid.to_string(),
-            &behind,
+            &last_read,
             &r.redis,
             &r.notifications,
             &r.source,

@@ -13,5 +13,6 @@ mod faults;
 mod http1;
 mod proxy;
 mod replicas;
+mod run_demo;
 mod shared_reads;
 mod sync;
