@@ -560,3 +560,77 @@ fn redis_failures_are_reported_in_words_with_their_exit_code() {
     let out = switchyard(&["route", "list", "--redis-url", &reader]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// The `ACL SETUSER <user>` line of README.md (its first occurrence), as
+/// arguments, with `PASSWORD` replaced by `pw`.
+fn readme_acl(user: &str) -> Vec<String> {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find(&format!("ACL SETUSER {user} "))
+        .unwrap_or_else(|| panic!("README has no ACL line for {user}"));
+    let mut line = String::new();
+    for part in readme[start..].lines() {
+        match part.trim_end().strip_suffix('\\') {
+            Some(continued) => line.push_str(continued),
+            None => {
+                line.push_str(part);
+                break;
+            }
+        }
+    }
+    line.split_whitespace()
+        .map(|w| w.replace(">PASSWORD", ">pw"))
+        .collect()
+}
+
+/// The README's ACL lines, as written: a replica and a controller do all
+/// they do (register, announce, leave; set, delete, wait, list, status,
+/// accept a removal) and Redis denies them nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_acl_lines_for_replicas_and_controllers_deny_nothing() {
+    let redis = RedisServer::start();
+    for user in ["switchyard", "controller"] {
+        let acl = readme_acl(user);
+        let args: Vec<&str> = acl.iter().map(String::as_str).collect();
+        assert_eq!(redis.cli(&args).trim(), "OK", "{acl:?}");
+    }
+    redis.cli(&["ACL", "LOG", "RESET"]);
+    let url = |user: &str| format!("redis://{user}:pw@127.0.0.1:{}/0", redis.port);
+    let mut config = test_config(&url("switchyard"));
+    config.sync.replica_id = "acl-replica".into();
+    let replica = start_proxy_with(config).await;
+    assert_eventually!(
+        redis
+            .cli(&["HEXISTS", "routes:replicas", "acl-replica"])
+            .trim()
+            == "1",
+        "the replica never registered"
+    );
+    let controller = url("controller");
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--redis-url", &controller]);
+        switchyard(&all)
+    };
+    for args in [
+        &["route", "set", "--wait", "a.cloud.com", "10.0.0.1:80"][..],
+        &["route", "del", "--wait", "a.cloud.com"],
+        &["route", "del", "--wait", "a.cloud.com"],
+        &["route", "list"],
+        &["status"],
+        &["route", "accept-removal"],
+    ] {
+        let out = tokio::task::block_in_place(|| run(args));
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    }
+    replica.shutdown().await;
+    assert_eq!(
+        redis
+            .cli(&["HEXISTS", "routes:replicas", "acl-replica"])
+            .trim(),
+        "0",
+        "the replica did not leave"
+    );
+    let log = redis.cli(&["ACL", "LOG"]);
+    assert!(log.trim().is_empty(), "denied: {log}");
+}
