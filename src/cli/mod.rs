@@ -128,8 +128,8 @@ impl Context {
         })
     }
 
-    /// A connected client.
-    pub async fn connect(&self) -> Result<Client, CliError> {
+    /// A connected client, closed (`QUIT`) when dropped.
+    pub async fn connect(&self) -> Result<Connection, CliError> {
         let client = Builder::from_config(self.redis.clone())
             .with_connection_config(|c| {
                 c.connection_timeout = REDIS_TIMEOUT;
@@ -140,7 +140,7 @@ impl Context {
             .build()
             .map_err(|e| self.redis_error(&e))?;
         client.init().await.map_err(|e| self.redis_error(&e))?;
-        Ok(client)
+        Ok(Connection(Some(client)))
     }
 
     /// A Redis failure in words a person can act on, with its exit code.
@@ -200,6 +200,36 @@ fn lowercase_first(s: &str) -> String {
     match chars.next() {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => String::new(),
+    }
+}
+
+/// A client that says `QUIT` when dropped: the binary exits anyway, but a
+/// long-lived caller (a controller embedding the commands, the `wait`
+/// bench) must not leave a connection behind per command.
+pub struct Connection(Option<Client>);
+
+impl Connection {
+    /// The client, for a part that closes it itself.
+    pub fn into_inner(mut self) -> Client {
+        self.0.take().expect("a connection holds its client")
+    }
+}
+
+impl std::ops::Deref for Connection {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.0.as_ref().expect("a connection holds its client")
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let (Some(client), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(async move {
+                let _ = client.quit().await;
+            });
+        }
     }
 }
 

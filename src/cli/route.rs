@@ -4,7 +4,7 @@
 //! reads the Redis time in its own transaction, which is what `--wait`
 //! waits for (README "Replicas and `--wait`").
 
-use super::{CliError, Context, Exit};
+use super::{CliError, Connection, Context, Exit};
 use crate::config::{RouteAction, WaitOptions};
 use crate::replicas::wait::{Gone, Lagging, Progress, WaitReport, Watch};
 use crate::replicas::{self, parse_time};
@@ -52,12 +52,12 @@ fn normalized_field(host: &str) -> Result<String, CliError> {
 async fn connect_for_write(
     ctx: &Context,
     wait: Option<WaitOptions>,
-) -> Result<(Client, Option<Watch>), CliError> {
+) -> Result<(Connection, Option<Watch>), CliError> {
     let Some(_) = wait else {
         return Ok((ctx.connect().await?, None));
     };
     let (client, subscriber) = tokio::try_join!(ctx.connect(), ctx.connect())?;
-    let watch = Watch::subscribe(subscriber, &ctx.routes_key)
+    let watch = Watch::subscribe(subscriber.into_inner(), &ctx.routes_key)
         .await
         .map_err(|e| ctx.redis_error(&e))?;
     Ok((client, Some(watch)))
