@@ -15,6 +15,7 @@
 //! - [`snapshot`]: the on-disk copy of the last table.
 //! - [`cli`]: the `route` and `status` commands, the exit codes.
 //! - [`reload`]: reload requests (SIGHUP) for parts that re-read files.
+//! - [`tls`]: certificates (files, the certs hash, sealed keys), SNI, the handshake, `cert`.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -29,6 +30,7 @@ pub mod server;
 pub mod snapshot;
 pub mod state;
 pub mod sync;
+pub mod tls;
 
 use std::future::Future;
 use tokio::net::TcpListener;
@@ -62,7 +64,7 @@ pub async fn run_reloadable(
     proxy_listener: TcpListener,
     admin_listener: TcpListener,
     shutdown: impl Future<Output = ()>,
-    _reload: reload::Reload,
+    reload: reload::Reload,
 ) {
     let state = state::SharedState::new();
     let stop = CancellationToken::new();
@@ -71,6 +73,13 @@ pub async fn run_reloadable(
         state.clone(),
         stop.child_token(),
     ));
+    if let Some(files) = tls::start(&config.tls, &state, stop.child_token()) {
+        // SIGHUP loads the default certificate's files again, changed or not.
+        let state = state.clone();
+        reload.spawn_listener(stop.child_token(), move || {
+            let _ = files.reload(&state);
+        });
+    }
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         state.clone(),

@@ -40,6 +40,12 @@ fn main() -> ExitCode {
             let ctx = Context::new(&redis_url, &cli.redis)?;
             cli::status(&ctx, json, &mut std::io::stdout()).await
         }),
+        Some(Command::Cert { action }) => runtime.block_on(async {
+            let ctx = Context::new(&redis_url, &cli.redis)?;
+            let out = switchyard::tls::cli::cert(&ctx, &cli.tls, action).await?;
+            print!("{out}");
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => Exit::Success.into(),
@@ -52,7 +58,7 @@ fn main() -> ExitCode {
 
 fn serve_main(runtime: &tokio::runtime::Runtime, cli: &Cli, redis_url: &str) -> ExitCode {
     let args = cli.serve_args();
-    let config = match Config::from_args(redis_url, &cli.redis, args) {
+    let config = match Config::from_cli(redis_url, cli) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("switchyard: {e}");

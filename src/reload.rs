@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// A reload notifier: a generation counter that [`Reload::request`] bumps
 /// and every [`ReloadRequests`] sees. Requests made while a listener is
@@ -41,6 +42,31 @@ impl Reload {
     pub fn subscribe(&self) -> ReloadRequests {
         ReloadRequests(self.generation.subscribe())
     }
+
+    /// Runs `on_request` (on the blocking pool: re-reading files is blocking
+    /// IO) at every request from now on, until `stop`.
+    pub fn spawn_listener(
+        &self,
+        stop: CancellationToken,
+        on_request: impl Fn() + Send + Sync + 'static,
+    ) {
+        let mut requests = self.subscribe();
+        let on_request = Arc::new(on_request);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    request = requests.next() => {
+                        if request.is_none() {
+                            return;
+                        }
+                        let on_request = on_request.clone();
+                        let _ = tokio::task::spawn_blocking(move || on_request()).await;
+                    }
+                }
+            }
+        });
+    }
 }
 
 /// One part's view of reload requests.
@@ -73,6 +99,28 @@ mod tests {
         assert_eq!(b.next().await, Some(3), "coalesced");
         drop(reload);
         assert_eq!(a.next().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_spawned_listener_runs_at_each_request_until_stopped() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let reload = Reload::new();
+        let stop = CancellationToken::new();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        reload.spawn_listener(stop.clone(), move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        tokio::task::yield_now().await;
+        reload.request();
+        while runs.load(Ordering::SeqCst) < 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        stop.cancel();
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        reload.request();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -23,8 +23,11 @@ pub enum Exit {
     Failure = 1,
     /// A bad flag, value or configuration (`EX_USAGE`).
     Usage = 64,
-    /// Refused data: an invalid host or backends; nothing written (`EX_DATAERR`).
+    /// Refused data: an invalid host, backends or certificate; nothing
+    /// written (`EX_DATAERR`).
     Data = 65,
+    /// A file named on the command line cannot be read (`cert set`) (`EX_NOINPUT`).
+    NoInput = 66,
     /// `--wait`: written, but no replica is live (`EX_NOHOST`).
     NoReplicas = 68,
     /// Redis unreachable, or it answered with an error (`EX_UNAVAILABLE`).
@@ -37,14 +40,18 @@ pub enum Exit {
 
 impl Exit {
     /// Every code with its meaning, in the order of the table.
-    pub const TABLE: [(Exit, &'static str); 8] = [
+    pub const TABLE: [(Exit, &'static str); 9] = [
         (
             Exit::Success,
             "done; with --wait: live on every live replica",
         ),
         (Exit::Failure, "serve: cannot listen on an address"),
         (Exit::Usage, "bad flag, value or configuration"),
-        (Exit::Data, "invalid host or backends: nothing written"),
+        (
+            Exit::Data,
+            "invalid host, backends or certificate: nothing written",
+        ),
+        (Exit::NoInput, "cert set: a file cannot be read"),
         (
             Exit::NoReplicas,
             "--wait: written, but no replica is live (see --allow-no-replicas)",
@@ -273,7 +280,7 @@ mod tests {
     #[test]
     fn the_exit_code_table_is_complete_and_ordered() {
         let codes: Vec<u8> = Exit::TABLE.iter().map(|(e, _)| e.code()).collect();
-        assert_eq!(codes, [0, 1, 64, 65, 68, 69, 75, 77]);
+        assert_eq!(codes, [0, 1, 64, 65, 66, 68, 69, 75, 77]);
         let help = exit_codes_help();
         assert!(
             help.contains("  68  --wait: written, but no replica is live"),

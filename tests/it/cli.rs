@@ -8,13 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn switchyard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(args)
-        .env_remove("REDIS_URL")
-        .env_remove("SWITCHYARD_ROUTES_KEY")
-        .env_remove("SWITCHYARD_REDIS_URL")
-        .output()
-        .unwrap()
+    switchyard_binary().args(args).output().unwrap()
 }
 
 /// [`switchyard`] off the async runtime.
@@ -36,7 +30,9 @@ pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// A serving process, killed on drop.
+/// A serving process whose log goes to a file or whose flags come after
+/// `serve`, and whose liveness a test checks; killed on drop. (Most tests
+/// use `support::ProxyProcess`.)
 pub struct Served {
     pub child: Child,
     pub listen: std::net::SocketAddr,
@@ -44,10 +40,6 @@ pub struct Served {
 }
 
 impl Served {
-    pub fn start(configure: impl FnOnce(&mut Command)) -> Served {
-        Served::start_with_output(Stdio::null(), configure)
-    }
-
     /// Starts a serving process whose stdout (its log) goes to `log`.
     pub fn start_with_output(log: Stdio, configure: impl FnOnce(&mut Command)) -> Served {
         Served::spawn(log, |cmd, listen, admin| {
@@ -73,11 +65,8 @@ impl Served {
     ) -> Served {
         let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-        cmd.env_remove("REDIS_URL")
-            .env_remove("RUST_LOG")
-            .stdout(log)
-            .stderr(Stdio::null());
+        let mut cmd = switchyard_binary();
+        cmd.env_remove("RUST_LOG").stdout(log).stderr(Stdio::null());
         configure(&mut cmd, listen, admin);
         Served {
             child: cmd.spawn().unwrap(),
@@ -217,40 +206,26 @@ fn help_shows_every_serve_flag_and_the_exit_codes() {
 }
 
 /// A backend that answers after `delay`, to have a response in flight.
-pub async fn slow_backend(delay: Duration) -> std::net::SocketAddr {
-    use hyper::service::service_fn;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let service = service_fn(move |_req| async move {
-                    tokio::time::sleep(delay).await;
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                        http_body_util::Full::new(bytes::Bytes::from_static(b"slow and done")),
-                    ))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
+pub async fn slow_backend(delay: Duration) -> Backend {
+    Backend::scripted(move |_req| async move {
+        tokio::time::sleep(delay).await;
+        hyper::Response::new(full_body("slow and done"))
+    })
+    .await
 }
 
 /// Starts a request through `proxy` to the slow host and returns once the
 /// proxy counts its connection (the request is then in flight).
 async fn request_in_flight(
-    proxy: &Served,
-) -> tokio::task::JoinHandle<crate::support::HttpResponse> {
-    let listen = proxy.listen;
-    let in_flight = tokio::spawn(async move { http_get(listen, "slow.cloud.com", "/").await });
+    listen: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+) -> tokio::task::JoinHandle<(u16, String)> {
+    let in_flight = tokio::spawn(async move {
+        let r = http_get(listen, "slow.cloud.com", "/").await;
+        (r.status, r.body)
+    });
     assert_eventually!(
-        http_get(proxy.admin, "localhost", "/metrics")
+        http_get(admin, "localhost", "/metrics")
             .await
             .body
             .contains("switchyard_client_connections 1"),
@@ -262,21 +237,20 @@ async fn request_in_flight(
 async fn shutdown_with_request_in_flight(signal: &str) {
     let redis = RedisServer::start();
     let backend = slow_backend(Duration::from_millis(500)).await;
-    redis.hset("slow.cloud.com", &backend.to_string());
+    redis.hset("slow.cloud.com", &backend.target());
     // Configured through the environment (REDIS_URL fallback included).
-    let mut proxy = Served::start(|cmd| {
+    let mut proxy = ProxyProcess::start(|cmd| {
         cmd.env("REDIS_URL", redis.url());
     });
     proxy.wait_ready().await;
-    let in_flight = request_in_flight(&proxy).await;
+    let in_flight = request_in_flight(proxy.addr, proxy.admin).await;
     proxy.signal(signal);
     let response = in_flight.await.unwrap();
-    assert_eq!(response.status, 200);
-    assert_eq!(response.body, "slow and done");
+    assert_eq!(response, (200, "slow and done".to_owned()));
     let status = proxy.wait_exit();
     assert_eq!(status.code(), Some(0), "exit status after {signal}");
     assert!(
-        tokio::net::TcpStream::connect(proxy.listen).await.is_err(),
+        tokio::net::TcpStream::connect(proxy.addr).await.is_err(),
         "still accepting after exit"
     );
 }
@@ -328,7 +302,7 @@ impl Drop for LogFile {
 async fn sighup_reloads_the_log_filter_and_never_kills() {
     let redis = RedisServer::start();
     let backend = slow_backend(Duration::from_millis(500)).await;
-    redis.hset("slow.cloud.com", &backend.to_string());
+    redis.hset("slow.cloud.com", &backend.target());
     let filter = LogFile::new("filter");
     std::fs::write(&filter.0, "# only errors for now\nerror\n").unwrap();
     let log = LogFile::new("hup");
@@ -347,14 +321,11 @@ async fn sighup_reloads_the_log_filter_and_never_kills() {
 
     // A reload while a request is in flight: the request finishes, the
     // process stays, and the new filter applies from then on.
-    let in_flight = request_in_flight(&proxy).await;
+    let in_flight = request_in_flight(proxy.listen, proxy.admin).await;
     std::fs::write(&filter.0, "info").unwrap();
     proxy.signal("HUP");
     let response = in_flight.await.unwrap();
-    assert_eq!(
-        (response.status, response.body.as_str()),
-        (200, "slow and done")
-    );
+    assert_eq!(response, (200, "slow and done".to_owned()));
     assert_eventually!(
         log.text().contains("log filter reloaded"),
         "no reload logged:\n{}",
@@ -405,16 +376,16 @@ fn an_unreadable_log_filter_file_is_a_usage_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flags_and_switchyard_env_vars_configure_the_server() {
     let redis = RedisServer::start();
-    let backend = start_backend("blue").await;
+    let backend = Backend::echo("blue").await;
     redis.cli(&["HSET", "apps", "app.cloud.com", &backend.target()]);
-    let proxy = Served::start(|cmd| {
+    let proxy = ProxyProcess::start(|cmd| {
         cmd.env("SWITCHYARD_REDIS_URL", redis.url())
             .env("REDIS_URL", "redis://127.0.0.1:1/0") // the specific variable wins
             .args(["--routes-key", "apps"]);
     });
     proxy.wait_ready().await;
     assert_eq!(
-        http_get(proxy.listen, "app.cloud.com", "/")
+        http_get(proxy.addr, "app.cloud.com", "/")
             .await
             .backend()
             .as_deref(),
@@ -425,7 +396,7 @@ async fn flags_and_switchyard_env_vars_configure_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_takes_every_serve_flag_after_the_command() {
     let redis = RedisServer::start();
-    let backend = start_backend("blue").await;
+    let backend = Backend::echo("blue").await;
     redis.cli(&["HSET", "apps", "app.cloud.com", &backend.target()]);
     let proxy = Served::start_serve_command(|cmd| {
         cmd.args(["--redis-url", &redis.url(), "--routes-key", "apps"])
@@ -526,7 +497,7 @@ fn redis_failures_are_reported_in_words_with_their_exit_code() {
         "switchyard: cannot reach Redis at redis://127.0.0.1:1/0: connection refused\n"
     );
 
-    let redis = crate::faults_support::RedisProc::start_with_password("right", &[]);
+    let redis = RedisServer::builder().password("right").start();
     let wrong = format!("redis://:wrong@127.0.0.1:{}/0", redis.port);
     let out = switchyard(&["status", "--redis-url", &wrong]);
     assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
@@ -598,7 +569,7 @@ async fn the_readme_acl_lines_for_replicas_and_controllers_deny_nothing() {
     let url = |user: &str| format!("redis://{user}:pw@127.0.0.1:{}/0", redis.port);
     let mut config = test_config(&url("switchyard"));
     config.sync.replica_id = "acl-replica".into();
-    let replica = start_proxy_with(config).await;
+    let replica = ProxyHandle::start(config).await;
     assert_eventually!(
         redis
             .cli(&["HEXISTS", "routes:replicas", "acl-replica"])

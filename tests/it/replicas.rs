@@ -6,7 +6,7 @@
 //! proxies (in-process, or the binary when a signal matters); "ghost"
 //! entries written by hand stand for a replica that lags or holds.
 
-use crate::cli::{stderr, stdout, switchyard_async, Served};
+use crate::cli::{stderr, stdout, switchyard_async};
 use crate::support::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -43,7 +43,7 @@ async fn start_replicas(redis: &RedisServer, ids: &[&str]) -> Vec<ProxyHandle> {
     for id in ids {
         let mut config = test_config(&redis.url());
         config.sync.replica_id = (*id).into();
-        replicas.push(start_proxy_with(config).await);
+        replicas.push(ProxyHandle::start(config).await);
     }
     for id in ids {
         assert_eventually!(in_registry(redis, id), "{id} never registered");
@@ -75,8 +75,8 @@ async fn until_subscribed(redis: &RedisServer, subscribers: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_returns_once_every_replica_serves_the_change() {
     let redis = RedisServer::start();
-    let blue = start_backend("blue").await;
-    let green = start_backend("green").await;
+    let blue = Backend::echo("blue").await;
+    let green = Backend::echo("green").await;
     redis.hset("app.cloud.com", &blue.target());
     let replicas = start_replicas(&redis, &["r1", "r2", "r3"]).await;
     let status = stdout(&run(&redis, &["status"]).await);
@@ -306,7 +306,7 @@ async fn a_replica_stopped_gracefully_leaves_status_and_wait_at_once() {
     let redis = RedisServer::start();
     redis.hset("app.cloud.com", "10.0.0.1:80");
     let mut replicas = start_replicas(&redis, &["stays", "goes"]).await;
-    let mut process = Served::start(|cmd| {
+    let mut process = ProxyProcess::start(|cmd| {
         cmd.args(["--redis-url", &redis.url(), "--replica-id", "process"]);
     });
     process.wait_ready().await;
@@ -382,13 +382,13 @@ async fn a_replica_that_died_stops_counting_within_seconds() {
     let redis = RedisServer::start();
     redis.hset("app.cloud.com", "10.0.0.1:80");
     let _stays = start_replicas(&redis, &["stays"]).await;
-    let mut process = Served::start(|cmd| {
+    let mut process = ProxyProcess::start(|cmd| {
         cmd.args(["--redis-url", &redis.url(), "--replica-id", "dies"]);
     });
     process.wait_ready().await;
     assert_eventually!(in_registry(&redis, "dies"), "never registered");
-    process.child.kill().unwrap();
-    process.child.wait().unwrap();
+    process.signal("KILL");
+    process.wait_exit();
     // Its entry stays until its deadline (3 s); a wait started now ends
     // once the deadline has passed, not at its own timeout.
     let started = Instant::now();
@@ -444,7 +444,9 @@ async fn registry_entries_carry_a_deadline_in_redis_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_costs_the_same_with_500000_unrelated_keys() {
-    let redis = RedisServer::start_with(&["--enable-debug-command", "yes"]);
+    let redis = RedisServer::builder()
+        .args(["--enable-debug-command", "yes"])
+        .start();
     let _replicas = start_replicas(&redis, &["r1", "r2"]).await;
     // Redis's own time for one `status` (microseconds in INFO commandstats).
     let redis_usec = |redis: &RedisServer| -> u64 {
