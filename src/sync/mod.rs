@@ -502,6 +502,12 @@ impl Syncer {
                 biased;
                 _ = shutdown.cancelled() => {
                     self.release_lease(&command.client).await;
+                    // Gone from the registry at once: `--wait` and `status`
+                    // do not count a replica that stopped.
+                    let leave = replicas::leave(&command.client, &self.config);
+                    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(1), leave).await {
+                        debug!(error = %e, "leaving the replica registry failed");
+                    }
                     return Ok(());
                 }
                 r = &mut command.task => return Err(format!("command connection closed: {}", join_reason(r))),
