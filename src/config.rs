@@ -202,7 +202,7 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct TlsArgs {
     /// The default certificate's PEM chain (served when no certificate of the
-    /// certs hash fits the client's SNI); reloaded when it changes and on SIGHUP.
+    /// certs hash fits the client's SNI); reloaded when it changes.
     #[arg(long, env = "SWITCHYARD_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
@@ -366,6 +366,13 @@ impl Default for TlsConfig {
 }
 
 impl TlsConfig {
+    /// What opens (and seals) the private keys of the certs hash.
+    pub fn cert_sealer(&self) -> Option<crate::tls::seal::Sealer> {
+        self.secret
+            .as_ref()
+            .map(|s| crate::tls::seal::Sealer::new(s, crate::tls::seal::Purpose::CertKey))
+    }
+
     /// Checks the TLS flags: the files must be readable (their content is
     /// checked when loaded, and reported without stopping the proxy), the
     /// secret must be 32 bytes.

@@ -5,7 +5,7 @@
 //! when it would not load (README.md, "HTTPS").
 
 use super::certs::{self, CertError, CertInfo};
-use super::seal::{Purpose, SealError, Sealer};
+use super::seal::{SealError, Sealer};
 use crate::cli::{connect, unavailable, CliError, EXIT_DATA};
 use crate::config::{CertAction, TlsArgs, TlsConfig, EXIT_USAGE};
 use crate::routes::{parse_field, FieldKey};
@@ -29,10 +29,7 @@ pub async fn cert(redis_url: &str, args: &TlsArgs, action: CertAction) -> Result
         code: EXIT_USAGE,
         message: e.to_string(),
     })?;
-    let sealer = config
-        .secret
-        .as_ref()
-        .map(|s| Sealer::new(s, Purpose::CertKey));
+    let sealer = config.cert_sealer();
     match action {
         CertAction::Set { host, cert, key } => {
             let field = field_of(&host)?;
