@@ -543,6 +543,77 @@ mod tests {
         ));
     }
 
+    fn install_default(f: &Fixture, names: &[&str]) {
+        let leaf = f.ca.leaf(names);
+        let cert = certs::load(leaf.value().as_bytes(), None, None, SystemTime::now()).unwrap();
+        f.state.certs.install_default(
+            DefaultCert {
+                cert: Arc::new(cert),
+                cert_file: "default.pem".into(),
+                key_file: "default.key".into(),
+                loaded_at: SystemTime::now(),
+            },
+            &f.state.metrics.tls,
+        );
+    }
+
+    /// The names of the certificate a client was served.
+    fn served_names(tls: &tokio_rustls::client::TlsStream<TcpStream>) -> Vec<String> {
+        let leaf = &tls.get_ref().1.peer_certificates().unwrap()[0];
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
+        let san = cert.subject_alternative_name().unwrap().unwrap();
+        san.value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_new_certificate_serves_new_connections_and_keeps_open_ones() {
+        let f = Fixture::new();
+        install_default(&f, &["one.example"]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = Arc::new(TlsAcceptor::new(f.state.clone(), Duration::from_secs(10)));
+        // An echo server, a task per connection.
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let (mut tls, _) = acceptor.accept(tcp).await.unwrap();
+                    let mut buf = [0u8; 64];
+                    while let Ok(n @ 1..) = tls.read(&mut buf).await {
+                        tls.write_all(&buf[..n]).await.unwrap();
+                    }
+                });
+            }
+        });
+        let connector = tokio_rustls::TlsConnector::from(f.ca.client_config(&[]));
+        let connect = |name: &'static str| {
+            let connector = connector.clone();
+            async move {
+                let tcp = TcpStream::connect(addr).await.unwrap();
+                let name = ServerName::try_from(name).unwrap();
+                connector.connect(name, tcp).await.unwrap()
+            }
+        };
+        let mut old = connect("one.example").await;
+        assert_eq!(served_names(&old), ["one.example"]);
+        install_default(&f, &["two.example"]);
+        let new = connect("two.example").await;
+        assert_eq!(served_names(&new), ["two.example"]);
+        // The connection opened before the change carries on.
+        old.write_all(b"still here").await.unwrap();
+        let mut echoed = [0u8; 10];
+        old.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(&echoed, b"still here");
+    }
+
     /// `openssl s_client` against the acceptor: what it printed (stdout and
     /// stderr) and the server's outcome.
     async fn s_client(f: &Fixture, extra: &[&str]) -> (String, Result<TlsInfo, HandshakeError>) {
