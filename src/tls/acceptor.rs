@@ -507,13 +507,14 @@ mod tests {
         let timeout = Duration::from_millis(300);
         // Silent: connects and sends nothing.
         let (addr, server) = f.serve_one(timeout).await;
-        let _silent = TcpStream::connect(addr).await.unwrap();
+        // Read before connecting: the server's clock starts after this.
         let started = std::time::Instant::now();
+        let _silent = TcpStream::connect(addr).await.unwrap();
         assert!(matches!(
             server.await.unwrap(),
             Err(HandshakeError::Timeout(_))
         ));
-        assert!(started.elapsed() >= Duration::from_millis(250));
+        assert!(started.elapsed() >= timeout);
         // Slow: the first bytes of a ClientHello, then nothing.
         let (addr, server) = f.serve_one(timeout).await;
         let mut slow = TcpStream::connect(addr).await.unwrap();
