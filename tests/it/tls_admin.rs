@@ -23,7 +23,7 @@ async fn the_default_certificate_follows_its_files() {
         key: dir.write("key.pem", &one.key_pem),
     });
     config.tls.file_poll_interval = Duration::from_millis(20);
-    let proxy = start_proxy_with(config).await;
+    let proxy = ProxyHandle::start(config).await;
     let default_names = |doc: &serde_json::Value| doc["default"]["names"].clone();
     assert_eventually!(
         default_names(&proxy.admin_get("/certs").await.json())
