@@ -592,7 +592,12 @@ mod tests {
 
     #[test]
     fn tls_flags_default_off_and_go_in_pairs() {
-        let cli = Cli::try_parse_from(["switchyard"]).unwrap();
+        // Defaults as written, whatever SWITCHYARD_* the developer exported.
+        let cli = Cli::command()
+            .mut_args(|arg| arg.env(None::<&'static str>))
+            .try_get_matches_from(["switchyard"])
+            .and_then(|matches| Cli::from_arg_matches(&matches))
+            .unwrap();
         let tls = TlsConfig::from_args(&cli.tls).unwrap();
         assert_eq!(tls.default_files, None);
         assert_eq!(tls.certs_key, "routes:certs");
