@@ -4,7 +4,7 @@
 
 use crate::config::{parse_redis_url, RouteAction};
 use crate::replicas::{self, ReplicaStatus};
-use crate::routes::{parse_backends, parse_field, FieldKey, RedisMicros};
+use crate::routes::{parse_backends, parse_field, RedisMicros};
 use crate::sync::redis::parse_time;
 use fred::prelude::*;
 use fred::types::{CustomCommand, Value};
@@ -114,10 +114,7 @@ pub async fn route(
 
 fn normalized_field(host: &str) -> Result<String, CliError> {
     parse_field(host)
-        .map(|k| match k {
-            FieldKey::Exact(h) => h,
-            FieldKey::Wildcard(s) => format!("*.{s}"),
-        })
+        .map(|k| k.display())
         .map_err(|e| CliError {
             code: EXIT_DATA,
             message: format!("invalid host {host:?}: {e}"),

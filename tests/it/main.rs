@@ -13,6 +13,7 @@ mod config;
 mod faults;
 mod http1;
 mod proxy;
+mod routes_table;
 mod sync;
 mod tls_admin;
 mod tls_cli;
