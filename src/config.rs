@@ -124,6 +124,16 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_RESPONSE_HEADER_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub response_header_timeout: Duration,
 
+    /// Longest wait for request body bytes (a body the proxy buffers must
+    /// arrive whole within it); then 408 and the connection closes.
+    #[arg(long, env = "SWITCHYARD_BODY_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: Duration,
+
+    /// A WebSocket (or other upgraded) tunnel in which no byte moved this
+    /// long is closed.
+    #[arg(long, env = "SWITCHYARD_TUNNEL_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub tunnel_idle_timeout: Duration,
+
     /// Time a client has to send its request head. For HTTP/1.1 this timer
     /// also runs while a keep-alive connection waits for its next request.
     #[arg(long, env = "SWITCHYARD_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -244,6 +254,11 @@ pub struct ProxyConfig {
     pub dead_backend_ttl: Duration,
     pub connect_timeout: Duration,
     pub response_header_timeout: Duration,
+    /// Longest wait for request body bytes; a buffered body (replayable,
+    /// ≤ 64 KiB) must arrive whole within it. Then `408`.
+    pub body_read_timeout: Duration,
+    /// An upgraded tunnel in which no byte moved this long is closed.
+    pub tunnel_idle_timeout: Duration,
     pub access_log: bool,
 }
 
@@ -347,6 +362,8 @@ impl Config {
                 dead_backend_ttl: serve.dead_backend_ttl,
                 connect_timeout: serve.connect_timeout,
                 response_header_timeout: serve.response_header_timeout,
+                body_read_timeout: serve.body_read_timeout,
+                tunnel_idle_timeout: serve.tunnel_idle_timeout,
                 access_log: serve.access_log,
             },
             server: ServerConfig {

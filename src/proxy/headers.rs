@@ -31,18 +31,42 @@ fn hop_by_hop() -> [&'static HeaderName; 9] {
 }
 
 /// The host a request is for, normalised: the absolute-form target or
-/// HTTP/2 `:authority` first, else the single `Host` header.
+/// HTTP/2 `:authority` first, else the single `Host` header. With both, a
+/// `Host` naming another authority makes the request malformed (RFC 9113
+/// §8.3.1).
 pub fn request_host<B>(req: &Request<B>) -> Result<Cow<'_, str>, HostError> {
-    if let Some(authority) = req.uri().authority() {
-        // `host()` drops userinfo and port; brackets of IPv6 are kept.
-        return normalize_host(authority.host());
-    }
     let mut hosts = req.headers().get_all(header::HOST).iter();
-    let host = hosts.next().ok_or(HostError::Empty)?;
+    let host = hosts.next();
     if hosts.next().is_some() {
         return Err(HostError::Malformed);
     }
-    normalize_host(host.to_str().map_err(|_| HostError::Malformed)?)
+    if let Some(authority) = req.uri().authority() {
+        if host.is_some_and(|h| {
+            !h.as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes())
+        }) {
+            return Err(HostError::Malformed);
+        }
+        return checked_authority(authority.as_str());
+    }
+    let host = host.ok_or(HostError::Empty)?;
+    checked_authority(host.to_str().map_err(|_| HostError::Malformed)?)
+}
+
+/// Checks an authority as a Host header, an absolute-form target or
+/// `:authority` carries it, and returns the host to route by: a host, then
+/// an optional port of ASCII digits. No userinfo (not part of a Host, and a
+/// lax parser takes the text after `@` for the host), no sign in the port.
+pub fn checked_authority(text: &str) -> Result<Cow<'_, str>, HostError> {
+    let port = match text.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map(|(_, after)| after),
+        None => text.split_once(':').map(|(_, port)| port),
+    };
+    let port = port.map(|p| p.strip_prefix(':').unwrap_or(p));
+    if text.contains('@') || port.is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(HostError::Malformed);
+    }
+    normalize_host(text)
 }
 
 /// True for an HTTP/1.1 upgrade request (`Connection: upgrade` + `Upgrade`).
@@ -94,6 +118,27 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
     }
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Removes header names containing `_`: some frameworks read `X_Forwarded_For`
+/// as `X-Forwarded-For` (CGI-style names merge both), so a client could
+/// forge what the proxy vouches for (nginx drops them too).
+pub fn strip_underscored(headers: &mut HeaderMap) {
+    if !headers.keys().any(|name| name.as_str().contains('_')) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in names {
+        tracing::debug!(
+            name = name.as_str(),
+            "dropped a header name with an underscore"
+        );
+        headers.remove(name);
     }
 }
 
@@ -193,13 +238,15 @@ mod tests {
             "app.cloud.com"
         );
         assert_eq!(
-            request_host(&req("http://b.cloud.com/x", Some("a.cloud.com"))).unwrap(),
+            request_host(&req("http://b.cloud.com:81/x", Some("B.cloud.com:81"))).unwrap(),
             "b.cloud.com"
         );
-        assert_eq!(
-            request_host(&req("http://user@b.cloud.com:81/x", None)).unwrap(),
-            "b.cloud.com"
+        assert!(request_host(&req("http://user@b.cloud.com:81/x", None)).is_err());
+        assert!(
+            request_host(&req("http://b.cloud.com/x", Some("a.cloud.com"))).is_err(),
+            "host differs from :authority"
         );
+        assert!(request_host(&req("/", Some("a.com:+80"))).is_err());
         assert_eq!(request_host(&req("/", None)), Err(HostError::Empty));
         assert!(request_host(&req("/", Some("a b"))).is_err());
         let mut two = req("/", Some("a.com"));

@@ -9,7 +9,9 @@
 mod error;
 pub mod h1;
 pub mod headers;
+pub mod policy;
 mod pool;
+pub mod tunnel;
 
 pub use error::ProxyError;
 pub use pool::PooledBody;
@@ -33,7 +35,6 @@ use pool::{Pool, PoolConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -201,6 +202,7 @@ impl Proxy {
         };
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers, true);
+        headers::strip_underscored(&mut parts.headers);
         if let Some(protocol) = &upgrade {
             parts
                 .headers
@@ -246,9 +248,10 @@ impl Proxy {
                 .upper()
                 .is_some_and(|n| n <= REPLAY_BUFFER_LIMIT)
         {
-            let collected = Limited::new(body, REPLAY_BUFFER_LIMIT as usize)
-                .collect()
+            let collect = Limited::new(body, REPLAY_BUFFER_LIMIT as usize).collect();
+            let collected = tokio::time::timeout(self.config.body_read_timeout, collect)
                 .await
+                .map_err(|_| ProxyError::BodyTimeout)?
                 .map_err(|_| ProxyError::BadFraming)?;
             Some(collected.to_bytes())
         } else {
@@ -340,6 +343,7 @@ impl Proxy {
                 return Err(ProxyError::UpgradeMismatch);
             }
             let upstream_upgrade = hyper::upgrade::on(&mut response);
+            let idle = self.config.tunnel_idle_timeout;
             self.track_tunnel(async move {
                 let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok(pair) => pair,
@@ -348,9 +352,9 @@ impl Proxy {
                         return;
                     }
                 };
-                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                    tracing::debug!(error = %e, "tunnel closed with error");
+                let (client, upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                if let Err(e) = tunnel::run(client, &[], upstream, &[], idle).await {
+                    tracing::debug!(error = %e, "tunnel closed");
                 }
             });
             return Ok(response.map(Either::Left));
@@ -386,15 +390,11 @@ impl Proxy {
         upstream: TcpStream,
         upstream_rest: Bytes,
     ) {
+        let idle = self.config.tunnel_idle_timeout;
         self.track_tunnel(async move {
-            let (mut client, mut upstream) = (client, upstream);
-            let flushed = async {
-                upstream.write_all(&client_rest).await?;
-                client.write_all(&upstream_rest).await?;
-                tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-            };
-            if let Err(e) = flushed.await {
-                tracing::debug!(error = %e, "tunnel closed with error");
+            let copied = tunnel::run(client, &client_rest, upstream, &upstream_rest, idle);
+            if let Err(e) = copied.await {
+                tracing::debug!(error = %e, "tunnel closed");
             }
         });
     }

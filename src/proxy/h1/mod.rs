@@ -21,18 +21,21 @@ pub mod chunked;
 pub mod head;
 pub mod upstream;
 
+use super::policy::{may_replay, Reached};
 use super::{Proxy, ProxyError, REPLAY_BUFFER_LIMIT};
 use crate::metrics::UpstreamErrorKind;
 use crate::routes::{ms_at, Backend, Lookup, Route};
 use bytes::{Buf, Bytes, BytesMut};
-use chunked::{ChunkedDecoder, Segment};
+use chunked::{ChunkedDecoder, ChunkedRelay, Segment};
 use head::{Downstream, Forwarding, Framing, HeadError, ResponseFacts, MAX_HEADERS};
+use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -120,6 +123,7 @@ pub async fn serve(
         out: Vec::with_capacity(1024),
         head_deadline: Deadline::new(far),
         response_deadline: Deadline::new(far),
+        body_deadline: Deadline::new(far),
         stopped: Box::pin(stop.token.clone().cancelled_owned()),
         idle_since: Instant::now(),
     };
@@ -140,9 +144,12 @@ struct Conn<'a> {
     /// The head being written (the backend's request, then the client's
     /// response).
     out: Vec<u8>,
-    /// One deadline per purpose, moved on every request (see [`Deadline`]).
+    /// One deadline per purpose, moved on every request (see [`Deadline`]):
+    /// the request head; the response head, then each wait of the response
+    /// relay; each wait for request body bytes.
     head_deadline: Deadline,
     response_deadline: Deadline,
+    body_deadline: Deadline,
     stopped: Pin<Box<WaitForCancellationFutureOwned>>,
     /// When the connection started waiting for its next request (the end
     /// of the last answer): the clock is read twice per request, at its
@@ -185,6 +192,39 @@ impl Deadline {
             self.timer.as_mut().reset(at);
         }
     }
+}
+
+/// Runs `op` until it completes or `deadline` passes (then `None`). The
+/// deadline is set `limit` after the moment `op` first has to wait, so an
+/// operation that completes at once (the usual case: a write to a socket
+/// with room, a read of bytes already there) reads no clock and arms no
+/// timer.
+async fn bounded<F: Future>(op: F, deadline: &mut Deadline, limit: Duration) -> Option<F::Output> {
+    let mut op = std::pin::pin!(op);
+    if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(op.as_mut().poll(cx))).await {
+        return Some(out);
+    }
+    deadline.set(tokio::time::Instant::now() + limit);
+    tokio::select! {
+        biased;
+        out = op => Some(out),
+        _ = deadline.expired() => None,
+    }
+}
+
+/// Asks the kernel to acknowledge what it received at once. Called while a
+/// message is incomplete: a peer that writes a head and then a body
+/// without `TCP_NODELAY` (Python's `http.server` and many small
+/// frameworks) holds the body back until its head is acknowledged (Nagle),
+/// and an acknowledgement delayed by our kernel (up to 40 ms on Linux)
+/// would stall every such exchange. Not permanent (the kernel falls back
+/// to delayed acknowledgements), hence re-armed before each wait; a message
+/// that arrives whole never pays the syscall.
+fn quickack(stream: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
+    #[cfg(not(target_os = "linux"))]
+    let _ = stream;
 }
 
 /// A request ready to go: its upstream head is in `Conn::out`.
@@ -259,7 +299,8 @@ enum Next {
 
 /// A backend exchange that did not produce a response head.
 enum Failure {
-    Upstream(UpstreamError),
+    /// How far the attempt got decides whether it may be replayed.
+    Upstream(UpstreamError, Reached),
     /// No response head within the response header timeout.
     TimedOut,
     /// The client's side failed: the exchange is abandoned, the backend is
@@ -271,19 +312,27 @@ enum Failure {
 enum ClientFault {
     /// Malformed chunked framing in the request body: 400.
     Malformed,
+    /// The request body stalled past `--body-read-timeout`: 408.
+    TimedOut,
     /// The client closed or reset the connection.
     Gone,
 }
 
 impl From<UpstreamError> for Failure {
+    /// A failure once the backend was connected: the request may have
+    /// reached it (callers that know a response began say so).
     fn from(error: UpstreamError) -> Self {
-        Failure::Upstream(error)
+        let reached = match error {
+            UpstreamError::Connect(_) | UpstreamError::ConnectTimeout => Reached::Nothing,
+            _ => Reached::Request,
+        };
+        Failure::Upstream(error, reached)
     }
 }
 
 impl From<io::Error> for Failure {
     fn from(error: io::Error) -> Self {
-        Failure::Upstream(UpstreamError::Io(error))
+        Failure::from(UpstreamError::Io(error))
     }
 }
 
@@ -515,8 +564,11 @@ impl<'a> Conn<'a> {
                 // (it would take a 100 for the answer).
                 let expect = p.expect_continue && !p.http10;
                 match self.read_whole_body(n as usize, expect).await {
-                    Some(body) => Some(body),
-                    None => return Next::Close,
+                    Ok(body) => Some(body),
+                    Err(ClientFault::TimedOut) => {
+                        return self.fail(&p, ProxyError::BodyTimeout, true).await;
+                    }
+                    Err(_) => return Next::Close,
                 }
             }
             _ => None,
@@ -548,6 +600,9 @@ impl<'a> Conn<'a> {
                 Err(Failure::Client(ClientFault::Malformed)) => {
                     return self.fail(&p, ProxyError::BadChunking, true).await;
                 }
+                Err(Failure::Client(ClientFault::TimedOut)) => {
+                    return self.fail(&p, ProxyError::BodyTimeout, true).await;
+                }
                 Err(Failure::TimedOut) => {
                     let kind = UpstreamErrorKind::ResponseTimeout;
                     self.proxy.state.metrics.upstream_error(kind);
@@ -555,22 +610,17 @@ impl<'a> Conn<'a> {
                         .fail(&p, ProxyError::Upstream(kind), body_started)
                         .await;
                 }
-                Err(Failure::Upstream(error)) => {
+                Err(Failure::Upstream(error, reached)) => {
                     let kind = error.kind();
-                    tracing::debug!(backend = %backend.authority, ?kind, %error, "upstream attempt failed");
+                    tracing::debug!(backend = %backend.authority, ?kind, ?reached, %error, "upstream attempt failed");
                     self.proxy.state.metrics.upstream_error(kind);
-                    let never_sent = matches!(
-                        kind,
-                        UpstreamErrorKind::Refused | UpstreamErrorKind::ConnectTimeout
-                    );
-                    if never_sent || kind == UpstreamErrorKind::Reset {
+                    if reached == Reached::Nothing || kind == UpstreamErrorKind::Reset {
                         backend
                             .mark_down(now, self.proxy.config.dead_backend_ttl.as_millis() as u64);
                     }
                     last_error = kind;
                     let resendable = replay.is_some() || !body_started;
-                    let safe = resendable && (never_sent || p.idempotent);
-                    if is_last || !safe {
+                    if is_last || !may_replay(reached, p.idempotent, resendable) {
                         return self
                             .fail(&p, ProxyError::Upstream(kind), body_started)
                             .await;
@@ -584,28 +634,42 @@ impl<'a> Conn<'a> {
     }
 
     /// Reads a body of `len` bytes whole (answering `100 Continue` first if
-    /// the client waits for it); None if the client went away.
-    async fn read_whole_body(&mut self, len: usize, expect_continue: bool) -> Option<Bytes> {
-        if self.inbuf.len() < len && expect_continue {
-            self.client
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .await
-                .ok()?;
-        }
-        while self.inbuf.len() < len {
-            self.inbuf.reserve(len - self.inbuf.len());
-            match self.client.read_buf(&mut self.inbuf).await {
-                Ok(n) if n > 0 => {}
-                _ => return None,
+    /// the client waits for it), within `--body-read-timeout` of starting.
+    async fn read_whole_body(
+        &mut self,
+        len: usize,
+        expect_continue: bool,
+    ) -> Result<Bytes, ClientFault> {
+        if self.inbuf.len() < len {
+            let limit = self.proxy.config.body_read_timeout;
+            self.body_deadline.set(tokio::time::Instant::now() + limit);
+            if expect_continue {
+                self.client
+                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    .await
+                    .map_err(|_| ClientFault::Gone)?;
+            }
+            while self.inbuf.len() < len {
+                self.inbuf.reserve(len - self.inbuf.len());
+                quickack(&self.client);
+                tokio::select! {
+                    biased;
+                    read = self.client.read_buf(&mut self.inbuf) => match read {
+                        Ok(n) if n > 0 => {}
+                        _ => return Err(ClientFault::Gone),
+                    },
+                    _ = self.body_deadline.expired() => return Err(ClientFault::TimedOut),
+                }
             }
         }
-        Some(self.inbuf.split_to(len).freeze())
+        Ok(self.inbuf.split_to(len).freeze())
     }
 
     /// One attempt on one backend: a connection (pooled or new), the
     /// request, the response head. A pooled connection that turns out to
     /// have been closed by the backend is replaced by a new one once, when
-    /// the request can be sent again.
+    /// the request may be replayed ([`may_replay`]); a request that may not
+    /// goes only on a pooled connection known to be good, else on a new one.
     async fn exchange(
         &mut self,
         backend: &Backend,
@@ -614,19 +678,32 @@ impl<'a> Conn<'a> {
         body_started: &mut bool,
     ) -> Result<(TcpStream, ResponseHead, bool), Failure> {
         let pool = &self.proxy.h1_pool;
-        let (mut upstream, mut reused) = match pool.checkout(&backend.authority, p.started) {
+        let resendable = matches!(body, RequestBody::Replay(_));
+        let strict = !may_replay(Reached::Request, p.idempotent, resendable);
+        let (mut upstream, mut reused) = match pool.checkout(&backend.authority, p.started, strict)
+        {
             Some(stream) => (stream, true),
             None => (pool.connect(&backend.authority).await?, false),
         };
         loop {
             self.upbuf.clear();
-            let result = self.send(&mut upstream, p, &body, body_started).await;
+            let mut answered = false;
+            let result = self
+                .send(&mut upstream, p, &body, body_started, &mut answered)
+                .await;
             match result {
                 Ok((head, body_done)) => return Ok((upstream, head, body_done)),
-                Err(Failure::Upstream(error))
+                Err(Failure::Upstream(error, Reached::Request))
+                    if answered || !self.upbuf.is_empty() =>
+                {
+                    // Bytes of an answer came back: the request was
+                    // processed, whatever broke after.
+                    return Err(Failure::Upstream(error, Reached::Response));
+                }
+                Err(Failure::Upstream(error, reached))
                     if reused
-                        && matches!(body, RequestBody::Replay(_))
-                        && error.kind() == UpstreamErrorKind::Reset =>
+                        && error.kind() == UpstreamErrorKind::Reset
+                        && may_replay(reached, p.idempotent, resendable || !*body_started) =>
                 {
                     // The backend closed its idle connection as we took it.
                     tracing::debug!(backend = %backend.authority, "pooled connection was closed; reconnecting");
@@ -640,13 +717,14 @@ impl<'a> Conn<'a> {
 
     /// Writes the request to `upstream` and waits for the response head,
     /// within the response header timeout. Ok carries whether the request
-    /// body was all sent.
+    /// body was all sent; `answered` is set once an interim answer came.
     async fn send(
         &mut self,
         upstream: &mut TcpStream,
         p: &Prepared,
         body: &RequestBody<'_>,
         body_started: &mut bool,
+        answered: &mut bool,
     ) -> Result<(ResponseHead, bool), Failure> {
         // From the request's start: the same bound for every attempt.
         let deadline =
@@ -659,13 +737,13 @@ impl<'a> Conn<'a> {
                     let head = wait_head(
                         upstream,
                         &mut self.upbuf,
-                        &self.client,
+                        &mut self.client,
                         &mut self.inbuf,
                         self.limits.max_header_size,
                         p,
                         &mut self.out,
-                        true,
                         self.stop,
+                        answered,
                     )
                     .await?;
                     Ok((head, true))
@@ -682,6 +760,9 @@ impl<'a> Conn<'a> {
                         p,
                         body_started,
                         self.stop,
+                        answered,
+                        &mut self.body_deadline,
+                        self.proxy.config.body_read_timeout,
                     )
                     .await
                 }
@@ -705,23 +786,17 @@ impl<'a> Conn<'a> {
         backend: &http::uri::Authority,
     ) -> Next {
         let status = response.facts.status;
+        self.upbuf.advance(response.len);
         if status == 101 {
             if !response.upgrade_agreed {
                 return self.fail(p, ProxyError::UpgradeMismatch, true).await;
             }
-            if self
-                .client
-                .write_all(&self.upbuf[..response.len])
-                .await
-                .is_err()
-            {
+            if self.client.write_all(&self.out).await.is_err() {
                 return Next::Close;
             }
-            self.upbuf.advance(response.len);
             self.finish(p, status, None);
             return Next::Tunnel(upstream);
         }
-        self.upbuf.advance(response.len);
         let relayed = self.relay_body(&mut upstream, &response).await;
         let bytes = match response.facts.framing {
             Framing::Length(n) => Some(n),
@@ -731,6 +806,8 @@ impl<'a> Conn<'a> {
         self.finish(p, status, bytes);
         match relayed {
             Ok(()) => {
+                // Bytes past the end of the answer are unsolicited: that
+                // connection is out of step and never reused.
                 if response.facts.reusable && request_body_done && self.upbuf.is_empty() {
                     self.proxy
                         .h1_pool
@@ -754,68 +831,156 @@ impl<'a> Conn<'a> {
         upstream: &mut TcpStream,
         response: &ResponseHead,
     ) -> io::Result<()> {
+        let idle = self.limits.idle_timeout;
         match response.facts.framing {
-            Framing::Empty => self.client.write_all(&self.out).await,
+            Framing::Empty => {
+                write_bounded(
+                    &mut self.client,
+                    &mut self.response_deadline,
+                    idle,
+                    &self.out,
+                    &[],
+                )
+                .await
+            }
             Framing::Length(n) => {
                 let mut left = n;
                 let have = (self.upbuf.len() as u64).min(left) as usize;
                 if have as u64 == left && have <= COALESCE_LIMIT {
                     self.out.extend_from_slice(&self.upbuf[..have]);
                     self.upbuf.advance(have);
-                    return self.client.write_all(&self.out).await;
+                    return write_bounded(
+                        &mut self.client,
+                        &mut self.response_deadline,
+                        idle,
+                        &self.out,
+                        &[],
+                    )
+                    .await;
                 }
-                write_all_two(&mut self.client, &self.out, &self.upbuf[..have]).await?;
+                write_bounded(
+                    &mut self.client,
+                    &mut self.response_deadline,
+                    idle,
+                    &self.out,
+                    &self.upbuf[..have],
+                )
+                .await?;
                 self.upbuf.advance(have);
                 left -= have as u64;
                 while left > 0 {
                     self.read_upstream(upstream).await?;
                     let take = (self.upbuf.len() as u64).min(left) as usize;
-                    self.client.write_all(&self.upbuf[..take]).await?;
+                    write_bounded(
+                        &mut self.client,
+                        &mut self.response_deadline,
+                        idle,
+                        &[],
+                        &self.upbuf[..take],
+                    )
+                    .await?;
                     self.upbuf.advance(take);
                     left -= take as u64;
                 }
                 Ok(())
             }
-            Framing::Chunked => {
+            Framing::Chunked if response.dechunk => {
                 let mut decoder = ChunkedDecoder::default();
-                let mut head_pending = true;
                 loop {
-                    if response.dechunk {
-                        let mut at = 0;
-                        while at < self.upbuf.len() && !decoder.is_done() {
-                            let segment =
-                                decoder.next(&self.upbuf[at..]).map_err(io::Error::other)?;
-                            if let Segment::Data(n) = segment {
-                                self.out.extend_from_slice(&self.upbuf[at..at + n]);
-                            }
-                            at += segment.size();
+                    let mut at = 0;
+                    while at < self.upbuf.len() && !decoder.is_done() {
+                        let segment = decoder.next(&self.upbuf[at..]).map_err(io::Error::other)?;
+                        if let Segment::Data(n) = segment {
+                            self.out.extend_from_slice(&self.upbuf[at..at + n]);
                         }
-                        self.client.write_all(&self.out).await?;
-                        self.out.clear();
-                        self.upbuf.advance(at);
-                    } else {
-                        let n = decoder.consume(&self.upbuf).map_err(io::Error::other)?;
-                        if head_pending {
-                            write_all_two(&mut self.client, &self.out, &self.upbuf[..n]).await?;
-                        } else {
-                            self.client.write_all(&self.upbuf[..n]).await?;
-                        }
-                        self.upbuf.advance(n);
+                        at += segment.size();
                     }
-                    head_pending = false;
+                    write_bounded(
+                        &mut self.client,
+                        &mut self.response_deadline,
+                        idle,
+                        &self.out,
+                        &[],
+                    )
+                    .await?;
+                    self.out.clear();
+                    self.upbuf.advance(at);
                     if decoder.is_done() {
                         return Ok(());
                     }
                     self.read_upstream(upstream).await?;
                 }
             }
+            Framing::Chunked => {
+                // Chunks pass as they came; the trailer section is checked
+                // and rewritten ([`ChunkedRelay`]). `out` holds the head
+                // until the first write.
+                let mut relay = ChunkedRelay::default();
+                loop {
+                    let fed = relay.feed(&self.upbuf).map_err(io::Error::other)?;
+                    if relay.is_done() && fed.pass <= COALESCE_LIMIT {
+                        // The end of the answer: one write.
+                        self.out.extend_from_slice(&self.upbuf[..fed.pass]);
+                        relay
+                            .write_trailers(&mut self.out)
+                            .map_err(io::Error::other)?;
+                        self.upbuf.advance(fed.used);
+                        return write_bounded(
+                            &mut self.client,
+                            &mut self.response_deadline,
+                            idle,
+                            &self.out,
+                            &[],
+                        )
+                        .await;
+                    }
+                    write_bounded(
+                        &mut self.client,
+                        &mut self.response_deadline,
+                        idle,
+                        &self.out,
+                        &self.upbuf[..fed.pass],
+                    )
+                    .await?;
+                    self.out.clear();
+                    self.upbuf.advance(fed.used);
+                    if relay.is_done() {
+                        relay
+                            .write_trailers(&mut self.out)
+                            .map_err(io::Error::other)?;
+                        return write_bounded(
+                            &mut self.client,
+                            &mut self.response_deadline,
+                            idle,
+                            &self.out,
+                            &[],
+                        )
+                        .await;
+                    }
+                    self.read_upstream(upstream).await?;
+                }
+            }
             Framing::UntilClose => {
-                write_all_two(&mut self.client, &self.out, &self.upbuf).await?;
+                write_bounded(
+                    &mut self.client,
+                    &mut self.response_deadline,
+                    idle,
+                    &self.out,
+                    &self.upbuf[..],
+                )
+                .await?;
                 self.upbuf.clear();
                 loop {
                     match self.read_upstream(upstream).await {
                         Ok(()) => {
-                            self.client.write_all(&self.upbuf).await?;
+                            write_bounded(
+                                &mut self.client,
+                                &mut self.response_deadline,
+                                idle,
+                                &[],
+                                &self.upbuf[..],
+                            )
+                            .await?;
                             self.upbuf.clear();
                         }
                         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
@@ -827,26 +992,36 @@ impl<'a> Conn<'a> {
     }
 
     /// Reads more of a response body, watching the client: a client that
-    /// leaves ends the relay (and the backend connection with it).
+    /// leaves ends the relay (and the backend connection with it), and so
+    /// does a backend that sends nothing for the idle timeout.
     async fn read_upstream(&mut self, upstream: &mut TcpStream) -> io::Result<()> {
         self.upbuf.reserve(BODY_CHUNK);
-        loop {
-            let watching = self.inbuf.len() < self.limits.max_header_size;
-            tokio::select! {
-                biased;
-                read = upstream.read_buf(&mut self.upbuf) => {
-                    return match read? {
-                        0 => Err(io::ErrorKind::UnexpectedEof.into()),
-                        _ => Ok(()),
-                    };
-                }
-                gone = client_left(&self.client, &mut self.inbuf), if watching => {
-                    if gone {
-                        return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "client left"));
+        quickack(upstream);
+        let idle = self.limits.idle_timeout;
+        let (client, inbuf, upbuf) = (&self.client, &mut self.inbuf, &mut self.upbuf);
+        let max_header_size = self.limits.max_header_size;
+        let wait = async {
+            loop {
+                let watching = inbuf.len() < max_header_size;
+                tokio::select! {
+                    biased;
+                    read = upstream.read_buf(upbuf) => {
+                        return match read? {
+                            0 => Err(io::ErrorKind::UnexpectedEof.into()),
+                            _ => Ok(()),
+                        };
+                    }
+                    gone = client_left(client, inbuf), if watching => {
+                        if gone {
+                            return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "client left"));
+                        }
                     }
                 }
             }
-        }
+        };
+        bounded(wait, &mut self.response_deadline, idle)
+            .await
+            .unwrap_or_else(|| Err(io::Error::new(io::ErrorKind::TimedOut, "backend idle")))
     }
 
     /// Metrics and the access log line of an answered request; the
@@ -933,26 +1108,27 @@ impl<'a> Conn<'a> {
 
 /// Waits for the final response head from `upstream` (relaying interim
 /// 1xx answers to the client), parses it and writes the client's head into
-/// `out`. While waiting, the client is watched when `watch_client`: if it
-/// leaves, the exchange is abandoned.
+/// `out`. While waiting, the client is watched: if it leaves, the exchange
+/// is abandoned. `answered` is set once an interim answer came.
 #[allow(clippy::too_many_arguments)]
 async fn wait_head(
     upstream: &mut TcpStream,
     upbuf: &mut BytesMut,
-    client: &TcpStream,
+    client: &mut TcpStream,
     inbuf: &mut BytesMut,
     max_header_size: usize,
     p: &Prepared,
     out: &mut Vec<u8>,
-    watch_client: bool,
     stop: &Stop,
+    answered: &mut bool,
 ) -> Result<ResponseHead, Failure> {
     loop {
         if !upbuf.is_empty() {
             match parse_response(upbuf, p, out, stop, true)? {
                 Parsed::Final(head) => return Ok(head),
                 Parsed::Interim(len) => {
-                    if !p.http10 && write_all_shared(client, &upbuf[..len]).await.is_err() {
+                    *answered = true;
+                    if !p.http10 && client.write_all(out).await.is_err() {
                         return Err(Failure::Client(ClientFault::Gone));
                     }
                     upbuf.advance(len);
@@ -961,11 +1137,11 @@ async fn wait_head(
                 Parsed::Partial if upbuf.len() >= max_header_size => {
                     return Err(UpstreamError::Protocol.into())
                 }
-                Parsed::Partial => {}
+                Parsed::Partial => quickack(upstream),
             }
         }
         upbuf.reserve(READ_CHUNK);
-        let watching = watch_client && inbuf.len() < max_header_size;
+        let watching = inbuf.len() < max_header_size;
         tokio::select! {
             biased;
             read = upstream.read_buf(upbuf) => {
@@ -984,13 +1160,15 @@ async fn wait_head(
 
 enum Parsed {
     Final(ResponseHead),
+    /// An interim answer of this many bytes; its rewritten head is in `out`.
     Interim(usize),
     Partial,
 }
 
 /// Parses a response head; a final one gets its client head written into
-/// `out`. `request_body_done`: the request body was all sent (else the
-/// client connection closes after this answer).
+/// `out`, an interim one its rewritten self. `request_body_done`: the
+/// request body was all sent (else the client connection closes after
+/// this answer).
 fn parse_response(
     upbuf: &[u8],
     p: &Prepared,
@@ -1008,7 +1186,9 @@ fn parse_response(
         Err(_) => return Err(UpstreamError::Protocol),
     };
     let facts = head::inspect_response(&resp, p.is_head).map_err(|_| UpstreamError::Protocol)?;
+    out.clear();
     if (100..200).contains(&facts.status) && facts.status != 101 {
+        head::write_interim_head(out, &resp);
         return Ok(Parsed::Interim(len));
     }
     let dechunk = p.http10 && facts.framing == Framing::Chunked;
@@ -1021,7 +1201,6 @@ fn parse_response(
         && p.upgrade
             .as_deref()
             .is_some_and(|wanted| head::upgrade_agreed(&resp, wanted));
-    out.clear();
     head::write_response_head(
         out,
         &resp,
@@ -1057,6 +1236,9 @@ async fn stream_body_and_wait(
     p: &Prepared,
     body_started: &mut bool,
     stop: &Stop,
+    answered: &mut bool,
+    body_deadline: &mut Deadline,
+    body_read_timeout: Duration,
 ) -> Result<(ResponseHead, bool), Failure> {
     let (mut up_read, mut up_write) = upstream.split();
     let (mut client_read, mut client_write) = client.split();
@@ -1072,6 +1254,7 @@ async fn stream_body_and_wait(
         out,
         stop,
         &body_done,
+        answered,
     );
     tokio::pin!(wait);
     // 1. The body goes up while the answer is awaited.
@@ -1082,6 +1265,8 @@ async fn stream_body_and_wait(
             &mut up_write,
             p.framing,
             body_started,
+            body_deadline,
+            body_read_timeout,
         );
         tokio::pin!(send);
         tokio::select! {
@@ -1093,15 +1278,15 @@ async fn stream_body_and_wait(
                     tracing::debug!(error = %e, "backend stopped reading the request body");
                 }
                 Err(BodyError::Client(e)) => {
-                    let fault = if e.kind() == io::ErrorKind::InvalidData {
-                        ClientFault::Malformed
-                    } else {
-                        ClientFault::Gone
+                    let fault = match e.kind() {
+                        io::ErrorKind::InvalidData => ClientFault::Malformed,
+                        io::ErrorKind::TimedOut => ClientFault::TimedOut,
+                        _ => ClientFault::Gone,
                     };
                     return Err(Failure::Client(fault));
                 }
             },
-            head = &mut wait => return answered(head, &body_done),
+            head = &mut wait => return answered_with(head, &body_done),
         }
     }
     // 2. The body is sent: the client is watched while the answer is
@@ -1111,7 +1296,7 @@ async fn stream_body_and_wait(
         inbuf.reserve(READ_CHUNK);
         tokio::select! {
             biased;
-            head = &mut wait => return answered(head, &body_done),
+            head = &mut wait => return answered_with(head, &body_done),
             read = client_read.read_buf(inbuf), if watching => {
                 if !matches!(read, Ok(n) if n > 0) {
                     return Err(Failure::Client(ClientFault::Gone));
@@ -1121,7 +1306,7 @@ async fn stream_body_and_wait(
     }
 }
 
-fn answered(
+fn answered_with(
     head: Result<ResponseHead, UpstreamError>,
     body_done: &AtomicBool,
 ) -> Result<(ResponseHead, bool), Failure> {
@@ -1132,22 +1317,26 @@ fn answered(
 /// Where a request body copy failed.
 #[derive(Debug)]
 enum BodyError {
-    /// The client's side: gone, or malformed chunked framing.
+    /// The client's side: gone, stalled (`TimedOut`), or malformed chunked
+    /// framing (`InvalidData`).
     Client(io::Error),
     Upstream(io::Error),
 }
 
 /// Copies the request body (`framing`) from the client to the backend,
-/// starting with what is already in `inbuf`.
+/// starting with what is already in `inbuf`. Chunks pass as they came, the
+/// trailer section is checked and rewritten ([`ChunkedRelay`]).
 async fn send_body<R, W>(
     client: &mut R,
     inbuf: &mut BytesMut,
     upstream: &mut W,
     framing: Framing,
     started: &mut bool,
+    deadline: &mut Deadline,
+    limit: Duration,
 ) -> Result<(), BodyError>
 where
-    R: AsyncRead + Unpin,
+    R: AsyncRead + Unpin + Quickack,
     W: AsyncWrite + Unpin,
 {
     match framing {
@@ -1168,41 +1357,52 @@ where
                 if left == 0 {
                     return Ok(());
                 }
-                read_more(client, inbuf).await?;
+                read_more(client, inbuf, deadline, limit).await?;
             }
         }
         Framing::Chunked => {
-            let mut decoder = ChunkedDecoder::default();
+            let mut relay = ChunkedRelay::default();
+            let mut end = Vec::new();
             loop {
-                let n = decoder.consume(inbuf).map_err(|e| {
+                let fed = relay.feed(inbuf).map_err(|e| {
                     BodyError::Client(io::Error::new(io::ErrorKind::InvalidData, e))
                 })?;
-                if n > 0 {
+                if relay.is_done() {
+                    relay.write_trailers(&mut end).map_err(|e| {
+                        BodyError::Client(io::Error::new(io::ErrorKind::InvalidData, e))
+                    })?;
+                }
+                if fed.pass > 0 || !end.is_empty() {
                     *started = true;
-                    upstream
-                        .write_all(&inbuf[..n])
+                    write_all_two(upstream, &inbuf[..fed.pass], &end)
                         .await
                         .map_err(BodyError::Upstream)?;
-                    inbuf.advance(n);
                 }
-                if decoder.is_done() {
+                inbuf.advance(fed.used);
+                if relay.is_done() {
                     return Ok(());
                 }
-                read_more(client, inbuf).await?;
+                read_more(client, inbuf, deadline, limit).await?;
             }
         }
     }
 }
 
-async fn read_more<R: AsyncRead + Unpin>(
+/// Reads more of a request body; the client must send something within
+/// `limit` (`--body-read-timeout`).
+async fn read_more<R: AsyncRead + Unpin + Quickack>(
     client: &mut R,
     inbuf: &mut BytesMut,
+    deadline: &mut Deadline,
+    limit: Duration,
 ) -> Result<(), BodyError> {
     inbuf.reserve(BODY_CHUNK);
-    match client.read_buf(inbuf).await {
-        Ok(0) => Err(BodyError::Client(io::ErrorKind::UnexpectedEof.into())),
-        Ok(_) => Ok(()),
-        Err(e) => Err(BodyError::Client(e)),
+    client.quickack();
+    match bounded(client.read_buf(inbuf), deadline, limit).await {
+        None => Err(BodyError::Client(io::ErrorKind::TimedOut.into())),
+        Some(Ok(0)) => Err(BodyError::Client(io::ErrorKind::UnexpectedEof.into())),
+        Some(Ok(_)) => Ok(()),
+        Some(Err(e)) => Err(BodyError::Client(e)),
     }
 }
 
@@ -1218,9 +1418,10 @@ async fn wait_head_split<R, W>(
     out: &mut Vec<u8>,
     stop: &Stop,
     body_done: &AtomicBool,
+    answered: &mut bool,
 ) -> Result<ResponseHead, UpstreamError>
 where
-    R: AsyncRead + Unpin,
+    R: AsyncRead + Unpin + Quickack,
     W: AsyncWrite + Unpin,
 {
     loop {
@@ -1228,8 +1429,9 @@ where
             match parse_response(upbuf, p, out, stop, body_done.load(Ordering::Relaxed))? {
                 Parsed::Final(head) => return Ok(head),
                 Parsed::Interim(len) => {
+                    *answered = true;
                     if !p.http10 {
-                        client.write_all(&upbuf[..len]).await?;
+                        client.write_all(out).await?;
                     }
                     upbuf.advance(len);
                     continue;
@@ -1237,13 +1439,25 @@ where
                 Parsed::Partial if upbuf.len() >= max_header_size => {
                     return Err(UpstreamError::Protocol)
                 }
-                Parsed::Partial => {}
+                Parsed::Partial => upstream.quickack(),
             }
         }
         upbuf.reserve(READ_CHUNK);
         if upstream.read_buf(upbuf).await? == 0 {
             return Err(UpstreamError::Closed);
         }
+    }
+}
+
+/// Halves of a TCP socket that can ask for an immediate acknowledgement
+/// (see [`quickack`]).
+trait Quickack {
+    fn quickack(&self);
+}
+
+impl Quickack for tokio::net::tcp::ReadHalf<'_> {
+    fn quickack(&self) {
+        quickack(self.as_ref());
     }
 }
 
@@ -1268,6 +1482,25 @@ async fn client_left(client: &TcpStream, inbuf: &mut BytesMut) -> bool {
     }
 }
 
+/// [`write_all_two`] to the client, failing when it cannot finish within
+/// `idle` (a client that stopped reading).
+async fn write_bounded(
+    client: &mut TcpStream,
+    deadline: &mut Deadline,
+    idle: Duration,
+    a: &[u8],
+    b: &[u8],
+) -> io::Result<()> {
+    bounded(write_all_two(client, a, b), deadline, idle)
+        .await
+        .unwrap_or_else(|| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client stopped reading",
+            ))
+        })
+}
+
 /// Writes `a` then `b` with as few syscalls as the kernel allows.
 async fn write_all_two<W: AsyncWrite + Unpin>(w: &mut W, a: &[u8], b: &[u8]) -> io::Result<()> {
     if b.is_empty() {
@@ -1289,19 +1522,6 @@ async fn write_all_two<W: AsyncWrite + Unpin>(w: &mut W, a: &[u8], b: &[u8]) -> 
         }
     }
     w.write_all(b).await
-}
-
-/// `write_all` on a shared socket reference.
-async fn write_all_shared(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(buf) {
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 fn access_info(req: &httparse::Request<'_, '_>, host: &str, path: &str) -> AccessInfo {

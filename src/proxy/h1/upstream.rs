@@ -6,7 +6,10 @@
 //! (abandoned bodies, `Connection: close`, bytes past the end) closes it.
 //! Before reuse a pooled socket is checked for readability without a
 //! syscall in the common case: an idle backend connection has nothing to
-//! say, so readable means closed (or broken) and it is dropped.
+//! say, so readable means closed (or broken) and it is dropped. A request
+//! that may not be replayed (see `proxy::policy`) asks for more: a
+//! connection used less than [`KNOWN_GOOD_IDLE`] ago that a non-blocking
+//! read finds silent, else a new one.
 
 use crate::metrics::UpstreamErrorKind;
 use http::uri::Authority;
@@ -19,6 +22,12 @@ use tokio::net::TcpStream;
 
 /// Idle connections kept per backend (per worker); more are closed.
 const MAX_IDLE_PER_BACKEND: usize = 512;
+
+/// A pooled connection idle longer than this is not trusted with a request
+/// that may not be replayed: backends close idle keep-alive connections
+/// after a timeout of their own (gunicorn 2 s, Node and uvicorn 5 s), and
+/// a request sent as the close crosses it would have to be answered `502`.
+pub const KNOWN_GOOD_IDLE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -94,15 +103,26 @@ impl Pool {
     }
 
     /// An idle connection to `backend` that still looks open, if any
-    /// (`now`: the request's clock reading).
-    pub fn checkout(&self, backend: &Authority, now: Instant) -> Option<TcpStream> {
+    /// (`now`: the request's clock reading). `known_good`: only one used
+    /// within [`KNOWN_GOOD_IDLE`] and found silent by a read syscall (for a
+    /// request that may not be replayed).
+    pub fn checkout(
+        &self,
+        backend: &Authority,
+        now: Instant,
+        known_good: bool,
+    ) -> Option<TcpStream> {
         let mut idle = self.shared.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(backend.as_str())?;
         while let Some(conn) = list.pop() {
-            let fresh = now.saturating_duration_since(conn.since) < self.shared.config.idle_timeout;
-            if fresh && looks_open(&conn.stream) {
-                return Some(conn.stream);
+            let age = now.saturating_duration_since(conn.since);
+            if age >= self.shared.config.idle_timeout || !looks_open(&conn.stream) {
+                continue;
             }
+            if known_good && (age >= KNOWN_GOOD_IDLE || !silent(&conn.stream)) {
+                continue;
+            }
+            return Some(conn.stream);
         }
         None
     }
@@ -199,6 +219,14 @@ fn looks_open(stream: &TcpStream) -> bool {
             matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
         }
     }
+}
+
+/// Asks the socket itself (a non-blocking `recv` with `MSG_PEEK`, not the
+/// reactor's cached readiness, which may not have seen a close that just
+/// arrived) whether the backend closed or sent anything unasked.
+fn silent(stream: &TcpStream) -> bool {
+    let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    matches!(socket2::SockRef::from(stream).peek(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 /// Runs `sweep` on the pool every idle timeout / 4 (at least every
