@@ -10,6 +10,7 @@ mod support_proxy;
 mod access_log;
 mod cli;
 mod faults;
+mod forwarding;
 mod hardening;
 mod http1;
 mod proxy;

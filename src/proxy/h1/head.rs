@@ -52,7 +52,7 @@ impl From<httparse::Error> for HeadError {
 
 /// The headers whose meaning the proxy acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Name {
+pub(crate) enum Name {
     Host,
     ContentLength,
     TransferEncoding,
@@ -63,23 +63,29 @@ enum Name {
     XForwardedFor,
     XForwardedProto,
     XForwardedHost,
+    XRealIp,
+    Forwarded,
     XRequestId,
+    UserAgent,
     /// Hop-by-hop and dropped: Keep-Alive, Proxy-Connection,
     /// Proxy-Authenticate, Proxy-Authorization, Trailer.
     OtherHop,
     Other,
 }
 
-fn classify(name: &str) -> Name {
+pub(crate) fn classify(name: &str) -> Name {
     let is = |n: &str| name.eq_ignore_ascii_case(n);
     match name.len() {
         2 if is("te") => Name::Te,
         4 if is("host") => Name::Host,
         6 if is("expect") => Name::Expect,
         7 if is("upgrade") => Name::Upgrade,
+        9 if is("x-real-ip") => Name::XRealIp,
+        9 if is("forwarded") => Name::Forwarded,
         7 if is("trailer") => Name::OtherHop,
         10 if is("connection") => Name::Connection,
         10 if is("keep-alive") => Name::OtherHop,
+        10 if is("user-agent") => Name::UserAgent,
         12 if is("x-request-id") => Name::XRequestId,
         14 if is("content-length") => Name::ContentLength,
         15 if is("x-forwarded-for") => Name::XForwardedFor,
@@ -223,6 +229,7 @@ pub struct RequestFacts<'b> {
     pub expect_continue: bool,
     /// The client's `X-Request-Id`, passed through.
     pub request_id: Option<&'b [u8]>,
+    pub user_agent: Option<&'b [u8]>,
 }
 
 /// Reads a parsed request head. `ProxyError` answers say what the client
@@ -248,6 +255,7 @@ pub fn inspect_request<'b>(
     let mut upgrade = None;
     let mut expect_continue = false;
     let mut request_id = None;
+    let mut user_agent = None;
     for h in headers {
         match classify(h.name) {
             Name::Host => {
@@ -262,6 +270,7 @@ pub fn inspect_request<'b>(
             Name::Upgrade => upgrade = Some(h.value),
             Name::Expect => expect_continue |= h.value.eq_ignore_ascii_case(b"100-continue"),
             Name::XRequestId => request_id = Some(h.value),
+            Name::UserAgent => user_agent = Some(h.value),
             _ => {}
         }
     }
@@ -329,6 +338,7 @@ pub fn inspect_request<'b>(
         upgrade,
         expect_continue,
         request_id,
+        user_agent,
     })
 }
 
@@ -373,6 +383,14 @@ fn absolute_form(target: &str) -> Result<(Cow<'_, str>, &[u8], &str), ProxyError
 pub struct Forwarding<'a> {
     /// The client's address as text (`X-Forwarded-For`).
     pub client: &'a [u8],
+    /// How the client reached the proxy, `http` or `https`
+    /// (`X-Forwarded-Proto`).
+    pub proto: &'a [u8],
+    /// The client is a proxy of ours (`--trusted-proxies`): its
+    /// `X-Forwarded-For` is appended to and its `X-Forwarded-Proto`,
+    /// `X-Real-IP` and `Forwarded` kept. From anyone else they are
+    /// replaced (`X-Forwarded-For`: the client alone) or removed.
+    pub trusted: bool,
     pub request_id: &'a [u8],
     /// Leave `Expect` out: the proxy answered `100 Continue` itself and
     /// has the body already.
@@ -396,9 +414,10 @@ pub fn write_request_head(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut te_trailers = false;
     let mut prior_xff = false;
+    let mut prior_proto: Option<&[u8]> = None;
     for h in headers {
         match classify(h.name) {
-            Name::Other => {
+            Name::Other | Name::UserAgent => {
                 if connection.names(h.name) {
                     continue;
                 }
@@ -414,13 +433,19 @@ pub fn write_request_head(
             Name::Expect if !fwd.drop_expect => put_header(out, h.name.as_bytes(), h.value),
             Name::Te => te_trailers |= list(h.value).any(|t| t.eq_ignore_ascii_case(b"trailers")),
             Name::XForwardedFor => prior_xff = true,
+            Name::XForwardedProto if fwd.trusted => {
+                prior_proto = prior_proto.or(Some(h.value));
+            }
+            Name::XRealIp | Name::Forwarded if fwd.trusted => {
+                put_header(out, h.name.as_bytes(), h.value)
+            }
             _ => {}
         }
     }
     put_header(out, b"Host", facts.original_host);
-    // X-Forwarded-For: every prior value, in order, then the client.
+    // X-Forwarded-For: a trusted proxy's values, in order, then the client.
     out.extend_from_slice(b"X-Forwarded-For: ");
-    if prior_xff {
+    if prior_xff && fwd.trusted {
         for h in headers
             .iter()
             .filter(|h| classify(h.name) == Name::XForwardedFor)
@@ -430,7 +455,8 @@ pub fn write_request_head(
         }
     }
     out.extend_from_slice(fwd.client);
-    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+    out.extend_from_slice(b"\r\n");
+    put_header(out, b"X-Forwarded-Proto", prior_proto.unwrap_or(fwd.proto));
     put_header(out, b"X-Forwarded-Host", facts.original_host);
     put_header(out, b"X-Request-Id", fwd.request_id);
     match facts.framing {
@@ -452,7 +478,7 @@ pub fn write_request_head(
     out.extend_from_slice(b"\r\n");
 }
 
-fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub(crate) fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
@@ -595,20 +621,29 @@ pub fn write_interim_head(out: &mut Vec<u8>, resp: &httparse::Response<'_, '_>) 
 }
 
 /// A response's end-to-end headers, in order: all but hop-by-hop ones
-/// (those `Connection` names included) and framing ones, which the proxy
-/// writes itself.
-fn write_end_to_end(out: &mut Vec<u8>, headers: &[httparse::Header<'_>]) {
+/// (those `Connection` names included), the request id and framing ones,
+/// which the proxy writes itself. Both protocols relay these.
+pub fn end_to_end<'h, 'b>(
+    headers: &'h [httparse::Header<'b>],
+) -> impl Iterator<Item = &'h httparse::Header<'b>> {
     let connection = ConnectionTokens::of(headers);
-    for h in headers {
-        match classify(h.name) {
-            Name::Other if !connection.names(h.name) => put_header(out, h.name.as_bytes(), h.value),
-            Name::Host
-            | Name::Expect
-            | Name::XForwardedFor
-            | Name::XForwardedHost
-            | Name::XForwardedProto => put_header(out, h.name.as_bytes(), h.value),
-            _ => {}
-        }
+    headers.iter().filter(move |h| match classify(h.name) {
+        Name::Other => !connection.names(h.name),
+        Name::Host
+        | Name::Expect
+        | Name::XForwardedFor
+        | Name::XForwardedHost
+        | Name::XForwardedProto
+        | Name::XRealIp
+        | Name::Forwarded
+        | Name::UserAgent => true,
+        _ => false,
+    })
+}
+
+fn write_end_to_end(out: &mut Vec<u8>, headers: &[httparse::Header<'_>]) {
+    for h in end_to_end(headers) {
+        put_header(out, h.name.as_bytes(), h.value);
     }
 }
 
@@ -632,8 +667,8 @@ pub fn upgrade_agreed(resp: &httparse::Response<'_, '_>, requested: &[u8]) -> bo
         })
 }
 
-/// The proxy's own short answer (errors, 404, 503).
-pub fn write_error(out: &mut Vec<u8>, error: ProxyError, close: bool) {
+/// The proxy's own short answer (errors, 404, 503), with the request's id.
+pub fn write_error(out: &mut Vec<u8>, error: ProxyError, close: bool, request_id: &[u8]) {
     let status = error.status();
     let body = error.body();
     write_status_line(
@@ -644,6 +679,7 @@ pub fn write_error(out: &mut Vec<u8>, error: ProxyError, close: bool) {
     out.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
     out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
     out.extend_from_slice(b"\r\n");
+    put_header(out, b"X-Request-Id", request_id);
     if error == ProxyError::NotReady {
         out.extend_from_slice(b"Retry-After: 1\r\n");
     }
@@ -681,6 +717,10 @@ mod tests {
     }
 
     fn forwarded(raw: &[u8]) -> String {
+        forwarded_by(raw, true)
+    }
+
+    fn forwarded_by(raw: &[u8], trusted: bool) -> String {
         let mut headers = [httparse::EMPTY_HEADER; 16];
         let req = parse(raw, &mut headers);
         let f = inspect_request(&req).unwrap();
@@ -691,6 +731,8 @@ mod tests {
             &f,
             &Forwarding {
                 client: b"10.0.0.1",
+                proto: b"http",
+                trusted,
                 request_id: f.request_id.unwrap_or(b"rid"),
                 drop_expect: false,
             },
@@ -853,7 +895,7 @@ mod tests {
         assert_eq!(
             out,
             "GET /p?q=1 HTTP/1.1\r\nX-Kept: 1\r\nHost: hdr.test\r\n\
-             X-Forwarded-For: 203.0.113.7, 10.0.0.1\r\nX-Forwarded-Proto: http\r\n\
+             X-Forwarded-For: 203.0.113.7, 10.0.0.1\r\nX-Forwarded-Proto: https\r\n\
              X-Forwarded-Host: hdr.test\r\nX-Request-Id: rid\r\nTE: trailers\r\n\r\n"
         );
         let out = forwarded(b"POST http://a.test/x HTTP/1.1\r\nHost: b\r\nX-Request-Id: mine\r\nContent-Length: 3, 3\r\n\r\n");
@@ -864,6 +906,28 @@ mod tests {
         assert!(
             out.contains("X-Request-Id: mine\r\nContent-Length: 3\r\n\r\n"),
             "{out}"
+        );
+        // From anyone but a trusted proxy, forwarding headers are the
+        // proxy's alone.
+        let out = forwarded_by(
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\n\
+              X-Real-IP: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Forwarded-Host: evil\r\n\r\n",
+            false,
+        );
+        assert_eq!(
+            out,
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\n\
+             X-Forwarded-Host: a\r\nX-Request-Id: rid\r\n\r\n"
+        );
+        let out = forwarded(
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\n\
+              X-Real-IP: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\n\r\n",
+        );
+        assert_eq!(
+            out,
+            "GET / HTTP/1.1\r\nX-Real-IP: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nHost: a\r\n\
+             X-Forwarded-For: 6.6.6.6, 10.0.0.1\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: a\r\n\
+             X-Request-Id: rid\r\n\r\n"
         );
         let out = forwarded(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n");
         assert!(out.contains("Sec-WebSocket-Key: k\r\n"), "{out}");
@@ -1039,7 +1103,7 @@ mod tests {
     #[test]
     fn error_answers_are_short_plain_text() {
         let mut out = Vec::new();
-        write_error(&mut out, ProxyError::NotReady, false);
+        write_error(&mut out, ProxyError::NotReady, false, b"rid");
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.starts_with("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain"),
@@ -1049,7 +1113,7 @@ mod tests {
         let body = ProxyError::NotReady.body();
         assert!(
             text.ends_with(&format!(
-                "Content-Length: {}\r\nRetry-After: 1\r\n\r\n{body}",
+                "Content-Length: {}\r\nX-Request-Id: rid\r\nRetry-After: 1\r\n\r\n{body}",
                 body.len()
             )),
             "{text}"

@@ -1,7 +1,12 @@
-//! HTTP/1.x on one client connection, on plain sockets: read a head, route
-//! it, forward it on a pooled backend connection, relay the answer, and
-//! again (keep-alive, pipelining). Upgrades become tunnels; a connection
-//! that opens with the HTTP/2 preface is handed back to the caller.
+//! HTTP/1.x on one client connection: read a head, route it, forward it on
+//! a pooled backend connection, relay the answer, and again (keep-alive,
+//! pipelining). Upgrades become tunnels; a connection that opens with the
+//! HTTP/2 preface is handed back to the caller.
+//!
+//! The driver is generic over its streams: the client is any [`Socket`]
+//! (plain TCP, TLS, an in-memory pipe in tests) and backends come from the
+//! proxy's [`Dialer`]. What it needs beyond reading and writing (an
+//! immediate ACK, pool checks) is in [`super::io`].
 //!
 //! Why not hyper here: a reverse proxy moves heads and bytes, and hyper's
 //! server and client parse every head into a `HeaderMap`, build a
@@ -11,37 +16,34 @@
 //! request (bench/README.md). Here a head is parsed by httparse in place,
 //! the backend's head is written straight from the parsed one, a small
 //! answer goes out in one write, and nothing crosses a task boundary.
-//! HTTP/2 stays on hyper ([`super::Proxy::handle`]).
 //!
-//! Architecture invariant: the same rules as the HTTP/2 path — hop-by-hop
-//! headers, forwarding headers, request ids, retries, dead-backend marks,
-//! status codes ([`ProxyError`]) — and nothing here awaits Redis.
+//! Architecture invariant: the policy is [`super::policy`]'s, as for
+//! HTTP/2 (route lookup, backend order, dead marks, the replay rule, the
+//! access-log record), the header rules those of [`head`], and nothing
+//! here awaits Redis.
 
 pub mod chunked;
 pub mod head;
-pub mod upstream;
 
-use super::policy::{may_replay, Reached};
-use super::{Proxy, ProxyError, REPLAY_BUFFER_LIMIT};
-use crate::metrics::UpstreamErrorKind;
-use crate::routes::{ms_at, Backend, Lookup, Route};
+use super::io::{Dialer, Shared, Socket};
+use super::policy::{self, Access, Failed, Reached};
+use super::upstream::UpstreamError;
+use super::{ConnInfo, Proxy, ProxyError, REPLAY_BUFFER_LIMIT};
+use crate::routes::{ms_at, Backend, Route};
 use bytes::{Buf, Bytes, BytesMut};
 use chunked::{ChunkedDecoder, ChunkedRelay, Segment};
 use head::{Downstream, Forwarding, Framing, HeadError, ResponseFacts, MAX_HEADERS};
 use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
-use upstream::UpstreamError;
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -62,7 +64,8 @@ pub struct Limits {
     /// A request head must be complete this long after the proxy starts
     /// waiting for it (also bounds a keep-alive wait).
     pub header_read_timeout: Duration,
-    /// A keep-alive connection with no request for this long is closed.
+    /// A keep-alive connection with no request for this long is closed, and
+    /// so is one whose response relay stalls this long.
     pub idle_timeout: Duration,
     pub max_header_size: usize,
 }
@@ -92,11 +95,11 @@ impl Stop {
 }
 
 /// How a connection ended, as far as its caller is concerned.
-pub enum Ended {
+pub enum Ended<C> {
     Closed,
     /// The client spoke the HTTP/2 preface: these bytes were read already.
     Http2 {
-        stream: TcpStream,
+        stream: C,
         read: BytesMut,
     },
 }
@@ -104,20 +107,23 @@ pub enum Ended {
 /// Serves HTTP/1.x on `stream` until the client leaves, the connection
 /// idles out, a request says close, or `stop` is cancelled (then the
 /// request in flight finishes first).
-pub async fn serve(
-    proxy: &Proxy,
-    stream: TcpStream,
-    peer: SocketAddr,
+pub async fn serve<C: Socket, D: Dialer>(
+    proxy: &Proxy<D>,
+    stream: C,
+    info: &ConnInfo,
     limits: &Limits,
     stop: &Stop,
-) -> Ended {
+) -> Ended<C> {
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
     let conn = Conn {
         proxy,
         limits,
         stop,
         client: stream,
-        client_text: head::client_text(peer.ip()),
+        client_text: head::client_text(info.peer.ip()),
+        proto: if info.tls { b"https" } else { b"http" },
+        trusted: proxy.trusts(info.peer.ip()),
+        info,
         inbuf: BytesMut::with_capacity(READ_CHUNK),
         upbuf: BytesMut::new(),
         out: Vec::with_capacity(1024),
@@ -130,13 +136,18 @@ pub async fn serve(
     conn.run().await
 }
 
-struct Conn<'a> {
-    proxy: &'a Proxy,
+struct Conn<'a, C, D: Dialer> {
+    proxy: &'a Proxy<D>,
     limits: &'a Limits,
     stop: &'a Stop,
-    client: TcpStream,
+    client: C,
+    info: &'a ConnInfo,
     /// The client address as `X-Forwarded-For` spells it, formatted once.
     client_text: Vec<u8>,
+    /// `X-Forwarded-Proto`: how the client reached us.
+    proto: &'static [u8],
+    /// The client is a trusted proxy (`--trusted-proxies`).
+    trusted: bool,
     /// Bytes from the client not yet used.
     inbuf: BytesMut,
     /// Bytes from the backend not yet relayed.
@@ -212,21 +223,6 @@ async fn bounded<F: Future>(op: F, deadline: &mut Deadline, limit: Duration) -> 
     }
 }
 
-/// Asks the kernel to acknowledge what it received at once. Called while a
-/// message is incomplete: a peer that writes a head and then a body
-/// without `TCP_NODELAY` (Python's `http.server` and many small
-/// frameworks) holds the body back until its head is acknowledged (Nagle),
-/// and an acknowledgement delayed by our kernel (up to 40 ms on Linux)
-/// would stall every such exchange. Not permanent (the kernel falls back
-/// to delayed acknowledgements), hence re-armed before each wait; a message
-/// that arrives whole never pays the syscall.
-fn quickack(stream: &TcpStream) {
-    #[cfg(target_os = "linux")]
-    let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
-    #[cfg(not(target_os = "linux"))]
-    let _ = stream;
-}
-
 /// A request ready to go: its upstream head is in `Conn::out`.
 struct Prepared {
     head_len: usize,
@@ -247,7 +243,7 @@ struct Prepared {
     /// its body was read whole first. The response header timeout counts
     /// from here.
     sent_at: Instant,
-    access: Option<AccessInfo>,
+    access: Option<Access>,
 }
 
 /// The request id sent upstream and back: the client's, or a fresh one.
@@ -257,6 +253,13 @@ enum RequestId {
 }
 
 impl RequestId {
+    fn new(client: Option<&[u8]>) -> RequestId {
+        match client {
+            Some(id) => RequestId::Client(id.into()),
+            None => RequestId::Generated(super::headers::request_id_hex()),
+        }
+    }
+
     fn as_bytes(&self) -> &[u8] {
         match self {
             RequestId::Generated(b) => b,
@@ -265,36 +268,29 @@ impl RequestId {
     }
 }
 
-/// What the access log says of a request (only gathered when it is on).
-struct AccessInfo {
-    method: String,
-    host: String,
-    path: String,
-    backend: Option<String>,
-}
-
 /// A request head that will not be forwarded.
 struct Refusal {
     error: ProxyError,
-    access: Option<AccessInfo>,
+    access: Option<Access>,
     /// Where the refused request ends, when the rest of the connection can
     /// still be read (a routing refusal of a body-less request).
     head_len: Option<usize>,
+    request_id: RequestId,
     started: Instant,
 }
 
 enum Step {
     Ready(Box<Prepared>),
     Partial,
-    Refuse(Refusal),
+    Refuse(Box<Refusal>),
 }
 
 /// What the connection does after an exchange.
-enum Next {
+enum Next<U> {
     KeepAlive,
     Close,
-    /// A 101 was relayed: the two sockets become a tunnel.
-    Tunnel(TcpStream),
+    /// A 101 was relayed: the two streams become a tunnel.
+    Tunnel(U),
 }
 
 /// A backend exchange that did not produce a response head.
@@ -319,13 +315,10 @@ enum ClientFault {
 }
 
 impl From<UpstreamError> for Failure {
-    /// A failure once the backend was connected: the request may have
-    /// reached it (callers that know a response began say so).
+    /// A failure as the error alone tells it (callers that saw response
+    /// bytes say [`Reached::Response`]).
     fn from(error: UpstreamError) -> Self {
-        let reached = match error {
-            UpstreamError::Connect(_) | UpstreamError::ConnectTimeout => Reached::Nothing,
-            _ => Reached::Request,
-        };
+        let reached = Reached::of(&error);
         Failure::Upstream(error, reached)
     }
 }
@@ -355,8 +348,8 @@ enum RequestBody<'b> {
     Stream,
 }
 
-impl<'a> Conn<'a> {
-    async fn run(mut self) -> Ended {
+impl<'a, C: Socket, D: Dialer> Conn<'a, C, D> {
+    async fn run(mut self) -> Ended<C> {
         let mut first = true;
         'requests: loop {
             let wait = self
@@ -397,12 +390,7 @@ impl<'a> Conn<'a> {
                         }
                     }
                     if self.inbuf.len() >= self.limits.max_header_size {
-                        let refusal = Refusal {
-                            error: ProxyError::HeadersTooLarge,
-                            access: None,
-                            head_len: None,
-                            started: Instant::now(),
-                        };
+                        let refusal = self.refusal(ProxyError::HeadersTooLarge, Instant::now());
                         self.answer_error(&refusal, true).await;
                         self.linger().await;
                         return Ended::Closed;
@@ -447,6 +435,26 @@ impl<'a> Conn<'a> {
         }
     }
 
+    /// A refusal of a head that could not be read: only the client is
+    /// known.
+    fn refusal(&self, error: ProxyError, started: Instant) -> Box<Refusal> {
+        Box::new(Refusal {
+            error,
+            access: self
+                .proxy
+                .config
+                .access_log
+                .then(|| Access::unreadable(self.client_ip())),
+            head_len: None,
+            request_id: RequestId::new(None),
+            started,
+        })
+    }
+
+    fn client_ip(&self) -> std::net::IpAddr {
+        super::headers::client_ip(self.info.peer.ip())
+    }
+
     /// Parses the head at the start of `inbuf` and, when it can be
     /// forwarded, routes it and writes the backend's head into `out`.
     fn prepare(&mut self) -> Step {
@@ -466,56 +474,63 @@ impl<'a> Conn<'a> {
                     HeadError::Version => ProxyError::BadVersion,
                     HeadError::Malformed | HeadError::Framing => ProxyError::BadRequest,
                 };
-                return Step::Refuse(Refusal {
-                    error,
-                    access: None,
-                    head_len: None,
-                    started,
-                });
+                return Step::Refuse(self.refusal(error, started));
             }
         };
         let logging = self.proxy.config.access_log;
+        let access = |host: &str, path: &str, user_agent: Option<&[u8]>| {
+            logging.then(|| Access {
+                client: super::headers::client_ip(self.info.peer.ip()),
+                method: req.method.unwrap_or("-").to_owned(),
+                host: host.to_owned(),
+                path: path.to_owned(),
+                version: if req.version == Some(0) {
+                    http::Version::HTTP_10
+                } else {
+                    http::Version::HTTP_11
+                },
+                user_agent: user_agent.map_or_else(
+                    || "-".to_owned(),
+                    |ua| String::from_utf8_lossy(ua).into_owned(),
+                ),
+                backend: None,
+                backend_time: None,
+            })
+        };
         let facts = match head::inspect_request(&req) {
             Ok(facts) => facts,
             Err(error) => {
-                return Step::Refuse(Refusal {
+                let request_id = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("x-request-id"))
+                    .map(|h| h.value);
+                return Step::Refuse(Box::new(Refusal {
                     error,
-                    access: logging.then(|| access_info(&req, "", req.path.unwrap_or(""))),
+                    access: access("-", req.path.unwrap_or("-"), None),
                     head_len: None,
+                    request_id: RequestId::new(request_id),
                     started,
-                })
+                }));
             }
         };
-        let access = logging.then(|| access_info(&req, &facts.host, facts.path));
-        // A refusal of a request without a body leaves the connection in
-        // step: the next request can be read.
-        let resumable = (facts.framing == Framing::Empty && facts.keep_alive).then_some(head_len);
-        let route = {
-            let table = self.proxy.state.table();
-            if !table.is_loaded() {
-                Err(ProxyError::NotReady)
-            } else {
-                match table.lookup(&facts.host) {
-                    Lookup::Route(route) => Ok(route.clone()),
-                    Lookup::Invalid => Err(ProxyError::InvalidRoute),
-                    Lookup::NotFound => Err(ProxyError::NoRoute),
-                }
-            }
-        };
-        let route = match route {
+        let access = access(&facts.host, facts.path, facts.user_agent);
+        let request_id = RequestId::new(facts.request_id);
+        let route = match policy::route(&self.proxy.state, &facts.host) {
             Ok(route) => route,
             Err(error) => {
-                return Step::Refuse(Refusal {
+                // A refusal of a request without a body leaves the
+                // connection in step: the next request can be read.
+                let resumable =
+                    (facts.framing == Framing::Empty && facts.keep_alive).then_some(head_len);
+                return Step::Refuse(Box::new(Refusal {
                     error,
                     access,
                     head_len: resumable,
+                    request_id,
                     started,
-                })
+                }));
             }
-        };
-        let request_id = match facts.request_id {
-            Some(id) => RequestId::Client(id.into()),
-            None => RequestId::Generated(super::headers::request_id_hex()),
         };
         let buffer_body = match facts.framing {
             Framing::Length(n) => {
@@ -531,6 +546,8 @@ impl<'a> Conn<'a> {
             &facts,
             &Forwarding {
                 client: &self.client_text,
+                proto: self.proto,
+                trusted: self.trusted,
                 request_id: request_id.as_bytes(),
                 drop_expect: buffer_body,
             },
@@ -553,9 +570,9 @@ impl<'a> Conn<'a> {
         }))
     }
 
-    /// Forwards one request (retrying on another backend when that is
-    /// safe) and relays the answer.
-    async fn forward(&mut self, mut p: Prepared) -> Next {
+    /// Forwards one request (retrying on another backend when the policy
+    /// allows) and relays the answer.
+    async fn forward(&mut self, mut p: Prepared) -> Next<D::Stream> {
         self.inbuf.advance(p.head_len);
         let replay = match p.framing {
             Framing::Empty => Some(Bytes::new()),
@@ -576,12 +593,13 @@ impl<'a> Conn<'a> {
         let route = p.route.clone();
         let attempts = route.backends.len();
         let mut body_started = false;
-        let mut last_error = UpstreamErrorKind::Other;
+        // What to answer if the order yields fewer backends than the route
+        // has (another thread moved a dead mark between its two passes).
+        let mut answer = ProxyError::Upstream(crate::metrics::UpstreamErrorKind::Other);
         let now = ms_at(p.started);
-        for (attempt, backend) in route.pick_order(now).enumerate() {
-            let is_last = attempt + 1 == attempts;
+        for (attempt, backend) in policy::backends(&route, now).enumerate() {
             if let Some(a) = p.access.as_mut() {
-                a.backend = Some(backend.authority.to_string());
+                a.backend = Some(backend.authority.clone());
             }
             let body = match &replay {
                 Some(bytes) => RequestBody::Replay(bytes),
@@ -589,8 +607,9 @@ impl<'a> Conn<'a> {
             };
             match self.exchange(backend, &p, body, &mut body_started).await {
                 Ok((upstream, response, body_done)) => {
-                    if backend.is_down(now) {
-                        backend.mark_up();
+                    policy::attempt_answered(backend, now);
+                    if let Some(a) = p.access.as_mut() {
+                        a.backend_time = Some(p.sent_at.elapsed());
                     }
                     return self
                         .relay(upstream, response, &p, body_done, &backend.authority)
@@ -604,33 +623,29 @@ impl<'a> Conn<'a> {
                     return self.fail(&p, ProxyError::BodyTimeout, true).await;
                 }
                 Err(Failure::TimedOut) => {
-                    let kind = UpstreamErrorKind::ResponseTimeout;
-                    self.proxy.state.metrics.upstream_error(kind);
-                    return self
-                        .fail(&p, ProxyError::Upstream(kind), body_started)
-                        .await;
+                    let error = policy::response_timed_out(&self.proxy.state.metrics);
+                    return self.fail(&p, error, body_started).await;
                 }
                 Err(Failure::Upstream(error, reached)) => {
-                    let kind = error.kind();
-                    tracing::debug!(backend = %backend.authority, ?kind, ?reached, %error, "upstream attempt failed");
-                    self.proxy.state.metrics.upstream_error(kind);
-                    if reached == Reached::Nothing || kind == UpstreamErrorKind::Reset {
-                        backend
-                            .mark_down(now, self.proxy.config.dead_backend_ttl.as_millis() as u64);
+                    let failed = Failed {
+                        error: &error,
+                        reached,
+                        last: attempt + 1 == attempts,
+                        idempotent: p.idempotent,
+                        resendable: replay.is_some() || !body_started,
+                    };
+                    let metrics = &self.proxy.state.metrics;
+                    let config = &self.proxy.config;
+                    answer = ProxyError::Upstream(error.kind());
+                    if let Some(answer) =
+                        policy::attempt_failed(metrics, config, backend, now, failed)
+                    {
+                        return self.fail(&p, answer, body_started).await;
                     }
-                    last_error = kind;
-                    let resendable = replay.is_some() || !body_started;
-                    if is_last || !may_replay(reached, p.idempotent, resendable) {
-                        return self
-                            .fail(&p, ProxyError::Upstream(kind), body_started)
-                            .await;
-                    }
-                    self.proxy.state.metrics.upstream_retries.inc();
                 }
             }
         }
-        self.fail(&p, ProxyError::Upstream(last_error), body_started)
-            .await
+        self.fail(&p, answer, body_started).await
     }
 
     /// Reads a body of `len` bytes whole (answering `100 Continue` first if
@@ -651,7 +666,7 @@ impl<'a> Conn<'a> {
             }
             while self.inbuf.len() < len {
                 self.inbuf.reserve(len - self.inbuf.len());
-                quickack(&self.client);
+                self.client.quickack();
                 tokio::select! {
                     biased;
                     read = self.client.read_buf(&mut self.inbuf) => match read {
@@ -668,23 +683,24 @@ impl<'a> Conn<'a> {
     /// One attempt on one backend: a connection (pooled or new), the
     /// request, the response head. A pooled connection that turns out to
     /// have been closed by the backend is replaced by a new one once, when
-    /// the request may be replayed ([`may_replay`]); a request that may not
-    /// goes only on a pooled connection known to be good, else on a new one.
+    /// the request may be replayed ([`policy::may_replay`]); a request that
+    /// may not goes only on a pooled connection known to be good, else on
+    /// a new one.
     async fn exchange(
         &mut self,
         backend: &Backend,
         p: &Prepared,
         body: RequestBody<'_>,
         body_started: &mut bool,
-    ) -> Result<(TcpStream, ResponseHead, bool), Failure> {
-        let pool = &self.proxy.h1_pool;
+    ) -> Result<(D::Stream, ResponseHead, bool), Failure> {
+        let pool = &self.proxy.pool;
         let resendable = matches!(body, RequestBody::Replay(_));
-        let strict = !may_replay(Reached::Request, p.idempotent, resendable);
-        let (mut upstream, mut reused) = match pool.checkout(&backend.authority, p.started, strict)
-        {
-            Some(stream) => (stream, true),
-            None => (pool.connect(&backend.authority).await?, false),
-        };
+        let known_good = !policy::may_replay(Reached::Request, p.idempotent, resendable);
+        let (mut upstream, mut reused) =
+            match pool.checkout(&backend.authority, p.started, known_good) {
+                Some(stream) => (stream, true),
+                None => (pool.connect(&backend.authority).await?, false),
+            };
         loop {
             self.upbuf.clear();
             let mut answered = false;
@@ -702,12 +718,16 @@ impl<'a> Conn<'a> {
                 }
                 Err(Failure::Upstream(error, reached))
                     if reused
-                        && error.kind() == UpstreamErrorKind::Reset
-                        && may_replay(reached, p.idempotent, resendable || !*body_started) =>
+                        && error.kind() == crate::metrics::UpstreamErrorKind::Reset
+                        && policy::may_replay(
+                            reached,
+                            p.idempotent,
+                            resendable || !*body_started,
+                        ) =>
                 {
                     // The backend closed its idle connection as we took it.
                     tracing::debug!(backend = %backend.authority, "pooled connection was closed; reconnecting");
-                    upstream = self.proxy.h1_pool.connect(&backend.authority).await?;
+                    upstream = self.proxy.pool.connect(&backend.authority).await?;
                     reused = false;
                 }
                 Err(failure) => return Err(failure),
@@ -720,7 +740,7 @@ impl<'a> Conn<'a> {
     /// body was all sent; `answered` is set once an interim answer came.
     async fn send(
         &mut self,
-        upstream: &mut TcpStream,
+        upstream: &mut D::Stream,
         p: &Prepared,
         body: &RequestBody<'_>,
         body_started: &mut bool,
@@ -750,9 +770,12 @@ impl<'a> Conn<'a> {
                 }
                 RequestBody::Stream => {
                     upstream.write_all(&self.out).await?;
+                    let streams = Streams {
+                        upstream: Shared::new(upstream),
+                        client: Shared::new(&mut self.client),
+                    };
                     stream_body_and_wait(
-                        upstream,
-                        &mut self.client,
+                        &streams,
                         &mut self.inbuf,
                         &mut self.upbuf,
                         &mut self.out,
@@ -779,12 +802,12 @@ impl<'a> Conn<'a> {
     /// rewritten into `out`), then the body as it arrives.
     async fn relay(
         &mut self,
-        mut upstream: TcpStream,
+        mut upstream: D::Stream,
         response: ResponseHead,
         p: &Prepared,
         request_body_done: bool,
         backend: &http::uri::Authority,
-    ) -> Next {
+    ) -> Next<D::Stream> {
         let status = response.facts.status;
         self.upbuf.advance(response.len);
         if status == 101 {
@@ -794,24 +817,17 @@ impl<'a> Conn<'a> {
             if self.client.write_all(&self.out).await.is_err() {
                 return Next::Close;
             }
-            self.finish(p, status, None);
+            self.finish(p, status, 0);
             return Next::Tunnel(upstream);
         }
         let relayed = self.relay_body(&mut upstream, &response).await;
-        let bytes = match response.facts.framing {
-            Framing::Length(n) => Some(n),
-            Framing::Empty => Some(0),
-            Framing::Chunked | Framing::UntilClose => None,
-        };
-        self.finish(p, status, bytes);
         match relayed {
-            Ok(()) => {
+            Ok(bytes) => {
+                self.finish(p, status, bytes);
                 // Bytes past the end of the answer are unsolicited: that
                 // connection is out of step and never reused.
                 if response.facts.reusable && request_body_done && self.upbuf.is_empty() {
-                    self.proxy
-                        .h1_pool
-                        .put_back(backend, upstream, self.idle_since);
+                    self.proxy.pool.put_back(backend, upstream, self.idle_since);
                 }
                 if response.close {
                     Next::Close
@@ -819,70 +835,67 @@ impl<'a> Conn<'a> {
                     Next::KeepAlive
                 }
             }
-            Err(e) => {
+            Err((e, bytes)) => {
                 tracing::debug!(error = %e, "response relay ended early");
+                self.finish(p, status, bytes);
                 Next::Close
             }
         }
     }
 
+    /// Relays the response body; Ok carries the body bytes sent to the
+    /// client, Err them too (for the access log).
     async fn relay_body(
         &mut self,
-        upstream: &mut TcpStream,
+        upstream: &mut D::Stream,
         response: &ResponseHead,
+    ) -> Result<u64, (io::Error, u64)> {
+        let mut sent = 0u64;
+        let head = self.out.len() as u64;
+        let body = |written: u64| written.saturating_sub(head);
+        match self.relay_framed(upstream, response, &mut sent).await {
+            Ok(()) => Ok(body(sent)),
+            Err(e) => Err((e, body(sent))),
+        }
+    }
+
+    /// [`Conn::relay_body`] by framing; `sent` counts every byte written to
+    /// the client, head included.
+    async fn relay_framed(
+        &mut self,
+        upstream: &mut D::Stream,
+        response: &ResponseHead,
+        sent: &mut u64,
     ) -> io::Result<()> {
         let idle = self.limits.idle_timeout;
+        macro_rules! write {
+            ($a:expr, $b:expr) => {{
+                let (a, b): (&[u8], &[u8]) = ($a, $b);
+                write_bounded(&mut self.client, &mut self.response_deadline, idle, a, b).await?;
+                *sent += (a.len() + b.len()) as u64;
+            }};
+        }
         match response.facts.framing {
-            Framing::Empty => {
-                write_bounded(
-                    &mut self.client,
-                    &mut self.response_deadline,
-                    idle,
-                    &self.out,
-                    &[],
-                )
-                .await
-            }
+            Framing::Empty => write!(&self.out, &[]),
             Framing::Length(n) => {
                 let mut left = n;
                 let have = (self.upbuf.len() as u64).min(left) as usize;
                 if have as u64 == left && have <= COALESCE_LIMIT {
                     self.out.extend_from_slice(&self.upbuf[..have]);
                     self.upbuf.advance(have);
-                    return write_bounded(
-                        &mut self.client,
-                        &mut self.response_deadline,
-                        idle,
-                        &self.out,
-                        &[],
-                    )
-                    .await;
+                    write!(&self.out, &[]);
+                    return Ok(());
                 }
-                write_bounded(
-                    &mut self.client,
-                    &mut self.response_deadline,
-                    idle,
-                    &self.out,
-                    &self.upbuf[..have],
-                )
-                .await?;
+                write!(&self.out, &self.upbuf[..have]);
                 self.upbuf.advance(have);
                 left -= have as u64;
                 while left > 0 {
                     self.read_upstream(upstream).await?;
                     let take = (self.upbuf.len() as u64).min(left) as usize;
-                    write_bounded(
-                        &mut self.client,
-                        &mut self.response_deadline,
-                        idle,
-                        &[],
-                        &self.upbuf[..take],
-                    )
-                    .await?;
+                    write!(&[], &self.upbuf[..take]);
                     self.upbuf.advance(take);
                     left -= take as u64;
                 }
-                Ok(())
             }
             Framing::Chunked if response.dechunk => {
                 let mut decoder = ChunkedDecoder::default();
@@ -895,14 +908,7 @@ impl<'a> Conn<'a> {
                         }
                         at += segment.size();
                     }
-                    write_bounded(
-                        &mut self.client,
-                        &mut self.response_deadline,
-                        idle,
-                        &self.out,
-                        &[],
-                    )
-                    .await?;
+                    write!(&self.out, &[]);
                     self.out.clear();
                     self.upbuf.advance(at);
                     if decoder.is_done() {
@@ -925,62 +931,29 @@ impl<'a> Conn<'a> {
                             .write_trailers(&mut self.out)
                             .map_err(io::Error::other)?;
                         self.upbuf.advance(fed.used);
-                        return write_bounded(
-                            &mut self.client,
-                            &mut self.response_deadline,
-                            idle,
-                            &self.out,
-                            &[],
-                        )
-                        .await;
+                        write!(&self.out, &[]);
+                        return Ok(());
                     }
-                    write_bounded(
-                        &mut self.client,
-                        &mut self.response_deadline,
-                        idle,
-                        &self.out,
-                        &self.upbuf[..fed.pass],
-                    )
-                    .await?;
+                    write!(&self.out, &self.upbuf[..fed.pass]);
                     self.out.clear();
                     self.upbuf.advance(fed.used);
                     if relay.is_done() {
                         relay
                             .write_trailers(&mut self.out)
                             .map_err(io::Error::other)?;
-                        return write_bounded(
-                            &mut self.client,
-                            &mut self.response_deadline,
-                            idle,
-                            &self.out,
-                            &[],
-                        )
-                        .await;
+                        write!(&self.out, &[]);
+                        return Ok(());
                     }
                     self.read_upstream(upstream).await?;
                 }
             }
             Framing::UntilClose => {
-                write_bounded(
-                    &mut self.client,
-                    &mut self.response_deadline,
-                    idle,
-                    &self.out,
-                    &self.upbuf[..],
-                )
-                .await?;
+                write!(&self.out, &self.upbuf[..]);
                 self.upbuf.clear();
                 loop {
                     match self.read_upstream(upstream).await {
                         Ok(()) => {
-                            write_bounded(
-                                &mut self.client,
-                                &mut self.response_deadline,
-                                idle,
-                                &[],
-                                &self.upbuf[..],
-                            )
-                            .await?;
+                            write!(&[], &self.upbuf[..]);
                             self.upbuf.clear();
                         }
                         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
@@ -989,20 +962,24 @@ impl<'a> Conn<'a> {
                 }
             }
         }
+        Ok(())
     }
 
     /// Reads more of a response body, watching the client: a client that
     /// leaves ends the relay (and the backend connection with it), and so
     /// does a backend that sends nothing for the idle timeout.
-    async fn read_upstream(&mut self, upstream: &mut TcpStream) -> io::Result<()> {
+    async fn read_upstream(&mut self, upstream: &mut D::Stream) -> io::Result<()> {
         self.upbuf.reserve(BODY_CHUNK);
-        quickack(upstream);
+        upstream.quickack();
         let idle = self.limits.idle_timeout;
-        let (client, inbuf, upbuf) = (&self.client, &mut self.inbuf, &mut self.upbuf);
         let max_header_size = self.limits.max_header_size;
+        let (client, inbuf, upbuf) = (&mut self.client, &mut self.inbuf, &mut self.upbuf);
         let wait = async {
             loop {
                 let watching = inbuf.len() < max_header_size;
+                if watching {
+                    inbuf.reserve(READ_CHUNK);
+                }
                 tokio::select! {
                     biased;
                     read = upstream.read_buf(upbuf) => {
@@ -1011,8 +988,9 @@ impl<'a> Conn<'a> {
                             _ => Ok(()),
                         };
                     }
-                    gone = client_left(client, inbuf), if watching => {
-                        if gone {
+                    // Pipelined bytes stay in `inbuf`; a close ends it all.
+                    read = client.read_buf(inbuf), if watching => {
+                        if !matches!(read, Ok(n) if n > 0) {
                             return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "client left"));
                         }
                     }
@@ -1026,7 +1004,7 @@ impl<'a> Conn<'a> {
 
     /// Metrics and the access log line of an answered request; the
     /// connection is idle from here on.
-    fn finish(&mut self, p: &Prepared, status: u16, bytes: Option<u64>) {
+    fn finish(&mut self, p: &Prepared, status: u16, bytes: u64) {
         let request_id = p.request_id.as_bytes();
         self.record(p.started, p.access.as_ref(), status, bytes, request_id);
     }
@@ -1036,9 +1014,9 @@ impl<'a> Conn<'a> {
     fn record(
         &mut self,
         started: Instant,
-        access: Option<&AccessInfo>,
+        access: Option<&Access>,
         status: u16,
-        bytes: Option<u64>,
+        bytes: u64,
         request_id: &[u8],
     ) {
         self.idle_since = Instant::now();
@@ -1048,22 +1026,27 @@ impl<'a> Conn<'a> {
             .metrics
             .observe_request(status, elapsed.as_secs_f64());
         if let Some(a) = access {
-            log_access(a, status, elapsed, bytes, request_id);
+            a.log(status, bytes, elapsed, request_id);
         }
     }
 
     /// Answers an exchange that failed; the connection closes if some of the
     /// request body may still be unread.
-    async fn fail(&mut self, p: &Prepared, error: ProxyError, body_started: bool) -> Next {
+    async fn fail(
+        &mut self,
+        p: &Prepared,
+        error: ProxyError,
+        body_started: bool,
+    ) -> Next<D::Stream> {
         let body_unread = match p.framing {
             Framing::Empty => false,
             _ => !p.buffer_body || body_started,
         };
         let close = !p.keep_alive || body_unread || self.stop.is_stopping();
         self.out.clear();
-        head::write_error(&mut self.out, error, close);
+        head::write_error(&mut self.out, error, close, p.request_id.as_bytes());
         let written = self.client.write_all(&self.out).await;
-        self.finish(p, error.status().as_u16(), Some(error.body().len() as u64));
+        self.finish(p, error.status().as_u16(), error.body().len() as u64);
         if written.is_err() || close {
             Next::Close
         } else {
@@ -1074,12 +1057,13 @@ impl<'a> Conn<'a> {
     /// The proxy's own answer to a request it did not forward.
     async fn answer_error(&mut self, refusal: &Refusal, close: bool) {
         let error = refusal.error;
+        let request_id = refusal.request_id.as_bytes();
         self.out.clear();
-        head::write_error(&mut self.out, error, close);
+        head::write_error(&mut self.out, error, close, request_id);
         let _ = self.client.write_all(&self.out).await;
         let (status, bytes) = (error.status().as_u16(), error.body().len() as u64);
         let access = refusal.access.as_ref();
-        self.record(refusal.started, access, status, Some(bytes), b"-");
+        self.record(refusal.started, access, status, bytes, request_id);
     }
 
     /// Closes a connection the proxy decided to end: the write side first
@@ -1109,12 +1093,13 @@ impl<'a> Conn<'a> {
 /// Waits for the final response head from `upstream` (relaying interim
 /// 1xx answers to the client), parses it and writes the client's head into
 /// `out`. While waiting, the client is watched: if it leaves, the exchange
-/// is abandoned. `answered` is set once an interim answer came.
+/// is abandoned; pipelined bytes are kept in `inbuf`. `answered` is set
+/// once an interim answer came.
 #[allow(clippy::too_many_arguments)]
-async fn wait_head(
-    upstream: &mut TcpStream,
+async fn wait_head<C: Socket, U: Socket>(
+    upstream: &mut U,
     upbuf: &mut BytesMut,
-    client: &mut TcpStream,
+    client: &mut C,
     inbuf: &mut BytesMut,
     max_header_size: usize,
     p: &Prepared,
@@ -1137,11 +1122,14 @@ async fn wait_head(
                 Parsed::Partial if upbuf.len() >= max_header_size => {
                     return Err(UpstreamError::Protocol.into())
                 }
-                Parsed::Partial => quickack(upstream),
+                Parsed::Partial => upstream.quickack(),
             }
         }
         upbuf.reserve(READ_CHUNK);
         let watching = inbuf.len() < max_header_size;
+        if watching {
+            inbuf.reserve(READ_CHUNK);
+        }
         tokio::select! {
             biased;
             read = upstream.read_buf(upbuf) => {
@@ -1149,8 +1137,8 @@ async fn wait_head(
                     return Err(UpstreamError::Closed.into());
                 }
             }
-            gone = client_left(client, inbuf), if watching => {
-                if gone {
+            read = client.read_buf(inbuf), if watching => {
+                if !matches!(read, Ok(n) if n > 0) {
                     return Err(Failure::Client(ClientFault::Gone));
                 }
             }
@@ -1220,15 +1208,20 @@ fn parse_response(
     }))
 }
 
+/// Both streams of an exchange whose request body is streamed.
+struct Streams<'s, C, U> {
+    upstream: Shared<'s, U>,
+    client: Shared<'s, C>,
+}
+
 /// Streams the request body from the client to the backend while waiting
 /// for the response head: a backend may answer (or ask for the body with
 /// `100 Continue`) before the body is all sent. Ok carries whether the
 /// body was all sent; if the answer came first, the rest is left unread
 /// (and the client connection will close).
 #[allow(clippy::too_many_arguments)]
-async fn stream_body_and_wait(
-    upstream: &mut TcpStream,
-    client: &mut TcpStream,
+async fn stream_body_and_wait<C: Socket, U: Socket>(
+    streams: &Streams<'_, C, U>,
     inbuf: &mut BytesMut,
     upbuf: &mut BytesMut,
     out: &mut Vec<u8>,
@@ -1240,15 +1233,12 @@ async fn stream_body_and_wait(
     body_deadline: &mut Deadline,
     body_read_timeout: Duration,
 ) -> Result<(ResponseHead, bool), Failure> {
-    let (mut up_read, mut up_write) = upstream.split();
-    let (mut client_read, mut client_write) = client.split();
     // Read by the head parser: an answer that comes before the whole body
     // closes the client connection after it.
     let body_done = AtomicBool::new(false);
     let wait = wait_head_split(
-        &mut up_read,
+        streams,
         upbuf,
-        &mut client_write,
         max_header_size,
         p,
         out,
@@ -1259,10 +1249,11 @@ async fn stream_body_and_wait(
     tokio::pin!(wait);
     // 1. The body goes up while the answer is awaited.
     {
+        let mut upstream = &streams.upstream;
         let send = send_body(
-            &mut client_read,
+            &streams.client,
             inbuf,
-            &mut up_write,
+            &mut upstream,
             p.framing,
             body_started,
             body_deadline,
@@ -1291,13 +1282,14 @@ async fn stream_body_and_wait(
     }
     // 2. The body is sent: the client is watched while the answer is
     //    awaited, as for a request without a body.
+    let mut client = &streams.client;
     loop {
         let watching = inbuf.len() < max_header_size;
         inbuf.reserve(READ_CHUNK);
         tokio::select! {
             biased;
             head = &mut wait => return answered_with(head, &body_done),
-            read = client_read.read_buf(inbuf), if watching => {
+            read = client.read_buf(inbuf), if watching => {
                 if !matches!(read, Ok(n) if n > 0) {
                     return Err(Failure::Client(ClientFault::Gone));
                 }
@@ -1326,19 +1318,15 @@ enum BodyError {
 /// Copies the request body (`framing`) from the client to the backend,
 /// starting with what is already in `inbuf`. Chunks pass as they came, the
 /// trailer section is checked and rewritten ([`ChunkedRelay`]).
-async fn send_body<R, W>(
-    client: &mut R,
+async fn send_body<C: Socket, W: AsyncWrite + Unpin>(
+    client: &Shared<'_, C>,
     inbuf: &mut BytesMut,
     upstream: &mut W,
     framing: Framing,
     started: &mut bool,
     deadline: &mut Deadline,
     limit: Duration,
-) -> Result<(), BodyError>
-where
-    R: AsyncRead + Unpin + Quickack,
-    W: AsyncWrite + Unpin,
-{
+) -> Result<(), BodyError> {
     match framing {
         Framing::Empty | Framing::UntilClose => Ok(()),
         Framing::Length(n) => {
@@ -1361,16 +1349,13 @@ where
             }
         }
         Framing::Chunked => {
+            let malformed = |e| BodyError::Client(io::Error::new(io::ErrorKind::InvalidData, e));
             let mut relay = ChunkedRelay::default();
             let mut end = Vec::new();
             loop {
-                let fed = relay.feed(inbuf).map_err(|e| {
-                    BodyError::Client(io::Error::new(io::ErrorKind::InvalidData, e))
-                })?;
+                let fed = relay.feed(inbuf).map_err(malformed)?;
                 if relay.is_done() {
-                    relay.write_trailers(&mut end).map_err(|e| {
-                        BodyError::Client(io::Error::new(io::ErrorKind::InvalidData, e))
-                    })?;
+                    relay.write_trailers(&mut end).map_err(malformed)?;
                 }
                 if fed.pass > 0 || !end.is_empty() {
                     *started = true;
@@ -1390,15 +1375,16 @@ where
 
 /// Reads more of a request body; the client must send something within
 /// `limit` (`--body-read-timeout`).
-async fn read_more<R: AsyncRead + Unpin + Quickack>(
-    client: &mut R,
+async fn read_more<C: Socket>(
+    client: &Shared<'_, C>,
     inbuf: &mut BytesMut,
     deadline: &mut Deadline,
     limit: Duration,
 ) -> Result<(), BodyError> {
     inbuf.reserve(BODY_CHUNK);
     client.quickack();
-    match bounded(client.read_buf(inbuf), deadline, limit).await {
+    let mut reader = client;
+    match bounded(reader.read_buf(inbuf), deadline, limit).await {
         None => Err(BodyError::Client(io::ErrorKind::TimedOut.into())),
         Some(Ok(0)) => Err(BodyError::Client(io::ErrorKind::UnexpectedEof.into())),
         Some(Ok(_)) => Ok(()),
@@ -1406,24 +1392,20 @@ async fn read_more<R: AsyncRead + Unpin + Quickack>(
     }
 }
 
-/// `wait_head` over split halves (the body is being sent on the other
-/// half meanwhile; the client is read by the body copy, not watched).
+/// `wait_head` while the body goes up (the client is read by the body
+/// copy, not watched).
 #[allow(clippy::too_many_arguments)]
-async fn wait_head_split<R, W>(
-    upstream: &mut R,
+async fn wait_head_split<C: Socket, U: Socket>(
+    streams: &Streams<'_, C, U>,
     upbuf: &mut BytesMut,
-    client: &mut W,
     max_header_size: usize,
     p: &Prepared,
     out: &mut Vec<u8>,
     stop: &Stop,
     body_done: &AtomicBool,
     answered: &mut bool,
-) -> Result<ResponseHead, UpstreamError>
-where
-    R: AsyncRead + Unpin + Quickack,
-    W: AsyncWrite + Unpin,
-{
+) -> Result<ResponseHead, UpstreamError> {
+    let (mut upstream, mut client) = (&streams.upstream, &streams.client);
     loop {
         if !upbuf.is_empty() {
             match parse_response(upbuf, p, out, stop, body_done.load(Ordering::Relaxed))? {
@@ -1449,43 +1431,10 @@ where
     }
 }
 
-/// Halves of a TCP socket that can ask for an immediate acknowledgement
-/// (see [`quickack`]).
-trait Quickack {
-    fn quickack(&self);
-}
-
-impl Quickack for tokio::net::tcp::ReadHalf<'_> {
-    fn quickack(&self) {
-        quickack(self.as_ref());
-    }
-}
-
-/// Resolves when the client sent something while the proxy waits on the
-/// backend: true if it closed (or reset) the connection; pipelined bytes
-/// are kept in `inbuf` (false). It waits on the socket's own reader slot
-/// (`poll_read_ready`), not on a registered waiter: nothing else reads the
-/// client meanwhile, and it is cheaper on every request.
-async fn client_left(client: &TcpStream, inbuf: &mut BytesMut) -> bool {
-    if std::future::poll_fn(|cx| client.poll_read_ready(cx))
-        .await
-        .is_err()
-    {
-        return true;
-    }
-    inbuf.reserve(READ_CHUNK);
-    match client.try_read_buf(inbuf) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-        Err(_) => true,
-    }
-}
-
 /// [`write_all_two`] to the client, failing when it cannot finish within
 /// `idle` (a client that stopped reading).
-async fn write_bounded(
-    client: &mut TcpStream,
+async fn write_bounded<W: AsyncWrite + Unpin>(
+    client: &mut W,
     deadline: &mut Deadline,
     idle: Duration,
     a: &[u8],
@@ -1501,7 +1450,7 @@ async fn write_bounded(
         })
 }
 
-/// Writes `a` then `b` with as few syscalls as the kernel allows.
+/// Writes `a` then `b` with as few syscalls as the stream allows.
 async fn write_all_two<W: AsyncWrite + Unpin>(w: &mut W, a: &[u8], b: &[u8]) -> io::Result<()> {
     if b.is_empty() {
         return w.write_all(a).await;
@@ -1522,35 +1471,4 @@ async fn write_all_two<W: AsyncWrite + Unpin>(w: &mut W, a: &[u8], b: &[u8]) -> 
         }
     }
     w.write_all(b).await
-}
-
-fn access_info(req: &httparse::Request<'_, '_>, host: &str, path: &str) -> AccessInfo {
-    AccessInfo {
-        method: req.method.unwrap_or("").to_owned(),
-        host: host.to_owned(),
-        path: path.split('?').next().unwrap_or(path).to_owned(),
-        backend: None,
-    }
-}
-
-/// One access log line; `bytes` is the body length when known.
-fn log_access(
-    a: &AccessInfo,
-    status: u16,
-    elapsed: Duration,
-    bytes: Option<u64>,
-    request_id: &[u8],
-) {
-    let bytes = bytes.map(|n| n.to_string());
-    tracing::info!(
-        target: "access",
-        method = %a.method,
-        host = %a.host,
-        path = %a.path,
-        status,
-        backend = a.backend.as_deref().unwrap_or("-"),
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        bytes = bytes.as_deref().unwrap_or("-"),
-        request_id = %String::from_utf8_lossy(request_id),
-    );
 }
