@@ -4,9 +4,8 @@
 //! on every answer the proxy makes itself, and HTTP/2 requests going
 //! through the same backend connections and rules as HTTP/1.
 
-use crate::http1::{capturing_backend, header_values, next_capture, ready_proxy};
+use crate::hardening::{capturing_backend, next_capture};
 use crate::support::*;
-use crate::support_proxy::*;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use tokio::io::AsyncWriteExt;
@@ -28,7 +27,7 @@ async fn forwarding_headers_are_kept_only_from_trusted_proxies() {
     let backend = capturing_backend(tx).await;
     redis.hset("fw.test", &backend.target());
 
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
     let r = raw_request(proxy.addr, SPOOFED.as_bytes()).await.unwrap();
     assert_eq!(r.status, 200);
     let head = next_capture(&mut rx).await;
@@ -40,7 +39,7 @@ async fn forwarding_headers_are_kept_only_from_trusted_proxies() {
 
     let mut config = test_config(&redis.url());
     config.proxy.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
-    let proxy = ready_proxy(config).await;
+    let proxy = ProxyHandle::start_ready(config).await;
     let r = raw_request(proxy.addr, SPOOFED.as_bytes()).await.unwrap();
     assert_eq!(r.status, 200);
     let head = next_capture(&mut rx).await;
@@ -65,7 +64,7 @@ async fn proxy_protocol_names_the_client() {
     redis.hset("fw.test", &backend.target());
     let mut config = test_config(&redis.url());
     config.server.proxy_protocol = true;
-    let proxy = ready_proxy(config).await;
+    let proxy = ProxyHandle::start_ready(config).await;
 
     let v1 = b"PROXY TCP4 198.51.100.20 10.0.0.1 40000 80\r\n".to_vec();
     let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
@@ -103,7 +102,7 @@ async fn every_answer_of_the_proxy_carries_a_request_id() {
     let redis = RedisServer::start();
     redis.hset("dead.test", &refusing_addr().to_string());
     redis.hset("bad.test", "not a backend");
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
     for (raw, status) in [
         (&b"GET / HTTP/1.1\r\nHost: nowhere.test\r\n\r\n"[..], 404),
         (b"GET / HTTP/1.1\r\nHost: dead.test\r\n\r\n", 502),
@@ -157,7 +156,7 @@ async fn every_answer_of_the_proxy_carries_a_request_id() {
 async fn http2_requests_share_the_http1_backend_connections() {
     let redis = RedisServer::start();
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    let backend = raw_backend(move |mut stream| {
+    let backend = Backend::raw(move |mut stream| {
         let tx = tx.clone();
         async move {
             loop {
@@ -166,7 +165,7 @@ async fn http2_requests_share_the_http1_backend_connections() {
                     return;
                 }
                 let mut got = head;
-                if contains(&got, b"chunked") {
+                if find(&got, b"chunked").is_some() {
                     while !got.ends_with(b"0\r\n\r\n") {
                         let more = read_until(&mut stream, b"0\r\n\r\n").await;
                         if more.is_empty() {
@@ -191,7 +190,7 @@ async fn http2_requests_share_the_http1_backend_connections() {
     redis.hset("h2.test", &backend.target());
     let mut config = test_config(&redis.url());
     config.server.worker_threads = 1;
-    let proxy = ready_proxy(config).await;
+    let proxy = ProxyHandle::start_ready(config).await;
 
     let stream = TcpStream::connect(proxy.addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http2::handshake(

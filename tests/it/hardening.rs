@@ -6,9 +6,7 @@
 //! connections, HTTP/2 `host` against `:authority`, and delayed ACKs.
 //! Clients and most backends are raw sockets: the bytes are under test.
 
-use crate::http1::{capturing_backend, header_values, next_capture, ready_proxy, Client, OK};
 use crate::support::*;
-use crate::support_proxy::*;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -21,13 +19,44 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+pub(crate) const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+/// A keep-alive raw backend answering every request with `200 ok`, and
+/// `capture` gets each request head as received.
+pub(crate) async fn capturing_backend(capture: mpsc::UnboundedSender<Vec<u8>>) -> Backend {
+    Backend::raw(move |mut stream| {
+        let capture = capture.clone();
+        async move {
+            loop {
+                let head = read_head(&mut stream).await;
+                if head.is_empty() {
+                    return;
+                }
+                let _ = capture.send(head);
+                if stream.write_all(OK).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+}
+
+pub(crate) async fn next_capture(rx: &mut mpsc::UnboundedReceiver<Vec<u8>>) -> String {
+    let bytes = tokio::time::timeout(CALL_TIMEOUT, rx.recv())
+        .await
+        .expect("the backend received nothing in time")
+        .expect("capture channel closed");
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// Reads one whole request off a raw backend socket: the head, then a body
 /// of `Content-Length` bytes (none without one). `carry` keeps bytes read
 /// past it. `None` once the peer closed.
 async fn read_request(stream: &mut TcpStream, carry: &mut Vec<u8>) -> Option<Vec<u8>> {
     let mut chunk = [0u8; 4096];
     loop {
-        if let Some(end) = crate::http1::find(carry, b"\r\n\r\n").map(|at| at + 4) {
+        if let Some(end) = find(carry, b"\r\n\r\n").map(|at| at + 4) {
             let head = String::from_utf8_lossy(&carry[..end]).to_ascii_lowercase();
             let len: usize = head
                 .lines()
@@ -79,14 +108,14 @@ async fn request_that_reached_a_dying_pooled_connection_is_not_sent_twice() {
     ] {
         let redis = RedisServer::start();
         let seen = Arc::new(AtomicUsize::new(0));
-        let backend = raw_backend({
+        let backend = Backend::raw({
             let seen = seen.clone();
             move |mut stream| {
                 let seen = seen.clone();
                 async move {
                     let mut carry = Vec::new();
                     while let Some(req) = read_request(&mut stream, &mut carry).await {
-                        if crate::http1::find(&req, b" /pay ").is_some() {
+                        if find(&req, b" /pay ").is_some() {
                             seen.fetch_add(1, Ordering::SeqCst);
                             let _ = stream.write_all(answer).await;
                             return;
@@ -100,9 +129,9 @@ async fn request_that_reached_a_dying_pooled_connection_is_not_sent_twice() {
         })
         .await;
         redis.hset("pay.test", &backend.target());
-        let proxy = ready_proxy(test_config(&redis.url())).await;
+        let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
 
-        let mut client = Client::connect(proxy.addr).await;
+        let mut client = RawClient::connect(proxy.addr).await;
         // A first exchange leaves a pooled backend connection behind.
         client
             .send(b"GET / HTTP/1.1\r\nHost: pay.test\r\n\r\n")
@@ -133,7 +162,7 @@ async fn transfer_encoding_other_than_exactly_chunked_is_refused() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let backend = capturing_backend(tx).await;
     redis.hset("te.test", &backend.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
 
     let body = "0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: te.test\r\n\r\n";
     for (te, status) in [
@@ -181,10 +210,8 @@ async fn transfer_encoding_other_than_exactly_chunked_is_refused() {
 
 /// A raw backend answering `GET <path>` with the bytes `answers` maps the
 /// path to (then closing when the answer says so), `200 ok` otherwise.
-async fn scripted_raw_backend(
-    answers: &'static [(&'static str, &'static [u8], bool)],
-) -> TestBackend {
-    raw_backend(move |mut stream| async move {
+async fn scripted_raw_backend(answers: &'static [(&'static str, &'static [u8], bool)]) -> Backend {
+    Backend::raw(move |mut stream| async move {
         let mut carry = Vec::new();
         while let Some(req) = read_request(&mut stream, &mut carry).await {
             let line = String::from_utf8_lossy(&req)
@@ -244,9 +271,9 @@ async fn ambiguous_response_framing_is_normalised_or_refused() {
     let redis = RedisServer::start();
     let backend = scripted_raw_backend(ANSWERS).await;
     redis.hset("frame.test", &backend.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
 
-    let mut client = Client::connect(proxy.addr).await;
+    let mut client = RawClient::connect(proxy.addr).await;
     for (path, status) in [
         ("/gzip", 502),
         ("/next", 200),
@@ -291,13 +318,13 @@ async fn ambiguous_response_framing_is_normalised_or_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_request_body_is_408_and_closes() {
     let redis = RedisServer::start();
-    let a = start_backend("a").await;
-    let b = start_backend("b").await;
+    let a = Backend::echo("a").await;
+    let b = Backend::echo("b").await;
     redis.hset("slow.test", &format!("{},{}", a.target(), b.target()));
     redis.hset("slow1.test", &a.target());
     let mut config = test_config(&redis.url());
     config.proxy.body_read_timeout = Duration::from_millis(300);
-    let proxy = ready_proxy(config).await;
+    let proxy = ProxyHandle::start_ready(config).await;
 
     for (raw, interim) in [
         (
@@ -319,7 +346,7 @@ async fn a_stalled_request_body_is_408_and_closes() {
         ),
     ] {
         let what = String::from_utf8_lossy(raw).into_owned();
-        let mut client = Client::connect(proxy.addr).await;
+        let mut client = RawClient::connect(proxy.addr).await;
         client.send(raw).await;
         if interim {
             assert_eq!(client.response(false).await.status, 100, "{what}");
@@ -373,7 +400,7 @@ async fn a_stalled_request_body_is_408_and_closes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_response_body_is_cut_after_the_idle_timeout() {
     let redis = RedisServer::start();
-    let backend = raw_backend(|mut stream| async move {
+    let backend = Backend::raw(|mut stream| async move {
         let mut carry = Vec::new();
         if read_request(&mut stream, &mut carry).await.is_some() {
             let _ = stream
@@ -387,9 +414,9 @@ async fn a_stalled_response_body_is_cut_after_the_idle_timeout() {
     redis.hset("stall.test", &backend.target());
     let mut config = test_config(&redis.url());
     config.server.idle_timeout = Duration::from_millis(400);
-    let proxy = ready_proxy(config).await;
+    let proxy = ProxyHandle::start_ready(config).await;
 
-    let mut client = Client::connect(proxy.addr).await;
+    let mut client = RawClient::connect(proxy.addr).await;
     client
         .send(b"GET / HTTP/1.1\r\nHost: stall.test\r\n\r\n")
         .await;
@@ -406,11 +433,11 @@ async fn a_stalled_response_body_is_cut_after_the_idle_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_websocket_tunnel_is_closed_after_its_idle_limit() {
     let redis = RedisServer::start();
-    let echo = websocket_echo_backend().await;
+    let echo = Backend::websocket_echo().await;
     redis.hset("ws.test", &echo.target());
     let mut config = test_config(&redis.url());
     config.proxy.tunnel_idle_timeout = Duration::from_millis(400);
-    let proxy = ready_proxy(config).await;
+    let proxy = ProxyHandle::start_ready(config).await;
     let stream = TcpStream::connect(proxy.addr).await.unwrap();
     let req = "ws://ws.test/chat".into_client_request().unwrap();
     let (mut ws, _) =
@@ -445,7 +472,7 @@ async fn header_names_with_underscores_are_dropped() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let backend = capturing_backend(tx).await;
     redis.hset("u.test", &backend.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
     let r = raw_request(
         proxy.addr,
         b"GET / HTTP/1.1\r\nHost: u.test\r\nX_Forwarded_Host: evil.test\r\nX_Forwarded_Proto: https\r\nX-Kept: 1\r\nConnection: close\r\n\r\n",
@@ -477,8 +504,8 @@ async fn interim_answers_are_rewritten_and_bad_status_codes_are_502() {
     let redis = RedisServer::start();
     let backend = scripted_raw_backend(ANSWERS).await;
     redis.hset("s.test", &backend.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
-    let mut client = Client::connect(proxy.addr).await;
+    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let mut client = RawClient::connect(proxy.addr).await;
     client
         .send(b"GET /hints HTTP/1.1\r\nHost: s.test\r\n\r\n")
         .await;
@@ -516,7 +543,7 @@ async fn request_targets_and_host_follow_rfc_9112() {
     let other = capturing_backend(other_tx).await;
     redis.hset("app.test", &app.target());
     redis.hset("other.test", &other.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
 
     for raw in [
         "GET http://other.test#@app.test/x HTTP/1.1\r\nHost: app.test\r\n\r\n",
@@ -561,7 +588,7 @@ async fn request_targets_and_host_follow_rfc_9112() {
 async fn huge_lengths_and_chunk_sizes_are_400() {
     let redis = RedisServer::start();
     let received = Arc::new(Mutex::new(Vec::new()));
-    let backend = raw_backend({
+    let backend = Backend::raw({
         let received = received.clone();
         move |mut stream| {
             let received = received.clone();
@@ -573,7 +600,7 @@ async fn huge_lengths_and_chunk_sizes_are_400() {
     })
     .await;
     redis.hset("big.test", &backend.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
     let r = raw_request(
         proxy.addr,
         b"POST / HTTP/1.1\r\nHost: big.test\r\nContent-Length: 9999999999999999999\r\n\r\nx",
@@ -597,7 +624,7 @@ async fn huge_lengths_and_chunk_sizes_are_400() {
     );
     let got = received.lock().unwrap().clone();
     assert!(
-        crate::http1::find(&got, b"fffffffffffffff0").is_none(),
+        find(&got, b"fffffffffffffff0").is_none(),
         "the chunk size reached the backend: {:?}",
         String::from_utf8_lossy(&got)
     );
@@ -615,7 +642,7 @@ async fn huge_lengths_and_chunk_sizes_are_400() {
 async fn trailers_are_checked_and_filtered_both_ways() {
     let redis = RedisServer::start();
     let received = Arc::new(Mutex::new(Vec::new()));
-    let backend = raw_backend({
+    let backend = Backend::raw({
         let received = received.clone();
         move |mut stream| {
             let received = received.clone();
@@ -624,7 +651,7 @@ async fn trailers_are_checked_and_filtered_both_ways() {
                 let mut chunk = [0u8; 4096];
                 // The head, then a chunked body up to its empty last line.
                 while !(got.ends_with(b"\r\n\r\n")
-                    && crate::http1::find(&got, b"\r\n0\r\n").is_some())
+                    && find(&got, b"\r\n0\r\n").is_some())
                 {
                     match stream.read(&mut chunk).await {
                         Ok(0) | Err(_) => return,
@@ -641,28 +668,21 @@ async fn trailers_are_checked_and_filtered_both_ways() {
     })
     .await;
     redis.hset("tr.test", &backend.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
 
-    let mut client = Client::connect(proxy.addr).await;
+    let mut client = RawClient::connect(proxy.addr).await;
     client
         .send(b"POST / HTTP/1.1\r\nHost: tr.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Sum: 1\r\nContent-Length: 5\r\nHost: evil.test\r\n\r\n")
         .await;
-    let mut answer = Vec::new();
-    while !answer.ends_with(b"\r\n0\r\nX-Sum: 2\r\n\r\n") {
-        let before = client.buf.len();
-        assert!(
-            client.fill().await,
-            "closed early: {:?}",
-            String::from_utf8_lossy(&client.buf)
-        );
-        answer.extend_from_slice(&client.buf[before..]);
-        client.buf.clear();
-        assert!(
-            answer.len() < 4096,
-            "{:?}",
-            String::from_utf8_lossy(&answer)
-        );
-    }
+    let end = b"\r\n0\r\nX-Sum: 2\r\n\r\n";
+    let answer = tokio::time::timeout(CALL_TIMEOUT, read_until(&mut client.stream, end))
+        .await
+        .expect("no whole answer in time");
+    assert!(
+        answer.ends_with(end),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
     let text = String::from_utf8_lossy(&answer);
     assert!(!text.contains("Set-Cookie"), "{text}");
     let got = received.lock().unwrap().clone();
@@ -700,7 +720,7 @@ async fn a_connection_that_announced_a_body_where_none_may_follow_is_not_reused(
         "DELETE / HTTP/1.1\r\nHost: late.test\r\n\r\n",
     ] {
         let redis = RedisServer::start();
-        let backend = raw_backend(|mut stream| async move {
+        let backend = Backend::raw(|mut stream| async move {
             let mut carry = Vec::new();
             let mut owes = false;
             while let Some(req) = read_request(&mut stream, &mut carry).await {
@@ -723,8 +743,8 @@ async fn a_connection_that_announced_a_body_where_none_may_follow_is_not_reused(
         })
         .await;
         redis.hset("late.test", &backend.target());
-        let proxy = ready_proxy(test_config(&redis.url())).await;
-        let mut client = Client::connect(proxy.addr).await;
+        let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+        let mut client = RawClient::connect(proxy.addr).await;
         client.send(first.as_bytes()).await;
         let r = client.response(first.starts_with("HEAD")).await;
         assert!(r.status == 200 || r.status == 204, "{first:?}: {}", r.head);
@@ -747,11 +767,11 @@ async fn a_connection_that_announced_a_body_where_none_may_follow_is_not_reused(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_host_differing_from_authority_is_400() {
     let redis = RedisServer::start();
-    let a = start_backend("a").await;
-    let b = start_backend("b").await;
+    let a = Backend::echo("a").await;
+    let b = Backend::echo("b").await;
     redis.hset("a.test", &a.target());
     redis.hset("b.test", &b.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
     let stream = TcpStream::connect(proxy.addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -773,7 +793,7 @@ async fn http2_host_differing_from_authority_is_400() {
         assert_eq!(resp.status(), status, "host {host}");
         let _ = resp.into_body().collect().await;
     }
-    assert_eq!(b.hits(), 0);
+    assert_eq!(b.count(), 0);
     proxy.shutdown().await;
 }
 
@@ -789,7 +809,7 @@ async fn http2_host_differing_from_authority_is_400() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_writing_head_and_body_apart_is_not_stalled_by_delayed_acks() {
     let redis = RedisServer::start();
-    let backend = raw_backend(|mut stream| async move {
+    let backend = Backend::raw(|mut stream| async move {
         // Nagle stays on, as in Python's http.server.
         let _ = stream.set_nodelay(false);
         let mut carry = Vec::new();
@@ -808,8 +828,8 @@ async fn a_backend_writing_head_and_body_apart_is_not_stalled_by_delayed_acks() 
     })
     .await;
     redis.hset("nagle.test", &backend.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
-    let mut client = Client::connect(proxy.addr).await;
+    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let mut client = RawClient::connect(proxy.addr).await;
     let mut took = Vec::new();
     for _ in 0..30 {
         let started = Instant::now();

@@ -1,18 +1,20 @@
-//! The integration tests: one crate, a module per area, one support tree.
-//! Every test starts its own redis-server on a free port, real backends
-//! and the real proxy (see `support`).
+//! The integration tests: one crate, a module per area, one support tree
+//! (`support`). Every test starts its own redis-server on a free port, real
+//! backends and the real proxy.
 
 #[macro_use]
 mod support;
-mod faults_support;
-mod support_proxy;
+mod tls_support;
 
 mod access_log;
 mod cli;
+mod compat;
+mod config;
 mod faults;
 mod forwarding;
 mod hardening;
 mod http1;
 mod proxy;
-mod shared_reads;
 mod sync;
+mod tls_admin;
+mod tls_cli;
