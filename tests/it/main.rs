@@ -9,6 +9,7 @@ mod support_proxy;
 
 mod access_log;
 mod cli;
+mod conformance;
 mod faults;
 mod http1;
 mod proxy;
