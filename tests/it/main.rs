@@ -11,6 +11,7 @@ mod access_log;
 mod cli;
 mod conformance;
 mod faults;
+mod framing_props;
 mod http1;
 mod proxy;
 mod shared_reads;

@@ -506,7 +506,7 @@ pub fn expected_forward(req: &Request) -> WantReq {
 }
 
 /// Compares one forwarded request with what it must be.
-fn check_request(got: &Request, want: &WantReq, checks: &ReqChecks, out: &mut Vec<String>) {
+pub fn check_request(got: &Request, want: &WantReq, checks: &ReqChecks, out: &mut Vec<String>) {
     let mut fail = |s: String| out.push(s);
     if got.version != 1 {
         fail(format!("forwarded as HTTP/1.{}", got.version));

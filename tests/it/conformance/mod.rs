@@ -12,9 +12,9 @@
 //! table cannot express.
 
 pub mod case;
-mod deadlines;
+pub mod deadlines;
 pub mod recorder;
-mod replay;
+pub mod replay;
 mod requests;
 mod responses;
 pub mod runner;
