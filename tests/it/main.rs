@@ -12,6 +12,7 @@ mod cli;
 mod conformance;
 mod faults;
 mod framing_props;
+mod h2_backends;
 mod http1;
 mod proxy;
 mod shared_reads;
