@@ -1,9 +1,10 @@
 //! Configuration: the command line (every flag also read from
 //! `SWITCHYARD_<FLAG>`), validated into a typed [`Config`]. Tests build a
-//! `Config` directly; nothing here touches the process environment except
-//! clap's own flag lookup and the `REDIS_URL` fallback in [`Cli::redis_url`].
+//! `Config` with [`Config::new`], which never reads the process
+//! environment; only the binary's own parse does (clap's flag lookup and
+//! the `REDIS_URL` fallback in [`Cli::redis_url`]).
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -301,10 +302,17 @@ pub fn default_replica_id() -> String {
 }
 
 impl Config {
-    /// A config with production defaults for the given Redis URL.
+    /// A config with production defaults for the given Redis URL, whatever
+    /// the process environment holds: clap's `SWITCHYARD_*` lookups are
+    /// switched off here, so a developer's exported variables never reach a
+    /// config built in code (tests). The binary reads them (`Cli::parse`).
     pub fn new(redis_url: &str) -> Result<Config, ConfigError> {
-        let cli = Cli::try_parse_from(["switchyard"]).expect("defaults parse");
-        Config::from_args(redis_url, &cli.redis, &cli.serve)
+        let defaults = Cli::command()
+            .mut_args(|arg| arg.env(None::<&'static str>))
+            .try_get_matches_from(["switchyard"])
+            .and_then(|matches| Cli::from_arg_matches(&matches))
+            .expect("defaults parse");
+        Config::from_args(redis_url, &defaults.redis, &defaults.serve)
     }
 
     pub fn from_args(

@@ -574,7 +574,7 @@ fn whatever_the_framing_the_backend_reads_exactly_what_the_client_legitimately_s
         redis.hset(HOST, &backend.target());
         let mut config = suite_config(&redis.url());
         config.proxy.response_header_timeout = Duration::from_secs(1);
-        let proxy = start_proxy_with(config).await;
+        let proxy = ProxyHandle::start(config).await;
         assert_eventually!(
             proxy.ready().await && proxy.metric("switchyard_route_table_routes").await == 1.0,
             "proxy never loaded the route"

@@ -9,8 +9,8 @@ use crate::conformance::deadlines::config_with_flags;
 use crate::conformance::recorder::{Recorder, Reply, Then};
 use crate::conformance::runner::suite_config;
 use crate::conformance::wire;
+use crate::support::refusing_addr;
 use crate::support::*;
-use crate::support_proxy::refusing_addr;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
@@ -23,7 +23,7 @@ const HOST: &str = "h2b.test";
 
 async fn proxy_with(redis: &RedisServer, targets: &[String], config: Config) -> ProxyHandle {
     redis.hset(HOST, &targets.join(","));
-    let proxy = start_proxy_with(config).await;
+    let proxy = ProxyHandle::start(config).await;
     assert_eventually!(
         proxy.ready().await && proxy.metric("switchyard_route_table_routes").await == 1.0,
         "proxy never loaded the route"

@@ -1,19 +1,18 @@
-//! The integration tests: one crate, a module per area, one support tree.
-//! Every test starts its own redis-server on a free port, real backends
-//! and the real proxy (see `support`).
+//! The integration tests: one crate, a module per area, one support tree
+//! (`support`). Every test starts its own redis-server on a free port, real
+//! backends and the real proxy.
 
 #[macro_use]
 mod support;
-mod faults_support;
-mod support_proxy;
 
 mod access_log;
 mod cli;
+mod compat;
+mod config;
 mod conformance;
 mod faults;
 mod framing_props;
 mod h2_backends;
 mod http1;
 mod proxy;
-mod shared_reads;
 mod sync;

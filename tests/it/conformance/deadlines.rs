@@ -27,7 +27,7 @@ pub fn config_with_flags(redis: &RedisServer, flags: &[&str]) -> Config {
 }
 
 async fn ready(redis: &RedisServer, config: Config) -> ProxyHandle {
-    let proxy = start_proxy_with(config).await;
+    let proxy = ProxyHandle::start(config).await;
     assert_eventually!(
         proxy.ready().await && proxy.metric("switchyard_route_table_routes").await == 1.0,
         "proxy never loaded the route"

@@ -113,7 +113,7 @@ fn seen(recorders: &[&Recorder], method: &str, target: &str) -> usize {
 
 async fn proxy_for(redis: &RedisServer, host: &str, targets: &[String]) -> ProxyHandle {
     redis.hset(host, &targets.join(","));
-    let proxy = start_proxy_with(super::runner::suite_config(&redis.url())).await;
+    let proxy = ProxyHandle::start(super::runner::suite_config(&redis.url())).await;
     assert_eventually!(
         proxy.ready().await && proxy.metric("switchyard_route_table_routes").await == 1.0,
         "proxy never loaded the route"

@@ -10,8 +10,8 @@
 use super::case::{judge, Case, Route, Seen, Step, Want};
 use super::recorder::{ConnLog, Recorder, Reply};
 use super::wire::{self, Parsed};
+use crate::support::refusing_addr;
 use crate::support::*;
-use crate::support_proxy::refusing_addr;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
@@ -98,7 +98,7 @@ pub async fn run_suite(cases: Vec<Case>, transport: Transport) {
     if !hset.is_empty() {
         redis.pipe(&hset);
     }
-    let proxy = start_proxy_with(suite_config(&redis.url())).await;
+    let proxy = ProxyHandle::start(suite_config(&redis.url())).await;
     assert_eventually!(
         proxy.ready().await && proxy.metric("switchyard_route_table_routes").await == routed as f64,
         "the proxy never loaded the suite's {routed} routes"
