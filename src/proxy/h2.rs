@@ -163,6 +163,7 @@ impl<D: Dialer> Answer<D> {
             Framing::Chunked => BodyState::Chunked(ChunkedDecoder::default(), Vec::new()),
             Framing::UntilClose => BodyState::UntilClose,
         };
+        let request_id = HeaderValue::from_bytes(&record.request_id).ok();
         let mut body = BackendBody {
             idle: proxy.config.idle_timeout,
             proxy,
@@ -182,6 +183,9 @@ impl<D: Dialer> Answer<D> {
         let mut response = Response::new(Either::Left(body));
         *response.status_mut() = status;
         *response.headers_mut() = headers;
+        if let Some(id) = request_id {
+            response.headers_mut().insert("x-request-id", id);
+        }
         response
     }
 }

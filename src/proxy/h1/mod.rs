@@ -340,6 +340,15 @@ struct ResponseHead {
     upgrade_agreed: bool,
 }
 
+/// A response relay that broke.
+struct Relayed {
+    error: io::Error,
+    /// Bytes written to the client, head included.
+    wrote: u64,
+    /// Of which body bytes.
+    body: u64,
+}
+
 /// How the request body reaches the backend.
 enum RequestBody<'b> {
     /// No body, or all of it in memory: can be sent again.
@@ -822,6 +831,23 @@ impl<'a, C: Socket, D: Dialer> Conn<'a, C, D> {
         }
         let relayed = self.relay_body(&mut upstream, &response).await;
         match relayed {
+            Err(Relayed {
+                error, wrote: 0, ..
+            }) => {
+                // Broken before a byte reached the client (a malformed
+                // chunk or trailer in the first read): a clean 502.
+                tracing::debug!(%error, "backend answer refused before relaying it");
+                let refused = ProxyError::Upstream(crate::metrics::UpstreamErrorKind::Other);
+                self.proxy
+                    .state
+                    .metrics
+                    .upstream_error(crate::metrics::UpstreamErrorKind::Other);
+                self.out.clear();
+                head::write_error(&mut self.out, refused, true, p.request_id.as_bytes());
+                let _ = self.client.write_all(&self.out).await;
+                self.finish(p, 502, refused.body().len() as u64);
+                Next::Close
+            }
             Ok(bytes) => {
                 self.finish(p, status, bytes);
                 // Bytes past the end of the answer are unsolicited: that
@@ -835,27 +861,30 @@ impl<'a, C: Socket, D: Dialer> Conn<'a, C, D> {
                     Next::KeepAlive
                 }
             }
-            Err((e, bytes)) => {
-                tracing::debug!(error = %e, "response relay ended early");
-                self.finish(p, status, bytes);
+            Err(Relayed { error, body, .. }) => {
+                tracing::debug!(%error, "response relay ended early");
+                self.finish(p, status, body);
                 Next::Close
             }
         }
     }
 
     /// Relays the response body; Ok carries the body bytes sent to the
-    /// client, Err them too (for the access log).
+    /// client (for the access log).
     async fn relay_body(
         &mut self,
         upstream: &mut D::Stream,
         response: &ResponseHead,
-    ) -> Result<u64, (io::Error, u64)> {
+    ) -> Result<u64, Relayed> {
         let mut sent = 0u64;
         let head = self.out.len() as u64;
-        let body = |written: u64| written.saturating_sub(head);
         match self.relay_framed(upstream, response, &mut sent).await {
-            Ok(()) => Ok(body(sent)),
-            Err(e) => Err((e, body(sent))),
+            Ok(()) => Ok(sent.saturating_sub(head)),
+            Err(error) => Err(Relayed {
+                error,
+                wrote: sent,
+                body: sent.saturating_sub(head),
+            }),
         }
     }
 
