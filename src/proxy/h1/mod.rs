@@ -24,6 +24,8 @@
 
 pub mod chunked;
 pub mod head;
+#[cfg(test)]
+mod tests;
 
 use super::io::{Dialer, Shared, Socket};
 use super::policy::{self, Access, Failed, Reached};
