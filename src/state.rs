@@ -75,6 +75,8 @@ pub struct SharedState {
     table: ArcSwap<RouteTable>,
     status: Mutex<SyncStatus>,
     pub metrics: Metrics,
+    /// The certificates served over TLS (see `tls::resolver`).
+    pub certs: crate::tls::CertStore,
 }
 
 impl SharedState {
@@ -92,6 +94,7 @@ impl SharedState {
                 shared_reads: SharedReadsStatus::default(),
             }),
             metrics: Metrics::new(),
+            certs: crate::tls::CertStore::default(),
         })
     }
 

@@ -4,6 +4,7 @@
 
 #[macro_use]
 mod support;
+mod tls_support;
 
 mod access_log;
 mod cli;
@@ -13,3 +14,5 @@ mod faults;
 mod http1;
 mod proxy;
 mod sync;
+mod tls_admin;
+mod tls_cli;
