@@ -11,7 +11,7 @@
 
 use super::field::{normal_key, parse_field_bytes, FieldKey};
 use super::spellings::{fields_of, resolve, set_field, Fields};
-use super::{Delta, Diff, RouteTable, TableSource};
+use super::{Delta, Diff, Held, RouteTable, TableSource};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -72,7 +72,7 @@ impl RouteTable {
                 (None, None)
             } else {
                 let resolved = resolve(kind, name, &fields, before);
-                (Some(resolved.route), (!resolved.plain).then_some(fields))
+                (Some(resolved.held), (!resolved.plain).then_some(fields))
             };
             if spellings.fields(kind, name) != kept.as_ref() {
                 Arc::make_mut(&mut spellings).set(kind, name, kept);
@@ -157,9 +157,7 @@ impl RouteTable {
     fn holds(&self, field: &[u8], value: &[u8]) -> bool {
         if let Some((kind, name)) = normal_key(field) {
             if !self.spellings.names(kind, name) {
-                return self
-                    .get(kind, name)
-                    .is_some_and(|route| route.is_valid() && route.value().as_bytes() == value);
+                return matches!(self.get(kind, name), Some(Held::Route(route)) if route.value().as_bytes() == value);
             }
         }
         self.spellings.value_of(field) == Some(value)
@@ -169,8 +167,8 @@ impl RouteTable {
     fn compacted(&self) -> RouteTable {
         let mut base = (*self.base).clone();
         for entry in self.delta.iter() {
-            match &entry.route {
-                Some(route) => base.insert(entry.kind, route.clone()),
+            match &entry.held {
+                Some(held) => base.insert(entry.kind, &entry.key, held.clone()),
                 None => base.remove(entry.kind, &entry.key),
             };
         }
