@@ -13,7 +13,7 @@
 # an existing key is used only if it has none of the demo hosts, and only
 # the demo hosts are removed from it at exit);
 # SWITCHYARD_DEMO_BIN_DIR: use the binaries there (`switchyard`,
-# `examples/demo_backend`) instead of building (the tests do).
+# `demo_backend`) instead of building (the tests do).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -173,7 +173,7 @@ if [ -n "${SWITCHYARD_DEMO_BIN_DIR:-}" ]; then
     BIN_DIR=$SWITCHYARD_DEMO_BIN_DIR
 else
     echo "building (release)..."
-    cargo build --release --bin switchyard --example demo_backend
+    cargo build --release --bin switchyard --bin demo_backend
     BIN_DIR=target/release
 fi
 
@@ -195,10 +195,10 @@ fi
 # 4. Two demo backends, on their usual ports unless those are taken.
 port_busy "$BLUE_PORT" && BLUE_PORT=$(free_port)
 port_busy "$GREEN_PORT" && GREEN_PORT=$(free_port)
-"$BIN_DIR/examples/demo_backend" --listen "127.0.0.1:$BLUE_PORT" --name blue &
+"$BIN_DIR/demo_backend" --listen "127.0.0.1:$BLUE_PORT" --name blue &
 PIDS+=($!)
 wait_for 10 "$!" port_busy "$BLUE_PORT" || { echo "the blue backend did not start"; exit 1; }
-"$BIN_DIR/examples/demo_backend" --listen "127.0.0.1:$GREEN_PORT" --name green &
+"$BIN_DIR/demo_backend" --listen "127.0.0.1:$GREEN_PORT" --name green &
 PIDS+=($!)
 wait_for 10 "$!" port_busy "$GREEN_PORT" || { echo "the green backend did not start"; exit 1; }
 BLUE="127.0.0.1:$BLUE_PORT"

@@ -331,9 +331,9 @@ async fn sentinel_failover_is_followed_without_failed_requests() {
 // ---------------------------------------------------------------------------
 
 fn snapshot_has(path: &Path, host: &str, value: &str) -> bool {
-    match switchyard::snapshot::read(path) {
+    match switchyard::snapshot::read(path).map(|s| s.and_then(|s| s.route_table("routes"))) {
         Ok(Some(table)) => {
-            matches!(table.lookup(host), Lookup::Route(route) if &*route.value == value)
+            matches!(table.lookup(host), Lookup::Route(route) if route.value() == value)
         }
         _ => false,
     }

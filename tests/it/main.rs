@@ -14,6 +14,7 @@ mod faults;
 mod http1;
 mod proxy;
 mod replicas;
+mod routes_table;
 mod run_demo;
 mod sync;
 mod tls_admin;
