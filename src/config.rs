@@ -271,7 +271,7 @@ pub struct ServeArgs {
     pub shared_read_threshold: usize,
 
     /// The default certificate's PEM chain (served when no certificate of the
-    /// certs hash fits the client's SNI); reloaded when it changes and on SIGHUP.
+    /// certs hash fits the client's SNI); reloaded when it changes.
     #[arg(long, env = "SWITCHYARD_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
@@ -501,6 +501,13 @@ impl Default for TlsConfig {
 }
 
 impl TlsConfig {
+    /// What opens (and seals) the private keys of the certs hash.
+    pub fn cert_sealer(&self) -> Option<crate::tls::seal::Sealer> {
+        self.secret
+            .as_ref()
+            .map(|s| crate::tls::seal::Sealer::new(s, crate::tls::seal::Purpose::CertKey))
+    }
+
     /// Checks the shared TLS flags (what the `cert` commands need too): the
     /// certs hash, and the secret, which must be 32 bytes.
     pub fn from_args(args: &TlsArgs) -> Result<TlsConfig, ConfigError> {
@@ -833,7 +840,12 @@ mod tests {
 
     #[test]
     fn tls_flags_default_off_and_go_in_pairs() {
-        let cli = Cli::try_parse_from(["switchyard"]).unwrap();
+        // Defaults as written, whatever SWITCHYARD_* the developer exported.
+        let cli = Cli::command()
+            .mut_args(|arg| arg.env(None::<&'static str>))
+            .try_get_matches_from(["switchyard"])
+            .and_then(|matches| Cli::from_arg_matches(&matches))
+            .unwrap();
         let tls = TlsConfig::from_args(&cli.tls).unwrap();
         assert_eq!(tls.default_files, None);
         assert_eq!(tls.certs_key, "routes:certs");
