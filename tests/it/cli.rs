@@ -505,3 +505,53 @@ async fn the_readme_acl_lines_for_replicas_and_controllers_deny_nothing() {
     let log = redis.cli(&["ACL", "LOG"]);
     assert!(log.trim().is_empty(), "denied: {log}");
 }
+
+/// What SIGHUP does inside the library: a reload request loads the
+/// default certificate's files again, changed or not (their own polling,
+/// an hour here, would not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_request_reads_the_default_certificate_again() {
+    use crate::tls_support::{Scratch, TestCa};
+    let redis = RedisServer::start();
+    let ca = TestCa::new();
+    let dir = Scratch::new("reload-tls");
+    let leaf = ca.leaf(&["*.cloud.com"]);
+    let mut config = test_config(&redis.url());
+    config.tls.default_files = Some(switchyard::config::CertFilePaths {
+        cert: dir.write("cert.pem", &leaf.chain_pem),
+        key: dir.write("key.pem", &leaf.key_pem),
+    });
+    config.tls.file_poll_interval = Duration::from_secs(3600);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    let reload = switchyard::reload::Reload::new();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(switchyard::run_reloadable(
+        config,
+        listener,
+        admin,
+        async {
+            let _ = stopped.await;
+        },
+        reload.clone(),
+    ));
+    let loads = || async {
+        let metrics = http_get(admin_addr, "localhost", "/metrics").await.body;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("switchyard_tls_file_loads_total{outcome=\"ok\"} "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eventually!(loads().await == 1.0, "the files were never loaded");
+    reload.request();
+    assert_eventually!(loads().await == 2.0, "a reload request did not reload");
+    reload.request();
+    assert_eventually!(
+        loads().await == 3.0,
+        "a second reload request did not reload"
+    );
+    let _ = stop.send(());
+    task.await.unwrap();
+}
