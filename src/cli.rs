@@ -197,7 +197,7 @@ pub fn format_status(replicas: &[ReplicaStatus]) -> String {
         "REDIS",
         "NOTIFY",
         "SOURCE",
-        "SHARED",
+        "HELD",
         "WATERMARK(us)"
     );
     for r in replicas {
@@ -215,10 +215,10 @@ pub fn format_status(replicas: &[ReplicaStatus]) -> String {
             r.redis,
             r.notifications,
             r.source,
-            if r.shared_reads.is_empty() {
-                "-"
+            if r.held.is_empty() {
+                "-".to_owned()
             } else {
-                &r.shared_reads
+                r.held.join(";")
             },
             r.watermark
                 .map(|w| w.to_string())

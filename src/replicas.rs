@@ -25,10 +25,13 @@ pub struct ReplicaStatus {
     pub notifications: String,
     pub redis: String,
     pub source: String,
-    /// Part in shared reads: `inactive`, `reader`, `follower` or `off`
-    /// (empty from a version without shared reads).
+    /// Removals the guard holds (`<key>: <removed> of <serving>`); empty
+    /// when none (or from an older version).
     #[serde(default)]
-    pub shared_reads: String,
+    pub held: Vec<String>,
+    /// No successful read for longer than the resync interval allows.
+    #[serde(default)]
+    pub stale: bool,
 }
 
 /// The key of one replica's status; prefixed by the routes key so that
@@ -65,11 +68,16 @@ pub fn current(config: &SyncConfig, state: &SharedState) -> ReplicaStatus {
         notifications: match &status.notifications {
             crate::state::NotificationMode::Unknown => "unknown".into(),
             crate::state::NotificationMode::Keyspace => "keyspace".into(),
+            crate::state::NotificationMode::Unconfirmed { .. } => "unconfirmed".into(),
             crate::state::NotificationMode::Polling { .. } => "polling".into(),
         },
         redis: format!("{:?}", status.redis).to_lowercase(),
         source: format!("{:?}", table.source).to_lowercase(),
-        shared_reads: status.shared_reads.role.to_owned(),
+        held: status
+            .held()
+            .map(|(key, held)| format!("{key}: {} of {}", held.removed, held.serving))
+            .collect(),
+        stale: status.is_stale(),
     }
 }
 
@@ -81,7 +89,7 @@ pub async fn publish(
 ) -> Result<(), Error> {
     let status = current(config, state);
     let json = serde_json::to_string(&status).expect("status serialises");
-    let ttl = (config.status_interval * 3).max(Duration::from_secs(3));
+    let ttl = (config.tuning.status_interval * 3).max(Duration::from_secs(3));
     let _: Value = client
         .set(
             status_key(&config.routes_key, &config.replica_id),
@@ -90,6 +98,15 @@ pub async fn publish(
             None,
             false,
         )
+        .await?;
+    Ok(())
+}
+
+/// Removes this replica's status at graceful shutdown, so that `--wait`
+/// stops counting it at once.
+pub async fn leave(client: &Client, config: &SyncConfig) -> Result<(), Error> {
+    let _: i64 = client
+        .del(status_key(&config.routes_key, &config.replica_id))
         .await?;
     Ok(())
 }

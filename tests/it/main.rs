@@ -12,5 +12,4 @@ mod cli;
 mod faults;
 mod http1;
 mod proxy;
-mod shared_reads;
 mod sync;

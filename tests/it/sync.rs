@@ -1,4 +1,4 @@
-//! DESIGN 3: the table follows the Redis hash. Each test starts its own
+//! The table follows the Redis hash (ARCHITECTURE.md, "src/sync"). Each test starts its own
 //! redis-server on a free port, its own backends and its own proxy.
 
 use crate::support::*;
@@ -82,7 +82,7 @@ async fn ready_proxy(config: switchyard::config::Config) -> ProxyHandle {
 }
 
 // ---------------------------------------------------------------------------
-// DESIGN 3.3: coalesced resync
+// Coalesced reads
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,7 +164,7 @@ async fn a_burst_of_1000_hsets_costs_few_reloads_and_ends_in_the_final_table() {
 }
 
 // ---------------------------------------------------------------------------
-// DESIGN 3.4: reconnect means resync
+// Every reconnect is followed by a resync
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,7 +261,7 @@ async fn redis_restarted_with_different_data_old_table_meanwhile_new_data_after(
 }
 
 // ---------------------------------------------------------------------------
-// DESIGN 3.1 and 3.5: notifications refused; FLUSHDB
+// Notifications refused; changes that send no event
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,8 +278,10 @@ async fn notifications_refused_changes_converge_by_periodic_resync() {
     let proxy = ready_proxy(config).await;
     assert!(serves(&proxy, "app.cloud.com", "blue").await);
 
+    // CONFIG is refused, so the proxy cannot know whether the operator set
+    // the flags: "unconfirmed" until an event arrives (none will here).
     let (_, details) = readyz(&proxy).await;
-    assert_eq!(details["notifications"]["mode"], "polling", "{details}");
+    assert_eq!(details["notifications"]["mode"], "unconfirmed", "{details}");
     assert!(
         details["notifications"]["reason"]
             .as_str()
@@ -298,17 +300,20 @@ async fn notifications_refused_changes_converge_by_periodic_resync() {
     );
     assert!(proxy.metric(PERIODIC).await >= 1.0);
     assert_eq!(proxy.metric(RECEIVED).await, 0.0);
+    assert_eq!(
+        readyz(&proxy).await.1["notifications"]["mode"],
+        "unconfirmed"
+    );
     proxy.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flushdb_sends_no_event_and_converges_by_periodic_resync_as_drift() {
+async fn flushdb_sends_no_event_and_is_found_by_the_length_check_as_drift() {
     let redis = RedisServer::start();
     let blue = start_backend("blue").await;
     redis.hset("app.cloud.com", &blue.target());
-    let mut config = test_config(&redis.url());
-    config.sync.resync_interval = std::time::Duration::from_millis(500);
-    let proxy = ready_proxy(config).await;
+    // No periodic resync: the ping tick's length check finds it.
+    let proxy = ready_proxy(test_config(&redis.url())).await;
     assert!(serves(&proxy, "app.cloud.com", "blue").await);
     assert_eq!(readyz(&proxy).await.1["notifications"]["mode"], "keyspace");
     assert_eq!(proxy.metric("switchyard_notifications_enabled").await, 1.0);
@@ -324,12 +329,18 @@ async fn flushdb_sends_no_event_and_converges_by_periodic_resync_as_drift() {
         "FLUSHDB was not counted as drift"
     );
     assert_eq!(proxy.metric(RECEIVED).await, 0.0, "FLUSHDB sent an event?");
+    assert!(
+        proxy
+            .metric("switchyard_resyncs_total{reason=\"check\"}")
+            .await
+            >= 1.0
+    );
     assert!(proxy.ready().await);
     proxy.shutdown().await;
 }
 
 // ---------------------------------------------------------------------------
-// DESIGN 1: an invalid value is reported and isolated
+// One bad entry never affects the others
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,7 +409,7 @@ async fn an_invalid_value_is_isolated_reported_and_keeps_the_last_valid_route() 
 }
 
 // ---------------------------------------------------------------------------
-// DESIGN 2: the request path never touches Redis
+// The request path never awaits Redis
 // ---------------------------------------------------------------------------
 
 /// Sends `n` GETs with `Host: host` over one keep-alive client, 50 at a
@@ -459,12 +470,13 @@ async fn unknown_hosts_get_404_and_no_request_reaches_redis() {
         .collect();
     eprintln!("redis commands during 1000 requests: {moved:?}");
     // What may move: the test's own INFO, the proxy's PINGs (both
-    // connections, every 200 ms) and its status key SET (every 500 ms).
+    // connections, every 200 ms) with its length check (HLEN) and its
+    // status key SET (every 500 ms).
     // Those are timers, not requests: their count does not depend on how
     // many requests ran.
     for (command, delta) in &moved {
         assert!(
-            matches!(*command, "info" | "ping" | "set"),
+            matches!(*command, "info" | "ping" | "hlen" | "set"),
             "redis executed {delta} × {command} while serving requests: {moved:?}"
         );
     }
@@ -483,7 +495,7 @@ async fn unknown_hosts_get_404_and_no_request_reaches_redis() {
 }
 
 // ---------------------------------------------------------------------------
-// DESIGN 3.8: not ready before the first load
+// Not ready before the first load
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -522,7 +534,7 @@ async fn a_proxy_started_before_redis_is_unready_then_serves_once_loaded() {
 }
 
 // ---------------------------------------------------------------------------
-// DESIGN 3.6 and 3.7: empty is a table; the watermark always advances
+// Empty is a table; the watermark always advances
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,7 +560,7 @@ async fn an_empty_hash_is_a_table_and_the_watermark_advances_on_a_no_op_resync()
 
     // The same value again: an event, a reload that changes nothing. The
     // watermark still moves past the Redis time taken before the write,
-    // which is what `route set --wait` relies on (DESIGN 3.7).
+    // which is what `route set --wait` relies on (README.md, "--wait").
     let redis_time = || {
         let out = redis.cli(&["TIME"]);
         let mut parts = out.lines().map(|l| l.trim().parse::<u64>().unwrap());
@@ -619,7 +631,7 @@ async fn a_large_hash_read_with_dump_equals_hgetall() {
     let (conn, ()) = connect(&config.sync, Role::Commands, |_| ())
         .await
         .expect("connect");
-    let empty = read_hash(&conn.client, "no-such-key", ReadMethod::Dump)
+    let empty = read_hash(&conn.client, "no-such-key", None, ReadMethod::Dump, 10_000)
         .await
         .expect("dump of a missing key");
     assert!(empty.entries().unwrap().is_empty());
@@ -634,12 +646,12 @@ async fn assert_dump_reads_what_hgetall_reads(redis: &RedisServer, len: usize) {
     let (conn, ()) = connect(&config.sync, Role::Commands, |_| ())
         .await
         .expect("connect");
-    let dump = read_hash(&conn.client, "routes", ReadMethod::Dump)
+    let dump = read_hash(&conn.client, "routes", None, ReadMethod::Dump, 10_000)
         .await
         .expect("dump read");
     assert!(!dump.dump_unreadable, "the DUMP was not decoded");
     let mut dumped = dump.entries().expect("dump decoded");
-    let hgetall = read_hash(&conn.client, "routes", ReadMethod::HGetAll)
+    let hgetall = read_hash(&conn.client, "routes", None, ReadMethod::HGetAll, 10_000)
         .await
         .expect("hgetall read");
     let mut listed = hgetall.entries().unwrap();
@@ -666,7 +678,7 @@ async fn changes_to_a_large_hash_follow_through_dump_reloads() {
     }
     redis.pipe(&commands);
     let mut config = test_config(&redis.url());
-    config.sync.dump_threshold = 600;
+    config.sync.tuning.dump_threshold = 600;
     let proxy = ready_proxy(config).await;
     assert!(serves(&proxy, "h7.big.test", "blue").await);
     let hgetalls = redis.command_calls().get("hgetall").copied().unwrap_or(0);
@@ -790,7 +802,7 @@ async fn a_hash_redis_is_rehashing_still_reloads_by_payload_diff() {
     }
     redis.pipe(&commands);
     let mut config = test_config(&redis.url());
-    config.sync.dump_threshold = 600;
+    config.sync.tuning.dump_threshold = 600;
     let proxy = ready_proxy(config).await;
     // 100 more: the dict starts growing to 2,048 buckets at the 1,025th.
     for i in 0..100 {
