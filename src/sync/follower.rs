@@ -30,8 +30,12 @@ pub enum Event {
     HashOther,
     /// `xadd` on the log: entries to read.
     LogAppend,
-    /// `xtrim` (what an `XADD ... MAXLEN` that trimmed also sends) or
-    /// consumer-group bookkeeping: the entries past ours are untouched.
+    /// `xtrim` (what an `XADD ... MAXLEN` that trimmed also sends): the
+    /// entries past ours are untouched (a log read checks that its first
+    /// entry is still there), but a log that was empty at the last full
+    /// read can no longer be read from its start.
+    LogTrim,
+    /// Consumer-group bookkeeping: the entries are untouched.
     LogNoise,
     /// Any other event on the log (`del`, `xdel`, `rename_from`,
     /// `xsetid`...): the entries a log read starts from may be gone.
@@ -58,7 +62,7 @@ impl Event {
             },
             KeyRole::Log => match operation {
                 "xadd" => Event::LogAppend,
-                "xtrim" => Event::LogNoise,
+                "xtrim" => Event::LogTrim,
                 op if op.starts_with("xgroup") || op == "xclaim" || op == "xautoclaim" => {
                     Event::LogNoise
                 }
@@ -109,6 +113,8 @@ pub struct Follower {
     /// Log entries to read.
     log_due: bool,
     full: Option<FullRead>,
+    /// The log was trimmed since the last full read.
+    trimmed: bool,
 }
 
 impl Follower {
@@ -119,6 +125,7 @@ impl Follower {
             open: false,
             log_due: false,
             full: None,
+            trimmed: false,
         }
     }
 
@@ -152,6 +159,7 @@ impl Follower {
                 self.open = false;
                 self.log_due = true;
             }
+            Event::LogTrim => self.trimmed = true,
             Event::LogNoise => {}
             Event::LogOther => self.full_read(FullRead::Unlogged),
             Event::Accept => {
@@ -214,6 +222,13 @@ impl Follower {
         self.open = false;
         self.log_due = false;
         self.full = None;
+        self.trimmed = false;
+    }
+
+    /// Whether the log was trimmed since the last full read: a log that
+    /// was empty then may have lost entries we never saw.
+    pub fn trimmed(&self) -> bool {
+        self.trimmed
     }
 
     /// A log read found the log unusable from our position (trimmed,
@@ -251,7 +266,7 @@ mod tests {
             assert_eq!(Event::classify(KeyRole::Hash, op), HashOther, "{op}");
         }
         assert_eq!(Event::classify(KeyRole::Log, "xadd"), LogAppend);
-        assert_eq!(Event::classify(KeyRole::Log, "xtrim"), LogNoise);
+        assert_eq!(Event::classify(KeyRole::Log, "xtrim"), LogTrim);
         assert_eq!(Event::classify(KeyRole::Log, "xgroup-create"), LogNoise);
         for op in ["del", "xdel", "rename_from", "xsetid", "expired"] {
             assert_eq!(Event::classify(KeyRole::Log, op), LogOther, "{op}");
@@ -261,8 +276,9 @@ mod tests {
 
     #[test]
     fn a_logged_change_is_read_from_the_log() {
-        let mut f = feed(&[HashWrite, LogAppend, LogNoise]);
+        let mut f = feed(&[HashWrite, LogAppend, LogTrim]);
         assert_eq!(f.next_action(), Action::ReadLog);
+        assert!(f.trimmed());
         assert!(f.is_idle());
         assert_eq!(f.next_action(), Action::Nothing);
         // A burst of logged changes: one log read.
@@ -360,8 +376,9 @@ mod tests {
 
     #[test]
     fn a_covering_read_clears_what_was_pending() {
-        let mut f = feed(&[HashWrite, HashOther, LogAppend]);
+        let mut f = feed(&[HashWrite, HashOther, LogAppend, LogTrim]);
         f.covered();
+        assert!(!f.trimmed());
         assert!(f.is_idle());
         assert_eq!(f.next_action(), Action::Nothing);
         let mut f = feed(&[HashWrite, LogAppend]);

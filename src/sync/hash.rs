@@ -321,7 +321,8 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         let Some(pairs) = read.into_pairs() else {
             unreachable!("an HSCAN read is pairs")
         };
-        let Ok(Some((changes, last, _))) = self.read_entries(client, log, from).await else {
+        let Ok(Some((changes, Some(last), _))) = self.read_entries(client, log, Some(from)).await
+        else {
             // The log moved past the scan's start: the scan stands, and
             // the next log event means a full read.
             return Ok(HashRead::from_pairs(pairs, watermark, LogPosition::Empty));
@@ -340,26 +341,29 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         ))
     }
 
-    /// The log entries after `from`, with the last id read and the
-    /// transaction's (watermark, HLEN). `Ok(None)`: the log cannot be
-    /// used from there (`from` trimmed, an entry we do not read, more
-    /// than we replay).
+    /// The log entries after `from` (all of them for `None`: the log was
+    /// empty at the last full read and has not been trimmed since), with
+    /// the last id read (`None`: still empty) and the transaction's
+    /// (watermark, HLEN). `Ok(None)`: the log cannot be used from there
+    /// (`from` trimmed, an entry we do not read, more than we replay).
+    #[allow(clippy::type_complexity)]
     async fn read_entries(
         &self,
         client: &Client,
         log: &str,
-        mut from: StreamId,
-    ) -> Result<Option<(Vec<Change>, StreamId, (RedisMicros, usize))>, SyncError> {
+        mut from: Option<StreamId>,
+    ) -> Result<Option<(Vec<Change>, Option<StreamId>, (RedisMicros, usize))>, SyncError> {
         let batch = self.tuning.log_read_batch;
         let mut changes = Vec::new();
         loop {
-            let read = redis::read_log(client, &self.names.key, log, from, batch + 1).await?;
+            let start = from.unwrap_or(StreamId { ms: 0, seq: 0 });
+            let read = redis::read_log(client, &self.names.key, log, start, batch + 1).await?;
+            let more = read.entries.len() > batch;
             let mut entries = read.entries.into_iter();
-            if entries.next().map(|(id, _)| id) != Some(from) {
-                debug!(key = %self.names.key, %from, "the change log no longer holds our last entry");
+            if from.is_some() && entries.next().map(|(id, _)| id) != from {
+                debug!(key = %self.names.key, ?from, "the change log no longer holds our last entry");
                 return Ok(None);
             }
-            let mut got = 0;
             for (id, body) in entries {
                 match changelog::decode(id, &body.into_array()) {
                     Ok(entry) => changes.push(entry.change),
@@ -368,13 +372,12 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
                         return Ok(None);
                     }
                 }
-                from = id;
-                got += 1;
+                from = Some(id);
             }
             if changes.len() > self.tuning.log_replay_max {
                 return Ok(None);
             }
-            if got < batch {
+            if !more {
                 return Ok(Some((changes, from, (read.watermark, read.len))));
             }
         }
@@ -532,13 +535,17 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
     /// Reads the log from our position and patches the table. `None`:
     /// the log cannot be used (the caller reads the whole hash).
     async fn try_log(&mut self, client: &Client) -> Result<Option<Outcome>, SyncError> {
-        let (LogPosition::At(from), Some(log)) = (self.log, self.log_key()) else {
-            return Ok(None);
+        let from = match (self.log, self.log_key()) {
+            (LogPosition::At(from), Some(_)) => Some(from),
+            // Empty at the last full read, and nothing trimmed since (the
+            // session saw every trim): every entry came after that read.
+            (LogPosition::Empty, Some(_)) if !self.follower.trimmed() => None,
+            _ => return Ok(None),
         };
+        let log = self.names.log.clone();
         if self.held.is_some() {
             return Ok(None);
         }
-        let log = log.to_owned();
         let read = match self.read_entries(client, &log, from).await {
             Ok(Some(read)) => read,
             Ok(None) => return Ok(None),
@@ -549,6 +556,7 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
             }
         };
         let (changes, last, (watermark, len)) = read;
+        let position = last.map_or(LogPosition::Empty, LogPosition::At);
         let expected = self.len_at_read;
         let metrics = &self.state.metrics;
         if changes.is_empty() {
@@ -557,7 +565,7 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
             if expected != Some(len) {
                 return Ok(None);
             }
-            self.read_done(LogPosition::At(last), len);
+            self.read_done(position, len);
             return Ok(Some(Outcome {
                 watermark: Some(watermark),
             }));
@@ -593,7 +601,7 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         self.last_dump = None;
         metrics.reload_by_log.inc();
         metrics.log_entries.inc_by(entries as u64);
-        self.read_done(LogPosition::At(last), len);
+        self.read_done(position, len);
         Ok(Some(Outcome {
             watermark: Some(watermark),
         }))

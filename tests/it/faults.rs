@@ -676,6 +676,12 @@ async fn bad_route_data_at_scale_is_reported_and_the_rest_served() {
 
 /// Routes served and a change followed by notification.
 async fn works_end_to_end(proxy: &ProxyHandle, redis: &RedisProc, tag: &str) {
+    follows_changes(proxy, redis, tag, true).await
+}
+
+/// Routes served, plain and logged changes followed by notification; the
+/// logged one patched from the log when `by_log`.
+async fn follows_changes(proxy: &ProxyHandle, redis: &RedisProc, tag: &str, by_log: bool) {
     let blue = start_backend("blue").await;
     let green = start_backend("green").await;
     let host = format!("app.{tag}.test");
@@ -684,6 +690,24 @@ async fn works_end_to_end(proxy: &ProxyHandle, redis: &RedisProc, tag: &str) {
     assert_eventually!(serves(proxy, &host, "blue").await, "{tag}: not served");
     redis.hset(&host, &green.target());
     assert_eventually!(serves(proxy, &host, "green").await, "{tag}: change");
+    // A logged change (README.md, "Changing routes"): patched from the log.
+    let logged = proxy
+        .metric("switchyard_reload_builds_total{how=\"log\"}")
+        .await;
+    redis.cli_stdin(
+        &[],
+        format!(
+            "MULTI\nHSET routes {host} {blue}\nXADD routes:log MAXLEN ~ 10000 * op set field {host} value {blue}\nEXEC\n",
+            blue = blue.target()
+        )
+        .as_bytes(),
+    );
+    assert_eventually!(serves(proxy, &host, "blue").await, "{tag}: logged change");
+    let by_log_now = proxy
+        .metric("switchyard_reload_builds_total{how=\"log\"}")
+        .await
+        > logged;
+    assert_eq!(by_log_now, by_log, "{tag}: read from the log?");
     let (_, body) = readyz(proxy).await;
     assert_eq!(body["redis"], "connected", "{tag}: {body}");
     assert_eq!(body["notifications"]["mode"], "keyspace", "{tag}: {body}");
@@ -718,16 +742,20 @@ async fn redis_password_auth_works() {
 }
 
 /// The smallest ACL the proxy needs (the README lists it). Keys: the routes
-/// hash and this replica's status key; channel: the keyspace channel of the
-/// routes key; commands: SELECT (the `/0` of the URL), CONFIG GET/SET
-/// (notification setup and its periodic recheck), SUBSCRIBE + PING (the
-/// subscription barrier and the heartbeat), MULTI TIME HGETALL EXEC (the
-/// atomic read), DUMP (the same read of a large hash, cheaper to decode),
-/// HLEN (size check before a first read), TIME + HSCAN (the read of a huge
-/// hash), SET (status key).
-const PROXY_ACL_STRICT: &str = "on >proxy-pw resetkeys ~routes ~routes:replicas:* resetchannels \
-     &__keyspace@0__:routes -@all +select +ping +subscribe +config|get +config|set \
-     +multi +exec +time +hgetall +dump +hlen +hscan +set";
+/// hash, its change log and its removal-confirmation key (read only, by
+/// the commands below), and this replica's status key; channels: the
+/// keyspace channels of those three; commands: SELECT (the `/0` of the
+/// URL), CONFIG GET/SET (notification setup and its periodic recheck),
+/// SUBSCRIBE + PING (the subscription barrier and the heartbeat), MULTI
+/// TIME HGETALL XREVRANGE HLEN EXEC (the atomic read with the log
+/// position), DUMP (the same read of a large hash, cheaper to decode),
+/// XRANGE (the log), HLEN (size checks), TIME + HSCAN (the read of a huge
+/// hash), EXISTS (the confirmation key), SET + DEL (the status key).
+const PROXY_ACL_STRICT: &str = "on >proxy-pw resetkeys ~routes ~routes:log ~routes:accept-removal \
+     ~routes:replicas:* resetchannels &__keyspace@0__:routes &__keyspace@0__:routes:log \
+     &__keyspace@0__:routes:accept-removal -@all +select +ping +subscribe +config|get \
+     +config|set +multi +exec +time +hgetall +dump +hlen +hscan +xrange +xrevrange +exists \
+     +set +del";
 
 /// What fred's connection setup also sends (CLIENT ID, INFO server): it
 /// works without them, but every connect then leaves two ACL LOG entries and
@@ -823,6 +851,23 @@ async fn minimal_acl_user_works() {
             .all(|(_, object)| object == "info" || object == "client|id"),
         "denied with the strict ACL: {denied:?}"
     );
+
+    // Without the log's commands: one warning, and every change is read
+    // whole (as a plain write would be); nothing else breaks.
+    let without_log = format!("{recommended} -xrange -xrevrange");
+    let mut args = vec!["ACL", "SETUSER", "nolog"];
+    args.extend(without_log.split_whitespace());
+    assert_eq!(redis.cli(&args).trim(), "OK");
+    let proxy = start_proxy_with(test_config(&url("nolog"))).await;
+    follows_changes(&proxy, &redis, "nolog", false).await;
+    let (_, body) = readyz(&proxy).await;
+    assert!(
+        body["hashes"][0]["change_log"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("off")),
+        "{body}"
+    );
+    proxy.shutdown().await;
 
     // Without +dump: the refusal is noticed and reads go through HGETALL.
     let mut config = test_config(&url("nodump"));

@@ -8,6 +8,7 @@ mod faults_support;
 mod support_proxy;
 
 mod access_log;
+mod changelog;
 mod cli;
 mod faults;
 mod http1;
