@@ -11,6 +11,8 @@ mod access_log;
 mod changelog;
 mod cli;
 mod faults;
+mod followed;
+mod guard;
 mod http1;
 mod proxy;
 mod sync;
