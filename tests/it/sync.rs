@@ -307,6 +307,74 @@ async fn notifications_refused_changes_converge_by_periodic_resync() {
     proxy.shutdown().await;
 }
 
+/// Issue 28.6: with `CONFIG` denied by ACL but `notify-keyspace-events`
+/// set by the operator, the mode reported is the truth: "unconfirmed"
+/// until an event arrives, then "keyspace"; with `CONFIG GET` allowed, the
+/// setting is read and reported at once, and flags without `t` (the old
+/// README's `Kghxe`) still follow logged changes, by whole reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notification_mode_reported_is_the_truth_when_config_is_denied() {
+    let redis = RedisServer::start();
+    let blue = start_backend("blue").await;
+    let green = start_backend("green").await;
+    redis.cli(&["CONFIG", "SET", "notify-keyspace-events", "KEA"]);
+    redis.cli(&[
+        "ACL", "SETUSER", "noconfig", "on", ">pw", "~*", "&*", "+@all", "-config",
+    ]);
+    redis.cli(&[
+        "ACL", "SETUSER", "getonly", "on", ">pw", "~*", "&*", "+@all", "-config", "+config|get",
+    ]);
+    redis.hset("app.cloud.com", &blue.target());
+    let url = |user: &str| format!("redis://{user}:pw@127.0.0.1:{}/0", redis.port);
+
+    let proxy = ready_proxy(test_config(&url("noconfig"))).await;
+    let mode = |body: serde_json::Value| body["notifications"]["mode"].clone();
+    assert_eq!(mode(readyz(&proxy).await.1), "unconfirmed");
+    assert_eq!(proxy.metric("switchyard_notifications_enabled").await, 0.0);
+    redis.hset("app.cloud.com", &green.target());
+    // Live by notification (the periodic resync is an hour away).
+    assert_eventually!(
+        serves(&proxy, "app.cloud.com", "green").await,
+        "change not live"
+    );
+    assert_eventually!(
+        mode(readyz(&proxy).await.1) == "keyspace",
+        "mode not confirmed by the event"
+    );
+    assert_eq!(proxy.metric("switchyard_notifications_enabled").await, 1.0);
+    proxy.shutdown().await;
+
+    // CONFIG GET allowed, SET denied, flags without `t`.
+    redis.cli(&["CONFIG", "SET", "notify-keyspace-events", "Kghxe"]);
+    let proxy = ready_proxy(test_config(&url("getonly"))).await;
+    let body = readyz(&proxy).await.1;
+    assert_eq!(mode(body.clone()), "keyspace", "{body}");
+    assert!(
+        body["hashes"][0]["change_log"]
+            .as_str()
+            .is_some_and(|s| s.contains("lacks `t`")),
+        "{body}"
+    );
+    redis.pipe(&format!(
+        "MULTI\nHSET routes app.cloud.com {b}\nXADD routes:log MAXLEN ~ 10000 * op set field app.cloud.com value {b}\nEXEC\n",
+        b = blue.target()
+    ));
+    assert_eventually!(
+        serves(&proxy, "app.cloud.com", "blue").await,
+        "logged change not live without stream events"
+    );
+    let flags = redis.cli(&["CONFIG", "GET", "notify-keyspace-events"]);
+    let flags = flags.lines().nth(1).unwrap_or_default();
+    assert!(!flags.contains('t'), "the proxy changed the setting: {flags}");
+    proxy.shutdown().await;
+
+    // CONFIG GET allowed, SET denied, notifications off: polling, said so.
+    redis.cli(&["CONFIG", "SET", "notify-keyspace-events", ""]);
+    let proxy = ready_proxy(test_config(&url("getonly"))).await;
+    assert_eq!(mode(readyz(&proxy).await.1), "polling");
+    proxy.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flushdb_sends_no_event_and_is_found_by_the_length_check_as_drift() {
     let redis = RedisServer::start();
