@@ -16,3 +16,4 @@ mod guard;
 mod http1;
 mod proxy;
 mod sync;
+mod tidy;
