@@ -150,7 +150,12 @@ struct Bench {
 impl Bench {
     /// Applies `write` (one or more commands, pipelined) and polls every
     /// proxy until each serves `want`.
-    fn measure(&mut self, host: &str, write: &[Vec<String>], want: Want) -> std::io::Result<Outcome> {
+    fn measure(
+        &mut self,
+        host: &str,
+        write: &[Vec<String>],
+        want: Want,
+    ) -> std::io::Result<Outcome> {
         let n = self.clients.len();
         let mut first: Vec<Option<f64>> = vec![None; n];
         let mut wrong = 0;
@@ -443,7 +448,15 @@ fn main() -> std::io::Result<()> {
         &[Change::Plain, Change::Logged]
     };
     for kind in kinds {
-        change_phase(&mut bench, *kind, &host, &backends, &ports, &label, samples.as_deref())?;
+        change_phase(
+            &mut bench,
+            *kind,
+            &host,
+            &backends,
+            &ports,
+            &label,
+            samples.as_deref(),
+        )?;
     }
     bench.redis.cmd_str(&["HDEL", &key, &host])?;
     if bench.args.only_logged {
@@ -502,9 +515,8 @@ impl Change {
         match self {
             Change::Plain => vec![hset(key, host, backend)],
             Change::Logged => {
-                let xadd = format!(
-                    "XADD {key}:log MAXLEN ~ 10000 * op set field {host} value {backend}"
-                );
+                let xadd =
+                    format!("XADD {key}:log MAXLEN ~ 10000 * op set field {host} value {backend}");
                 vec![
                     vec!["MULTI".to_owned()],
                     hset(key, host, backend),
@@ -607,10 +619,10 @@ fn change_phase(
         Change::Plain => 4,
         Change::Logged => 5 + 8 + 8 + 4 + 24,
     };
-    let own_bytes = before.info_len as u64 + write_reply_bytes * bench.args.changes as u64 + 7 * pings;
-    let bytes = (after.out_bytes - before.out_bytes).saturating_sub(own_bytes) as f64
-        / n
-        / replicas as f64;
+    let own_bytes =
+        before.info_len as u64 + write_reply_bytes * bench.args.changes as u64 + 7 * pings;
+    let bytes =
+        (after.out_bytes - before.out_bytes).saturating_sub(own_bytes) as f64 / n / replicas as f64;
     let total: f64 = per_change.values().sum();
     let detail = per_change
         .iter()

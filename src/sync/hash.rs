@@ -131,8 +131,9 @@ pub trait Followed: Send + Sync {
     fn follower(&mut self) -> &mut Follower;
     /// A new session: rights and server may have changed.
     fn new_session(&mut self, log_events: bool);
-    /// The first read of a session: replays the log when it covers the
-    /// time away from the same server (`same_server`), else a full read.
+    /// The first read of a session: a whole read, after replaying the log
+    /// when it covers the time away from the same server (`same_server`),
+    /// so that logged changes are live before a large hash is read.
     fn resume<'a>(
         &'a mut self,
         client: &'a Client,
@@ -635,13 +636,15 @@ impl<T: Table, H: Home<T>> Followed for FollowedHash<T, H> {
         reason: ResyncReason,
     ) -> BoxFuture<'a, Result<Outcome, SyncError>> {
         Box::pin(async move {
-            if same_server {
-                if let Some(outcome) = self.try_log(client).await? {
-                    debug!(key = %self.names.key, "resumed from the change log");
-                    self.state.metrics.resync(ResyncReason::Replay);
-                    return Ok(outcome);
-                }
+            if same_server && self.try_log(client).await?.is_some() {
+                // The logged changes made while away are live now; a large
+                // hash takes a while to read whole.
+                debug!(key = %self.names.key, "caught up from the change log");
+                self.state.metrics.resync(ResyncReason::Replay);
             }
+            // Plain writes made while away sent their events to no one:
+            // only a whole read finds them (ARCHITECTURE.md, "Every
+            // (re)subscribe is followed by a resync").
             self.full_read_inner(client, reason).await
         })
     }

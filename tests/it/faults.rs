@@ -789,13 +789,24 @@ async fn minimal_acl_user_works() {
     let redis = RedisProc::start(&[]);
     let recommended = format!("{PROXY_ACL_STRICT} {PROXY_ACL_SETUP_EXTRAS}");
     let without_dump = format!("{recommended} -dump");
+    // Channel rules came with Redis 6.2: before, every user has every
+    // channel, and the rules are refused.
+    let info = redis.cli(&["INFO", "server"]);
+    let channel_rules = !info.contains("redis_version:6.0") && !info.contains("redis_version:5.");
+    let acl_words = |acl: &str| -> Vec<String> {
+        acl.split_whitespace()
+            .filter(|w| channel_rules || !(w.starts_with('&') || *w == "resetchannels"))
+            .map(str::to_owned)
+            .collect()
+    };
     for (user, acl) in [
         ("switchyard", recommended.as_str()),
         ("strict", PROXY_ACL_STRICT),
         ("nodump", without_dump.as_str()),
     ] {
+        let words = acl_words(acl);
         let mut args = vec!["ACL", "SETUSER", user];
-        args.extend(acl.split_whitespace());
+        args.extend(words.iter().map(String::as_str));
         assert_eq!(redis.cli(&args).trim(), "OK");
     }
     assert_eq!(redis.cli(&["ACL", "LOG", "RESET"]).trim(), "OK");
@@ -848,15 +859,16 @@ async fn minimal_acl_user_works() {
     assert!(
         denied
             .iter()
-            .all(|(_, object)| object == "info" || object == "client|id"),
+            .all(|(_, object)| object == "info" || object.starts_with("client")),
         "denied with the strict ACL: {denied:?}"
     );
 
     // Without the log's commands: one warning, and every change is read
     // whole (as a plain write would be); nothing else breaks.
     let without_log = format!("{recommended} -xrange -xrevrange");
+    let words = acl_words(&without_log);
     let mut args = vec!["ACL", "SETUSER", "nolog"];
-    args.extend(without_log.split_whitespace());
+    args.extend(words.iter().map(String::as_str));
     assert_eq!(redis.cli(&args).trim(), "OK");
     let proxy = start_proxy_with(test_config(&url("nolog"))).await;
     follows_changes(&proxy, &redis, "nolog", false).await;

@@ -261,7 +261,13 @@ async fn a_second_hash_is_followed_and_readiness_waits_for_every_hash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_periodic_resync_repairs_drift_even_when_redis_did_not_change() {
     let redis = RedisServer::start();
-    redis.cli(&["HSET", "extra", "a", "1", "b", "2"]);
+    // Past 512 fields: a dict on every server (Redis 6 keeps a smaller
+    // hash as a ziplist, which is read with HGETALL, not DUMP).
+    let mut fill = String::from("HSET extra a 1 b 2");
+    for i in 0..600 {
+        fill.push_str(&format!(" f{i} {i}"));
+    }
+    redis.pipe(&format!("{fill}\n"));
     let mut config = config(&redis);
     config.sync.resync_interval = Duration::from_millis(1500);
     let run = Running::start(config);
