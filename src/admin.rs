@@ -1,5 +1,6 @@
-//! The admin endpoint (README.md, "Admin endpoint"): `/healthz`, `/readyz`, `/routes`,
-//! `/metrics`. Loopback by default; reads shared state, never writes it.
+//! The admin endpoint (README.md, "Admin endpoint"): `/healthz`, `/readyz`,
+//! `/routes`, `/certs`, `/metrics`. Loopback by default; reads shared
+//! state, never writes it.
 
 use crate::routes::Entry;
 use crate::state::SharedState;
@@ -52,6 +53,7 @@ fn respond(req: &Request<Incoming>, state: &SharedState) -> Response<Full<Bytes>
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => readyz(state),
         "/routes" => routes(state),
+        "/certs" => json_response(StatusCode::OK, crate::tls::view::certs_json(&state.certs)),
         "/metrics" => {
             let mut r = Response::new(Full::new(Bytes::from(state.metrics.render())));
             r.headers_mut().insert(

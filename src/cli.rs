@@ -24,14 +24,14 @@ pub struct CliError {
     pub message: String,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> CliError {
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> CliError {
     CliError {
         code: EXIT_UNAVAILABLE,
         message: format!("redis: {e}"),
     }
 }
 
-async fn connect(redis_url: &str) -> Result<Client, CliError> {
+pub(crate) async fn connect(redis_url: &str) -> Result<Client, CliError> {
     let config = parse_redis_url(redis_url).map_err(|e| CliError {
         code: crate::config::EXIT_USAGE,
         message: e.to_string(),

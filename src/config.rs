@@ -1,9 +1,10 @@
 //! Configuration: the command line (every flag also read from
 //! `SWITCHYARD_<FLAG>`), validated into a typed [`Config`]. Tests build a
-//! `Config` directly; nothing here touches the process environment except
-//! clap's own flag lookup and the `REDIS_URL` fallback in [`Cli::redis_url`].
+//! `Config` with [`Config::new`], which never reads the process
+//! environment; only the binary's own parse does (clap's flag lookup and
+//! the `REDIS_URL` fallback in [`Cli::redis_url`]).
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +29,9 @@ pub struct Cli {
 
     #[command(flatten)]
     pub serve: ServeArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,6 +45,30 @@ pub enum Command {
     },
     /// List the live replicas and what table each one runs.
     Status,
+    /// Read and write TLS certificates in the certs hash.
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertAction {
+    /// Set HOST's certificate (`HOST` or `*.suffix`); refuses a chain and key
+    /// that do not load; seals the key with --certs-secret-file when given.
+    Set {
+        host: String,
+        /// The PEM chain, leaf first (e.g. fullchain.pem).
+        #[arg(long)]
+        cert: PathBuf,
+        /// The PEM private key (PKCS#8, SEC1 or PKCS#1).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Delete HOST's certificate.
+    Del { host: String },
+    /// List every certificate: names, issuer, expiry, sealed or not, problems.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -167,6 +195,38 @@ pub struct ServeArgs {
     pub max_removal_fraction: f64,
 }
 
+/// TLS flags (README.md, "HTTPS"). `--certs-key` and `--certs-secret-file`
+/// are shared by the server and the `cert` commands.
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// The default certificate's PEM chain (served when no certificate of the
+    /// certs hash fits the client's SNI); reloaded when it changes and on SIGHUP.
+    #[arg(long, env = "SWITCHYARD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The default certificate's PEM private key.
+    #[arg(long, env = "SWITCHYARD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Time a client has to complete the TLS handshake.
+    #[arg(long, env = "SWITCHYARD_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub tls_handshake_timeout: Duration,
+
+    /// The hash holding host -> PEM chain and private key.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_CERTS_KEY",
+        default_value = "routes:certs"
+    )]
+    pub certs_key: String,
+
+    /// 32 random bytes (raw, or 64 hex digits) sealing the private keys in the
+    /// certs hash; the same file on every replica and for `cert set`.
+    #[arg(long, global = true, env = "SWITCHYARD_CERTS_SECRET_FILE")]
+    pub certs_secret_file: Option<PathBuf>,
+}
+
 /// A validation failure: reported with exit code 64.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -180,6 +240,18 @@ pub enum ConfigError {
     MaxHeaderSize,
     #[error("--max-removal-fraction must be between 0 and 1")]
     MaxRemovalFraction,
+    #[error("invalid --certs-key: must not be empty")]
+    CertsKey,
+    #[error("--{flag} {path}: {reason}")]
+    TlsFile {
+        flag: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error("--certs-secret-file: {0}")]
+    CertsSecret(#[from] crate::tls::seal::SecretError),
+    #[error("--tls-handshake-timeout must be at least 100ms")]
+    HandshakeTimeout,
 }
 
 impl Cli {
@@ -234,11 +306,90 @@ pub struct ServerConfig {
     pub worker_threads: usize,
 }
 
+/// The default certificate's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFilePaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Everything TLS needs (README.md, "HTTPS").
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub default_files: Option<CertFilePaths>,
+    /// How often the default certificate's files are compared with what
+    /// was loaded: a renewal is served within this, with no signal needed.
+    pub file_poll_interval: Duration,
+    pub handshake_timeout: Duration,
+    /// The certs hash.
+    pub certs_key: String,
+    /// Seals and opens private keys in the certs hash.
+    pub secret: Option<crate::tls::seal::Secret>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            default_files: None,
+            file_poll_interval: Duration::from_secs(2),
+            handshake_timeout: Duration::from_secs(10),
+            certs_key: "routes:certs".into(),
+            secret: None,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Checks the TLS flags: the files must be readable (their content is
+    /// checked when loaded, and reported without stopping the proxy), the
+    /// secret must be 32 bytes.
+    pub fn from_args(args: &TlsArgs) -> Result<TlsConfig, ConfigError> {
+        if args.certs_key.is_empty() {
+            return Err(ConfigError::CertsKey);
+        }
+        if args.tls_handshake_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::HandshakeTimeout);
+        }
+        let readable = |flag: &'static str, path: &PathBuf| {
+            std::fs::File::open(path)
+                .map(drop)
+                .map_err(|e| ConfigError::TlsFile {
+                    flag,
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })
+        };
+        let default_files = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                readable("tls-cert", cert)?;
+                readable("tls-key", key)?;
+                Some(CertFilePaths {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                })
+            }
+            _ => None,
+        };
+        let secret = match &args.certs_secret_file {
+            Some(path) => Some(crate::tls::seal::Secret::from_file(path)?),
+            None => None,
+        };
+        Ok(TlsConfig {
+            default_files,
+            handshake_timeout: args.tls_handshake_timeout,
+            certs_key: args.certs_key.clone(),
+            secret,
+            ..TlsConfig::default()
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub sync: SyncConfig,
     pub proxy: ProxyConfig,
     pub server: ServerConfig,
+    pub tls: TlsConfig,
 }
 
 /// Parses and checks a Redis URL the way the sync loop will use it.
@@ -274,10 +425,25 @@ pub fn default_replica_id() -> String {
 }
 
 impl Config {
-    /// A config with production defaults for the given Redis URL.
+    /// A config with production defaults for the given Redis URL, whatever
+    /// the process environment holds: clap's `SWITCHYARD_*` lookups are
+    /// switched off here, so a developer's exported variables never reach a
+    /// config built in code (tests). The binary reads them (`Cli::parse`).
     pub fn new(redis_url: &str) -> Result<Config, ConfigError> {
-        let cli = Cli::try_parse_from(["switchyard"]).expect("defaults parse");
-        Config::from_args(redis_url, &cli.redis, &cli.serve)
+        let defaults = Cli::command()
+            .mut_args(|arg| arg.env(None::<&'static str>))
+            .try_get_matches_from(["switchyard"])
+            .and_then(|matches| Cli::from_arg_matches(&matches))
+            .expect("defaults parse");
+        Config::from_args(redis_url, &defaults.redis, &defaults.serve)
+    }
+
+    /// [`Config::from_args`] plus the TLS flags.
+    pub fn from_cli(redis_url: &str, cli: &Cli) -> Result<Config, ConfigError> {
+        Ok(Config {
+            tls: TlsConfig::from_args(&cli.tls)?,
+            ..Config::from_args(redis_url, &cli.redis, &cli.serve)?
+        })
     }
 
     pub fn from_args(
@@ -325,6 +491,7 @@ impl Config {
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
                     .max(1),
             },
+            tls: TlsConfig::default(),
         })
     }
 }
@@ -385,5 +552,55 @@ mod tests {
         };
         assert_eq!(wait_of("--wait"), Some(Duration::from_secs(10)));
         assert_eq!(wait_of("--wait=3s"), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn tls_flags_default_off_and_go_in_pairs() {
+        let cli = Cli::try_parse_from(["switchyard"]).unwrap();
+        let tls = TlsConfig::from_args(&cli.tls).unwrap();
+        assert_eq!(tls.default_files, None);
+        assert_eq!(tls.certs_key, "routes:certs");
+        assert_eq!(tls.handshake_timeout, Duration::from_secs(10));
+        assert!(tls.secret.is_none());
+        assert!(Cli::try_parse_from(["switchyard", "--tls-cert", "c.pem"]).is_err());
+        assert!(Cli::try_parse_from(["switchyard", "--tls-key", "k.pem"]).is_err());
+        let cli = Cli::try_parse_from(["switchyard", "--tls-handshake-timeout", "10ms"]).unwrap();
+        assert!(matches!(
+            TlsConfig::from_args(&cli.tls),
+            Err(ConfigError::HandshakeTimeout)
+        ));
+    }
+
+    #[test]
+    fn cert_commands_take_the_shared_tls_flags() {
+        let cli = Cli::try_parse_from([
+            "switchyard",
+            "cert",
+            "set",
+            "*.cloud.com",
+            "--cert",
+            "fullchain.pem",
+            "--key",
+            "key.pem",
+            "--certs-key",
+            "certs",
+        ])
+        .unwrap();
+        assert_eq!(cli.tls.certs_key, "certs");
+        match cli.command {
+            Some(Command::Cert {
+                action: CertAction::Set { host, cert, key },
+            }) => {
+                assert_eq!(host, "*.cloud.com");
+                assert_eq!(
+                    (cert.to_str(), key.to_str()),
+                    (Some("fullchain.pem"), Some("key.pem"))
+                );
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["switchyard", "cert", "set", "a.com", "--cert", "c"]).is_err()
+        );
     }
 }

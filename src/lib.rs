@@ -14,6 +14,7 @@
 //! - [`replicas`]: replica status keys, `status`, `route set --wait`.
 //! - [`snapshot`]: the on-disk copy of the last table.
 //! - [`cli`]: the `route` and `status` commands.
+//! - [`tls`]: certificates (files, the certs hash, sealed keys), SNI, the handshake, `cert`.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -27,6 +28,7 @@ pub mod server;
 pub mod snapshot;
 pub mod state;
 pub mod sync;
+pub mod tls;
 
 use std::future::Future;
 use tokio::net::TcpListener;
@@ -57,6 +59,7 @@ pub async fn run(
         hashes,
         stop.child_token(),
     ));
+    let _tls_files = tls::start(&config.tls, &state, stop.child_token());
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         state.clone(),

@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     match cli.command {
         None | Some(Command::Serve) => {
-            let config = match Config::from_args(&redis_url, &cli.redis, &cli.serve) {
+            let config = match Config::from_cli(&redis_url, &cli) {
                 Ok(config) => config,
                 Err(e) => {
                     eprintln!("switchyard: {e}");
@@ -43,6 +43,9 @@ fn main() -> ExitCode {
         ))),
         Some(Command::Status) => {
             finish(runtime.block_on(switchyard::cli::status(&redis_url, &cli.redis.routes_key)))
+        }
+        Some(Command::Cert { action }) => {
+            finish(runtime.block_on(switchyard::tls::cli::cert(&redis_url, &cli.tls, action)))
         }
     }
 }

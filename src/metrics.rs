@@ -2,6 +2,7 @@
 //! that the request path only does atomic adds; no per-host label exists
 //! (its cardinality would be the route table's).
 
+use crate::tls::acceptor::{Alpn, HandshakeFailure, TlsVersion};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
@@ -111,6 +112,7 @@ pub struct Metrics {
     pub table_age_base: IntGauge,
     pub client_connections: IntGauge,
     pub connections_refused: IntCounter,
+    pub tls: TlsMetrics,
 }
 
 impl Metrics {
@@ -238,6 +240,7 @@ impl Metrics {
                 "sync_restarts_total",
                 "Restarts of the sync loop after a panic.",
             ),
+            tls: TlsMetrics::new(&registry),
             registry,
         };
         m.registry.register(Box::new(requests)).unwrap();
@@ -311,5 +314,89 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+/// TLS metrics (README.md, "HTTPS"): handshakes by outcome, TLS version
+/// and ALPN protocol; the certificates served and refused; the earliest
+/// end of validity among those served (one gauge: no per-host label).
+pub struct TlsMetrics {
+    /// Completed handshakes, by [`TlsVersion`] and [`Alpn`].
+    completed: [[IntCounter; 3]; 2],
+    /// Failed handshakes, by [`HandshakeFailure`].
+    failed: [IntCounter; 3],
+    pub certificates: IntGauge,
+    pub invalid_certificates: IntGauge,
+    pub earliest_not_after: IntGauge,
+    /// Loads of `--tls-cert`/`--tls-key`: `[ok, error]`.
+    file_loads: [IntCounter; 2],
+}
+
+impl TlsMetrics {
+    fn new(registry: &Registry) -> TlsMetrics {
+        let handshakes = IntCounterVec::new(
+            Opts::new(
+                "tls_handshakes_total",
+                "TLS handshakes by outcome; completed ones by TLS version and ALPN protocol.",
+            ),
+            &["outcome", "version", "alpn"],
+        )
+        .unwrap();
+        let completed = TlsVersion::ALL.map(|v| {
+            Alpn::ALL.map(|a| handshakes.with_label_values(&["ok", v.as_str(), a.as_str()]))
+        });
+        let failed = HandshakeFailure::ALL
+            .map(|f| handshakes.with_label_values(&[f.as_str(), "none", "none"]));
+        let file_loads_vec = IntCounterVec::new(
+            Opts::new(
+                "tls_file_loads_total",
+                "Loads of the --tls-cert/--tls-key pair by outcome (error: the previous pair keeps serving).",
+            ),
+            &["outcome"],
+        )
+        .unwrap();
+        let file_loads = ["ok", "error"].map(|o| file_loads_vec.with_label_values(&[o]));
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).unwrap();
+        let m = TlsMetrics {
+            completed,
+            failed,
+            certificates: gauge(
+                "tls_certificates",
+                "Certificates served: hosts of the certs hash with one, and the default certificate.",
+            ),
+            invalid_certificates: gauge(
+                "tls_invalid_certificates",
+                "Entries of the certs hash (and the certificate files) not served as written.",
+            ),
+            earliest_not_after: gauge(
+                "tls_certificate_earliest_expiry_timestamp_seconds",
+                "Unix time at which the first certificate served expires (0: none served).",
+            ),
+            file_loads,
+        };
+        registry.register(Box::new(handshakes)).unwrap();
+        registry.register(Box::new(file_loads_vec)).unwrap();
+        for g in [
+            &m.certificates,
+            &m.invalid_certificates,
+            &m.earliest_not_after,
+        ] {
+            registry.register(Box::new(g.clone())).unwrap();
+        }
+        m
+    }
+
+    #[inline]
+    pub fn handshake_completed(&self, version: TlsVersion, alpn: Alpn) {
+        self.completed[version as usize][alpn as usize].inc();
+    }
+
+    #[inline]
+    pub fn handshake_failed(&self, failure: HandshakeFailure) {
+        self.failed[failure as usize].inc();
+    }
+
+    pub fn file_load(&self, ok: bool) {
+        self.file_loads[usize::from(!ok)].inc();
     }
 }

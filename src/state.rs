@@ -108,6 +108,8 @@ pub struct SharedState {
     table: ArcSwap<RouteTable>,
     status: Mutex<SyncStatus>,
     pub metrics: Metrics,
+    /// The certificates served over TLS (see `tls::resolver`).
+    pub certs: crate::tls::CertStore,
 }
 
 impl SharedState {
@@ -127,6 +129,7 @@ impl SharedState {
                 stale_after: Duration::from_secs(60),
             }),
             metrics: Metrics::new(),
+            certs: crate::tls::CertStore::default(),
         })
     }
 

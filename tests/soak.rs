@@ -19,12 +19,12 @@
 //! - RSS growth from the end of warm-up to the end: under 10 %;
 //! - at the end every host is served by its last written backend.
 
-#[path = "it/faults_support.rs"]
-mod faults_support;
+// The integration tests' support tree; the soak uses a part of it.
+#[allow(dead_code, unused_imports)]
+#[macro_use]
 #[path = "it/support/mod.rs"]
 mod support;
 
-use faults_support::{rss_kib, LoadClient};
 use fred::prelude::*;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -181,6 +181,18 @@ impl Counters {
     }
 }
 
+/// Resident set size of this process (the proxy runs in-process), in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -202,7 +214,7 @@ async fn soak() -> ExitCode {
     let mut redis = RedisServer::start();
     let mut backends = Vec::new();
     for b in 0..BACKENDS {
-        backends.push(start_backend(&format!("b{b}")).await);
+        backends.push(Backend::echo(&format!("b{b}")).await);
     }
     let names: Vec<String> = backends.iter().map(|b| b.name.clone()).collect();
     let targets: Arc<Vec<String>> = Arc::new(backends.iter().map(|b| b.target()).collect());
@@ -221,7 +233,7 @@ async fn soak() -> ExitCode {
     let mut config = switchyard::config::Config::new(&redis.url()).unwrap();
     config.proxy.access_log = false;
     config.sync.replica_id = format!("soak-{}", std::process::id());
-    let proxy = start_proxy_with(config.clone()).await;
+    let proxy = ProxyHandle::start(config.clone()).await;
     assert_eventually!(proxy.ready().await, "proxy never became ready");
     assert_eventually!(
         proxy.get(&host(HOSTS - 1), "/").await.status == 200,
@@ -244,7 +256,7 @@ async fn soak() -> ExitCode {
             in_outage.clone(),
         );
         let names = names.clone();
-        let client = LoadClient::new(proxy.addr);
+        let client = HttpClient::new(proxy.addr);
         loops.push(tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + RUN + Duration::from_secs(30);
             let max_requests = (RUN.as_millis() / PACE.as_millis()) as u64 + 1;
@@ -259,7 +271,7 @@ async fn soak() -> ExitCode {
                 let h = (k as usize * CLIENT_LOOPS + n * 7919) % HOSTS;
                 let outage = in_outage.load(Ordering::SeqCst);
                 let sent = Instant::now();
-                let answer = client.get(&host(h)).await;
+                let answer = client.try_get(&host(h), "/").await;
                 let received = Instant::now();
                 counters.latency(received - sent);
                 counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -279,10 +291,7 @@ async fn soak() -> ExitCode {
                 };
                 match answer {
                     Ok(a) if a.status == 200 => {
-                        let backend = a
-                            .backend
-                            .as_deref()
-                            .and_then(|b| names.iter().position(|n| n == b));
+                        let backend = a.backend().and_then(|b| names.iter().position(|n| *n == b));
                         match backend {
                             Some(b) if history.valid(h, b, sent - LAG, received) => {}
                             Some(b) => {

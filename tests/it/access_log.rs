@@ -3,112 +3,14 @@
 //! without terminal colours when stdout is not a terminal.
 
 use crate::support::*;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
-/// The binary as a child process, killed on drop, with its stdout lines
-/// arriving on a channel.
-struct Switchyard {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    listen: std::net::SocketAddr,
-    admin: std::net::SocketAddr,
-}
-
-impl Switchyard {
-    fn start(redis: &RedisServer, extra: &[&str]) -> Switchyard {
-        let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args([
-                "--listen",
-                &listen.to_string(),
-                "--admin-listen",
-                &admin.to_string(),
-            ])
-            .args(["--redis-url", &redis.url()])
+/// The binary on `redis`, with `extra` flags and `RUST_LOG=info`.
+fn start_binary(redis: &RedisServer, extra: &[&str]) -> ProxyProcess {
+    ProxyProcess::start(|cmd| {
+        cmd.args(["--redis-url", &redis.url()])
             .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Switchyard {
-            child,
-            lines,
-            listen,
-            admin,
-        }
-    }
-
-    /// The next stdout line that satisfies `pred`, within patience, and
-    /// every line read up to and including it.
-    fn wait_text_line(&self, pred: impl Fn(&str) -> bool) -> (Option<String>, Vec<String>) {
-        let deadline = std::time::Instant::now() + patience();
-        let mut seen = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let found = pred(&line);
-                    seen.push(line);
-                    if found {
-                        return (seen.last().cloned(), seen);
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        (None, seen)
-    }
-
-    /// [`Switchyard::wait_text_line`] for JSON lines: the first that
-    /// satisfies `pred`, and every JSON line read up to and including it.
-    fn wait_line(
-        &self,
-        pred: impl Fn(&serde_json::Value) -> bool,
-    ) -> (Option<serde_json::Value>, Vec<serde_json::Value>) {
-        let json = |line: &str| serde_json::from_str::<serde_json::Value>(line).ok();
-        let (found, seen) = self.wait_text_line(|line| json(line).is_some_and(|v| pred(&v)));
-        (
-            found.as_deref().and_then(json),
-            seen.iter().filter_map(|line| json(line)).collect(),
-        )
-    }
-}
-
-impl Drop for Switchyard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn wait_ready(admin: std::net::SocketAddr) {
-    // The process binds its ports a moment after it starts.
-    assert_eventually!(
-        tokio::net::TcpStream::connect(admin).await.is_ok(),
-        "admin port never opened"
-    );
-    assert_eventually!(
-        tokio::time::timeout(
-            Duration::from_secs(1),
-            http_get(admin, "localhost", "/readyz")
-        )
-        .await
-        .is_ok_and(|r| r.status == 200),
-        "binary never became ready"
-    );
+            .env("RUST_LOG", "info");
+    })
 }
 
 fn is_access(v: &serde_json::Value) -> bool {
@@ -118,17 +20,14 @@ fn is_access(v: &serde_json::Value) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_access_log_has_one_structured_line_per_request() {
     let redis = RedisServer::start();
-    let backend = start_backend("blue").await;
+    let backend = Backend::echo("blue").await;
     redis.hset("app.cloud.com", &backend.target());
-    let proxy = Switchyard::start(&redis, &["--log-format", "json"]);
-    wait_ready(proxy.admin).await;
+    let proxy = start_binary(&redis, &["--log-format", "json"]);
+    proxy.wait_ready().await;
 
-    let response = crate::support::client::request(
-        proxy.listen,
-        "POST",
-        "app.cloud.com",
-        "/orders?id=7",
-        bytes::Bytes::from_static(b"hello"),
+    let response = send(
+        proxy.addr,
+        request("POST", "app.cloud.com", "/orders?id=7", &[], "hello"),
     )
     .await;
     assert_eq!(response.status, 200);
@@ -137,7 +36,7 @@ async fn json_access_log_has_one_structured_line_per_request() {
         .unwrap()
         .to_owned();
     let line = proxy
-        .wait_line(|v| is_access(v) && v["path"] == "/orders")
+        .wait_json_line(|v| is_access(v) && v["path"] == "/orders")
         .0
         .expect("no access log line for the request");
     assert_eq!(line["method"], "POST");
@@ -152,14 +51,9 @@ async fn json_access_log_has_one_structured_line_per_request() {
     assert!(line.get("bytes").is_some(), "{line}");
 
     // Unknown hosts are logged too, with their status.
-    assert_eq!(
-        http_get(proxy.listen, "nowhere.cloud.com", "/x")
-            .await
-            .status,
-        404
-    );
+    assert_eq!(proxy.get("nowhere.cloud.com", "/x").await.status, 404);
     let line = proxy
-        .wait_line(|v| is_access(v) && v["host"] == "nowhere.cloud.com")
+        .wait_json_line(|v| is_access(v) && v["host"] == "nowhere.cloud.com")
         .0
         .expect("no access log line for the 404");
     assert_eq!(line["status"], 404);
@@ -169,21 +63,18 @@ async fn json_access_log_has_one_structured_line_per_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_can_be_switched_off() {
     let redis = RedisServer::start();
-    let backend = start_backend("blue").await;
+    let backend = Backend::echo("blue").await;
     redis.hset("app.cloud.com", &backend.target());
-    let proxy = Switchyard::start(&redis, &["--log-format", "json", "--access-log", "false"]);
-    wait_ready(proxy.admin).await;
+    let proxy = start_binary(&redis, &["--log-format", "json", "--access-log", "false"]);
+    proxy.wait_ready().await;
     for _ in 0..5 {
-        assert_eq!(
-            http_get(proxy.listen, "app.cloud.com", "/").await.status,
-            200
-        );
+        assert_eq!(proxy.get("app.cloud.com", "/").await.status, 200);
     }
     // A request's log line would be written before its response is sent;
     // give the non-blocking writer a moment by waiting for a later line:
     // a route change logs "route table swapped".
     redis.hset("other.cloud.com", &backend.target());
-    let (swapped, seen) = proxy.wait_line(|v| {
+    let (swapped, seen) = proxy.wait_json_line(|v| {
         v.get("fields")
             .and_then(|f| f.get("message"))
             .and_then(|m| m.as_str())
@@ -197,16 +88,13 @@ async fn access_log_can_be_switched_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_log_to_a_pipe_has_no_terminal_colours() {
     let redis = RedisServer::start();
-    let backend = start_backend("blue").await;
+    let backend = Backend::echo("blue").await;
     redis.hset("app.cloud.com", &backend.target());
-    let proxy = Switchyard::start(&redis, &[]);
-    wait_ready(proxy.admin).await;
-    assert_eq!(
-        http_get(proxy.listen, "app.cloud.com", "/").await.status,
-        200
-    );
+    let proxy = start_binary(&redis, &[]);
+    proxy.wait_ready().await;
+    assert_eq!(proxy.get("app.cloud.com", "/").await.status, 200);
     let (access, seen) =
-        proxy.wait_text_line(|line| line.contains("app.cloud.com") && line.contains("access"));
+        proxy.wait_line(|line| line.contains("app.cloud.com") && line.contains("access"));
     assert!(access.is_some(), "no text access line; saw {seen:?}");
     for line in &seen {
         assert!(

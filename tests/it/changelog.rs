@@ -3,7 +3,7 @@
 //! two mixed end in the hash's exact state, and a reconnect replays the
 //! log. Every test starts its own redis-server, backends and proxy.
 
-use crate::support::{start_backend, start_proxy_with, test_config, ProxyHandle, RedisServer};
+use crate::support::{test_config, Backend, ProxyHandle, RedisServer};
 use fred::prelude::*;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -68,7 +68,7 @@ async fn readyz(proxy: &ProxyHandle) -> serde_json::Value {
 }
 
 async fn ready_proxy(config: switchyard::config::Config) -> ProxyHandle {
-    let proxy = start_proxy_with(config).await;
+    let proxy = ProxyHandle::start(config).await;
     assert_eventually!(proxy.ready().await, "proxy never became ready");
     proxy
 }
@@ -97,8 +97,8 @@ fn hash(redis: &RedisServer) -> BTreeMap<String, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logged_change_is_patched_from_the_log_without_reading_the_hash() {
     let redis = RedisServer::start();
-    let blue = start_backend("blue").await;
-    let green = start_backend("green").await;
+    let blue = Backend::echo("blue").await;
+    let green = Backend::echo("green").await;
     // Enough routes that a whole read would show (DUMP).
     let mut fill = String::new();
     for i in 0..1000 {
@@ -146,8 +146,8 @@ async fn a_logged_change_is_patched_from_the_log_without_reading_the_hash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_two_commands_of_the_readme_and_a_plain_hset_both_work() {
     let redis = RedisServer::start();
-    let blue = start_backend("blue").await;
-    let green = start_backend("green").await;
+    let blue = Backend::echo("blue").await;
+    let green = Backend::echo("green").await;
     redis.hset("app.cloud.com", &blue.target());
     redis.hset("other.cloud.com", &blue.target());
     let proxy = ready_proxy(test_config(&redis.url())).await;
@@ -179,7 +179,7 @@ async fn the_two_commands_of_the_readme_and_a_plain_hset_both_work() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logged_delete_of_a_missing_field_does_not_hide_a_plain_write() {
     let redis = RedisServer::start();
-    let blue = start_backend("blue").await;
+    let blue = Backend::echo("blue").await;
     redis.hset("g.cloud.com", &blue.target());
     redis.hset("keep.cloud.com", &blue.target());
     let proxy = ready_proxy(test_config(&redis.url())).await;
@@ -202,7 +202,7 @@ async fn a_logged_delete_of_a_missing_field_does_not_hide_a_plain_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_logged_and_plain_writes_end_in_the_hash_state() {
     let redis = RedisServer::start();
-    let blue = start_backend("blue").await;
+    let blue = Backend::echo("blue").await;
     let controller = Controller::new(&redis).await;
     let hosts: Vec<String> = (0..40).map(|i| format!("h{i}.cloud.com")).collect();
     for host in &hosts[..20] {
@@ -264,8 +264,8 @@ impl<T> Ignore for T {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watermark_passes_a_logged_write_and_a_trimmed_log_means_a_whole_read() {
     let redis = RedisServer::start();
-    let blue = start_backend("blue").await;
-    let green = start_backend("green").await;
+    let blue = Backend::echo("blue").await;
+    let green = Backend::echo("green").await;
     let controller = Controller::new(&redis).await;
     controller.set("app.cloud.com", &blue.target()).await;
     let proxy = ready_proxy(test_config(&redis.url())).await;
@@ -307,8 +307,8 @@ async fn the_watermark_passes_a_logged_write_and_a_trimmed_log_means_a_whole_rea
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnect_replays_the_log_then_reads_the_hash() {
     let redis = RedisServer::start();
-    let blue = start_backend("blue").await;
-    let green = start_backend("green").await;
+    let blue = Backend::echo("blue").await;
+    let green = Backend::echo("green").await;
     let controller = Controller::new(&redis).await;
     controller.set("app.cloud.com", &blue.target()).await;
     redis.hset("plain.cloud.com", &blue.target());

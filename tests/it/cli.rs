@@ -2,15 +2,11 @@
 //! `status` commands, and `route set --wait` over three replicas.
 
 use crate::support::*;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 fn switchyard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(args)
-        .env_remove("REDIS_URL")
-        .output()
-        .unwrap()
+    switchyard_binary().args(args).output().unwrap()
 }
 
 fn stderr(o: &Output) -> String {
@@ -19,71 +15,6 @@ fn stderr(o: &Output) -> String {
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// A serving process, killed on drop.
-struct Served {
-    child: Child,
-    listen: std::net::SocketAddr,
-    admin: std::net::SocketAddr,
-}
-
-impl Served {
-    fn start(configure: impl FnOnce(&mut Command)) -> Served {
-        let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-        cmd.env_remove("REDIS_URL")
-            .env("SWITCHYARD_LISTEN", listen.to_string())
-            .env("SWITCHYARD_ADMIN_LISTEN", admin.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        configure(&mut cmd);
-        Served {
-            child: cmd.spawn().unwrap(),
-            listen,
-            admin,
-        }
-    }
-
-    async fn wait_ready(&self) {
-        assert_eventually!(
-            tokio::net::TcpStream::connect(self.admin).await.is_ok(),
-            "admin port never opened"
-        );
-        assert_eventually!(
-            http_get(self.admin, "localhost", "/readyz").await.status == 200,
-            "never ready"
-        );
-    }
-
-    fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{name} failed");
-    }
-
-    /// Waits for the process to exit, within patience.
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + patience();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "process did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -109,45 +40,29 @@ fn usage_errors_exit_64_with_a_clear_message() {
 }
 
 /// A backend that answers after `delay`, to have a response in flight.
-async fn slow_backend(delay: Duration) -> std::net::SocketAddr {
-    use hyper::service::service_fn;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let service = service_fn(move |_req| async move {
-                    tokio::time::sleep(delay).await;
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                        http_body_util::Full::new(bytes::Bytes::from_static(b"slow and done")),
-                    ))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
+async fn slow_backend(delay: Duration) -> Backend {
+    Backend::scripted(move |_req| async move {
+        tokio::time::sleep(delay).await;
+        hyper::Response::new(full_body("slow and done"))
+    })
+    .await
 }
 
 async fn shutdown_with_request_in_flight(signal: &str) {
     let redis = RedisServer::start();
     let backend = slow_backend(Duration::from_millis(500)).await;
-    redis.hset("slow.cloud.com", &backend.to_string());
+    redis.hset("slow.cloud.com", &backend.target());
     // Configured through the environment (REDIS_URL fallback included).
-    let mut proxy = Served::start(|cmd| {
+    let mut proxy = ProxyProcess::start(|cmd| {
         cmd.env("REDIS_URL", redis.url());
     });
     proxy.wait_ready().await;
-    let listen = proxy.listen;
+    let listen = proxy.addr;
     let in_flight = tokio::spawn(async move { http_get(listen, "slow.cloud.com", "/").await });
     // The request is in flight once the proxy counts the connection.
     assert_eventually!(
-        http_get(proxy.admin, "localhost", "/metrics")
+        proxy
+            .admin_get("/metrics")
             .await
             .body
             .contains("switchyard_client_connections 1"),
@@ -178,19 +93,16 @@ async fn sigint_lets_the_request_in_flight_finish_then_exits_0() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flags_and_switchyard_env_vars_configure_the_server() {
     let redis = RedisServer::start();
-    let backend = start_backend("blue").await;
+    let backend = Backend::echo("blue").await;
     redis.cli(&["HSET", "apps", "app.cloud.com", &backend.target()]);
-    let proxy = Served::start(|cmd| {
+    let proxy = ProxyProcess::start(|cmd| {
         cmd.env("SWITCHYARD_REDIS_URL", redis.url())
             .env("REDIS_URL", "redis://127.0.0.1:1/0") // the specific variable wins
             .args(["--routes-key", "apps"]);
     });
     proxy.wait_ready().await;
     assert_eq!(
-        http_get(proxy.listen, "app.cloud.com", "/")
-            .await
-            .backend()
-            .as_deref(),
+        proxy.get("app.cloud.com", "/").await.backend().as_deref(),
         Some("blue")
     );
 }
@@ -261,20 +173,12 @@ async fn route_commands_validate_write_list_and_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_set_wait_returns_once_every_replica_serves_the_change() {
-    let redis = RedisServer::start();
+    let (redis, replicas, [blue, green]) = Scenario::new()
+        .backends(["blue", "green"])
+        .route("app.cloud.com", "blue")
+        .start_replicas(3)
+        .await;
     let url = redis.url();
-    let blue = start_backend("blue").await;
-    let green = start_backend("green").await;
-    redis.hset("app.cloud.com", &blue.target());
-    let mut replicas = Vec::new();
-    for id in ["r1", "r2", "r3"] {
-        let mut config = test_config(&url);
-        config.sync.replica_id = id.into();
-        replicas.push(start_proxy_with(config).await);
-    }
-    for r in &replicas {
-        assert_eventually!(r.ready().await, "replica not ready");
-    }
     let url2 = url.clone();
     assert_eventually!(
         {

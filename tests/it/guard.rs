@@ -4,7 +4,7 @@
 //! applies the removal; writing the routes back lifts the hold; a real
 //! 10 % bulk removal applies at once.
 
-use crate::support::{start_backend, start_proxy_with, test_config, ProxyHandle, RedisServer};
+use crate::support::{test_config, Backend, ProxyHandle, RedisServer};
 
 const ROUTES: usize = 20;
 
@@ -13,7 +13,7 @@ async fn replicas(redis: &RedisServer) -> Vec<ProxyHandle> {
     for _ in 0..3 {
         let mut config = test_config(&redis.url());
         config.sync.max_removal_fraction = 0.5;
-        proxies.push(start_proxy_with(config).await);
+        proxies.push(ProxyHandle::start(config).await);
     }
     for proxy in &proxies {
         assert_eventually!(proxy.ready().await, "replica never ready");
@@ -84,7 +84,7 @@ async fn assert_lifted(proxies: &[ProxyHandle], what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn del_is_held_until_confirmed_then_applies_everywhere() {
     let redis = RedisServer::start();
-    let blue = start_backend("blue").await;
+    let blue = Backend::echo("blue").await;
     fill(&redis, &blue.target());
     let proxies = replicas(&redis).await;
     for proxy in &proxies {
@@ -109,7 +109,7 @@ async fn del_is_held_until_confirmed_then_applies_everywhere() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flushdb_and_rename_are_held_and_writing_back_lifts_the_hold() {
     let redis = RedisServer::start();
-    let blue = start_backend("blue").await;
+    let blue = Backend::echo("blue").await;
     fill(&redis, &blue.target());
     let proxies = replicas(&redis).await;
     for proxy in &proxies {
@@ -133,13 +133,14 @@ async fn flushdb_and_rename_are_held_and_writing_back_lifts_the_hold() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restarted_empty_is_held() {
     let mut redis = RedisServer::start();
-    let blue = start_backend("blue").await;
+    let blue = Backend::echo("blue").await;
     fill(&redis, &blue.target());
     let proxies = replicas(&redis).await;
     for proxy in &proxies {
         assert_eventually!(serves_all(proxy).await, "not served");
     }
-    redis.restart();
+    redis.kill();
+    redis.spawn();
     assert_held(&proxies, &redis, "restart").await;
     for proxy in &proxies {
         assert_eventually!(
@@ -152,7 +153,7 @@ async fn a_redis_restarted_empty_is_held() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_bulk_removal_of_ten_percent_applies() {
     let redis = RedisServer::start();
-    let blue = start_backend("blue").await;
+    let blue = Backend::echo("blue").await;
     fill(&redis, &blue.target());
     let proxies = replicas(&redis).await;
     for proxy in &proxies {

@@ -7,154 +7,18 @@
 //! its own backends and the real proxy on ephemeral ports.
 
 use crate::support::*;
-use crate::support_proxy::*;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use switchyard::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-
-/// The real proxy started with `config`, once its first table is loaded.
-async fn ready_proxy(config: Config) -> ProxyHandle {
-    let proxy = start_proxy_with(config).await;
-    assert_eventually!(proxy.ready().await, "proxy never became ready");
-    proxy
-}
-
-/// A raw client connection read answer by answer: bytes that arrive past
-/// the end of one answer stay buffered for the next (pipelining).
-struct Client {
-    stream: TcpStream,
-    /// Received, not yet part of an answer.
-    buf: Vec<u8>,
-}
-
-impl Client {
-    async fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        // Each write goes out as written (split prefaces, heads before
-        // bodies), not merged by Nagle.
-        stream.set_nodelay(true).unwrap();
-        Client {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.stream
-            .write_all(bytes)
-            .await
-            .expect("write to the proxy");
-    }
-
-    /// Reads more into `buf`; false at EOF (or a reset).
-    async fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; 16 * 1024];
-        match self.stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-        }
-    }
-
-    /// The next answer, within `CALL_TIMEOUT`. `to_head`: the request was
-    /// HEAD, so the answer has no body whatever its headers say. The body
-    /// is `Content-Length` bytes, or everything up to EOF without one.
-    async fn response(&mut self, to_head: bool) -> RawResponse {
-        tokio::time::timeout(CALL_TIMEOUT, self.read_response(to_head))
-            .await
-            .expect("no whole answer in time")
-    }
-
-    async fn read_response(&mut self, to_head: bool) -> RawResponse {
-        let end = loop {
-            if let Some(at) = find(&self.buf, b"\r\n\r\n") {
-                break at + 4;
-            }
-            assert!(
-                self.fill().await,
-                "closed before a whole head: {:?}",
-                String::from_utf8_lossy(&self.buf)
-            );
-        };
-        let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
-        self.buf.drain(..end);
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no status line: {head:?}"));
-        let answer = RawResponse {
-            status,
-            head,
-            body: Vec::new(),
-        };
-        let bodiless = to_head || (100..200).contains(&status) || status == 204 || status == 304;
-        if bodiless {
-            return answer;
-        }
-        assert!(
-            answer.header("transfer-encoding").is_none(),
-            "no test here expects a chunked answer: {:?}",
-            answer.head
-        );
-        let body = match answer.header("content-length") {
-            Some(n) => {
-                let n: usize = n.parse().expect("numeric Content-Length");
-                while self.buf.len() < n {
-                    assert!(self.fill().await, "closed inside a body: {:?}", answer.head);
-                }
-                self.buf.drain(..n).collect()
-            }
-            None => {
-                while self.fill().await {}
-                std::mem::take(&mut self.buf)
-            }
-        };
-        RawResponse { body, ..answer }
-    }
-
-    /// Waits for the proxy to close the connection: `Some(bytes received
-    /// meanwhile)`, or `None` if it is still open after `CALL_TIMEOUT`.
-    async fn rest_until_close(&mut self) -> Option<Vec<u8>> {
-        let wait = async { while self.fill().await {} };
-        tokio::time::timeout(CALL_TIMEOUT, wait).await.ok()?;
-        Some(std::mem::take(&mut self.buf))
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Every value of header `name` in `head`, in order.
-fn header_values<'h>(head: &'h str, name: &str) -> Vec<&'h str> {
-    head.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let (n, v) = line.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-        .collect()
-}
-
-fn json(r: &RawResponse) -> serde_json::Value {
-    serde_json::from_slice(&r.body)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&r.body)))
-}
 
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
 /// A keep-alive raw backend answering every request with `200 ok`, and
 /// `capture` gets each request head as received.
-async fn capturing_backend(capture: mpsc::UnboundedSender<Vec<u8>>) -> TestBackend {
-    raw_backend(move |mut stream| {
+async fn capturing_backend(capture: mpsc::UnboundedSender<Vec<u8>>) -> Backend {
+    Backend::raw(move |mut stream| {
         let capture = capture.clone();
         async move {
             loop {
@@ -191,12 +55,13 @@ async fn next_capture(rx: &mut mpsc::UnboundedReceiver<Vec<u8>>) -> String {
 /// data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
-    let redis = RedisServer::start();
-    let backend = start_backend("echo").await;
-    redis.hset("pipe.test", &backend.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, [backend]) = Scenario::new()
+        .backends(["echo"])
+        .route("pipe.test", "echo")
+        .start()
+        .await;
 
-    let mut client = Client::connect(proxy.addr).await;
+    let mut client = RawClient::connect(proxy.addr).await;
     client
         .send(
             b"GET /one HTTP/1.1\r\nHost: pipe.test\r\n\r\n\
@@ -207,7 +72,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     for path in ["/one", "/two", "/three"] {
         let r = client.response(false).await;
         assert_eq!(r.status, 200, "{path}: {r:?}");
-        assert_eq!(json(&r)["path"], path, "answers out of order");
+        assert_eq!(r.json()["path"], path, "answers out of order");
         assert_eq!(r.header("connection"), None, "{path}: {}", r.head);
     }
     assert!(client.buf.is_empty(), "bytes past the third answer");
@@ -215,8 +80,8 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     client
         .send(b"GET /four HTTP/1.1\r\nHost: pipe.test\r\n\r\n")
         .await;
-    assert_eq!(json(&client.response(false).await)["path"], "/four");
-    assert_eq!(backend.hits(), 4);
+    assert_eq!(client.response(false).await.json()["path"], "/four");
+    assert_eq!(backend.count(), 4);
     proxy.shutdown().await;
 }
 
@@ -227,18 +92,19 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
 /// needs it said) and can send another request on the same connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http10_connection_is_closed_unless_it_asks_for_keep_alive() {
-    let redis = RedisServer::start();
-    let backend = start_backend("echo").await;
-    redis.hset("old.test", &backend.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, [backend]) = Scenario::new()
+        .backends(["echo"])
+        .route("old.test", "echo")
+        .start()
+        .await;
 
-    let mut client = Client::connect(proxy.addr).await;
+    let mut client = RawClient::connect(proxy.addr).await;
     client
         .send(b"GET / HTTP/1.0\r\nHost: old.test\r\n\r\n")
         .await;
     let r = client.response(false).await;
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(json(&r)["path"], "/");
+    assert_eq!(r.json()["path"], "/");
     assert_ne!(r.header("connection"), Some("keep-alive"), "{}", r.head);
     assert_eq!(
         client.rest_until_close().await,
@@ -246,7 +112,7 @@ async fn http10_connection_is_closed_unless_it_asks_for_keep_alive() {
         "an HTTP/1.0 connection without keep-alive must be closed after the answer"
     );
 
-    let mut client = Client::connect(proxy.addr).await;
+    let mut client = RawClient::connect(proxy.addr).await;
     for path in ["/first", "/second"] {
         client
             .send(
@@ -256,16 +122,16 @@ async fn http10_connection_is_closed_unless_it_asks_for_keep_alive() {
             .await;
         let r = client.response(false).await;
         assert_eq!(r.status, 200, "{path}: {r:?}");
-        assert_eq!(json(&r)["path"], path);
+        assert_eq!(r.json()["path"], path);
         assert_eq!(r.header("connection"), Some("keep-alive"), "{}", r.head);
     }
     // The last request of the connection, without keep-alive: closed after.
     client
         .send(b"GET /last HTTP/1.0\r\nHost: old.test\r\n\r\n")
         .await;
-    assert_eq!(json(&client.response(false).await)["path"], "/last");
+    assert_eq!(client.response(false).await.json()["path"], "/last");
     assert_eq!(client.rest_until_close().await, Some(Vec::new()));
-    assert_eq!(backend.hits(), 4);
+    assert_eq!(backend.count(), 4);
     proxy.shutdown().await;
 }
 
@@ -276,8 +142,7 @@ async fn http10_connection_is_closed_unless_it_asks_for_keep_alive() {
 /// keep-alive: without a length there is no other way to delimit it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_answer_to_an_http10_client_is_unchunked_and_ends_with_the_close() {
-    let redis = RedisServer::start();
-    let chunker = raw_backend(|mut stream| async move {
+    let chunker = Backend::raw(|mut stream| async move {
         while !read_head(&mut stream).await.is_empty() {
             let answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n\
                            5\r\nhello\r\n7;ext=1\r\n, chunk\r\n1\r\ny\r\n0\r\nX-Trailer: t\r\n\r\n";
@@ -287,10 +152,12 @@ async fn chunked_answer_to_an_http10_client_is_unchunked_and_ends_with_the_close
         }
     })
     .await;
-    redis.hset("chunk10.test", &chunker.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("chunk10.test", &chunker.target())
+        .start()
+        .await;
 
-    let mut client = Client::connect(proxy.addr).await;
+    let mut client = RawClient::connect(proxy.addr).await;
     client
         .send(b"GET / HTTP/1.0\r\nHost: chunk10.test\r\nConnection: keep-alive\r\n\r\n")
         .await;
@@ -321,12 +188,13 @@ async fn chunked_answer_to_an_http10_client_is_unchunked_and_ends_with_the_close
 /// the connection is still in step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_continue_is_relayed_from_the_backend_when_the_body_is_streamed() {
-    let redis = RedisServer::start();
-    let backend = start_backend("only").await;
-    redis.hset("expect1.test", &backend.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, [_backend]) = Scenario::new()
+        .backends(["only"])
+        .route("expect1.test", "only")
+        .start()
+        .await;
 
-    let mut client = Client::connect(proxy.addr).await;
+    let mut client = RawClient::connect(proxy.addr).await;
     client
         .send(
             b"POST /upload HTTP/1.1\r\nHost: expect1.test\r\nContent-Length: 11\r\n\
@@ -342,7 +210,7 @@ async fn expect_continue_is_relayed_from_the_backend_when_the_body_is_streamed()
     client.send(b"hello world").await;
     let r = client.response(false).await;
     assert_eq!(r.status, 200, "{r:?}");
-    let seen = json(&r);
+    let seen = r.json();
     assert_eq!(seen["body_len"], 11);
     assert_eq!(
         seen["headers"]["expect"], "100-continue",
@@ -351,7 +219,7 @@ async fn expect_continue_is_relayed_from_the_backend_when_the_body_is_streamed()
     client
         .send(b"GET /after HTTP/1.1\r\nHost: expect1.test\r\n\r\n")
         .await;
-    assert_eq!(json(&client.response(false).await)["path"], "/after");
+    assert_eq!(client.response(false).await.json()["path"], "/after");
     proxy.shutdown().await;
 }
 
@@ -362,13 +230,13 @@ async fn expect_continue_is_relayed_from_the_backend_when_the_body_is_streamed()
 /// not forwarded, so the backend sends none), then the final answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_continue_is_answered_once_by_the_proxy_when_it_buffers_the_body() {
-    let redis = RedisServer::start();
-    let a = start_backend("a").await;
-    let b = start_backend("b").await;
-    redis.hset("expect2.test", &format!("{},{}", a.target(), b.target()));
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, [a, b]) = Scenario::new()
+        .backends(["a", "b"])
+        .route("expect2.test", "a,b")
+        .start()
+        .await;
 
-    let mut client = Client::connect(proxy.addr).await;
+    let mut client = RawClient::connect(proxy.addr).await;
     for round in 0..2 {
         client
             .send(
@@ -384,14 +252,14 @@ async fn expect_continue_is_answered_once_by_the_proxy_when_it_buffers_the_body(
         // would come here instead of the 200.
         let r = client.response(false).await;
         assert_eq!(r.status, 200, "round {round}: {r:?}");
-        let seen = json(&r);
+        let seen = r.json();
         assert_eq!(seen["body_len"], 5);
         assert!(
             seen["headers"].get("expect").is_none(),
             "round {round}: Expect reached the backend: {seen}"
         );
     }
-    assert_eq!((a.hits(), b.hits()), (1, 1));
+    assert_eq!((a.count(), b.count()), (1, 1));
     proxy.shutdown().await;
 }
 
@@ -406,16 +274,16 @@ async fn expect_continue_is_answered_once_by_the_proxy_when_it_buffers_the_body(
 /// and fixed: the relay of a backend's 1xx already checked the version).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http10_client_gets_no_100_continue_when_the_proxy_buffers_the_body() {
-    let redis = RedisServer::start();
-    let a = start_backend("a").await;
-    let b = start_backend("b").await;
-    redis.hset("expect10.test", &format!("{},{}", a.target(), b.target()));
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, [_a, _b]) = Scenario::new()
+        .backends(["a", "b"])
+        .route("expect10.test", "a,b")
+        .start()
+        .await;
 
     // The POST head rides with the GET, so that the proxy has it (without
     // its body) when it turns to it; the body goes only after the GET's
     // answer: a 100 would have been written by then.
-    let mut client = Client::connect(proxy.addr).await;
+    let mut client = RawClient::connect(proxy.addr).await;
     client
         .send(
             b"GET /first HTTP/1.0\r\nHost: expect10.test\r\nConnection: keep-alive\r\n\r\n\
@@ -424,11 +292,11 @@ async fn http10_client_gets_no_100_continue_when_the_proxy_buffers_the_body() {
         )
         .await;
     let r = client.response(false).await;
-    assert_eq!((r.status, json(&r)["path"].clone()), (200, "/first".into()));
+    assert_eq!((r.status, r.json()["path"].clone()), (200, "/first".into()));
     client.send(b"hello").await;
     let r = client.response(false).await;
     assert_eq!(r.status, 200, "an HTTP/1.0 client got {r:?}");
-    assert_eq!(json(&r)["body_len"], 5);
+    assert_eq!(r.json()["body_len"], 5);
     proxy.shutdown().await;
 }
 
@@ -439,8 +307,7 @@ async fn http10_client_gets_no_100_continue_when_the_proxy_buffers_the_body() {
 /// half-used backend connection is not pooled either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answer_before_the_request_body_is_relayed_then_the_connection_closes() {
-    let redis = RedisServer::start();
-    let refuser = raw_backend(|mut stream| async move {
+    let refuser = Backend::raw(|mut stream| async move {
         loop {
             let head = read_head(&mut stream).await;
             if head.is_empty() {
@@ -461,13 +328,16 @@ async fn answer_before_the_request_body_is_relayed_then_the_connection_closes() 
         }
     })
     .await;
-    redis.hset("upload.test", &refuser.target());
-    let mut config = test_config(&redis.url());
-    // One worker, so one pool: a wrongly pooled connection would be reused.
-    config.server.worker_threads = 1;
-    let proxy = ready_proxy(config).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("upload.test", &refuser.target())
+        .config(|c| {
+            // One worker, so one pool: a wrongly pooled connection would be reused.
+            c.server.worker_threads = 1;
+        })
+        .start()
+        .await;
 
-    let mut client = Client::connect(proxy.addr).await;
+    let mut client = RawClient::connect(proxy.addr).await;
     let mut bytes =
         b"POST /big HTTP/1.1\r\nHost: upload.test\r\nContent-Length: 1000000\r\n\r\n".to_vec();
     bytes.extend_from_slice(&[b'x'; 1000]);
@@ -504,12 +374,11 @@ async fn answer_before_the_request_body_is_relayed_then_the_connection_closes() 
 /// up abandoned work on the backend.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_leaving_mid_exchange_closes_the_backend_connection() {
-    let redis = RedisServer::start();
     let got_head = Arc::new(AtomicBool::new(false));
     let saw_close = Arc::new(AtomicBool::new(false));
     let thinker = {
         let (got_head, saw_close) = (got_head.clone(), saw_close.clone());
-        raw_backend(move |mut stream| {
+        Backend::raw(move |mut stream| {
             let (got_head, saw_close) = (got_head.clone(), saw_close.clone());
             async move {
                 loop {
@@ -538,14 +407,17 @@ async fn client_leaving_mid_exchange_closes_the_backend_connection() {
         })
         .await
     };
-    redis.hset("think.test", &thinker.target());
-    let mut config = test_config(&redis.url());
-    // Far beyond the test's patience: only the client leaving can end the
-    // exchange in time.
-    config.proxy.response_header_timeout = Duration::from_secs(3600);
-    let proxy = ready_proxy(config).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("think.test", &thinker.target())
+        .config(|c| {
+            // Far beyond the test's patience: only the client leaving can end the
+            // exchange in time.
+            c.proxy.response_header_timeout = Duration::from_secs(3600);
+        })
+        .start()
+        .await;
 
-    let mut client = Client::connect(proxy.addr).await;
+    let mut client = RawClient::connect(proxy.addr).await;
     client
         .send(b"GET /slow HTTP/1.1\r\nHost: think.test\r\n\r\n")
         .await;
@@ -578,12 +450,11 @@ async fn client_leaving_mid_exchange_closes_the_backend_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_leaving_after_a_streamed_upload_closes_the_backend_connection() {
     const BODY: usize = 200 * 1024;
-    let redis = RedisServer::start();
     let got_body = Arc::new(AtomicBool::new(false));
     let saw_close = Arc::new(AtomicBool::new(false));
     let thinker = {
         let (got_body, saw_close) = (got_body.clone(), saw_close.clone());
-        raw_backend(move |mut stream| {
+        Backend::raw(move |mut stream| {
             let (got_body, saw_close) = (got_body.clone(), saw_close.clone());
             async move {
                 let head = read_head(&mut stream).await;
@@ -607,14 +478,17 @@ async fn client_leaving_after_a_streamed_upload_closes_the_backend_connection() 
         })
         .await
     };
-    redis.hset("upload-think.test", &thinker.target());
-    let mut config = test_config(&redis.url());
-    // Far beyond the test's patience: only the client leaving can end the
-    // exchange in time.
-    config.proxy.response_header_timeout = Duration::from_secs(3600);
-    let proxy = ready_proxy(config).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("upload-think.test", &thinker.target())
+        .config(|c| {
+            // Far beyond the test's patience: only the client leaving can end the
+            // exchange in time.
+            c.proxy.response_header_timeout = Duration::from_secs(3600);
+        })
+        .start()
+        .await;
 
-    let mut client = Client::connect(proxy.addr).await;
+    let mut client = RawClient::connect(proxy.addr).await;
     let mut bytes = format!(
         "POST /upload HTTP/1.1\r\nHost: upload-think.test\r\nContent-Length: {BODY}\r\n\r\n"
     )
@@ -640,9 +514,8 @@ async fn client_leaving_after_a_streamed_upload_closes_the_backend_connection() 
 /// retries on a fresh connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_pooled_backend_connections_never_cost_a_502() {
-    let redis = RedisServer::start();
     // Closes each connection right after its first answer.
-    let eager = raw_backend(|mut stream| async move {
+    let eager = Backend::raw(|mut stream| async move {
         if read_head(&mut stream).await.is_empty() {
             return;
         }
@@ -654,7 +527,7 @@ async fn stale_pooled_backend_connections_never_cost_a_502() {
     let dropped = Arc::new(AtomicUsize::new(0));
     let racy = {
         let dropped = dropped.clone();
-        raw_backend(move |mut stream| {
+        Backend::raw(move |mut stream| {
             let dropped = dropped.clone();
             async move {
                 if read_head(&mut stream).await.is_empty() {
@@ -670,12 +543,15 @@ async fn stale_pooled_backend_connections_never_cost_a_502() {
         })
         .await
     };
-    redis.hset("eager.test", &eager.target());
-    redis.hset("racy.test", &racy.target());
-    let mut config = test_config(&redis.url());
-    // One worker, so one pool: every request can find the stale connection.
-    config.server.worker_threads = 1;
-    let proxy = ready_proxy(config).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("eager.test", &eager.target())
+        .route("racy.test", &racy.target())
+        .config(|c| {
+            // One worker, so one pool: every request can find the stale connection.
+            c.server.worker_threads = 1;
+        })
+        .start()
+        .await;
 
     for (host, backend) in [("eager.test", &eager), ("racy.test", &racy)] {
         let mut answers = Vec::new();
@@ -709,12 +585,11 @@ async fn stale_pooled_backend_connections_never_cost_a_502() {
 /// receives the malformed message whole, and the proxy goes on serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_chunked_request_body_is_400_and_closes_the_connection() {
-    let redis = RedisServer::start();
     // Records everything each connection received, once the proxy closed it.
     let received = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
     let recorder = {
         let received = received.clone();
-        raw_backend(move |mut stream| {
+        Backend::raw(move |mut stream| {
             let received = received.clone();
             async move {
                 let mut seen = Vec::new();
@@ -730,10 +605,12 @@ async fn malformed_chunked_request_body_is_400_and_closes_the_connection() {
         })
         .await
     };
-    let good = start_backend("good").await;
-    redis.hset("chunky.test", &recorder.target());
-    redis.hset("good.test", &good.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, [_good]) = Scenario::new()
+        .backends(["good"])
+        .route("chunky.test", &recorder.target())
+        .route("good.test", "good")
+        .start()
+        .await;
 
     for bad in [
         &b"5\r\nhelloXX\r\n0\r\n\r\n"[..],
@@ -741,7 +618,7 @@ async fn malformed_chunked_request_body_is_400_and_closes_the_connection() {
         b"5\r\nhello\r\n0\n\r\n",
     ] {
         let shown = String::from_utf8_lossy(bad);
-        let mut client = Client::connect(proxy.addr).await;
+        let mut client = RawClient::connect(proxy.addr).await;
         let mut bytes =
             b"POST / HTTP/1.1\r\nHost: chunky.test\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
         bytes.extend_from_slice(bad);
@@ -769,13 +646,13 @@ async fn malformed_chunked_request_body_is_400_and_closes_the_connection() {
         );
     }
 
-    let mut client = Client::connect(proxy.addr).await;
+    let mut client = RawClient::connect(proxy.addr).await;
     client
         .send(b"POST / HTTP/1.1\r\nHost: good.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
         .await;
     let r = client.response(false).await;
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(json(&r)["body_len"], 5);
+    assert_eq!(r.json()["body_len"], 5);
     proxy.shutdown().await;
 }
 
@@ -786,11 +663,12 @@ async fn malformed_chunked_request_body_is_400_and_closes_the_connection() {
 /// one Host header, the one the proxy routed by.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_order_and_spelling_reach_the_backend_unchanged() {
-    let redis = RedisServer::start();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let backend = capturing_backend(tx).await;
-    redis.hset("order.test", &backend.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("order.test", &backend.target())
+        .start()
+        .await;
 
     let r = raw_request(
         proxy.addr,
@@ -833,9 +711,8 @@ async fn header_order_and_spelling_reach_the_backend_unchanged() {
 /// is exactly where a proxy and a backend start to disagree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunk_extensions_and_trailers_reach_the_backend_byte_for_byte() {
-    let redis = RedisServer::start();
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    let backend = raw_backend(move |mut stream| {
+    let backend = Backend::raw(move |mut stream| {
         let tx = tx.clone();
         async move {
             // The message ends with the empty line after the last trailer.
@@ -846,12 +723,14 @@ async fn chunk_extensions_and_trailers_reach_the_backend_byte_for_byte() {
         }
     })
     .await;
-    redis.hset("trailer.test", &backend.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("trailer.test", &backend.target())
+        .start()
+        .await;
 
     let body: &[u8] = b"5;name=value\r\nhello\r\n6;a;b=\"c d\"\r\n world\r\n\
                         0;last\r\nX-Trailer: yes\r\nX-Other: 2\r\n\r\n";
-    let mut client = Client::connect(proxy.addr).await;
+    let mut client = RawClient::connect(proxy.addr).await;
     let mut bytes =
         b"POST /up HTTP/1.1\r\nHost: trailer.test\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     bytes.extend_from_slice(body);
@@ -889,11 +768,10 @@ async fn chunk_extensions_and_trailers_reach_the_backend_byte_for_byte() {
 /// after it: the close is the only end-of-body marker the client can get.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_delimited_answer_is_relayed_whole_then_the_connection_closes() {
-    let redis = RedisServer::start();
     let body: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
     let backend = {
         let body = body.clone();
-        raw_backend(move |mut stream| {
+        Backend::raw(move |mut stream| {
             let body = body.clone();
             async move {
                 if read_head(&mut stream).await.is_empty() {
@@ -913,10 +791,12 @@ async fn close_delimited_answer_is_relayed_whole_then_the_connection_closes() {
         })
         .await
     };
-    redis.hset("eof.test", &backend.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("eof.test", &backend.target())
+        .start()
+        .await;
 
-    let mut client = Client::connect(proxy.addr).await;
+    let mut client = RawClient::connect(proxy.addr).await;
     client
         .send(b"GET /stream HTTP/1.1\r\nHost: eof.test\r\n\r\n")
         .await;
@@ -939,8 +819,7 @@ async fn close_delimited_answer_is_relayed_whole_then_the_connection_closes() {
 /// connection stays in step too, and is reused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_answer_has_no_body_and_the_connection_stays_in_step() {
-    let redis = RedisServer::start();
-    let backend = raw_backend(|mut stream| async move {
+    let backend = Backend::raw(|mut stream| async move {
         loop {
             let head = read_head(&mut stream).await;
             if head.is_empty() {
@@ -957,13 +836,16 @@ async fn head_answer_has_no_body_and_the_connection_stays_in_step() {
         }
     })
     .await;
-    redis.hset("head.test", &backend.target());
-    let mut config = test_config(&redis.url());
-    // One worker, so one pool: the backend connection can be reused.
-    config.server.worker_threads = 1;
-    let proxy = ready_proxy(config).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("head.test", &backend.target())
+        .config(|c| {
+            // One worker, so one pool: the backend connection can be reused.
+            c.server.worker_threads = 1;
+        })
+        .start()
+        .await;
 
-    let mut client = Client::connect(proxy.addr).await;
+    let mut client = RawClient::connect(proxy.addr).await;
     for round in 0..2 {
         client
             .send(b"HEAD /doc HTTP/1.1\r\nHost: head.test\r\n\r\n")
@@ -997,10 +879,11 @@ async fn head_answer_has_no_body_and_the_connection_stays_in_step() {
 /// server's first frame: SETTINGS (type 4), not an HTTP/1 error answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_preface_split_across_writes_is_still_http2() {
-    let redis = RedisServer::start();
-    let backend = start_backend("b").await;
-    redis.hset("h2.test", &backend.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, [_backend]) = Scenario::new()
+        .backends(["b"])
+        .route("h2.test", "b")
+        .start()
+        .await;
 
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     const EMPTY_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
@@ -1010,7 +893,7 @@ async fn http2_preface_split_across_writes_is_still_http2() {
         PREFACE.chunks(1).collect(),
     ];
     for pieces in splits {
-        let mut client = Client::connect(proxy.addr).await;
+        let mut client = RawClient::connect(proxy.addr).await;
         for piece in &pieces {
             client.send(piece).await;
             client.stream.flush().await.unwrap();
@@ -1040,17 +923,18 @@ async fn http2_preface_split_across_writes_is_still_http2() {
 /// (the host is routable, so a forwarded request would be a 200).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_version_is_505_and_garbage_is_400_both_closing() {
-    let redis = RedisServer::start();
-    let backend = start_backend("b").await;
-    redis.hset("a", &backend.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, [backend]) = Scenario::new()
+        .backends(["b"])
+        .route("a", "b")
+        .start()
+        .await;
 
     for (bytes, status) in [
         (&b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"[..], 505),
         (b"HELLO\r\n\r\n", 400),
     ] {
         let shown = String::from_utf8_lossy(bytes);
-        let mut client = Client::connect(proxy.addr).await;
+        let mut client = RawClient::connect(proxy.addr).await;
         client.send(bytes).await;
         let r = client.response(false).await;
         assert_eq!(r.status, status, "{shown:?}: {r:?}");
@@ -1061,7 +945,7 @@ async fn unsupported_version_is_505_and_garbage_is_400_both_closing() {
             "{shown:?}: connection kept open after a bad head"
         );
     }
-    assert_eq!(backend.hits(), 0);
+    assert_eq!(backend.count(), 0);
     let r = raw_request(proxy.addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .expect("an answer");

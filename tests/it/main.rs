@@ -1,15 +1,16 @@
-//! The integration tests: one crate, a module per area, one support tree.
-//! Every test starts its own redis-server on a free port, real backends
-//! and the real proxy (see `support`).
+//! The integration tests: one crate, a module per area, one support tree
+//! (`support`). Every test starts its own redis-server on a free port, real
+//! backends and the real proxy.
 
 #[macro_use]
 mod support;
-mod faults_support;
-mod support_proxy;
+mod tls_support;
 
 mod access_log;
 mod changelog;
 mod cli;
+mod compat;
+mod config;
 mod faults;
 mod followed;
 mod guard;
@@ -17,3 +18,5 @@ mod http1;
 mod proxy;
 mod sync;
 mod tidy;
+mod tls_admin;
+mod tls_cli;

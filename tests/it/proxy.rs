@@ -5,7 +5,6 @@
 //! proxy on ephemeral ports.
 
 use crate::support::*;
-use crate::support_proxy::*;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -14,24 +13,10 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchyard::config::Config;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-
-/// The real proxy started with `config`, once its first table is loaded.
-async fn ready_proxy(config: Config) -> ProxyHandle {
-    let proxy = start_proxy_with(config).await;
-    assert_eventually!(proxy.ready().await, "proxy never became ready");
-    proxy
-}
-
-/// The name of the test backend that answered, or the status if none did.
-async fn answered_by(proxy: &ProxyHandle, host: &str) -> Result<String, u16> {
-    let r = proxy.get(host, "/").await;
-    r.backend().ok_or(r.status)
-}
 
 // ---------------------------------------------------------------------------
 // Routing
@@ -42,43 +27,36 @@ async fn answered_by(proxy: &ProxyHandle, host: &str) -> Result<String, u16> {
 /// matched by its wildcard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcards_longest_suffix_and_exact_routes_win() {
-    let redis = RedisServer::start();
-    let wild = start_backend("wild").await;
-    let eu = start_backend("eu").await;
-    let exact = start_backend("exact").await;
-    redis.hset("*.cloud.com", &wild.target());
-    redis.hset("*.eu.cloud.com", &eu.target());
-    redis.hset("app.eu.cloud.com", &exact.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (redis, proxy, [_wild, _eu, _exact]) = Scenario::new()
+        .backends(["wild", "eu", "exact"])
+        .route("*.cloud.com", "wild")
+        .route("*.eu.cloud.com", "eu")
+        .route("app.eu.cloud.com", "exact")
+        .start()
+        .await;
 
-    assert_eq!(answered_by(&proxy, "x.cloud.com").await, Ok("wild".into()));
+    assert_eq!(proxy.answered_by("x.cloud.com").await, Ok("wild".into()));
+    assert_eq!(proxy.answered_by("a.b.cloud.com").await, Ok("wild".into()));
     assert_eq!(
-        answered_by(&proxy, "a.b.cloud.com").await,
-        Ok("wild".into())
-    );
-    assert_eq!(
-        answered_by(&proxy, "X.Cloud.COM:8080").await,
+        proxy.answered_by("X.Cloud.COM:8080").await,
         Ok("wild".into())
     );
     // Longest suffix: *.eu.cloud.com beats *.cloud.com, at any depth.
-    assert_eq!(answered_by(&proxy, "x.eu.cloud.com").await, Ok("eu".into()));
-    assert_eq!(
-        answered_by(&proxy, "a.b.eu.cloud.com").await,
-        Ok("eu".into())
-    );
+    assert_eq!(proxy.answered_by("x.eu.cloud.com").await, Ok("eu".into()));
+    assert_eq!(proxy.answered_by("a.b.eu.cloud.com").await, Ok("eu".into()));
     // Exact beats both wildcards that also match it.
     assert_eq!(
-        answered_by(&proxy, "app.eu.cloud.com").await,
+        proxy.answered_by("app.eu.cloud.com").await,
         Ok("exact".into())
     );
     // `*.suffix` needs a label before the suffix.
-    assert_eq!(answered_by(&proxy, "cloud.com").await, Err(404));
-    assert_eq!(answered_by(&proxy, "x.notcloud.com").await, Err(404));
+    assert_eq!(proxy.answered_by("cloud.com").await, Err(404));
+    assert_eq!(proxy.answered_by("x.notcloud.com").await, Err(404));
 
     // Removing the exact route falls back to the longest wildcard.
     redis.hdel("app.eu.cloud.com");
     assert_eventually!(
-        answered_by(&proxy, "app.eu.cloud.com").await == Ok("eu".into()),
+        proxy.answered_by("app.eu.cloud.com").await == Ok("eu".into()),
         "exact route removed"
     );
     proxy.shutdown().await;
@@ -90,15 +68,15 @@ async fn wildcards_longest_suffix_and_exact_routes_win() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_spreads_requests_over_every_backend() {
-    let redis = RedisServer::start();
-    let a = start_backend("a").await;
-    let b = start_backend("b").await;
-    redis.hset("rr.test", &format!("{}, {}", a.target(), b.target()));
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, [a, b]) = Scenario::new()
+        .backends(["a", "b"])
+        .route("rr.test", "a, b")
+        .start()
+        .await;
     for _ in 0..10 {
         assert_eq!(proxy.get("rr.test", "/").await.status, 200);
     }
-    assert_eq!((a.hits(), b.hits()), (5, 5), "strict alternation");
+    assert_eq!((a.count(), b.count()), (5, 5), "strict alternation");
     proxy.shutdown().await;
 }
 
@@ -107,24 +85,24 @@ async fn round_robin_spreads_requests_over_every_backend() {
 /// skipped), and the refusals are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_backend_is_skipped_without_a_single_failure() {
-    let redis = RedisServer::start();
-    let live = start_backend("live").await;
-    let dead = start_backend("dead").await;
-    redis.hset("pair.test", &format!("{},{}", dead.target(), live.target()));
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, [live, dead]) = Scenario::new()
+        .backends(["live", "dead"])
+        .route("pair.test", "dead,live")
+        .start()
+        .await;
     dead.stop();
     assert_eventually!(!accepts(dead.addr).await, "stopped backend still accepts");
 
     let mut failures = Vec::new();
     for i in 0..20 {
-        match answered_by(&proxy, "pair.test").await {
+        match proxy.answered_by("pair.test").await {
             Ok(name) if name == "live" => {}
             other => failures.push((i, other)),
         }
     }
     assert!(failures.is_empty(), "failed GETs: {failures:?}");
-    assert_eq!(live.hits(), 20);
-    assert_eq!(dead.hits(), 0);
+    assert_eq!(live.count(), 20);
+    assert_eq!(dead.count(), 0);
     assert!(
         proxy
             .metric("switchyard_upstream_errors_total{kind=\"refused\"}")
@@ -142,13 +120,14 @@ async fn refused_backend_is_skipped_without_a_single_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_backend_refusing_is_a_fast_502() {
-    let redis = RedisServer::start();
-    redis.hset(
-        "dead.test",
-        &format!("{},{}", refusing_addr(), refusing_addr()),
-    );
-    redis.hset("dead1.test", &refusing_addr().to_string());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route(
+            "dead.test",
+            &format!("{},{}", refusing_addr(), refusing_addr()),
+        )
+        .route("dead1.test", &refusing_addr().to_string())
+        .start()
+        .await;
     for host in ["dead.test", "dead1.test", "dead.test"] {
         let started = Instant::now();
         let r = proxy.get(host, "/").await;
@@ -166,17 +145,18 @@ async fn every_backend_refusing_is_a_fast_502() {
 /// the next one, body intact (it was buffered, never sent).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_post_is_retried_with_its_body_intact() {
-    let redis = RedisServer::start();
-    let echo = scripted_backend(|req| async move {
+    let echo = Backend::scripted(|req| async move {
         let body = req.into_body().collect().await.unwrap().to_bytes();
-        hyper::Response::new(full(body))
+        hyper::Response::new(full_body(body))
     })
     .await;
-    redis.hset(
-        "post.test",
-        &format!("{},{}", refusing_addr(), echo.target()),
-    );
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route(
+            "post.test",
+            &format!("{},{}", refusing_addr(), echo.target()),
+        )
+        .start()
+        .await;
     for i in 0..3 {
         let payload = format!("payload number {i}: {}", "x".repeat(1000));
         let r = send(
@@ -212,22 +192,21 @@ async fn refused_post_is_retried_with_its_body_intact() {
 /// 502. A GET in the same situation is idempotent and is replayed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_that_reached_a_resetting_backend_is_replayed_only_if_idempotent() {
-    let redis = RedisServer::start();
-    let resetter = raw_backend(|mut stream| async move {
+    let resetter = Backend::raw(|mut stream| async move {
         read_until(&mut stream, b"END-OF-BODY").await;
         let _ = stream.set_zero_linger();
         drop(stream); // RST
     })
     .await;
-    let live = start_backend("live").await;
-    redis.hset(
-        "reset.test",
-        &format!("{},{}", resetter.target(), live.target()),
-    );
-    let mut config = test_config(&redis.url());
-    // Marks expire at once, so round-robin keeps offering the resetter.
-    config.proxy.dead_backend_ttl = Duration::from_millis(1);
-    let proxy = ready_proxy(config).await;
+    let (_redis, proxy, [live]) = Scenario::new()
+        .backends(["live"])
+        .route("reset.test", &format!("{},live", resetter.target()))
+        .config(|c| {
+            // Marks expire at once, so round-robin keeps offering the resetter.
+            c.proxy.dead_backend_ttl = Duration::from_millis(1);
+        })
+        .start()
+        .await;
 
     let mut post_checked = false;
     let mut get_checked = false;
@@ -238,7 +217,7 @@ async fn request_that_reached_a_resetting_backend_is_replayed_only_if_idempotent
         // Three per round: round-robin alternates, so both methods meet
         // the resetter first within two rounds.
         for method in ["POST", "GET", "GET"] {
-            let (resets, lives) = (resetter.count(), live.hits());
+            let (resets, lives) = (resetter.count(), live.count());
             let body = if method == "POST" {
                 "order=1;END-OF-BODY"
             } else {
@@ -259,7 +238,7 @@ async fn request_that_reached_a_resetting_backend_is_replayed_only_if_idempotent
             }
             if method == "POST" {
                 assert_eq!(r.status, 502, "POST must not be replayed: {r:?}");
-                assert_eq!(live.hits(), lives, "POST reached the second backend");
+                assert_eq!(live.count(), lives, "POST reached the second backend");
                 post_checked = true;
             } else {
                 assert_eq!(r.status, 200, "GET should be replayed: {r:?}");
@@ -287,10 +266,11 @@ async fn request_that_reached_a_resetting_backend_is_replayed_only_if_idempotent
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_hop_by_hop_and_request_id() {
-    let redis = RedisServer::start();
-    let backend = start_backend("b").await;
-    redis.hset("hdr.test", &backend.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, [_backend]) = Scenario::new()
+        .backends(["b"])
+        .route("hdr.test", "b")
+        .start()
+        .await;
 
     let r = send(
         proxy.addr,
@@ -357,10 +337,11 @@ async fn forwarding_headers_hop_by_hop_and_request_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_or_malformed_host_is_400() {
-    let redis = RedisServer::start();
-    let backend = start_backend("b").await;
-    redis.hset("known.test", &backend.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, [backend]) = Scenario::new()
+        .backends(["b"])
+        .route("known.test", "b")
+        .start()
+        .await;
 
     let cases: [&[u8]; 5] = [
         b"GET / HTTP/1.1\r\n\r\n",
@@ -374,7 +355,7 @@ async fn missing_or_malformed_host_is_400() {
         let shown = String::from_utf8_lossy(case);
         assert_eq!(r.map(|r| r.status), Some(400), "{shown}");
     }
-    assert_eq!(backend.hits(), 0);
+    assert_eq!(backend.count(), 0);
     proxy.shutdown().await;
 }
 
@@ -382,10 +363,11 @@ async fn missing_or_malformed_host_is_400() {
 /// authority and never to a host outside the table (not an open proxy).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_host_is_404_and_absolute_form_is_routed_by_its_authority() {
-    let redis = RedisServer::start();
-    let backend = start_backend("known").await;
-    redis.hset("known.test", &backend.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, [backend]) = Scenario::new()
+        .backends(["known"])
+        .route("known.test", "known")
+        .start()
+        .await;
 
     let r = proxy.get("unknown.test", "/").await;
     assert_eq!(r.status, 404);
@@ -410,7 +392,7 @@ async fn unknown_host_is_404_and_absolute_form_is_routed_by_its_authority() {
     .await
     .unwrap();
     assert_eq!(r.status, 404, "{r:?}");
-    assert_eq!(backend.hits(), 0, "nothing unknown may be forwarded");
+    assert_eq!(backend.count(), 0, "nothing unknown may be forwarded");
 
     // Absolute form for a known host: routed by the authority, and the
     // backend sees that host (RFC 9112 3.2.2: the target's host replaces
@@ -436,10 +418,11 @@ async fn unknown_host_is_404_and_absolute_form_is_routed_by_its_authority() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_is_refused_and_never_forwarded() {
-    let redis = RedisServer::start();
-    let backend = start_backend("b").await;
-    redis.hset("known.test", &backend.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, [backend]) = Scenario::new()
+        .backends(["b"])
+        .route("known.test", "b")
+        .start()
+        .await;
     let r = raw_request(
         proxy.addr,
         b"CONNECT known.test:80 HTTP/1.1\r\nHost: known.test:80\r\n\r\n",
@@ -447,7 +430,7 @@ async fn connect_is_refused_and_never_forwarded() {
     .await
     .unwrap();
     assert_eq!(r.status, 405, "{r:?}");
-    assert_eq!(backend.hits(), 0);
+    assert_eq!(backend.count(), 0);
     proxy.shutdown().await;
 }
 
@@ -455,10 +438,11 @@ async fn connect_is_refused_and_never_forwarded() {
 /// never reach a backend.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicting_content_lengths_are_400_and_never_forwarded() {
-    let redis = RedisServer::start();
-    let backend = start_backend("b").await;
-    redis.hset("known.test", &backend.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, [backend]) = Scenario::new()
+        .backends(["b"])
+        .route("known.test", "b")
+        .start()
+        .await;
     let cases: [&[u8]; 2] = [
         b"POST / HTTP/1.1\r\nHost: known.test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
         b"POST / HTTP/1.1\r\nHost: known.test\r\nContent-Length: 5, 6\r\n\r\nhello!",
@@ -469,7 +453,7 @@ async fn conflicting_content_lengths_are_400_and_never_forwarded() {
         assert_eq!(r.map(|r| r.status), Some(400), "{shown}");
     }
     assert_eq!(
-        backend.hits(),
+        backend.count(),
         0,
         "an ambiguous request reached the backend"
     );
@@ -488,10 +472,11 @@ async fn conflicting_content_lengths_are_400_and_never_forwarded() {
 /// smuggled request is never parsed either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_length_with_chunked_is_400_and_never_forwarded() {
-    let redis = RedisServer::start();
-    let backend = start_backend("b").await;
-    redis.hset("known.test", &backend.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, [backend]) = Scenario::new()
+        .backends(["b"])
+        .route("known.test", "b")
+        .start()
+        .await;
     for order in [
         "Content-Length: 48\r\nTransfer-Encoding: chunked",
         "Transfer-Encoding: chunked\r\nContent-Length: 48",
@@ -501,39 +486,39 @@ async fn content_length_with_chunked_is_400_and_never_forwarded() {
             "POST /front HTTP/1.1\r\nHost: known.test\r\n{order}\r\n\r\n\
              0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: known.test\r\n\r\n"
         );
-        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-        stream.write_all(raw.as_bytes()).await.unwrap();
-        let r = read_response(&mut stream).await.expect("a response");
+        let mut stream = RawClient::connect(proxy.addr).await;
+        stream.send(raw.as_bytes()).await;
+        let r = stream.try_response(false).await.expect("a response");
         assert_eq!(r.status, 400, "{order}");
         assert!(
-            closed_within(&mut stream, Duration::from_secs(5)).await,
+            stream.closed_within(Duration::from_secs(5)).await,
             "connection kept open after an ambiguous request"
         );
-        assert_eq!(backend.hits(), 0, "{order}: forwarded");
+        assert_eq!(backend.count(), 0, "{order}: forwarded");
     }
     // A plain chunked request on its own is fine.
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut stream = RawClient::connect(proxy.addr).await;
     stream
-        .write_all(b"POST /ok HTTP/1.1\r\nHost: known.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
-        .await
-        .unwrap();
-    let r = read_response(&mut stream).await.expect("a response");
+        .send(b"POST /ok HTTP/1.1\r\nHost: known.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+            .await;
+    let r = stream.try_response(false).await.expect("a response");
     assert_eq!(r.status, 200);
-    assert_eq!(backend.hits(), 1);
+    assert_eq!(backend.count(), 1);
     proxy.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_route_value_is_502_and_harms_no_other_route() {
-    let redis = RedisServer::start();
-    let backend = start_backend("good").await;
-    redis.hset("good.test", &backend.target());
-    redis.hset("bad.com", "nonsense");
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, [_backend]) = Scenario::new()
+        .backends(["good"])
+        .route("good.test", "good")
+        .route("bad.com", "nonsense")
+        .start()
+        .await;
     let r = proxy.get("bad.com", "/").await;
     assert_eq!(r.status, 502, "{r:?}");
     assert!(r.body.contains("invalid"), "{:?}", r.body);
-    assert_eq!(answered_by(&proxy, "good.test").await, Ok("good".into()));
+    assert_eq!(proxy.answered_by("good.test").await, Ok("good".into()));
     proxy.shutdown().await;
 }
 
@@ -543,12 +528,12 @@ async fn invalid_route_value_is_502_and_harms_no_other_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_headers_are_431() {
-    let redis = RedisServer::start();
-    let backend = start_backend("b").await;
-    redis.hset("known.test", &backend.target());
-    let mut config = test_config(&redis.url());
-    config.server.max_header_size = 16 * 1024;
-    let proxy = ready_proxy(config).await;
+    let (_redis, proxy, [backend]) = Scenario::new()
+        .backends(["b"])
+        .route("known.test", "b")
+        .config(|c| c.server.max_header_size = 16 * 1024)
+        .start()
+        .await;
 
     // Just under the limit passes.
     let r = send(
@@ -569,7 +554,7 @@ async fn oversized_headers_are_431() {
     );
     let r = raw_request(proxy.addr, big.as_bytes()).await;
     assert_eq!(r.map(|r| r.status), Some(431));
-    assert_eq!(backend.hits(), 1);
+    assert_eq!(backend.count(), 1);
     proxy.shutdown().await;
 }
 
@@ -577,21 +562,20 @@ async fn oversized_headers_are_431() {
 /// header read timeout (and not long before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_client_is_cut_off_by_the_header_read_timeout() {
-    let redis = RedisServer::start();
-    let backend = start_backend("b").await;
-    redis.hset("known.test", &backend.target());
-    let mut config = test_config(&redis.url());
-    config.server.header_read_timeout = Duration::from_millis(400);
-    let proxy = ready_proxy(config).await;
+    let (_redis, proxy, [backend]) = Scenario::new()
+        .backends(["b"])
+        .route("known.test", "b")
+        .config(|c| c.server.header_read_timeout = Duration::from_millis(400))
+        .start()
+        .await;
 
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut stream = RawClient::connect(proxy.addr).await;
     let started = Instant::now();
     stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: known.test\r\nX-Slow: 1")
-        .await
-        .unwrap();
+        .send(b"GET / HTTP/1.1\r\nHost: known.test\r\nX-Slow: 1")
+        .await;
     assert!(
-        closed_within(&mut stream, Duration::from_secs(5)).await,
+        stream.closed_within(Duration::from_secs(5)).await,
         "slow client still connected after 5 s"
     );
     let took = started.elapsed();
@@ -600,7 +584,7 @@ async fn slow_client_is_cut_off_by_the_header_read_timeout() {
         "closed too early: {took:?}"
     );
     println!("slow client cut off after {took:?}");
-    assert_eq!(backend.hits(), 0);
+    assert_eq!(backend.count(), 0);
     proxy.shutdown().await;
 }
 
@@ -609,26 +593,27 @@ async fn slow_client_is_cut_off_by_the_header_read_timeout() {
 /// timer is what closes it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_connection_is_closed() {
-    let redis = RedisServer::start();
-    let backend = start_backend("b").await;
-    redis.hset("known.test", &backend.target());
-    let mut config = test_config(&redis.url());
-    config.server.header_read_timeout = Duration::from_secs(20);
-    config.server.idle_timeout = Duration::from_millis(400);
-    let proxy = ready_proxy(config).await;
+    let (_redis, proxy, [_backend]) = Scenario::new()
+        .backends(["b"])
+        .route("known.test", "b")
+        .config(|c| {
+            c.server.header_read_timeout = Duration::from_secs(20);
+            c.server.idle_timeout = Duration::from_millis(400);
+        })
+        .start()
+        .await;
 
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut stream = RawClient::connect(proxy.addr).await;
     for _ in 0..2 {
         stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: known.test\r\n\r\n")
-            .await
-            .unwrap();
-        let r = read_response(&mut stream).await.expect("response");
+            .send(b"GET / HTTP/1.1\r\nHost: known.test\r\n\r\n")
+            .await;
+        let r = stream.try_response(false).await.expect("response");
         assert_eq!(r.status, 200);
     }
     let idle_since = Instant::now();
     assert!(
-        closed_within(&mut stream, Duration::from_secs(5)).await,
+        stream.closed_within(Duration::from_secs(5)).await,
         "idle connection still open after 5 s"
     );
     let took = idle_since.elapsed();
@@ -644,17 +629,17 @@ async fn idle_keep_alive_connection_is_closed() {
 /// response-header timeout, counted as a response timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_backend_is_504_after_the_response_header_timeout() {
-    let redis = RedisServer::start();
-    let silent = raw_backend(|mut stream| async move {
+    let silent = Backend::raw(|mut stream| async move {
         read_head(&mut stream).await;
         // Hold the connection open, answer nothing.
         std::future::pending::<()>().await;
     })
     .await;
-    redis.hset("silent.test", &silent.target());
-    let mut config = test_config(&redis.url());
-    config.proxy.response_header_timeout = Duration::from_millis(400);
-    let proxy = ready_proxy(config).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("silent.test", &silent.target())
+        .config(|c| c.proxy.response_header_timeout = Duration::from_millis(400))
+        .start()
+        .await;
 
     let started = Instant::now();
     let r = proxy.get("silent.test", "/").await;
@@ -679,12 +664,12 @@ async fn silent_backend_is_504_after_the_response_header_timeout() {
 /// 504 after the connect timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_backend_is_504_after_the_connect_timeout() {
-    let redis = RedisServer::start();
     let blackhole = full_backlog().await;
-    redis.hset("blackhole.test", &blackhole.addr.to_string());
-    let mut config = test_config(&redis.url());
-    config.proxy.connect_timeout = Duration::from_millis(300);
-    let proxy = ready_proxy(config).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("blackhole.test", &blackhole.addr.to_string())
+        .config(|c| c.proxy.connect_timeout = Duration::from_millis(300))
+        .start()
+        .await;
 
     let started = Instant::now();
     let r = proxy.get("blackhole.test", "/").await;
@@ -708,23 +693,23 @@ async fn unreachable_backend_is_504_after_the_connect_timeout() {
 /// once while the first keeps being served; the slot frees when it closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_are_closed_at_once() {
-    let redis = RedisServer::start();
-    let backend = start_backend("b").await;
-    redis.hset("known.test", &backend.target());
-    let mut config = test_config(&redis.url());
-    config.server.max_connections = 1;
-    let proxy = ready_proxy(config).await;
+    let (_redis, proxy, [_backend]) = Scenario::new()
+        .backends(["b"])
+        .route("known.test", "b")
+        .config(|c| c.server.max_connections = 1)
+        .start()
+        .await;
     const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: known.test\r\n\r\n";
 
-    let mut first = TcpStream::connect(proxy.addr).await.unwrap();
-    first.write_all(GET).await.unwrap();
-    assert_eq!(read_response(&mut first).await.map(|r| r.status), Some(200));
+    let mut first = RawClient::connect(proxy.addr).await;
+    first.send(GET).await;
+    assert_eq!(first.try_response(false).await.map(|r| r.status), Some(200));
 
-    let mut second = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut second = RawClient::connect(proxy.addr).await;
     let started = Instant::now();
-    let _ = second.write_all(GET).await;
+    let _ = second.stream.write_all(GET).await;
     assert!(
-        read_response(&mut second).await.is_none(),
+        second.try_response(false).await.is_none(),
         "the second connection was served"
     );
     assert!(
@@ -739,8 +724,8 @@ async fn connections_over_the_cap_are_closed_at_once() {
     );
 
     // The first connection is still served.
-    first.write_all(GET).await.unwrap();
-    assert_eq!(read_response(&mut first).await.map(|r| r.status), Some(200));
+    first.send(GET).await;
+    assert_eq!(first.try_response(false).await.map(|r| r.status), Some(200));
     drop(first);
     assert_eventually!(
         raw_request(proxy.addr, GET).await.map(|r| r.status) == Some(200),
@@ -754,8 +739,7 @@ async fn connections_over_the_cap_are_closed_at_once() {
 /// serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_dying_mid_response_fails_cleanly_and_the_proxy_carries_on() {
-    let redis = RedisServer::start();
-    let dying = raw_backend(|mut stream| async move {
+    let dying = Backend::raw(|mut stream| async move {
         read_head(&mut stream).await;
         let mut out = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n".to_vec();
         out.extend_from_slice(&[b'x'; 0x1000]);
@@ -766,7 +750,7 @@ async fn backend_dying_mid_response_fails_cleanly_and_the_proxy_carries_on() {
         // Killed: the last chunk never comes.
     })
     .await;
-    let dying_cl = raw_backend(|mut stream| async move {
+    let dying_cl = Backend::raw(|mut stream| async move {
         read_head(&mut stream).await;
         let mut out = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n".to_vec();
         out.extend_from_slice(&[b'y'; 4096]);
@@ -775,11 +759,13 @@ async fn backend_dying_mid_response_fails_cleanly_and_the_proxy_carries_on() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     })
     .await;
-    let good = start_backend("good").await;
-    redis.hset("dying.test", &dying.target());
-    redis.hset("dying-cl.test", &dying_cl.target());
-    redis.hset("good.test", &good.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, [_good]) = Scenario::new()
+        .backends(["good"])
+        .route("dying.test", &dying.target())
+        .route("dying-cl.test", &dying_cl.target())
+        .route("good.test", "good")
+        .start()
+        .await;
 
     for host in ["dying.test", "dying-cl.test", "dying.test"] {
         match try_send(proxy.addr, request("GET", host, "/", &[], "")).await {
@@ -789,7 +775,7 @@ async fn backend_dying_mid_response_fails_cleanly_and_the_proxy_carries_on() {
                 r.body.len()
             ),
         }
-        assert_eq!(answered_by(&proxy, "good.test").await, Ok("good".into()));
+        assert_eq!(proxy.answered_by("good.test").await, Ok("good".into()));
     }
     assert!(proxy.ready().await);
     proxy.shutdown().await;
@@ -798,8 +784,8 @@ async fn backend_dying_mid_response_fails_cleanly_and_the_proxy_carries_on() {
 /// A keep-alive backend on raw sockets that counts connections, not
 /// requests: `/` answers `ok`, `/empty` 204, HEAD a head only, and `/big`
 /// sends the head and 64 KiB of a 1 MiB body, then stalls.
-async fn keep_alive_backend() -> TestBackend {
-    raw_backend(|mut stream| async move {
+async fn keep_alive_backend() -> Backend {
+    Backend::raw(|mut stream| async move {
         loop {
             let head = read_head(&mut stream).await;
             if head.is_empty() {
@@ -843,13 +829,15 @@ async fn keep_alive_backend() -> TestBackend {
 /// second connection (it did, in one of seven runs of the suite).
 #[tokio::test]
 async fn backend_connections_are_reused_unless_a_response_was_abandoned() {
-    let redis = RedisServer::start();
     let backend = keep_alive_backend().await;
-    redis.hset("pool.test", &backend.target());
-    let mut config = test_config(&redis.url());
-    // One worker, so one pool: every request can find the same connection.
-    config.server.worker_threads = 1;
-    let proxy = ready_proxy(config).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("pool.test", &backend.target())
+        .config(|c| {
+            // One worker, so one pool: every request can find the same connection.
+            c.server.worker_threads = 1;
+        })
+        .start()
+        .await;
 
     for _ in 0..3 {
         for (method, path, status, body) in [
@@ -880,7 +868,7 @@ async fn backend_connections_are_reused_unless_a_response_was_abandoned() {
         .unwrap();
     let head = read_until(&mut client, b"\r\n\r\n").await;
     assert!(
-        contains(&head, b"200 OK"),
+        find(&head, b"200 OK").is_some(),
         "{}",
         String::from_utf8_lossy(&head)
     );
@@ -903,10 +891,11 @@ async fn backend_connections_are_reused_unless_a_response_was_abandoned() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_request_body_reaches_the_backend_whole() {
-    let redis = RedisServer::start();
-    let backend = start_backend("b").await;
-    redis.hset("upload.test", &backend.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, [_backend]) = Scenario::new()
+        .backends(["b"])
+        .route("upload.test", "b")
+        .start()
+        .await;
     const SIZE: usize = 8 * 1024 * 1024;
     let r = send(
         proxy.addr,
@@ -951,13 +940,12 @@ async fn large_request_body_reaches_the_backend_whole() {
 /// has seen the first), so nothing buffers the response.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_stream_chunks_arrive_before_the_response_ends() {
-    let redis = RedisServer::start();
     let release = Arc::new(tokio::sync::Notify::new());
     let last_sent = Arc::new(AtomicBool::new(false));
     let sse = {
         let release = release.clone();
         let last_sent = last_sent.clone();
-        scripted_backend(move |_req| {
+        Backend::scripted(move |_req| {
             let release = release.clone();
             let last_sent = last_sent.clone();
             async move {
@@ -977,8 +965,10 @@ async fn event_stream_chunks_arrive_before_the_response_ends() {
         })
         .await
     };
-    redis.hset("sse.test", &sse.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("sse.test", &sse.target())
+        .start()
+        .await;
 
     let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -996,7 +986,7 @@ async fn event_stream_chunks_arrive_before_the_response_ends() {
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
     let mut received = Vec::new();
-    while !contains(&received, b"data: one\n\n") {
+    while find(&received, b"data: one\n\n").is_none() {
         let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
             .await
             .expect("first event not delivered while the stream is open: buffered?")
@@ -1035,10 +1025,11 @@ async fn next_message(ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_is_tunnelled_both_ways() {
-    let redis = RedisServer::start();
-    let echo = websocket_echo_backend().await;
-    redis.hset("ws.test", &echo.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let echo = Backend::websocket_echo().await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("ws.test", &echo.target())
+        .start()
+        .await;
 
     let stream = TcpStream::connect(proxy.addr).await.unwrap();
     // The URL's host becomes the Host header; the socket goes to the proxy.
@@ -1071,12 +1062,12 @@ async fn websocket_is_tunnelled_both_ways() {
 /// closes them, and `run` returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_tunnels_are_closed_at_the_shutdown_deadline() {
-    let redis = RedisServer::start();
-    let echo = websocket_echo_backend().await;
-    redis.hset("ws.test", &echo.target());
-    let mut config = test_config(&redis.url());
-    config.server.shutdown_timeout = Duration::from_millis(400);
-    let mut proxy = ready_proxy(config).await;
+    let echo = Backend::websocket_echo().await;
+    let (_redis, mut proxy, []) = Scenario::new()
+        .route("ws.test", &echo.target())
+        .config(|c| c.server.shutdown_timeout = Duration::from_millis(400))
+        .start()
+        .await;
     let stream = TcpStream::connect(proxy.addr).await.unwrap();
     let req = "ws://ws.test/chat".into_client_request().unwrap();
     let (mut ws, _) =
@@ -1118,19 +1109,20 @@ async fn websocket_tunnels_are_closed_at_the_shutdown_deadline() {
 /// is spoken to in HTTP/1.1 and sees the public host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_client_is_served_and_backend_sees_http11() {
-    let redis = RedisServer::start();
-    let backend = scripted_backend(|req| async move {
+    let backend = Backend::scripted(|req| async move {
         let seen = serde_json::json!({
             "version": format!("{:?}", req.version()),
             "host": req.headers().get("host").and_then(|h| h.to_str().ok()),
             "xfh": req.headers().get("x-forwarded-host").and_then(|h| h.to_str().ok()),
             "path": req.uri().to_string(),
         });
-        hyper::Response::new(full(seen.to_string()))
+        hyper::Response::new(full_body(seen.to_string()))
     })
     .await;
-    redis.hset("h2.test", &backend.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, []) = Scenario::new()
+        .route("h2.test", &backend.target())
+        .start()
+        .await;
 
     let stream = TcpStream::connect(proxy.addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http2::handshake(
@@ -1175,11 +1167,12 @@ async fn http2_client_is_served_and_backend_sees_http11() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_with_traffic() {
-    let redis = RedisServer::start();
-    let backend = start_backend("b").await;
-    redis.hset("known.test", &backend.target());
-    redis.hset("refused.test", &refusing_addr().to_string());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, [_backend]) = Scenario::new()
+        .backends(["b"])
+        .route("known.test", "b")
+        .route("refused.test", &refusing_addr().to_string())
+        .start()
+        .await;
     const OK: &str = "switchyard_requests_total{class=\"2xx\"}";
     const CLIENT_ERR: &str = "switchyard_requests_total{class=\"4xx\"}";
     const SERVER_ERR: &str = "switchyard_requests_total{class=\"5xx\"}";
@@ -1223,21 +1216,22 @@ async fn metrics_move_with_traffic() {
 /// once, the in-flight response still completes, then `run` returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_finishes_the_request_in_flight() {
-    let redis = RedisServer::start();
     // The backend answers only once the test releases it, after shutdown
     // has begun: the request is in flight across shutdown by construction.
     let release = Arc::new(tokio::sync::Notify::new());
     let gate = release.clone();
-    let slow = scripted_backend(move |_req| {
+    let slow = Backend::scripted(move |_req| {
         let gate = gate.clone();
         async move {
             gate.notified().await;
-            hyper::Response::new(full("slow but complete"))
+            hyper::Response::new(full_body("slow but complete"))
         }
     })
     .await;
-    redis.hset("slow.test", &slow.target());
-    let mut proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, mut proxy, []) = Scenario::new()
+        .route("slow.test", &slow.target())
+        .start()
+        .await;
 
     let addr = proxy.addr;
     let in_flight =
@@ -1273,25 +1267,25 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
 async fn every_worker_serves_and_drains_its_connections() {
     const CONNECTIONS: usize = 6;
     for workers in [1, 3] {
-        let redis = RedisServer::start();
         // Requests wait here until the test lets them go, so they are
         // surely in flight when shutdown begins.
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let held = gate.clone();
-        let slow = scripted_backend(move |_req| {
+        let slow = Backend::scripted(move |_req| {
             let gate = held.clone();
             async move {
                 gate.acquire().await.unwrap().forget();
-                hyper::Response::new(full("done"))
+                hyper::Response::new(full_body("done"))
             }
         })
         .await;
-        let quick = start_backend("quick").await;
-        redis.hset("slow.test", &slow.target());
-        redis.hset("quick.test", &quick.target());
-        let mut config = test_config(&redis.url());
-        config.server.worker_threads = workers;
-        let mut proxy = ready_proxy(config).await;
+        let (_redis, mut proxy, [_quick]) = Scenario::new()
+            .backends(["quick"])
+            .route("slow.test", &slow.target())
+            .route("quick.test", "quick")
+            .config(move |c| c.server.worker_threads = workers)
+            .start()
+            .await;
 
         let addr = proxy.addr;
         let quick_calls: Vec<_> = (0..CONNECTIONS)

@@ -5,12 +5,11 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_present_at_boot_is_served_and_changes_follow() {
-    let redis = RedisServer::start();
-    let blue = start_backend("blue").await;
-    let green = start_backend("green").await;
-    redis.hset("app1.cloud.com", &blue.target());
-    let proxy = start_proxy(&redis).await;
-    assert_eventually!(proxy.ready().await, "proxy never became ready");
+    let (redis, proxy, [blue, green]) = Scenario::new()
+        .backends(["blue", "green"])
+        .route("app1.cloud.com", "blue")
+        .start()
+        .await;
     assert_eq!(
         proxy.get("app1.cloud.com", "/").await.backend().as_deref(),
         Some("blue")
@@ -53,19 +52,8 @@ async fn route_present_at_boot_is_served_and_changes_follow() {
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// True when `host` is answered by the backend called `backend`.
-async fn serves(proxy: &ProxyHandle, host: &str, backend: &str) -> bool {
-    proxy.get(host, "/").await.backend().as_deref() == Some(backend)
-}
-
-/// `/readyz`: status code and JSON details.
-async fn readyz(proxy: &ProxyHandle) -> (u16, serde_json::Value) {
-    let r = proxy.admin_get("/readyz").await;
-    (r.status, r.json())
-}
-
 async fn watermark(proxy: &ProxyHandle) -> u64 {
-    readyz(proxy).await.1["watermark_us"].as_u64().unwrap_or(0)
+    proxy.readyz().await.1["watermark_us"].as_u64().unwrap_or(0)
 }
 
 const BOOT: &str = "switchyard_resyncs_total{reason=\"boot\"}";
@@ -74,49 +62,13 @@ const RECONNECT: &str = "switchyard_resyncs_total{reason=\"reconnect\"}";
 const PERIODIC: &str = "switchyard_resyncs_total{reason=\"periodic\"}";
 const RECEIVED: &str = "switchyard_notifications_received_total";
 
-/// The server's version, `(major, minor)`: the suite runs against every
-/// server the machine has (Redis 6.0 to Valkey 9), and a few server
-/// features differ (ACL channel rules from 6.2, listpacks from 7.0).
-pub fn server_version(redis: &RedisServer) -> (u32, u32) {
-    let info = redis.cli(&["INFO", "server"]);
-    let version = info
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("valkey_version:")
-                .or_else(|| l.strip_prefix("redis_version:"))
-        })
-        .unwrap_or("0.0");
-    let mut parts = version.trim().split('.').map(|p| p.parse().unwrap_or(0));
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
-}
-
-/// `&*` (every channel) for an ACL rule, on servers that have channel
-/// rules (6.2 and later; before, every user has every channel).
-pub fn all_channels(redis: &RedisServer) -> Vec<&'static str> {
-    if server_version(redis) >= (6, 2) {
-        vec!["&*"]
-    } else {
-        vec![]
-    }
-}
-
-/// The real proxy started with `config`, once it reports ready.
-async fn ready_proxy(config: switchyard::config::Config) -> ProxyHandle {
-    let proxy = start_proxy_with(config).await;
-    assert_eventually!(proxy.ready().await, "proxy never became ready");
-    proxy
-}
-
 // ---------------------------------------------------------------------------
 // Coalesced reads
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_1000_hsets_costs_few_reloads_and_ends_in_the_final_table() {
-    let redis = RedisServer::start();
-    let blue = start_backend("blue").await;
-    let green = start_backend("green").await;
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (redis, proxy, [blue, green]) = Scenario::new().backends(["blue", "green"]).start().await;
 
     // 1,000 writes over 250 hosts, four rounds; each round flips every
     // host's target, so the final table proves the last write won.
@@ -158,7 +110,7 @@ async fn a_burst_of_1000_hsets_costs_few_reloads_and_ends_in_the_final_table() {
     for k in [0, 1, 2, 3, 124, 125, 248, 249] {
         let want = if k % 2 == 1 { "blue" } else { "green" };
         assert_eventually!(
-            serves(&proxy, &format!("h{k}.cloud.com"), want).await,
+            proxy.serves(&format!("h{k}.cloud.com"), want).await,
             "h{k} should be served by {want}"
         );
     }
@@ -195,24 +147,21 @@ async fn a_burst_of_1000_hsets_costs_few_reloads_and_ends_in_the_final_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_made_while_the_subscriber_is_down_is_live_after_the_reconnect() {
-    let redis = RedisServer::start();
-    let blue = start_backend("blue").await;
-    let green = start_backend("green").await;
-    redis.hset("app.cloud.com", &blue.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
-    assert!(serves(&proxy, "app.cloud.com", "blue").await);
+    let (redis, proxy, [blue, green]) = Scenario::new()
+        .backends(["blue", "green"])
+        .route("app.cloud.com", "blue")
+        .start()
+        .await;
+    assert!(proxy.serves("app.cloud.com", "blue").await);
     assert_eq!(proxy.metric(RECONNECT).await, 0.0);
 
     // Kill the subscriber and change the route in one transaction: the
     // write certainly happens while no subscriber exists, so its keyspace
     // event is lost for good and only the reconnect resync can bring it.
     // (test_config sets the periodic resync to an hour.)
-    redis.pipe(&format!(
-        "MULTI\nCLIENT KILL TYPE pubsub\nHSET routes app.cloud.com {}\nEXEC\n",
-        green.target()
-    ));
+    redis.hset_while_subscribers_are_killed("app.cloud.com", &green.target());
     assert_eventually!(
-        serves(&proxy, "app.cloud.com", "green").await,
+        proxy.serves("app.cloud.com", "green").await,
         "the change made while the subscriber was down never went live"
     );
     assert!(proxy.metric(RECONNECT).await >= 1.0);
@@ -223,7 +172,7 @@ async fn a_change_made_while_the_subscriber_is_down_is_live_after_the_reconnect(
     // And the new subscription works: the next change arrives by event.
     redis.hset("app.cloud.com", &blue.target());
     assert_eventually!(
-        serves(&proxy, "app.cloud.com", "blue").await,
+        proxy.serves("app.cloud.com", "blue").await,
         "after resubscribe"
     );
     assert_eq!(proxy.metric(PERIODIC).await, 0.0);
@@ -233,25 +182,25 @@ async fn a_change_made_while_the_subscriber_is_down_is_live_after_the_reconnect(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_with_different_data_old_table_meanwhile_new_data_after() {
     let mut redis = RedisServer::start();
-    let blue = start_backend("blue").await;
-    let green = start_backend("green").await;
+    let blue = Backend::echo("blue").await;
+    let green = Backend::echo("green").await;
     redis.hset("old.cloud.com", &blue.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
-    assert!(serves(&proxy, "old.cloud.com", "blue").await);
+    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    assert!(proxy.serves("old.cloud.com", "blue").await);
 
     // Outage: the last table keeps serving, /readyz says Redis is down.
     redis.kill();
     assert_eventually!(
-        readyz(&proxy).await.1["redis"] != "connected",
+        proxy.readyz().await.1["redis"] != "connected",
         "proxy did not notice the outage"
     );
     for _ in 0..20 {
         assert!(
-            serves(&proxy, "old.cloud.com", "blue").await,
+            proxy.serves("old.cloud.com", "blue").await,
             "request failed while Redis was down"
         );
     }
-    let (code, details) = readyz(&proxy).await;
+    let (code, details) = proxy.readyz().await;
     assert_eq!(code, 200, "still ready on the last table: {details}");
 
     // Back, empty, notifications off (CONFIG SET is not persisted), then
@@ -259,7 +208,7 @@ async fn redis_restarted_with_different_data_old_table_meanwhile_new_data_after(
     redis.spawn();
     redis.hset("new.cloud.com", &green.target());
     assert_eventually!(
-        serves(&proxy, "new.cloud.com", "green").await,
+        proxy.serves("new.cloud.com", "green").await,
         "the new data never went live"
     );
     assert_eventually!(
@@ -278,7 +227,7 @@ async fn redis_restarted_with_different_data_old_table_meanwhile_new_data_after(
     let received = proxy.metric(RECEIVED).await;
     redis.hset("new.cloud.com", &blue.target());
     assert_eventually!(
-        serves(&proxy, "new.cloud.com", "blue").await,
+        proxy.serves("new.cloud.com", "blue").await,
         "change after the restart"
     );
     assert!(proxy.metric(RECEIVED).await > received);
@@ -292,23 +241,20 @@ async fn redis_restarted_with_different_data_old_table_meanwhile_new_data_after(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_refused_changes_converge_by_periodic_resync() {
-    let redis = RedisServer::start();
-    let blue = start_backend("blue").await;
-    let green = start_backend("green").await;
-    let mut acl = vec![
-        "ACL", "SETUSER", "proxy", "on", ">pw", "~*", "+@all", "-config",
-    ];
-    acl.extend(all_channels(&redis));
-    redis.cli(&acl);
+    let redis = RedisServer::builder()
+        .acl_user("proxy", "on >pw ~* &* +@all -config")
+        .start();
+    let blue = Backend::echo("blue").await;
+    let green = Backend::echo("green").await;
     redis.hset("app.cloud.com", &blue.target());
     let mut config = test_config(&format!("redis://proxy:pw@127.0.0.1:{}/0", redis.port));
     config.sync.resync_interval = std::time::Duration::from_millis(500);
-    let proxy = ready_proxy(config).await;
-    assert!(serves(&proxy, "app.cloud.com", "blue").await);
+    let proxy = ProxyHandle::start_ready(config).await;
+    assert!(proxy.serves("app.cloud.com", "blue").await);
 
     // CONFIG is refused, so the proxy cannot know whether the operator set
     // the flags: "unconfirmed" until an event arrives (none will here).
-    let (_, details) = readyz(&proxy).await;
+    let (_, details) = proxy.readyz().await;
     assert_eq!(details["notifications"]["mode"], "unconfirmed", "{details}");
     assert!(
         details["notifications"]["reason"]
@@ -323,15 +269,11 @@ async fn notifications_refused_changes_converge_by_periodic_resync() {
 
     redis.hset("app.cloud.com", &green.target());
     assert_eventually!(
-        serves(&proxy, "app.cloud.com", "green").await,
+        proxy.serves("app.cloud.com", "green").await,
         "change never converged in polling mode"
     );
     assert!(proxy.metric(PERIODIC).await >= 1.0);
     assert_eq!(proxy.metric(RECEIVED).await, 0.0);
-    assert_eq!(
-        readyz(&proxy).await.1["notifications"]["mode"],
-        "unconfirmed"
-    );
     proxy.shutdown().await;
 }
 
@@ -342,33 +284,28 @@ async fn notifications_refused_changes_converge_by_periodic_resync() {
 /// README's `Kghxe`) still follow logged changes, by whole reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_notification_mode_reported_is_the_truth_when_config_is_denied() {
-    let redis = RedisServer::start();
-    let blue = start_backend("blue").await;
-    let green = start_backend("green").await;
+    let redis = RedisServer::builder()
+        .acl_user("noconfig", "on >pw ~* &* +@all -config")
+        .acl_user("getonly", "on >pw ~* &* +@all -config +config|get")
+        .start();
+    let blue = Backend::echo("blue").await;
+    let green = Backend::echo("green").await;
     redis.cli(&["CONFIG", "SET", "notify-keyspace-events", "KEA"]);
-    for (user, extra) in [("noconfig", None), ("getonly", Some("+config|get"))] {
-        let mut acl = vec![
-            "ACL", "SETUSER", user, "on", ">pw", "~*", "+@all", "-config",
-        ];
-        acl.extend(extra);
-        acl.extend(all_channels(&redis));
-        redis.cli(&acl);
-    }
     redis.hset("app.cloud.com", &blue.target());
     let url = |user: &str| format!("redis://{user}:pw@127.0.0.1:{}/0", redis.port);
-
-    let proxy = ready_proxy(test_config(&url("noconfig"))).await;
     let mode = |body: serde_json::Value| body["notifications"]["mode"].clone();
-    assert_eq!(mode(readyz(&proxy).await.1), "unconfirmed");
+
+    let proxy = ProxyHandle::start_ready(test_config(&url("noconfig"))).await;
+    assert_eq!(mode(proxy.readyz().await.1), "unconfirmed");
     assert_eq!(proxy.metric("switchyard_notifications_enabled").await, 0.0);
     redis.hset("app.cloud.com", &green.target());
     // Live by notification (the periodic resync is an hour away).
     assert_eventually!(
-        serves(&proxy, "app.cloud.com", "green").await,
+        proxy.serves("app.cloud.com", "green").await,
         "change not live"
     );
     assert_eventually!(
-        mode(readyz(&proxy).await.1) == "keyspace",
+        mode(proxy.readyz().await.1) == "keyspace",
         "mode not confirmed by the event"
     );
     assert_eq!(proxy.metric("switchyard_notifications_enabled").await, 1.0);
@@ -376,8 +313,8 @@ async fn the_notification_mode_reported_is_the_truth_when_config_is_denied() {
 
     // CONFIG GET allowed, SET denied, flags without `t`.
     redis.cli(&["CONFIG", "SET", "notify-keyspace-events", "Kghxe"]);
-    let proxy = ready_proxy(test_config(&url("getonly"))).await;
-    let body = readyz(&proxy).await.1;
+    let proxy = ProxyHandle::start_ready(test_config(&url("getonly"))).await;
+    let body = proxy.readyz().await.1;
     assert_eq!(mode(body.clone()), "keyspace", "{body}");
     assert!(
         body["hashes"][0]["change_log"]
@@ -390,11 +327,10 @@ async fn the_notification_mode_reported_is_the_truth_when_config_is_denied() {
         b = blue.target()
     ));
     assert_eventually!(
-        serves(&proxy, "app.cloud.com", "blue").await,
+        proxy.serves("app.cloud.com", "blue").await,
         "logged change not live without stream events"
     );
-    let flags = redis.cli(&["CONFIG", "GET", "notify-keyspace-events"]);
-    let flags = flags.lines().nth(1).unwrap_or_default();
+    let flags = redis.notify_flags();
     assert!(
         !flags.contains('t'),
         "the proxy changed the setting: {flags}"
@@ -403,20 +339,21 @@ async fn the_notification_mode_reported_is_the_truth_when_config_is_denied() {
 
     // CONFIG GET allowed, SET denied, notifications off: polling, said so.
     redis.cli(&["CONFIG", "SET", "notify-keyspace-events", ""]);
-    let proxy = ready_proxy(test_config(&url("getonly"))).await;
-    assert_eq!(mode(readyz(&proxy).await.1), "polling");
+    let proxy = ProxyHandle::start_ready(test_config(&url("getonly"))).await;
+    assert_eq!(mode(proxy.readyz().await.1), "polling");
     proxy.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flushdb_sends_no_event_and_is_found_by_the_length_check_as_drift() {
-    let redis = RedisServer::start();
-    let blue = start_backend("blue").await;
-    redis.hset("app.cloud.com", &blue.target());
     // No periodic resync: the ping tick's length check finds it.
-    let proxy = ready_proxy(test_config(&redis.url())).await;
-    assert!(serves(&proxy, "app.cloud.com", "blue").await);
-    assert_eq!(readyz(&proxy).await.1["notifications"]["mode"], "keyspace");
+    let (redis, proxy, [_blue]) = Scenario::new()
+        .backends(["blue"])
+        .route("app.cloud.com", "blue")
+        .start()
+        .await;
+    assert!(proxy.serves("app.cloud.com", "blue").await);
+    assert_eq!(proxy.readyz().await.1["notifications"]["mode"], "keyspace");
     assert_eq!(proxy.metric("switchyard_notifications_enabled").await, 1.0);
     assert_eq!(proxy.metric("switchyard_drift_total").await, 0.0);
 
@@ -446,13 +383,13 @@ async fn flushdb_sends_no_event_and_is_found_by_the_length_check_as_drift() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_value_is_isolated_reported_and_keeps_the_last_valid_route() {
-    let redis = RedisServer::start();
-    let blue = start_backend("blue").await;
-    let green = start_backend("green").await;
-    redis.hset("a.cloud.com", &blue.target());
-    redis.hset("b.cloud.com", &green.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
-    assert!(serves(&proxy, "a.cloud.com", "blue").await);
+    let (redis, proxy, [blue, green]) = Scenario::new()
+        .backends(["blue", "green"])
+        .route("a.cloud.com", "blue")
+        .route("b.cloud.com", "green")
+        .start()
+        .await;
+    assert!(proxy.serves("a.cloud.com", "blue").await);
     assert_eq!(proxy.metric("switchyard_invalid_routes").await, 0.0);
 
     // a: valid, then invalid. c: never valid.
@@ -464,8 +401,8 @@ async fn an_invalid_value_is_isolated_reported_and_keeps_the_last_valid_route() 
         proxy.metric("switchyard_invalid_routes").await
     );
     // Every other host still served; a keeps its last valid route.
-    assert!(serves(&proxy, "b.cloud.com", "green").await);
-    assert!(serves(&proxy, "a.cloud.com", "blue").await);
+    assert!(proxy.serves("b.cloud.com", "green").await);
+    assert!(proxy.serves("a.cloud.com", "blue").await);
     assert_eq!(proxy.get("c.cloud.com", "/").await.status, 502);
 
     let routes = proxy.routes().await;
@@ -498,7 +435,7 @@ async fn an_invalid_value_is_isolated_reported_and_keeps_the_last_valid_route() 
     redis.hset("a.cloud.com", &green.target());
     redis.hdel("c.cloud.com");
     assert_eventually!(
-        serves(&proxy, "a.cloud.com", "green").await,
+        proxy.serves("a.cloud.com", "green").await,
         "fixed value not served"
     );
     assert_eventually!(
@@ -516,26 +453,15 @@ async fn an_invalid_value_is_isolated_reported_and_keeps_the_last_valid_route() 
 /// Sends `n` GETs with `Host: host` over one keep-alive client, 50 at a
 /// time, and returns the status codes seen.
 async fn many_gets(addr: std::net::SocketAddr, host: &str, n: usize) -> Vec<u16> {
-    use bytes::Bytes;
-    use http_body_util::{BodyExt, Empty};
-    use hyper_util::client::legacy::Client;
-    let client: Client<_, Empty<Bytes>> =
-        Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let client = HttpClient::new(addr);
     let mut statuses = Vec::with_capacity(n);
     let mut i = 0;
     while i < n {
         let batch = (i..n.min(i + 50)).map(|j| {
-            let req = http::Request::builder()
-                .uri(format!("http://{addr}/r{j}"))
-                .header("host", host.replace("{}", &j.to_string()))
-                .body(Empty::new())
-                .unwrap();
-            let client = client.clone();
+            let (client, host) = (client.clone(), host.replace("{}", &j.to_string()));
             async move {
-                let resp = client.request(req).await.expect("request failed");
-                let status = resp.status().as_u16();
-                let _ = resp.into_body().collect().await;
-                status
+                let r = client.try_get(&host, &format!("/r{j}")).await;
+                r.expect("request failed").status
             }
         });
         statuses.extend(futures_util::future::join_all(batch).await);
@@ -546,11 +472,12 @@ async fn many_gets(addr: std::net::SocketAddr, host: &str, n: usize) -> Vec<u16>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_hosts_get_404_and_no_request_reaches_redis() {
-    let redis = RedisServer::start();
-    let blue = start_backend("blue").await;
-    redis.hset("known.cloud.com", &blue.target());
-    let proxy = ready_proxy(test_config(&redis.url())).await;
-    assert!(serves(&proxy, "known.cloud.com", "blue").await);
+    let (redis, proxy, [blue]) = Scenario::new()
+        .backends(["blue"])
+        .route("known.cloud.com", "blue")
+        .start()
+        .await;
+    assert!(proxy.serves("known.cloud.com", "blue").await);
 
     let before = redis.command_calls();
     let unknown = many_gets(proxy.addr, "unknown-{}.example.org", 500).await;
@@ -562,7 +489,7 @@ async fn unknown_hosts_get_404_and_no_request_reaches_redis() {
         "unknown hosts: {unknown:?}"
     );
     assert!(known.iter().all(|s| *s == 200), "known host: {known:?}");
-    assert!(blue.hits() >= 500);
+    assert!(blue.count() >= 500);
 
     let moved: std::collections::BTreeMap<&str, u64> = after
         .iter()
@@ -602,15 +529,15 @@ async fn unknown_hosts_get_404_and_no_request_reaches_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_started_before_redis_is_unready_then_serves_once_loaded() {
     let mut redis = RedisServer::reserved();
-    let blue = start_backend("blue").await;
-    let proxy = start_proxy(&redis).await;
+    let blue = Backend::echo("blue").await;
+    let proxy = ProxyHandle::start(test_config(&redis.url())).await;
 
     // Let it fail at least once, then check it is honest about it.
     assert_eventually!(
-        readyz(&proxy).await.1["last_error"].is_string(),
+        proxy.readyz().await.1["last_error"].is_string(),
         "no connection error reported"
     );
-    let (code, details) = readyz(&proxy).await;
+    let (code, details) = proxy.readyz().await;
     assert_eq!(code, 503, "{details}");
     assert_eq!(details["ready"], false);
     assert_ne!(details["redis"], "connected", "{details}");
@@ -623,10 +550,10 @@ async fn a_proxy_started_before_redis_is_unready_then_serves_once_loaded() {
     redis.hset("app.cloud.com", &blue.target());
     assert_eventually!(proxy.ready().await, "never ready after Redis appeared");
     assert_eventually!(
-        serves(&proxy, "app.cloud.com", "blue").await,
+        proxy.serves("app.cloud.com", "blue").await,
         "route never served"
     );
-    let (code, details) = readyz(&proxy).await;
+    let (code, details) = proxy.readyz().await;
     assert_eq!(code, 200);
     assert_eq!(details["redis"], "connected");
     assert_eq!(details["source"], "redis");
@@ -640,22 +567,20 @@ async fn a_proxy_started_before_redis_is_unready_then_serves_once_loaded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_hash_is_a_table_and_the_watermark_advances_on_a_no_op_resync() {
-    let redis = RedisServer::start();
-    let blue = start_backend("blue").await;
-    let proxy = ready_proxy(test_config(&redis.url())).await;
-    let (code, details) = readyz(&proxy).await;
+    let (redis, proxy, [blue]) = Scenario::new().backends(["blue"]).start().await;
+    let (code, details) = proxy.readyz().await;
     assert_eq!(code, 200, "{details}");
     assert_eq!(details["table"]["routes"], 0);
     assert_eq!(proxy.get("anything.cloud.com", "/").await.status, 404);
     assert!(details["watermark_us"].as_u64().is_some(), "{details}");
 
     redis.hset("app.cloud.com", &blue.target());
-    assert_eventually!(serves(&proxy, "app.cloud.com", "blue").await, "new route");
+    assert_eventually!(proxy.serves("app.cloud.com", "blue").await, "new route");
     assert_eventually!(
         proxy.metric(EVENT).await >= 1.0,
         "the HSET was not an event resync"
     );
-    let version = readyz(&proxy).await.1["table"]["version"].clone();
+    let version = proxy.readyz().await.1["table"]["version"].clone();
     let w1 = watermark(&proxy).await;
     let events = proxy.metric(EVENT).await;
 
@@ -677,7 +602,7 @@ async fn an_empty_hash_is_a_table_and_the_watermark_advances_on_a_no_op_resync()
         watermark(&proxy).await,
         before_write
     );
-    let (_, details) = readyz(&proxy).await;
+    let (_, details) = proxy.readyz().await;
     assert_eq!(details["table"]["version"], version, "no-op reload swapped");
     assert!(watermark(&proxy).await <= redis_time());
     proxy.shutdown().await;
@@ -689,14 +614,13 @@ async fn an_empty_hash_is_a_table_and_the_watermark_advances_on_a_no_op_resync()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_boot_resync_and_nothing_else_at_start() {
-    let redis = RedisServer::start();
-    let proxy = ready_proxy(test_config(&redis.url())).await;
+    let (_redis, proxy, []) = Scenario::new().start().await;
     assert_eq!(proxy.metric(BOOT).await, 1.0);
     assert_eq!(proxy.metric(EVENT).await, 0.0);
     assert_eq!(proxy.metric(RECONNECT).await, 0.0);
     assert_eq!(proxy.metric(PERIODIC).await, 0.0);
     assert_eq!(proxy.metric("switchyard_notifications_enabled").await, 1.0);
-    assert_eq!(readyz(&proxy).await.1["notifications"]["mode"], "keyspace");
+    assert_eq!(proxy.readyz().await.1["notifications"]["mode"], "keyspace");
     // The boot load swapped in version 1.
     assert_eq!(proxy.metric("switchyard_route_table_version").await, 1.0);
     proxy.shutdown().await;
@@ -726,7 +650,7 @@ async fn a_large_hash_read_with_dump_equals_hgetall() {
     }
     redis.pipe(&commands);
     assert_dump_reads_what_hgetall_reads(&redis, 3000).await;
-    assert!(redis.command_calls().get("dump").copied().unwrap_or(0) >= 1);
+    assert!(redis.calls("dump") >= 1);
     // A missing key is an empty hash, as with HGETALL.
     let config = test_config(&redis.url());
     let (conn, ()) = connect(&config.sync, Role::Commands, |_| ())
@@ -769,8 +693,8 @@ async fn assert_dump_reads_what_hgetall_reads(redis: &RedisServer, len: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_to_a_large_hash_follow_through_dump_reloads() {
     let redis = RedisServer::start();
-    let blue = start_backend("blue").await;
-    let green = start_backend("green").await;
+    let blue = Backend::echo("blue").await;
+    let green = Backend::echo("green").await;
     let mut commands = String::new();
     // Above Redis's default hash-max-listpack-entries (128): the hashtable
     // encoding (the listpack one has its own test below).
@@ -780,14 +704,14 @@ async fn changes_to_a_large_hash_follow_through_dump_reloads() {
     redis.pipe(&commands);
     let mut config = test_config(&redis.url());
     config.sync.tuning.dump_threshold = 600;
-    let proxy = ready_proxy(config).await;
-    assert!(serves(&proxy, "h7.big.test", "blue").await);
-    let hgetalls = redis.command_calls().get("hgetall").copied().unwrap_or(0);
+    let proxy = ProxyHandle::start_ready(config).await;
+    assert!(proxy.serves("h7.big.test", "blue").await);
+    let hgetalls = redis.calls("hgetall");
 
     redis.hset("h7.big.test", &green.target());
-    assert_eventually!(serves(&proxy, "h7.big.test", "green").await, "change");
+    assert_eventually!(proxy.serves("h7.big.test", "green").await, "change");
     redis.hset("new.big.test", &green.target());
-    assert_eventually!(serves(&proxy, "new.big.test", "green").await, "new host");
+    assert_eventually!(proxy.serves("new.big.test", "green").await, "new host");
     redis.hdel("h8.big.test");
     assert_eventually!(proxy.get("h8.big.test", "/").await.status == 404, "hdel");
     redis.hdel("new.big.test");
@@ -795,7 +719,7 @@ async fn changes_to_a_large_hash_follow_through_dump_reloads() {
         proxy.get("new.big.test", "/").await.status == 404,
         "hdel new"
     );
-    assert!(serves(&proxy, "h9.big.test", "blue").await);
+    assert!(proxy.serves("h9.big.test", "blue").await);
     assert_eq!(proxy.metric("switchyard_route_table_routes").await, 999.0);
 
     let calls = redis.command_calls();
@@ -813,23 +737,19 @@ async fn changes_to_a_large_hash_follow_through_dump_reloads() {
 /// bench/README.md advises for the cheapest DUMPs) answers DUMP with one
 /// listpack: it is decoded like the hashtable encoding (every element
 /// encoding Redis picks: small and large integers, short and long
-/// strings), and changes reload by payload diff, with no HGETALL. (Redis
-/// 6 keeps such a hash as a ziplist, which the proxy does not decode: it
-/// reads it with HGETALL instead, and changes follow all the same.)
+/// strings), and changes reload by payload diff, with no HGETALL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hash_redis_keeps_as_a_listpack_is_read_with_dump() {
-    // The ziplist names: Redis 7 and Valkey keep them as aliases.
-    let redis = RedisServer::start_with(&[
-        "--hash-max-ziplist-entries",
-        "4096",
-        "--hash-max-ziplist-value",
-        "128",
-    ]);
-    if server_version(&redis) < (7, 0) {
-        return a_ziplist_is_read_with_hgetall(redis).await;
-    }
-    let blue = start_backend("blue").await;
-    let green = start_backend("green").await;
+    let redis = RedisServer::builder()
+        .args([
+            "--hash-max-listpack-entries",
+            "4096",
+            "--hash-max-listpack-value",
+            "128",
+        ])
+        .start();
+    let blue = Backend::echo("blue").await;
+    let green = Backend::echo("green").await;
     let mut commands = String::new();
     for i in 0..1000 {
         commands.push_str(&format!("HSET routes h{i}.lp.test {}\n", blue.target()));
@@ -862,21 +782,21 @@ async fn a_hash_redis_keeps_as_a_listpack_is_read_with_dump() {
         "listpack"
     );
 
-    let proxy = ready_proxy(test_config(&redis.url())).await;
-    assert!(serves(&proxy, "h7.lp.test", "blue").await);
-    let hgetalls = redis.command_calls().get("hgetall").copied().unwrap_or(0);
+    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    assert!(proxy.serves("h7.lp.test", "blue").await);
+    let hgetalls = redis.calls("hgetall");
     let by_diff = "switchyard_reload_builds_total{how=\"payload_diff\"}";
     let diffs = proxy.metric(by_diff).await;
     for i in 0..3 {
         let host = format!("h{i}.lp.test");
         redis.hset(&host, &green.target());
-        assert_eventually!(serves(&proxy, &host, "green").await, "change {i}");
+        assert_eventually!(proxy.serves(&host, "green").await, "change {i}");
     }
     redis.hset("new.lp.test", &green.target());
-    assert_eventually!(serves(&proxy, "new.lp.test", "green").await, "new host");
+    assert_eventually!(proxy.serves("new.lp.test", "green").await, "new host");
     redis.hdel("h8.lp.test");
     assert_eventually!(proxy.get("h8.lp.test", "/").await.status == 404, "hdel");
-    assert!(serves(&proxy, "h9.lp.test", "blue").await);
+    assert!(proxy.serves("h9.lp.test", "blue").await);
     let calls = redis.command_calls();
     assert_eq!(
         calls.get("hgetall").copied().unwrap_or(0),
@@ -890,31 +810,6 @@ async fn a_hash_redis_keeps_as_a_listpack_is_read_with_dump() {
     proxy.shutdown().await;
 }
 
-/// Redis 6's small-hash encoding, a ziplist, which `dump` does not read:
-/// the DUMP falls back to HGETALL, and changes follow.
-async fn a_ziplist_is_read_with_hgetall(redis: RedisServer) {
-    let blue = start_backend("blue").await;
-    let green = start_backend("green").await;
-    let mut commands = String::new();
-    for i in 0..1000 {
-        commands.push_str(&format!("HSET routes h{i}.zl.test {}\n", blue.target()));
-    }
-    redis.pipe(&commands);
-    assert_eq!(
-        redis.cli(&["OBJECT", "ENCODING", "routes"]).trim(),
-        "ziplist"
-    );
-    let proxy = ready_proxy(test_config(&redis.url())).await;
-    assert!(serves(&proxy, "h7.zl.test", "blue").await);
-    let hgetalls = redis.command_calls().get("hgetall").copied().unwrap_or(0);
-    assert!(hgetalls >= 1, "the ziplist was not read with HGETALL");
-    redis.hset("h7.zl.test", &green.target());
-    assert_eventually!(serves(&proxy, "h7.zl.test", "green").await, "change");
-    redis.hdel("h8.zl.test");
-    assert_eventually!(proxy.get("h8.zl.test", "/").await.status == 404, "hdel");
-    proxy.shutdown().await;
-}
-
 /// A hash that grew past a power of two is rehashed by Redis a step per
 /// write for about as many writes again, and every step moves entries to
 /// another place in the DUMP. Reloads must still patch only what changed
@@ -923,19 +818,12 @@ async fn a_ziplist_is_read_with_hgetall(redis: RedisServer) {
 /// made a 100,000-route reload take tens of milliseconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hash_redis_is_rehashing_still_reloads_by_payload_diff() {
-    // DEBUG HTSTATS-KEY shows the rehash under way (Redis 7 disables
-    // DEBUG unless asked; Redis 6 has no such option, and words its
-    // statistics differently).
-    let redis = RedisServer::start();
-    let modern = server_version(&redis) >= (7, 0);
-    let redis = if modern {
-        drop(redis);
-        RedisServer::start_with(&["--enable-debug-command", "yes"])
-    } else {
-        redis
-    };
-    let blue = start_backend("blue").await;
-    let green = start_backend("green").await;
+    // DEBUG HTSTATS-KEY shows the rehash under way.
+    let redis = RedisServer::builder()
+        .args(["--enable-debug-command", "yes"])
+        .start();
+    let blue = Backend::echo("blue").await;
+    let green = Backend::echo("green").await;
     let mut commands = String::new();
     // 1,000 entries: a dict of 1,024 buckets.
     for i in 0..1000 {
@@ -944,18 +832,18 @@ async fn a_hash_redis_is_rehashing_still_reloads_by_payload_diff() {
     redis.pipe(&commands);
     let mut config = test_config(&redis.url());
     config.sync.tuning.dump_threshold = 600;
-    let proxy = ready_proxy(config).await;
+    let proxy = ProxyHandle::start_ready(config).await;
     // 100 more: the dict starts growing to 2,048 buckets at the 1,025th.
     for i in 0..100 {
         redis.hset(&format!("n{i}.rehash.test"), &blue.target());
     }
     assert_eventually!(
-        serves(&proxy, "n99.rehash.test", "blue").await,
+        proxy.serves("n99.rehash.test", "blue").await,
         "growth never served"
     );
     let stats = redis.cli(&["DEBUG", "HTSTATS-KEY", "routes"]);
     assert!(
-        !modern || stats.contains("rehashing target"),
+        stats.contains("rehashing target"),
         "the hash is not being rehashed: {stats}"
     );
     let by_diff = "switchyard_reload_builds_total{how=\"payload_diff\"}";
@@ -968,11 +856,11 @@ async fn a_hash_redis_is_rehashing_still_reloads_by_payload_diff() {
             (&blue, "blue")
         };
         redis.hset("h7.rehash.test", &to.target());
-        assert_eventually!(serves(&proxy, "h7.rehash.test", name).await, "change {i}");
+        assert_eventually!(proxy.serves("h7.rehash.test", name).await, "change {i}");
     }
     let stats = redis.cli(&["DEBUG", "HTSTATS-KEY", "routes"]);
     assert!(
-        !modern || stats.contains("rehashing target"),
+        stats.contains("rehashing target"),
         "rehash finished: {stats}"
     );
     assert!(

@@ -1,16 +1,55 @@
-//! Test support: a real redis-server per test, real HTTP backends, the real
-//! proxy in-process (or as a process), and `assert_eventually!`.
-#![allow(dead_code, unused_imports, unused_macros)]
+//! The one support API of the integration tests. Real parts only:
+//!
+//! - [`RedisServer`]: a private redis-server (or Valkey) per test, on a free
+//!   port, built with whatever it needs (password, TLS, ACL users, Sentinel,
+//!   replica, a chosen server binary, extra arguments); [`server_binaries`]
+//!   lists every server binary this machine has, for the compatibility pass.
+//! - [`Backend`]: real HTTP backends (JSON echo, scripted per request, raw
+//!   socket, WebSocket echo) and addresses that refuse or never answer.
+//! - [`ProxyHandle`] (in-process, `switchyard::run` on ephemeral ports) and
+//!   [`ProxyProcess`] (the built binary): the proxy under test, asked through
+//!   [`Endpoints`] (`get`, `serves`, `readyz`, `metric`, `wait_ready`, ...).
+//! - [`Scenario`]: a Redis, named backends, routes and ready proxies in one
+//!   builder, for the prologue most tests share.
+//! - Clients: hyper-based ([`send`], [`http_get`]: one request per
+//!   connection; [`HttpClient`]: a keep-alive pool), raw ([`RawClient`]: exact
+//!   bytes out, answers parsed off the socket), and [`Load`] (bounded request
+//!   loops counting failures by phase).
+//! - `assert_eventually!`, whose patience `SWITCHYARD_TEST_PATIENCE_MS` raises.
 
-pub mod backend;
-pub mod client;
-pub mod proxy;
-pub mod redis;
+/// Polls an async condition every 10 ms until it holds or patience runs
+/// out, then panics with the message.
+#[macro_export]
+macro_rules! assert_eventually {
+    ($cond:expr, $($msg:tt)+) => {{
+        let deadline = tokio::time::Instant::now() + $crate::support::patience();
+        loop {
+            if $cond {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("condition not reached in {:?}: {}", $crate::support::patience(), format!($($msg)+));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }};
+}
 
-pub use backend::{start_backend, Backend};
-pub use client::{http_get, HttpResponse};
-pub use proxy::{start_proxy, start_proxy_with, test_config, ProxyHandle};
-pub use redis::RedisServer;
+mod backend;
+mod client;
+mod load;
+mod proxy;
+mod raw;
+mod redis;
+mod scenario;
+
+pub use backend::{accepts, full_backlog, full_body, refusing_addr, Backend};
+pub use client::{http_get, request, send, try_send, HttpClient, CALL_TIMEOUT};
+pub use load::Load;
+pub use proxy::{switchyard_binary, test_config, ProxyHandle, ProxyProcess};
+pub use raw::{find, header_values, raw_request, read_head, read_until, RawClient};
+pub use redis::{server_binaries, RedisServer, ServerBinary};
+pub use scenario::Scenario;
 
 use std::time::Duration;
 
@@ -31,22 +70,4 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// Polls an async condition every 10 ms until it holds or patience runs
-/// out, then panics with the message and the last value seen.
-#[macro_export]
-macro_rules! assert_eventually {
-    ($cond:expr, $($msg:tt)+) => {{
-        let deadline = tokio::time::Instant::now() + $crate::support::patience();
-        loop {
-            if $cond {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!("condition not reached in {:?}: {}", $crate::support::patience(), format!($($msg)+));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    }};
 }
