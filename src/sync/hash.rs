@@ -146,9 +146,9 @@ pub trait Followed: Send + Sync {
         reason: ResyncReason,
     ) -> BoxFuture<'a, Result<Outcome, SyncError>>;
     fn read_log<'a>(&'a mut self, client: &'a Client) -> BoxFuture<'a, Result<Outcome, SyncError>>;
-    /// The ping tick's check: the hash's length against the one at the
-    /// last read, while no event is pending. A difference is a change that
-    /// sent no event (`FLUSHDB`, `SWAPDB`, a replica's full sync): read.
+    /// The ping tick's check: whether the hash exists, against the last
+    /// read, while no event is pending. A difference is a change that sent
+    /// no event (`FLUSHDB`, `SWAPDB`, a replica's full sync): read.
     fn check<'a>(&'a mut self, client: &'a Client) -> BoxFuture<'a, Result<Outcome, SyncError>>;
     fn held(&self) -> bool;
     fn loaded(&self) -> bool;
@@ -174,8 +174,8 @@ pub struct FollowedHash<T: Table, H: Home<T>> {
     last_dump: Option<LastDump<T>>,
     /// Where the change log stood at the read the table reflects.
     log: LogPosition,
-    /// `HLEN` at the read the table reflects (what the ping tick and log
-    /// reads check against).
+    /// The hash's length at the read the table reflects (whether it
+    /// exists is what the ping tick checks).
     len_at_read: Option<usize>,
     /// The log cannot be used this session (refused, events off), and why.
     log_off: Option<String>,
@@ -345,20 +345,19 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
     /// The log entries after `from` (all of them for `None`: the log was
     /// empty at the last full read and has not been trimmed since), with
     /// the last id read (`None`: still empty) and the transaction's
-    /// (watermark, HLEN). `Ok(None)`: the log cannot be used from there
-    /// (`from` trimmed, an entry we do not read, more than we replay).
-    #[allow(clippy::type_complexity)]
+    /// watermark. `Ok(None)`: the log cannot be used from there (`from`
+    /// trimmed, an entry we do not read, more than we replay).
     async fn read_entries(
         &self,
         client: &Client,
         log: &str,
         mut from: Option<StreamId>,
-    ) -> Result<Option<(Vec<Change>, Option<StreamId>, (RedisMicros, usize))>, SyncError> {
+    ) -> Result<Option<(Vec<Change>, Option<StreamId>, RedisMicros)>, SyncError> {
         let batch = self.tuning.log_read_batch;
         let mut changes = Vec::new();
         loop {
             let start = from.unwrap_or(StreamId { ms: 0, seq: 0 });
-            let read = redis::read_log(client, &self.names.key, log, start, batch + 1).await?;
+            let read = redis::read_log(client, log, start, batch + 1).await?;
             let more = read.entries.len() > batch;
             let mut entries = read.entries.into_iter();
             if from.is_some() && entries.next().map(|(id, _)| id) != from {
@@ -379,7 +378,7 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
                 return Ok(None);
             }
             if !more {
-                return Ok(Some((changes, from, (read.watermark, read.len))));
+                return Ok(Some((changes, from, read.watermark)));
             }
         }
     }
@@ -402,10 +401,10 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         if self.method.choose(&self.tuning) == ReadMethod::HScan {
             read = self.replay_over_scan(client, read).await?;
         }
-        let (watermark, position, len) = (read.watermark, read.log, read.len);
+        let (watermark, position) = (read.watermark, read.log);
         let previous = self.home.current();
         // The payload diff only for reads an event asked for: a safety-net
-        // read (boot, reconnect, periodic, length check) compares every
+        // read (boot, reconnect, periodic, ping-tick check) compares every
         // entry with the table as served (ARCHITECTURE.md, "A safety net
         // compares with the truth").
         let last_dump = self
@@ -441,6 +440,7 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         } else {
             metrics.reload_by_compare.inc();
         }
+        let len = built.table.len();
         self.method.read_size(len);
         if reason.is_safety_net() && !built.diff.is_empty() && self.home.serves_redis() {
             metrics.drift.inc();
@@ -556,17 +556,16 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
                 return Ok(None);
             }
         };
-        let (changes, last, (watermark, len)) = read;
+        let (changes, last, watermark) = read;
         let position = last.map_or(LogPosition::Empty, LogPosition::At);
-        let expected = self.len_at_read;
+        let Some(expected) = self.len_at_read else {
+            return Ok(None);
+        };
         let metrics = &self.state.metrics;
         if changes.is_empty() {
             // Nothing new (the entries were read with an earlier event):
-            // still exact as of this read, unless the length moved.
-            if expected != Some(len) {
-                return Ok(None);
-            }
-            self.read_done(position, len);
+            // still exact as of this read.
+            self.read_done(position, expected);
             return Ok(Some(Outcome {
                 watermark: Some(watermark),
             }));
@@ -588,12 +587,9 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
             debug!(key = %self.names.key, "the table refused the patch; reading the whole hash");
             return Ok(None);
         };
-        // The length the hash must have if the log told everything.
-        let added = diff.added() as isize - diff.removed() as isize;
-        if expected.map(|n| n as isize + added) != Some(len as isize) {
-            debug!(key = %self.names.key, ?expected, len, "the hash's length disagrees with its log");
-            return Ok(None);
-        }
+        // The hash's length after these changes (what the ping tick's
+        // check compares with).
+        let len = (expected + diff.added()).saturating_sub(diff.removed());
         if self.guard.judge(previous.len(), diff.removed()) != Verdict::Apply {
             // A full read decides, with the confirmation key.
             return Ok(None);
@@ -671,15 +667,17 @@ impl<T: Table, H: Home<T>> Followed for FollowedHash<T, H> {
             let Some(expected) = self.len_at_read.filter(|_| self.follower.is_idle()) else {
                 return Ok(Outcome::NOTHING);
             };
-            let len = match redis::hash_len(client, &self.names.key).await {
-                Ok(len) => len,
+            // EXISTS, not HLEN: O(1) whatever the encoding (HLEN counts a
+            // large listpack's elements one by one).
+            let exists = match redis::exists(client, &self.names.key).await {
+                Ok(exists) => exists,
                 Err(SyncError::Connection(e)) => return Err(SyncError::Connection(e)),
                 Err(_) => return Ok(Outcome::NOTHING),
             };
-            if len == expected || !self.follower.is_idle() {
+            if exists == (expected > 0) || !self.follower.is_idle() {
                 return Ok(Outcome::NOTHING);
             }
-            info!(key = %self.names.key, expected, len, "the hash changed without an event; reading it");
+            info!(key = %self.names.key, expected, exists, "the hash appeared or vanished without an event; reading it");
             self.full_read_inner(client, ResyncReason::Check).await
         })
     }

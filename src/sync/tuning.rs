@@ -12,9 +12,10 @@ use std::time::Duration;
 pub struct Tuning {
     /// PING period on both connections: finds half-open connections that
     /// TCP alone would report only minutes later. The same tick checks
-    /// each followed hash's length (`HLEN`, O(1)) against its table, which
-    /// catches changes that send no keyspace event (`FLUSHDB`, `SWAPDB`,
-    /// a replica's full sync) within a tick instead of a resync interval.
+    /// that each followed hash exists as it did at its last read (`EXISTS`,
+    /// O(1)), which catches the mass removals that send no keyspace event
+    /// (`FLUSHDB`, `SWAPDB`, a replica's full sync of an empty dataset)
+    /// within a tick instead of a resync interval.
     pub ping_interval: Duration,
     /// Reconnect backoff: capped exponential with jitter, from `min` to
     /// `max`. The cap keeps a replica within about a second of a Redis

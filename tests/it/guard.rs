@@ -115,7 +115,7 @@ async fn flushdb_and_rename_are_held_and_writing_back_lifts_the_hold() {
     for proxy in &proxies {
         assert_eventually!(serves_all(proxy).await, "not served");
     }
-    // FLUSHDB sends no event: the ping tick's length check finds it.
+    // FLUSHDB sends no event: the ping tick's check finds it.
     redis.cli(&["FLUSHDB"]);
     assert_held(&proxies, &redis, "FLUSHDB").await;
     fill(&redis, &blue.target());
