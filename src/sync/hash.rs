@@ -20,10 +20,13 @@ use crate::routes::RedisMicros;
 use crate::state::{HashStatus, SharedState};
 use bytes::Bytes;
 use fred::prelude::Client;
-use futures_util::future::BoxFuture;
 use std::sync::{Arc, Weak};
 use std::time::{Instant, SystemTime};
 use tracing::{debug, error, info, warn};
+
+/// A boxed future borrowing its receiver (what an object-safe async
+/// method returns).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// What changed between two tables, as the sync side needs it.
 pub trait TableDiff: Send + Sync + 'static {

@@ -49,11 +49,28 @@ use tracing::{debug, error, info, warn};
 /// rebuilt).
 pub type HashesFactory = Arc<dyn Fn() -> Vec<Box<dyn Followed>> + Send + Sync>;
 
-/// The routes hash of `config`, served from `state`.
-pub fn routes_hash(config: &SyncConfig, state: &Arc<SharedState>) -> Box<dyn Followed> {
+/// The writer of `--snapshot-file`, one per process (it outlives restarts
+/// of the sync loop).
+pub fn snapshot_writer(
+    config: &SyncConfig,
+    state: &Arc<SharedState>,
+) -> Option<Arc<snapshot::SnapshotWriter>> {
+    let path = config.snapshot_file.as_ref()?;
+    snapshot::SnapshotWriter::for_state(path.clone(), state.clone())
+        .map(Arc::new)
+        .map_err(|e| error!(error = %e, "cannot start the snapshot writer"))
+        .ok()
+}
+
+/// The routes hash of `config`, served from `state`, saved to `snapshot`.
+pub fn routes_hash(
+    config: &SyncConfig,
+    state: &Arc<SharedState>,
+    snapshot: Option<Arc<snapshot::SnapshotWriter>>,
+) -> Box<dyn Followed> {
     Box::new(FollowedHash::<RouteTable, _>::new(
         HashNames::new(&config.routes_key, database(config)),
-        RoutesHome::new(state.clone(), config.snapshot_file.clone()),
+        RoutesHome::new(state.clone(), &config.routes_key, snapshot),
         state.clone(),
         config.tuning,
         config.max_removal_fraction,
@@ -74,7 +91,7 @@ pub async fn supervise(
     shutdown: CancellationToken,
 ) {
     if let Some(path) = &config.snapshot_file {
-        snapshot::load_into(path, &state);
+        snapshot::load_into(path, &config.routes_key, &state);
     }
     state.status().stale_after =
         config.resync_interval * config.tuning.stale_after_resyncs + config.tuning.ping_interval;
@@ -279,7 +296,7 @@ impl Syncer {
         };
         let mut periodic = every(self.config.resync_interval);
         let mut ping = every(self.tuning.ping_interval);
-        let mut status_tick = every(self.tuning.status_interval);
+        let mut status_tick = every(self.config.status_interval);
 
         loop {
             if self.needs_work() {

@@ -6,10 +6,8 @@
 use super::changelog::Change;
 use super::hash::{Home, Table, TableDiff};
 use crate::routes::{Diff, Names, RedisMicros, RouteTable, TableSource};
-use crate::snapshot;
+use crate::snapshot::SnapshotWriter;
 use crate::state::SharedState;
-use bytes::Bytes;
-use std::path::PathBuf;
 use std::sync::Arc;
 use tracing::{info, warn};
 
@@ -40,27 +38,33 @@ impl Table for RouteTable {
     }
 
     fn patch(&self, changes: &[Change]) -> Option<(Self, Diff)> {
-        // `RouteTable::apply` takes the final state of each field changed:
-        // the last change of a field wins.
-        let mut last: std::collections::HashMap<&Bytes, Option<&Bytes>> =
-            std::collections::HashMap::with_capacity(changes.len());
-        let mut order = Vec::with_capacity(changes.len());
+        // A deletion of a field the hash does not have sent no hash event
+        // (see `follower`): refused, so that a whole read decides.
+        // (`route_value` answers for the field's key: with two spellings
+        // of a host it cannot tell them apart, and takes the deletion.)
+        let mut gone: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
         for change in changes {
-            if last.insert(&change.field, change.value.as_ref()).is_none() {
-                order.push(&change.field);
+            match &change.value {
+                Some(_) => {
+                    gone.remove(&change.field[..]);
+                }
+                None => {
+                    let field = std::str::from_utf8(&change.field).ok()?;
+                    let present = !gone.contains(&change.field[..])
+                        && (self.route_value(field).is_some()
+                            || self.invalid().iter().any(|e| e.field == field));
+                    if !present && !changes_set_it_before(changes, change) {
+                        return None;
+                    }
+                    gone.insert(&change.field[..]);
+                }
             }
         }
-        let mut upserts: Vec<(&[u8], &[u8])> = Vec::new();
-        let mut removed: Vec<&[u8]> = Vec::new();
-        for field in order {
-            match last[field] {
-                Some(value) => upserts.push((field, value)),
-                None => removed.push(field),
-            }
-        }
-        // `None` for anything unusual (a field not in normal form, an
-        // invalid value, a deletion of a key the table does not have).
-        RouteTable::apply(&upserts, &removed, self)
+        let changes: Vec<(&[u8], Option<&[u8]>)> = changes
+            .iter()
+            .map(|c| (&c.field[..], c.value.as_deref()))
+            .collect();
+        Some(self.apply(&changes))
     }
 
     fn len(&self) -> usize {
@@ -68,19 +72,34 @@ impl Table for RouteTable {
     }
 }
 
+/// Whether a change before `change` in `changes` set its field (so that
+/// deleting it removes something).
+fn changes_set_it_before(changes: &[Change], change: &Change) -> bool {
+    changes
+        .iter()
+        .take_while(|c| !std::ptr::eq(*c, change))
+        .any(|c| c.field == change.field && c.value.is_some())
+}
+
 /// The route table's home: the shared state's `ArcSwap` (the only place
 /// that stores into it, ARCHITECTURE.md "Only the sync module stores into
 /// the ArcSwap"), plus the snapshot file.
 pub struct RoutesHome {
     state: Arc<SharedState>,
-    snapshot_file: Option<PathBuf>,
+    key: String,
+    snapshot: Option<Arc<SnapshotWriter>>,
 }
 
 impl RoutesHome {
-    pub fn new(state: Arc<SharedState>, snapshot_file: Option<PathBuf>) -> RoutesHome {
+    pub fn new(
+        state: Arc<SharedState>,
+        key: &str,
+        snapshot: Option<Arc<SnapshotWriter>>,
+    ) -> RoutesHome {
         RoutesHome {
             state,
-            snapshot_file,
+            key: key.to_owned(),
+            snapshot,
         }
     }
 }
@@ -123,8 +142,8 @@ impl Home<RouteTable> for RoutesHome {
         self.state.swap_table(table.clone());
         log_diff(reason, diff, &table);
         log_new_invalid(&previous, &table);
-        if let Some(path) = &self.snapshot_file {
-            snapshot::save_in_background(path.clone(), table.clone(), self.state.clone());
+        if let Some(writer) = &self.snapshot {
+            writer.save(&self.key, table.clone());
         }
         drop_quietly(previous);
         table
@@ -188,6 +207,7 @@ fn log_diff(reason: &str, diff: &Diff, table: &RouteTable) {
 mod tests {
     use super::*;
     use crate::routes::testing::{raw, served};
+    use bytes::Bytes;
 
     fn change(field: &str, value: Option<&str>) -> Change {
         Change {

@@ -26,8 +26,6 @@ pub struct Tuning {
     pub backoff_max: Duration,
     /// Timeout of every Redis command and of connecting.
     pub command_timeout: Duration,
-    /// Status key refresh period (the replica registry's heartbeat).
-    pub status_interval: Duration,
     /// Above this many entries a full read uses `DUMP` instead of
     /// `HGETALL`: the same work for Redis, one length-prefixed string the
     /// proxy decodes in one pass (see `dump`). Redis's default
@@ -72,7 +70,6 @@ impl Default for Tuning {
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_millis(500),
             command_timeout: Duration::from_secs(5),
-            status_interval: Duration::from_secs(5),
             dump_threshold: 512,
             scan_threshold: 250_000,
             scan_count: 10_000,

@@ -409,6 +409,9 @@ fn host_key(field: &[u8]) -> Result<HostKey, String> {
     match parse_field(field).map_err(|e| format!("field: {e}"))? {
         FieldKey::Exact(host) => Ok((false, host.into())),
         FieldKey::Wildcard(suffix) => Ok((true, suffix.into())),
+        FieldKey::Default => Err(
+            "field: `*` names no host; the default certificate comes from --tls-cert".to_owned(),
+        ),
     }
 }
 

@@ -162,7 +162,7 @@ impl Running {
             let (config, state, extra) = (config.sync.clone(), state.clone(), extra.clone());
             Arc::new(move || {
                 vec![
-                    sync::routes_hash(&config, &state),
+                    sync::routes_hash(&config, &state, None),
                     Box::new(FollowedHash::<Kv, _>::new(
                         HashNames::new("extra", 0),
                         extra.clone(),

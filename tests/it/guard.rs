@@ -62,12 +62,13 @@ async fn assert_held(proxies: &[ProxyHandle], redis: &RedisServer, what: &str) {
     }
     // `switchyard status` reads it from the replica registry.
     assert_eventually!(
-        redis
-            .cli(&["--scan", "--pattern", "routes:replicas:*"])
-            .lines()
-            .filter(|k| !k.is_empty())
-            .all(|k| redis.cli(&["GET", k]).contains("routes: 20 of 20")),
-        "{what}: the replica status does not say held"
+        {
+            let registry = redis.cli(&["HVALS", "routes:replicas"]);
+            registry.lines().filter(|l| l.contains("\"held\"")).count() == proxies.len()
+                && registry.contains(&format!("\"current\":{ROUTES}"))
+        },
+        "{what}: the replica registry does not say held: {}",
+        redis.cli(&["HVALS", "routes:replicas"])
     );
 }
 

@@ -27,7 +27,7 @@ pub fn test_config(redis_url: &str) -> Config {
     tuning.backoff_min = Duration::from_millis(20);
     tuning.backoff_max = Duration::from_millis(200);
     tuning.command_timeout = Duration::from_secs(2);
-    tuning.status_interval = Duration::from_millis(500);
+    config.sync.status_interval = Duration::from_millis(500);
     config.sync.replica_id = format!("test-{}", free_port());
     config.proxy.access_log = false;
     config.server.shutdown_timeout = Duration::from_secs(5);
