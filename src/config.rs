@@ -219,6 +219,16 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_RESPONSE_HEADER_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub response_header_timeout: Duration,
 
+    /// Longest wait for request body bytes (a body the proxy buffers must
+    /// arrive whole within it); then 408 and the connection closes.
+    #[arg(long, env = "SWITCHYARD_BODY_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: Duration,
+
+    /// A WebSocket (or other upgraded) tunnel in which no byte moved this
+    /// long is closed.
+    #[arg(long, env = "SWITCHYARD_TUNNEL_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub tunnel_idle_timeout: Duration,
+
     /// Time a client has to send its request head. For HTTP/1.1 this timer
     /// also runs while a keep-alive connection waits for its next request.
     #[arg(long, env = "SWITCHYARD_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -232,6 +242,19 @@ pub struct ServeArgs {
     /// (gracefully: a request in flight may finish).
     #[arg(long, env = "SWITCHYARD_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
+
+    /// Peers whose X-Forwarded-For / X-Forwarded-Proto / X-Real-IP /
+    /// Forwarded headers are kept (and X-Forwarded-For appended to):
+    /// comma-separated CIDRs or addresses. From anyone else they are
+    /// replaced or removed.
+    #[arg(long, env = "SWITCHYARD_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Expect a PROXY protocol header (v1 or v2) at the start of every
+    /// connection to --listen (from a load balancer); its source address
+    /// becomes the client. A connection without one is closed.
+    #[arg(long, env = "SWITCHYARD_PROXY_PROTOCOL", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub proxy_protocol: bool,
 
     /// Cap on concurrent client connections (0 = no cap).
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = 0)]
@@ -268,7 +291,7 @@ pub struct ServeArgs {
     pub max_removal_fraction: f64,
 
     /// The default certificate's PEM chain (served when no certificate of the
-    /// certs hash fits the client's SNI); reloaded when it changes and on SIGHUP.
+    /// certs hash fits the client's SNI); reloaded when it changes.
     #[arg(long, env = "SWITCHYARD_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
@@ -279,6 +302,14 @@ pub struct ServeArgs {
     /// Time a client has to complete the TLS handshake.
     #[arg(long, env = "SWITCHYARD_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub tls_handshake_timeout: Duration,
+}
+
+/// A CIDR (`10.0.0.0/8`, `fd00::/8`) or a single address.
+fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is neither a CIDR nor an IP address"))
 }
 
 impl RedisArgs {
@@ -425,6 +456,17 @@ pub struct ProxyConfig {
     pub dead_backend_ttl: Duration,
     pub connect_timeout: Duration,
     pub response_header_timeout: Duration,
+    /// Longest wait for request body bytes; a buffered body (replayable,
+    /// ≤ 64 KiB) must arrive whole within it. Then `408`.
+    pub body_read_timeout: Duration,
+    /// An upgraded tunnel in which no byte moved this long is closed.
+    pub tunnel_idle_timeout: Duration,
+    /// A response relay that stalls this long is cut (`--idle-timeout`,
+    /// which also bounds idle client connections: `ServerConfig`).
+    pub idle_timeout: Duration,
+    /// Clients whose forwarding headers are kept and appended to
+    /// (`--trusted-proxies`); anyone else's are replaced or removed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub access_log: bool,
 }
 
@@ -436,6 +478,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     pub max_connections: usize,
     pub shutdown_timeout: Duration,
+    /// Every connection starts with a PROXY protocol header.
+    pub proxy_protocol: bool,
     /// Threads serving connections. 1 serves on the caller's runtime; more
     /// start that many threads, each with a current-thread runtime of its
     /// own (thread per core: no work stealing).
@@ -476,6 +520,13 @@ impl Default for TlsConfig {
 }
 
 impl TlsConfig {
+    /// What opens (and seals) the private keys of the certs hash.
+    pub fn cert_sealer(&self) -> Option<crate::tls::seal::Sealer> {
+        self.secret
+            .as_ref()
+            .map(|s| crate::tls::seal::Sealer::new(s, crate::tls::seal::Purpose::CertKey))
+    }
+
     /// Checks the shared TLS flags (what the `cert` commands need too): the
     /// certs hash, and the secret, which must be 32 bytes.
     pub fn from_args(args: &TlsArgs) -> Result<TlsConfig, ConfigError> {
@@ -622,6 +673,10 @@ impl Config {
                 dead_backend_ttl: serve.dead_backend_ttl,
                 connect_timeout: serve.connect_timeout,
                 response_header_timeout: serve.response_header_timeout,
+                body_read_timeout: serve.body_read_timeout,
+                tunnel_idle_timeout: serve.tunnel_idle_timeout,
+                idle_timeout: serve.idle_timeout,
+                trusted_proxies: serve.trusted_proxies.clone(),
                 access_log: serve.access_log,
             },
             server: ServerConfig {
@@ -630,6 +685,7 @@ impl Config {
                 idle_timeout: serve.idle_timeout,
                 max_connections: serve.max_connections,
                 shutdown_timeout: serve.shutdown_timeout,
+                proxy_protocol: serve.proxy_protocol,
                 worker_threads: serve
                     .worker_threads
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -807,7 +863,12 @@ mod tests {
 
     #[test]
     fn tls_flags_default_off_and_go_in_pairs() {
-        let cli = Cli::try_parse_from(["switchyard"]).unwrap();
+        // Defaults as written, whatever SWITCHYARD_* the developer exported.
+        let cli = Cli::command()
+            .mut_args(|arg| arg.env(None::<&'static str>))
+            .try_get_matches_from(["switchyard"])
+            .and_then(|matches| Cli::from_arg_matches(&matches))
+            .unwrap();
         let tls = TlsConfig::from_args(&cli.tls).unwrap();
         assert_eq!(tls.default_files, None);
         assert_eq!(tls.certs_key, "routes:certs");

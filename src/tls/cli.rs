@@ -5,7 +5,7 @@
 //! when it would not load (README.md, "HTTPS").
 
 use super::certs::{self, CertError, CertInfo};
-use super::seal::{Purpose, SealError, Sealer};
+use super::seal::{SealError, Sealer};
 use crate::cli::{CliError, Context, Exit};
 use crate::config::{CertAction, TlsArgs, TlsConfig};
 use crate::routes::{parse_field, FieldKey};
@@ -23,10 +23,7 @@ fn refused(field: &str, e: &CertError) -> CliError {
 /// Runs a `cert` command; returns what to print on success.
 pub async fn cert(ctx: &Context, args: &TlsArgs, action: CertAction) -> Result<String, CliError> {
     let config = TlsConfig::from_args(args)?;
-    let sealer = config
-        .secret
-        .as_ref()
-        .map(|s| Sealer::new(s, Purpose::CertKey));
+    let sealer = config.cert_sealer();
     match action {
         CertAction::Set { host, cert, key } => {
             let field = field_of(&host)?;
