@@ -14,15 +14,19 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 /// A test config: fast ping and backoff, periodic resync effectively off
-/// (an hour) so that tests prove changes arrive by notification. Built
-/// without reading the process environment (`Config::new`).
+/// (an hour) so that tests prove changes arrive by notification, and the
+/// removal guard off (tests of other areas delete their last route; the
+/// guard's own tests turn it on). Built without reading the process
+/// environment (`Config::new`).
 pub fn test_config(redis_url: &str) -> Config {
     let mut config = Config::new(redis_url).expect("valid config");
     config.sync.resync_interval = Duration::from_secs(3600);
-    config.sync.ping_interval = Duration::from_millis(200);
-    config.sync.backoff_min = Duration::from_millis(20);
-    config.sync.backoff_max = Duration::from_millis(200);
-    config.sync.command_timeout = Duration::from_secs(2);
+    config.sync.max_removal_fraction = 1.0;
+    let tuning = &mut config.sync.tuning;
+    tuning.ping_interval = Duration::from_millis(200);
+    tuning.backoff_min = Duration::from_millis(20);
+    tuning.backoff_max = Duration::from_millis(200);
+    tuning.command_timeout = Duration::from_secs(2);
     config.sync.status_interval = Duration::from_millis(500);
     config.sync.replica_id = format!("test-{}", free_port());
     config.proxy.access_log = false;
