@@ -15,8 +15,10 @@
 //! - [`snapshot`]: the on-disk copy of the last table.
 //! - [`cli`]: the `route` and `status` commands.
 //! - [`tls`]: certificates (files, the certs hash, sealed keys), SNI, the handshake, `cert`.
+//! - [`acme`]: automatic certificates: which hosts, one order per host across replicas.
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod admin;
 pub mod cli;
 pub mod config;
