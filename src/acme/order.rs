@@ -17,8 +17,9 @@ pub enum OrderError {
     /// The CA said no; the text holds its problem document(s).
     #[error("the CA refused: {0}")]
     Refused(String),
-    #[error("ACME: {}", describe_error(.0))]
-    Acme(#[from] instant_acme::Error),
+    /// Talking to the CA failed (network, protocol, timeout).
+    #[error("ACME: {0}")]
+    Acme(instant_acme::Error),
     #[error("Redis: {0}")]
     Redis(#[from] fred::error::Error),
     #[error("certificate key or CSR: {0}")]
@@ -48,10 +49,14 @@ pub fn describe_problem(p: &Problem) -> String {
     out
 }
 
-fn describe_error(e: &instant_acme::Error) -> String {
-    match e {
-        instant_acme::Error::Api(p) => describe_problem(p),
-        other => other.to_string(),
+impl From<instant_acme::Error> for OrderError {
+    /// A problem document from the CA is a refusal, whatever step it came
+    /// from (new order, challenge, polling, finalisation).
+    fn from(e: instant_acme::Error) -> OrderError {
+        match e {
+            instant_acme::Error::Api(p) => OrderError::Refused(describe_problem(&p)),
+            other => OrderError::Acme(other),
+        }
     }
 }
 
