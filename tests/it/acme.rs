@@ -162,8 +162,17 @@ struct Coordinator {
 
 impl Coordinator {
     fn start(redis: &RedisServer, acme: AcmeConfig) -> Coordinator {
+        Coordinator::start_with(redis, acme, |_| {})
+    }
+
+    fn start_with(
+        redis: &RedisServer,
+        acme: AcmeConfig,
+        configure: impl FnOnce(&mut Config),
+    ) -> Coordinator {
         let mut config: Config = crate::support::test_config(&redis.url());
         config.acme = Some(acme);
+        configure(&mut config);
         let state = SharedState::new();
         let stop = CancellationToken::new();
         let tasks = vec![
@@ -494,5 +503,45 @@ async fn a_short_lived_certificate_is_renewed_before_it_expires() {
         coordinator.metric("switchyard_acme_renewals_total") >= 1.0,
         "renewals metric"
     );
+    coordinator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_secret_the_account_key_and_the_certificate_key_are_sealed() {
+    use switchyard::tls::seal::{Purpose, Sealer, Secret, BEGIN};
+    let pebble = Pebble::start(PebbleOptions {
+        always_valid: true,
+        ..Default::default()
+    });
+    let redis = RedisServer::start();
+    let secret = Secret::from_bytes(&[7u8; 32]).unwrap();
+    let coordinator = {
+        let secret = secret.clone();
+        Coordinator::start_with(&redis, acme_config(&pebble, &["*.cloud.com"]), move |c| {
+            c.tls.secret = Some(secret)
+        })
+    };
+    redis.hset("app.cloud.com", "127.0.0.1:9");
+    assert_eventually!(
+        !cert_value(&redis, "app.cloud.com").is_empty(),
+        "no certificate; pebble log:\n{}",
+        pebble.log()
+    );
+    let account = redis.cli(&["GET", "routes:acme:account"]);
+    assert!(account.starts_with(BEGIN), "account key in plaintext");
+    assert!(!account.contains("PRIVATE KEY"));
+    let value = cert_value(&redis, "app.cloud.com");
+    assert!(value.contains(BEGIN) && !value.contains("PRIVATE KEY"));
+    // Loads with the secret, as every replica that has it will.
+    let sealer = Sealer::new(&secret, Purpose::CertKey);
+    let field = FieldKey::Exact("app.cloud.com".into());
+    let cert = certs::load(
+        value.as_bytes(),
+        Some(&field),
+        Some(&sealer),
+        std::time::SystemTime::now(),
+    )
+    .expect("the sealed value loads with the secret");
+    assert!(cert.info.sealed);
     coordinator.stop().await;
 }
