@@ -545,3 +545,48 @@ async fn with_a_secret_the_account_key_and_the_certificate_key_are_sealed() {
     assert!(cert.info.sealed);
     coordinator.stop().await;
 }
+
+/// The rights README.md ("Automatic certificates") gives the ACME task,
+/// beside the proxy's own.
+const ACME_ACL: &str = "~routes:acme:* ~routes:certs +get +set +eval +hget +hset +hdel +hgetall \
+     +zcard +pexpire +del +zadd +zrem +zscore +zremrangebyscore +time";
+
+/// A replica running as a user with the proxy's ACL plus the documented
+/// ACME rights orders, renews state and releases its lock with no denial
+/// in `ACL LOG`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_acl_is_enough() {
+    let pebble = Pebble::start(PebbleOptions {
+        always_valid: true,
+        ..Default::default()
+    });
+    let proxy_acl = "on >acme-pw resetkeys ~routes ~routes:replicas:* resetchannels \
+         &__keyspace@0__:routes -@all +select +ping +subscribe +config|get +config|set \
+         +multi +exec +time +hgetall +dump +hlen +hscan +set +client|id +info";
+    let redis = RedisServer::builder()
+        .acl_user("switchyard", &format!("{proxy_acl} {ACME_ACL}"))
+        .start();
+    assert_eq!(redis.cli(&["ACL", "LOG", "RESET"]).trim(), "OK");
+    let url = format!("redis://switchyard:acme-pw@127.0.0.1:{}/0", redis.port);
+    let acme = acme_config(&pebble, &["*.cloud.com"]);
+    let coordinator = Coordinator::start_with(&redis, acme, |c| {
+        c.sync.redis = switchyard::config::parse_redis_url(&url).unwrap();
+        c.sync.redis_url = url.clone();
+    });
+    redis.hset("app.cloud.com", "127.0.0.1:9");
+    assert_eventually!(
+        loaded(&redis, "app.cloud.com").is_some(),
+        "no certificate; ACL LOG: {}",
+        redis.cli(&["ACL", "LOG"])
+    );
+    assert_eventually!(
+        redis
+            .cli(&["EXISTS", "routes:acme:lock:app.cloud.com"])
+            .trim()
+            == "0",
+        "the lock is released"
+    );
+    coordinator.stop().await;
+    let log = redis.cli(&["ACL", "LOG"]);
+    assert!(log.trim().is_empty(), "denials: {log}");
+}
