@@ -9,17 +9,19 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 # The whole tree (minus .dockerignore): Cargo.toml names targets under
-# src/, tests/, examples/ and bench/, and cargo refuses a manifest whose
-# target files are missing, so copying only src/ would not build.
+# src/, tests/ and bench/, and cargo refuses a manifest whose target files
+# are missing, so copying only src/ would not build. Only the two binaries
+# are compiled, with no dev-dependency (demo_backend is a [[bin]], not an
+# example, for that reason).
 COPY . .
 # Cache mounts keep the registry and target/ between builds (BuildKit), so
 # a source change recompiles only this crate. target/ is a cache, not a
 # layer, hence the copy to /out in the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin switchyard --example demo_backend \
+    cargo build --release --locked --bin switchyard --bin demo_backend \
     && mkdir -p /out \
-    && cp target/release/switchyard target/release/examples/demo_backend /out/
+    && cp target/release/switchyard target/release/demo_backend /out/
 
 # --- runtime stage: Debian slim, CA roots for rediss://, no compiler.
 FROM debian:bookworm-slim

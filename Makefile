@@ -36,7 +36,7 @@ soak:
 
 # What `make run` and the Dockerfile build.
 build:
-	cargo build --release --locked --bin switchyard --example demo_backend
+	cargo build --release --locked --bin switchyard --bin demo_backend
 
 clean:
 	cargo clean

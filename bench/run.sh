@@ -1007,10 +1007,11 @@ cp "$TP" "$RESULTS_DIR/throughput-raw.tsv" 2>/dev/null || true
 cp "$TPE" "$RESULTS_DIR/throughput-paced-raw.tsv" 2>/dev/null || true
 cp "$TPA" "$RESULTS_DIR/throughput-attempts-raw.tsv" 2>/dev/null || true
 # BENCH_UPDATE_README=1 (full runs only): the results block of bench/README.md
-# becomes this run's tables.
+# becomes this run's header and targets table (the other tables stay in
+# results/latest.md).
 if [ "${BENCH_UPDATE_README:-0}" = 1 ] && [ "$QUICK" != 1 ] && grep -q '^<!-- results:begin -->' bench/README.md; then
     awk -v out="$OUT" '
-        /^<!-- results:begin -->/ { print; while ((getline line < out) > 0) { if (line ~ /^# /) continue; if (line ~ /^## /) line = "#" line; print line }; skip = 1; next }
+        /^<!-- results:begin -->/ { print; while ((getline line < out) > 0) { if (line ~ /^# /) continue; if (line ~ /^## / && line !~ /^## Targets/) break; if (line ~ /^## /) line = "#" line; print line }; skip = 1; next }
         /^<!-- results:end -->/ { skip = 0 }
         !skip { print }' bench/README.md >"$RUN/README.md" && cp "$RUN/README.md" bench/README.md
     log "bench/README.md results updated"

@@ -112,7 +112,7 @@ else
 fi
 
 echo "building (release)..."
-cargo build --release --bin switchyard --example demo_backend
+cargo build --release --bin switchyard --bin demo_backend
 
 if [ "$PRIVATE_REDIS" = 1 ]; then
     port=$(free_port)
@@ -132,10 +132,10 @@ fi
 # 2. Two demo backends, on their usual ports unless those are taken.
 port_busy "$BLUE_PORT" && BLUE_PORT=$(free_port)
 port_busy "$GREEN_PORT" && GREEN_PORT=$(free_port)
-target/release/examples/demo_backend --listen "127.0.0.1:$BLUE_PORT" --name blue &
+target/release/demo_backend --listen "127.0.0.1:$BLUE_PORT" --name blue &
 PIDS+=($!)
 wait_for 10 "$!" port_busy "$BLUE_PORT" || { echo "the blue backend did not start"; exit 1; }
-target/release/examples/demo_backend --listen "127.0.0.1:$GREEN_PORT" --name green &
+target/release/demo_backend --listen "127.0.0.1:$GREEN_PORT" --name green &
 PIDS+=($!)
 wait_for 10 "$!" port_busy "$GREEN_PORT" || { echo "the green backend did not start"; exit 1; }
 BLUE="127.0.0.1:$BLUE_PORT"

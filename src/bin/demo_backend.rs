@@ -3,6 +3,8 @@
 //!
 //! It doubles as the benchmark backend, so it does as little as possible per
 //! request: no logging, no allocation beyond the body, TCP_NODELAY set.
+//! SIGTERM and SIGINT stop it at once (it may run as PID 1 in a container,
+//! where the kernel gives no default action to a signal left unhandled).
 
 use bytes::Bytes;
 use clap::Parser;
@@ -14,6 +16,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Parser)]
 #[command(about = "Answers every request with `hello from NAME (HOST PATH)`.")]
@@ -34,8 +37,15 @@ async fn main() -> std::io::Result<()> {
     // Lives as long as the process; leaking it lets every connection task
     // borrow it without an Arc clone per connection.
     let name: &'static str = Box::leak(args.name.into_boxed_str());
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     loop {
-        let stream = match listener.accept().await {
+        let accepted = tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
             Ok((stream, _)) => stream,
             // Out of file descriptors (benchmarks open many connections):
             // back off briefly instead of spinning on the error.
