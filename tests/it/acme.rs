@@ -590,3 +590,132 @@ async fn the_documented_acl_is_enough() {
     let log = redis.cli(&["ACL", "LOG"]);
     assert!(log.trim().is_empty(), "denials: {log}");
 }
+
+/// The Redis operations the coordination rests on, one by one against a
+/// real server: the lock, the cap, keeping alive, the guarded write, the
+/// token sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordination_scripts_hold_against_a_real_redis() {
+    use fred::prelude::*;
+    use switchyard::acme::store::{challenge_answer, Keys, Store, Written};
+    let redis = RedisServer::start();
+    let client = Builder::from_config(fred::prelude::Config::from_url(&redis.url()).unwrap())
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    let store = Store {
+        client,
+        keys: Keys::new("routes", "routes:certs"),
+    };
+    let ttl = Duration::from_secs(5);
+    let host = "app.cloud.com";
+
+    // One holder per host.
+    assert!(store.lock(host, "a", ttl).await.unwrap());
+    assert!(!store.lock(host, "b", ttl).await.unwrap());
+    // At most two leases; a holder's own lease is refreshed, not counted
+    // twice.
+    assert!(store.lease("a|1", 2, ttl).await.unwrap());
+    assert!(store.lease("a|1", 2, ttl).await.unwrap());
+    assert!(store.lease("b|2", 2, ttl).await.unwrap());
+    assert!(!store.lease("c|3", 2, ttl).await.unwrap());
+    assert_eq!(store.leases().await.unwrap(), 2);
+    // An expired lease (a dead replica's) frees its slot.
+    assert!(store
+        .lease("b|2", 2, Duration::from_millis(1))
+        .await
+        .unwrap());
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(store.lease("c|3", 2, ttl).await.unwrap());
+
+    // Keeping alive extends the holder's lock only.
+    redis.cli(&["PEXPIRE", "routes:acme:lock:app.cloud.com", "100"]);
+    assert!(store.keep(host, "a", "a|1", ttl).await.unwrap());
+    let pttl: i64 = redis
+        .cli(&["PTTL", "routes:acme:lock:app.cloud.com"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(pttl > 1000, "lock not extended: {pttl}");
+    assert!(!store.keep(host, "b", "b|2", ttl).await.unwrap());
+
+    // The guarded write: refused to a holder that lost the lock, refused
+    // when the field changed since the order started, done otherwise.
+    let record = HostRecord {
+        leaf_sha256: Some("ab".into()),
+        ..HostRecord::default()
+    };
+    assert_eq!(
+        store
+            .write_cert(host, "b", None, "VALUE", &record)
+            .await
+            .unwrap(),
+        Written::LockLost
+    );
+    redis.cli(&["HSET", "routes:certs", host, "BY HAND"]);
+    assert_eq!(
+        store
+            .write_cert(host, "a", None, "VALUE", &record)
+            .await
+            .unwrap(),
+        Written::FieldChanged
+    );
+    assert_eq!(cert_value(&redis, host), "BY HAND");
+    assert_eq!(
+        store
+            .write_cert(host, "a", Some(b"BY HAND"), "VALUE", &record)
+            .await
+            .unwrap(),
+        Written::Yes
+    );
+    assert_eq!(cert_value(&redis, host), "VALUE");
+    assert_eq!(store.record(host).await.unwrap(), Some(record));
+
+    // Release: only the holder's lock goes; the lease goes with it.
+    store.release(host, "b", "b|2").await.unwrap();
+    assert_eq!(
+        redis
+            .cli(&["EXISTS", "routes:acme:lock:app.cloud.com"])
+            .trim(),
+        "1"
+    );
+    store.release(host, "a", "a|1").await.unwrap();
+    assert_eq!(
+        redis
+            .cli(&["EXISTS", "routes:acme:lock:app.cloud.com"])
+            .trim(),
+        "0"
+    );
+    assert_eq!(store.leases().await.unwrap(), 1);
+
+    // Tokens carry their expiry (Redis time); expired ones are swept.
+    store
+        .put_challenge("live", "live.thumb", ttl)
+        .await
+        .unwrap();
+    store
+        .put_challenge("stale", "stale.thumb", Duration::from_millis(1))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let now_ms = {
+        let t = redis.cli(&["TIME"]);
+        let mut parts = t.lines().map(|l| l.trim().parse::<i64>().unwrap());
+        parts.next().unwrap() * 1000 + parts.next().unwrap() / 1000
+    };
+    let live = redis.cli(&["HGET", "routes:acme:challenges", "live"]);
+    assert_eq!(
+        challenge_answer(live.trim().as_bytes(), now_ms),
+        Some(&b"live.thumb"[..])
+    );
+    assert_eq!(store.sweep_challenges().await.unwrap(), 1);
+    assert_eq!(
+        redis.cli(&["HKEYS", "routes:acme:challenges"]).trim(),
+        "live"
+    );
+
+    // The account key is created once: a second maker is not used.
+    let first = store.account_key(|| "KEY-1".into()).await.unwrap();
+    let second = store.account_key(|| "KEY-2".into()).await.unwrap();
+    assert_eq!((&first[..], &second[..]), (&b"KEY-1"[..], &b"KEY-1"[..]));
+}
