@@ -197,6 +197,16 @@ impl Coordinator {
             .unwrap_or(0.0)
     }
 
+    /// Dies as a killed replica does: nothing released, nothing said.
+    async fn kill(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+
     async fn stop(self) {
         self.stop.cancel();
         for task in self.tasks {
@@ -718,4 +728,61 @@ async fn the_coordination_scripts_hold_against_a_real_redis() {
     let first = store.account_key(|| "KEY-1".into()).await.unwrap();
     let second = store.account_key(|| "KEY-2".into()).await.unwrap();
     assert_eq!((&first[..], &second[..]), (&b"KEY-1"[..], &b"KEY-1"[..]));
+}
+
+/// A replica takes the lock, then hangs talking to its CA (a server that
+/// accepts and never answers) and is killed. While it lives its lock is
+/// kept alive past its TTL and the other replica waits; once it is dead,
+/// the other replica orders when the lock expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_order_leaves_the_host_to_another_once_its_lock_expires() {
+    let pebble = Pebble::start(PebbleOptions {
+        always_valid: true,
+        ..Default::default()
+    });
+    let redis = RedisServer::start();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming() {
+            held.push(stream);
+        }
+    });
+    let good = acme_config(&pebble, &["*.cloud.com"]);
+    let mut hanging = good.clone();
+    hanging.directory = format!("https://127.0.0.1:{silent_port}/dir");
+    hanging.order_timeout = Duration::from_secs(60);
+    let lock_ttl = good.lock_ttl;
+
+    let doomed = Coordinator::start(&redis, hanging);
+    redis.hset("app.cloud.com", "127.0.0.1:9");
+    assert_eventually!(
+        redis
+            .cli(&["EXISTS", "routes:acme:lock:app.cloud.com"])
+            .trim()
+            == "1",
+        "the first replica takes the lock"
+    );
+    let survivor = Coordinator::start(&redis, good);
+    // Longer than a lock's life: a live holder keeps it.
+    tokio::time::sleep(lock_ttl + lock_ttl / 2).await;
+    assert_eq!(cert_value(&redis, "app.cloud.com"), "");
+    assert_eq!(pebble.orders(), 0);
+
+    doomed.kill().await;
+    let killed_at = Instant::now();
+    assert_eventually!(
+        loaded(&redis, "app.cloud.com").is_some(),
+        "no certificate after the holder died; pebble log:\n{}",
+        pebble.log()
+    );
+    assert!(
+        killed_at.elapsed() < lock_ttl + Duration::from_secs(2),
+        "took {:?} after the kill",
+        killed_at.elapsed()
+    );
+    assert_eq!(pebble.orders(), 1);
+    assert_eq!(survivor.metric(ISSUED), 1.0);
+    survivor.stop().await;
 }
