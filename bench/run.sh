@@ -11,7 +11,7 @@
 # every log), BENCH_PERF=1 (perf profiles of Switchyard and nginx under load,
 # bench/results/perf-*.txt), BENCH_UPDATE_README=1 (copy the tables into
 # bench/README.md),
-# BENCH_SKIP=throughput,cost,propagation,scale,lookup (phases to skip),
+# BENCH_SKIP=throughput,cost,propagation,scale,lookup,quickack (phases to skip),
 # BENCH_STEAL_MAX / BENCH_STEAL_ATTEMPTS (a wrk run with at least that much
 # host steal, in percent, is repeated, up to that many attempts; default 0.5, 4).
 #
@@ -984,6 +984,15 @@ if ! skip lookup; then
                 'BEGIN { printf "| %d | %.2f | %.2f |\n", n, v / 1e6, u / 1e6 }'
         done
     } >>"$REPORT"
+fi
+
+# ========================================================== 6. delayed ACK
+# A backend that writes head and body apart without TCP_NODELAY (issue 25
+# item 14); bench/quickack.sh runs on its own too.
+if ! skip quickack; then
+    log "delayed-ACK scenario (bench/quickack.sh)"
+    echo >>"$REPORT"
+    QUICKACK_BIN=$BIN QUICKACK_TARGETS=$TARGETS bash bench/quickack.sh >>"$REPORT"
 fi
 
 # ---------------------------------------------------------------- report

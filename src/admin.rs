@@ -141,7 +141,7 @@ fn routes(state: &SharedState) -> Response<Full<Bytes>> {
         .map(|(host, entry)| {
             let value = match entry {
                 Entry::Valid(route) => json!({
-                    "value": route.value.as_str(),
+                    "value": route.value(),
                     "backends": route.backends.iter().map(|b| b.authority.to_string()).collect::<Vec<_>>(),
                 }),
                 Entry::Invalid => json!({ "invalid": true }),

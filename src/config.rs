@@ -9,16 +9,18 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Exit code for a usage error (BSD `EX_USAGE`).
-pub const EXIT_USAGE: i32 = 64;
-
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 
+/// The command line. With no command (or `serve`) the binary serves
+/// traffic; the other commands talk to the same Redis as the proxies.
+/// Flags may come after the command (`switchyard route list --routes-key
+/// apps`) or, for the Redis flags, before it.
 #[derive(Debug, Parser)]
 #[command(
     name = "switchyard",
     version,
-    about = "A dynamic HTTP reverse proxy whose routes live in Redis and are pushed, not polled."
+    about = "A dynamic HTTP reverse proxy whose routes live in Redis and are pushed, not polled.",
+    after_help = crate::cli::exit_codes_help()
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -27,27 +29,32 @@ pub struct Cli {
     #[command(flatten)]
     pub redis: RedisArgs,
 
+    /// Serve flags given without the `serve` command (`switchyard --listen ...`).
     #[command(flatten)]
     pub serve: ServeArgs,
 
     #[command(flatten)]
     pub tls: TlsArgs,
-
-    #[command(flatten)]
-    pub acme: AcmeArgs,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve traffic (the default when no command is given).
-    Serve,
+    #[command(after_help = crate::cli::exit_codes_help())]
+    Serve(Box<ServeArgs>),
     /// Read and write routes in the Redis hash.
     Route {
         #[command(subcommand)]
         action: RouteAction,
     },
-    /// List the live replicas and what table each one runs.
-    Status,
+    /// List the live replicas: what table each one serves, and whether one
+    /// holds back a mass removal.
+    #[command(after_help = crate::cli::exit_codes_help())]
+    Status {
+        /// Print the registry as JSON (one object per replica) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Read and write TLS certificates in the certs hash.
     Cert {
         #[command(subcommand)]
@@ -59,6 +66,7 @@ pub enum Command {
 pub enum CertAction {
     /// Set HOST's certificate (`HOST` or `*.suffix`); refuses a chain and key
     /// that do not load; seals the key with --certs-secret-file when given.
+    #[command(after_help = crate::cli::exit_codes_help())]
     Set {
         host: String,
         /// The PEM chain, leaf first (e.g. fullchain.pem).
@@ -77,21 +85,76 @@ pub enum CertAction {
 #[derive(Debug, Subcommand)]
 pub enum RouteAction {
     /// Set HOST to BACKENDS (`ip:port[,ip:port...]`); refuses an invalid value.
+    #[command(after_help = crate::cli::exit_codes_help())]
     Set {
+        /// A host name (`app.cloud.com`) or a wildcard (`*.cloud.com`).
         host: String,
+        /// One or more `host:port`, comma-separated (round-robin).
         backends: String,
-        /// Wait until every live replica serves the change (optional timeout, default 10s).
-        #[arg(long, num_args = 0..=1, default_missing_value = "10s", value_parser = humantime::parse_duration)]
-        wait: Option<Duration>,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
-    /// Delete the route of HOST.
+    /// Delete the route of HOST (a route that does not exist is a no-op).
+    #[command(after_help = crate::cli::exit_codes_help())]
     Del {
+        /// The host (or wildcard) whose route goes.
         host: String,
-        #[arg(long, num_args = 0..=1, default_missing_value = "10s", value_parser = humantime::parse_duration)]
-        wait: Option<Duration>,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// List every route.
+    #[command(after_help = crate::cli::exit_codes_help())]
     List,
+    /// Confirm a mass removal that replicas are holding back (the
+    /// removal guard): for the next 60 s, a read that removes many
+    /// routes at once applies.
+    #[command(after_help = crate::cli::exit_codes_help())]
+    AcceptRemoval,
+}
+
+/// `--wait` and its companions, shared by every command that writes.
+#[derive(Debug, Clone, Default, Args)]
+pub struct WaitArgs {
+    /// After writing, wait until every live replica serves the change
+    /// (exit 75 naming the replicas that did not, 68 when none is live).
+    /// `--wait=DURATION` is short for `--wait --timeout DURATION`.
+    #[arg(
+        long,
+        num_args = 0..=1,
+        require_equals = true,
+        value_name = "TIMEOUT",
+        default_missing_value = "10s",
+        value_parser = humantime::parse_duration
+    )]
+    pub wait: Option<Duration>,
+
+    /// How long `--wait` waits.
+    #[arg(long, requires = "wait", value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// With `--wait`: succeed when no replica is live (nothing to wait for)
+    /// instead of exiting 68.
+    #[arg(long, requires = "wait")]
+    pub allow_no_replicas: bool,
+}
+
+impl WaitArgs {
+    /// The wait asked for, if any.
+    pub fn options(&self) -> Option<WaitOptions> {
+        let timeout = self.timeout.or(self.wait)?;
+        Some(WaitOptions {
+            timeout,
+            allow_no_replicas: self.allow_no_replicas,
+        })
+    }
+}
+
+/// What a `--wait` waits for, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitOptions {
+    pub timeout: Duration,
+    /// Zero live replicas is a success rather than exit 68.
+    pub allow_no_replicas: bool,
 }
 
 /// Where the routes live; shared by every command.
@@ -118,6 +181,7 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Serve options")]
 pub struct ServeArgs {
     /// Address for proxied traffic.
     #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "0.0.0.0:8080")]
@@ -155,6 +219,16 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_RESPONSE_HEADER_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub response_header_timeout: Duration,
 
+    /// Longest wait for request body bytes (a body the proxy buffers must
+    /// arrive whole within it); then 408 and the connection closes.
+    #[arg(long, env = "SWITCHYARD_BODY_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: Duration,
+
+    /// A WebSocket (or other upgraded) tunnel in which no byte moved this
+    /// long is closed.
+    #[arg(long, env = "SWITCHYARD_TUNNEL_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub tunnel_idle_timeout: Duration,
+
     /// Time a client has to send its request head. For HTTP/1.1 this timer
     /// also runs while a keep-alive connection waits for its next request.
     #[arg(long, env = "SWITCHYARD_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -169,6 +243,19 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
 
+    /// Peers whose X-Forwarded-For / X-Forwarded-Proto / X-Real-IP /
+    /// Forwarded headers are kept (and X-Forwarded-For appended to):
+    /// comma-separated CIDRs or addresses. From anyone else they are
+    /// replaced or removed.
+    #[arg(long, env = "SWITCHYARD_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Expect a PROXY protocol header (v1 or v2) at the start of every
+    /// connection to --listen (from a load balancer); its source address
+    /// becomes the client. A connection without one is closed.
+    #[arg(long, env = "SWITCHYARD_PROXY_PROTOCOL", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub proxy_protocol: bool,
+
     /// Cap on concurrent client connections (0 = no cap).
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = 0)]
     pub max_connections: usize,
@@ -180,6 +267,12 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// A file holding the log filter (RUST_LOG syntax, e.g.
+    /// `info,switchyard=debug`), read at start and again on SIGHUP.
+    /// Without it, RUST_LOG (read at start) applies.
+    #[arg(long, env = "SWITCHYARD_LOG_FILTER_FILE")]
+    pub log_filter_file: Option<PathBuf>,
 
     /// This replica's id in `switchyard status` (default: hostname-pid).
     #[arg(long, env = "SWITCHYARD_REPLICA_ID")]
@@ -199,14 +292,13 @@ pub struct ServeArgs {
         default_value_t = 10_000
     )]
     pub shared_read_threshold: usize,
-}
 
-/// TLS flags (README.md, "HTTPS"). `--certs-key` and `--certs-secret-file`
-/// are shared by the server and the `cert` commands.
-#[derive(Debug, Clone, Args)]
-pub struct TlsArgs {
+    /// Automatic certificates (`--acme-*`).
+    #[command(flatten)]
+    pub acme: AcmeArgs,
+
     /// The default certificate's PEM chain (served when no certificate of the
-    /// certs hash fits the client's SNI); reloaded when it changes and on SIGHUP.
+    /// certs hash fits the client's SNI); reloaded when it changes.
     #[arg(long, env = "SWITCHYARD_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
@@ -217,7 +309,32 @@ pub struct TlsArgs {
     /// Time a client has to complete the TLS handshake.
     #[arg(long, env = "SWITCHYARD_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub tls_handshake_timeout: Duration,
+}
 
+/// A CIDR (`10.0.0.0/8`, `fd00::/8`) or a single address.
+fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is neither a CIDR nor an IP address"))
+}
+
+impl RedisArgs {
+    /// The checks every command shares with the server: a command that
+    /// would write where no proxy could ever read is refused the same way.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.routes_key.is_empty() {
+            return Err(ConfigError::RoutesKey);
+        }
+        Ok(())
+    }
+}
+
+/// TLS flags shared by the server and the `cert` commands (README.md,
+/// "HTTPS"); the serve-only ones (`--tls-cert`, `--tls-key`,
+/// `--tls-handshake-timeout`) are in [`ServeArgs`].
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
     /// The hash holding host -> PEM chain and private key.
     #[arg(
         long,
@@ -297,6 +414,53 @@ pub enum ConfigError {
 }
 
 impl Cli {
+    /// Parses a command line ([`Cli::parse_checked`] from the process's).
+    /// Serve flags given before another command (`switchyard --listen x
+    /// status`) are refused: they would be silently ignored.
+    pub fn try_parse_checked<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut command = Cli::command();
+        let matches = command.try_get_matches_from_mut(args)?;
+        let cli = Cli::from_arg_matches(&matches)?;
+        if let Some((name, _)) = matches.subcommand() {
+            let serve_args = ServeArgs::augment_args(clap::Command::new("serve"));
+            for arg in serve_args.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+                    let flag = arg.get_long().unwrap_or(id);
+                    let hint = if name == "serve" {
+                        format!("put it after `serve`: `switchyard serve --{flag} ...`")
+                    } else {
+                        format!("it is a serve option; `{name}` does not take it")
+                    };
+                    return Err(command.error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        format!("--{flag} before the command: {hint}"),
+                    ));
+                }
+            }
+        }
+        Ok(cli)
+    }
+
+    /// [`Cli::try_parse_checked`] of the process's arguments.
+    pub fn parse_checked() -> Result<Cli, clap::Error> {
+        Cli::try_parse_checked(std::env::args_os())
+    }
+
+    /// The serve flags: the `serve` command's, or the top-level ones when
+    /// no command was given.
+    pub fn serve_args(&self) -> &ServeArgs {
+        match &self.command {
+            Some(Command::Serve(args)) => args,
+            _ => &self.serve,
+        }
+    }
+
     /// The Redis URL: flag, then `SWITCHYARD_REDIS_URL` (via clap), then
     /// `REDIS_URL`, then the default.
     pub fn redis_url(&self, env_redis_url: Option<String>) -> String {
@@ -333,7 +497,9 @@ pub struct SyncConfig {
     /// route in slices of 10,000.
     pub scan_threshold: usize,
     pub snapshot_file: Option<PathBuf>,
-    /// Status key refresh period (DESIGN 8).
+    /// How often a replica refreshes its entry in the replica registry
+    /// (`crate::replicas`); an entry not refreshed for three periods (at
+    /// least 3 s) no longer counts as live.
     pub status_interval: Duration,
     pub replica_id: String,
     /// From this many routes, shared reads (see `sync::shared`): one
@@ -357,6 +523,17 @@ pub struct ProxyConfig {
     pub dead_backend_ttl: Duration,
     pub connect_timeout: Duration,
     pub response_header_timeout: Duration,
+    /// Longest wait for request body bytes; a buffered body (replayable,
+    /// ≤ 64 KiB) must arrive whole within it. Then `408`.
+    pub body_read_timeout: Duration,
+    /// An upgraded tunnel in which no byte moved this long is closed.
+    pub tunnel_idle_timeout: Duration,
+    /// A response relay that stalls this long is cut (`--idle-timeout`,
+    /// which also bounds idle client connections: `ServerConfig`).
+    pub idle_timeout: Duration,
+    /// Clients whose forwarding headers are kept and appended to
+    /// (`--trusted-proxies`); anyone else's are replaced or removed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub access_log: bool,
 }
 
@@ -368,6 +545,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     pub max_connections: usize,
     pub shutdown_timeout: Duration,
+    /// Every connection starts with a PROXY protocol header.
+    pub proxy_protocol: bool,
     /// Threads serving connections. 1 serves on the caller's runtime; more
     /// start that many threads, each with a current-thread runtime of its
     /// own (thread per core: no work stealing).
@@ -408,14 +587,35 @@ impl Default for TlsConfig {
 }
 
 impl TlsConfig {
-    /// Checks the TLS flags: the files must be readable (their content is
-    /// checked when loaded, and reported without stopping the proxy), the
-    /// secret must be 32 bytes.
+    /// What opens (and seals) the private keys of the certs hash.
+    pub fn cert_sealer(&self) -> Option<crate::tls::seal::Sealer> {
+        self.secret
+            .as_ref()
+            .map(|s| crate::tls::seal::Sealer::new(s, crate::tls::seal::Purpose::CertKey))
+    }
+
+    /// Checks the shared TLS flags (what the `cert` commands need too): the
+    /// certs hash, and the secret, which must be 32 bytes.
     pub fn from_args(args: &TlsArgs) -> Result<TlsConfig, ConfigError> {
         if args.certs_key.is_empty() {
             return Err(ConfigError::CertsKey);
         }
-        if args.tls_handshake_timeout < Duration::from_millis(100) {
+        let secret = match &args.certs_secret_file {
+            Some(path) => Some(crate::tls::seal::Secret::from_file(path)?),
+            None => None,
+        };
+        Ok(TlsConfig {
+            certs_key: args.certs_key.clone(),
+            secret,
+            ..TlsConfig::default()
+        })
+    }
+
+    /// [`TlsConfig::from_args`] plus the serve flags: the default
+    /// certificate's files must be readable (their content is checked when
+    /// loaded, and reported without stopping the proxy).
+    pub fn for_serving(args: &TlsArgs, serve: &ServeArgs) -> Result<TlsConfig, ConfigError> {
+        if serve.tls_handshake_timeout < Duration::from_millis(100) {
             return Err(ConfigError::HandshakeTimeout);
         }
         let readable = |flag: &'static str, path: &PathBuf| {
@@ -427,7 +627,7 @@ impl TlsConfig {
                     reason: e.to_string(),
                 })
         };
-        let default_files = match (&args.tls_cert, &args.tls_key) {
+        let default_files = match (&serve.tls_cert, &serve.tls_key) {
             (Some(cert), Some(key)) => {
                 readable("tls-cert", cert)?;
                 readable("tls-key", key)?;
@@ -438,16 +638,10 @@ impl TlsConfig {
             }
             _ => None,
         };
-        let secret = match &args.certs_secret_file {
-            Some(path) => Some(crate::tls::seal::Secret::from_file(path)?),
-            None => None,
-        };
         Ok(TlsConfig {
             default_files,
-            handshake_timeout: args.tls_handshake_timeout,
-            certs_key: args.certs_key.clone(),
-            secret,
-            ..TlsConfig::default()
+            handshake_timeout: serve.tls_handshake_timeout,
+            ..TlsConfig::from_args(args)?
         })
     }
 }
@@ -590,10 +784,11 @@ impl Config {
 
     /// [`Config::from_args`] plus the TLS flags.
     pub fn from_cli(redis_url: &str, cli: &Cli) -> Result<Config, ConfigError> {
+        let serve = cli.serve_args();
         Ok(Config {
-            tls: TlsConfig::from_args(&cli.tls)?,
-            acme: AcmeConfig::from_args(&cli.acme)?,
-            ..Config::from_args(redis_url, &cli.redis, &cli.serve)?
+            tls: TlsConfig::for_serving(&cli.tls, serve)?,
+            acme: AcmeConfig::from_args(&serve.acme)?,
+            ..Config::from_args(redis_url, &cli.redis, serve)?
         })
     }
 
@@ -602,9 +797,7 @@ impl Config {
         redis: &RedisArgs,
         serve: &ServeArgs,
     ) -> Result<Config, ConfigError> {
-        if redis.routes_key.is_empty() {
-            return Err(ConfigError::RoutesKey);
-        }
+        redis.validate()?;
         if serve.resync_interval < Duration::from_millis(100) {
             return Err(ConfigError::ResyncInterval);
         }
@@ -627,7 +820,7 @@ impl Config {
                 dump_threshold: 512,
                 scan_threshold: 250_000,
                 snapshot_file: serve.snapshot_file.clone(),
-                status_interval: Duration::from_secs(5),
+                status_interval: Duration::from_secs(1),
                 replica_id: serve.replica_id.clone().unwrap_or_else(default_replica_id),
                 shared_read_threshold: serve.shared_read_threshold,
                 shared_read_wait_min: Duration::from_millis(50),
@@ -637,6 +830,10 @@ impl Config {
                 dead_backend_ttl: serve.dead_backend_ttl,
                 connect_timeout: serve.connect_timeout,
                 response_header_timeout: serve.response_header_timeout,
+                body_read_timeout: serve.body_read_timeout,
+                tunnel_idle_timeout: serve.tunnel_idle_timeout,
+                idle_timeout: serve.idle_timeout,
+                trusted_proxies: serve.trusted_proxies.clone(),
                 access_log: serve.access_log,
             },
             server: ServerConfig {
@@ -645,6 +842,7 @@ impl Config {
                 idle_timeout: serve.idle_timeout,
                 max_connections: serve.max_connections,
                 shutdown_timeout: serve.shutdown_timeout,
+                proxy_protocol: serve.proxy_protocol,
                 worker_threads: serve
                     .worker_threads
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -691,26 +889,138 @@ mod tests {
         assert!(Config::new("redis://127.0.0.1:1/0").is_ok());
     }
 
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_checked(std::iter::once("switchyard").chain(args.iter().copied()))
+    }
+
+    fn set_of(args: &[&str]) -> (String, String, Option<WaitOptions>) {
+        match parse(args)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .command
+        {
+            Some(Command::Route {
+                action:
+                    RouteAction::Set {
+                        host,
+                        backends,
+                        wait,
+                    },
+            }) => (host, backends, wait.options()),
+            other => panic!("{args:?} parsed as {other:?}"),
+        }
+    }
+
     #[test]
-    fn route_set_wait_takes_an_optional_timeout() {
-        let wait_of = |flag: &str| {
-            let cli =
-                Cli::try_parse_from(["switchyard", "route", "set", "a.com", "10.0.0.1:80", flag])
-                    .unwrap();
-            match cli.command {
-                Some(Command::Route {
-                    action: RouteAction::Set { wait, .. },
-                }) => wait,
-                other => panic!("parsed as {other:?}"),
-            }
+    fn wait_goes_anywhere_on_the_line_and_never_takes_a_positional() {
+        let ten = Some(WaitOptions {
+            timeout: Duration::from_secs(10),
+            allow_no_replicas: false,
+        });
+        for args in [
+            &["route", "set", "--wait", "a.com", "10.0.0.1:80"][..],
+            &["route", "set", "a.com", "--wait", "10.0.0.1:80"],
+            &["route", "set", "a.com", "10.0.0.1:80", "--wait"],
+        ] {
+            assert_eq!(
+                set_of(args),
+                ("a.com".into(), "10.0.0.1:80".into(), ten),
+                "{args:?}"
+            );
+        }
+        assert_eq!(set_of(&["route", "set", "a.com", "10.0.0.1:80"]).2, None);
+        let three = |allow| {
+            Some(WaitOptions {
+                timeout: Duration::from_secs(3),
+                allow_no_replicas: allow,
+            })
         };
-        assert_eq!(wait_of("--wait"), Some(Duration::from_secs(10)));
-        assert_eq!(wait_of("--wait=3s"), Some(Duration::from_secs(3)));
+        assert_eq!(
+            set_of(&["route", "set", "a.com", "10.0.0.1:80", "--wait=3s"]).2,
+            three(false)
+        );
+        assert_eq!(
+            set_of(&["route", "set", "--wait", "--timeout", "3s", "a.com", "b:1"]).2,
+            three(false)
+        );
+        assert_eq!(
+            set_of(&[
+                "route",
+                "set",
+                "a.com",
+                "b:1",
+                "--wait",
+                "--allow-no-replicas",
+                "--timeout=3s"
+            ])
+            .2,
+            three(true)
+        );
+        // The companions mean nothing without --wait: a usage error, not a silent no-op.
+        assert!(parse(&["route", "set", "a.com", "b:1", "--timeout", "3s"]).is_err());
+        assert!(parse(&["route", "del", "a.com", "--allow-no-replicas"]).is_err());
+        assert!(parse(&["route", "set", "a.com", "b:1", "--wait=soon"]).is_err());
+        match parse(&["route", "del", "--wait", "a.com"]).unwrap().command {
+            Some(Command::Route {
+                action: RouteAction::Del { host, wait },
+            }) => {
+                assert_eq!(host, "a.com");
+                assert!(wait.options().is_some());
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn serve_flags_work_with_and_without_the_serve_command() {
+        let cli = parse(&["serve", "--listen", "127.0.0.1:1", "--routes-key", "apps"]).unwrap();
+        assert_eq!(cli.serve_args().listen.to_string(), "127.0.0.1:1");
+        assert_eq!(cli.redis.routes_key, "apps");
+        let cli = parse(&["--listen", "127.0.0.1:2"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve_args().listen.to_string(), "127.0.0.1:2");
+        // Serve flags belong to serving: not to another command.
+        for args in [
+            &["--listen", "127.0.0.1:2", "status"][..],
+            &["status", "--listen", "127.0.0.1:2"],
+            &["--idle-timeout", "1s", "route", "list"],
+            &["--listen", "127.0.0.1:2", "serve"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} accepted");
+        }
+        let e = parse(&["--listen", "127.0.0.1:2", "serve"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("switchyard serve --listen"), "{e}");
+        // The Redis flags are everyone's, before or after the command.
+        for args in [
+            &["--routes-key", "apps", "route", "list"][..],
+            &["route", "list", "--routes-key", "apps"],
+            &["route", "--routes-key", "apps", "list"],
+        ] {
+            let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(cli.redis.routes_key, "apps", "{args:?}");
+        }
+    }
+
+    #[test]
+    fn every_command_shares_the_servers_validation() {
+        let cli = parse(&["route", "list", "--routes-key", ""]).unwrap();
+        assert!(matches!(cli.redis.validate(), Err(ConfigError::RoutesKey)));
+        let cli = parse(&["--routes-key", ""]).unwrap();
+        assert!(matches!(
+            Config::from_args(DEFAULT_REDIS_URL, &cli.redis, cli.serve_args()),
+            Err(ConfigError::RoutesKey)
+        ));
     }
 
     #[test]
     fn tls_flags_default_off_and_go_in_pairs() {
-        let cli = Cli::try_parse_from(["switchyard"]).unwrap();
+        // Defaults as written, whatever SWITCHYARD_* the developer exported.
+        let cli = Cli::command()
+            .mut_args(|arg| arg.env(None::<&'static str>))
+            .try_get_matches_from(["switchyard"])
+            .and_then(|matches| Cli::from_arg_matches(&matches))
+            .unwrap();
         let tls = TlsConfig::from_args(&cli.tls).unwrap();
         assert_eq!(tls.default_files, None);
         assert_eq!(tls.certs_key, "routes:certs");
@@ -720,7 +1030,7 @@ mod tests {
         assert!(Cli::try_parse_from(["switchyard", "--tls-key", "k.pem"]).is_err());
         let cli = Cli::try_parse_from(["switchyard", "--tls-handshake-timeout", "10ms"]).unwrap();
         assert!(matches!(
-            TlsConfig::from_args(&cli.tls),
+            TlsConfig::for_serving(&cli.tls, cli.serve_args()),
             Err(ConfigError::HandshakeTimeout)
         ));
     }

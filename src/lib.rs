@@ -11,9 +11,10 @@
 //! - [`server`]: accept loop, HTTP/1 + HTTP/2, limits, graceful shutdown.
 //! - [`admin`]: `/healthz`, `/readyz`, `/routes`, `/metrics`.
 //! - [`metrics`]: Prometheus metrics.
-//! - [`replicas`]: replica status keys, `status`, `route set --wait`.
+//! - [`replicas`]: the replica registry, `status`, `--wait`.
 //! - [`snapshot`]: the on-disk copy of the last table.
-//! - [`cli`]: the `route` and `status` commands.
+//! - [`cli`]: the `route` and `status` commands, the exit codes.
+//! - [`reload`]: reload requests (SIGHUP) for parts that re-read files.
 //! - [`tls`]: certificates (files, the certs hash, sealed keys), SNI, the handshake, `cert`.
 //! - [`acme`]: automatic certificates: which hosts, one order per host across replicas.
 #![forbid(unsafe_code)]
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod replicas;
 pub mod routes;
 pub mod server;
@@ -47,6 +49,25 @@ pub async fn run(
     admin_listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) {
+    run_reloadable(
+        config,
+        proxy_listener,
+        admin_listener,
+        shutdown,
+        reload::Reload::new(),
+    )
+    .await
+}
+
+/// [`run`], with reload requests (the binary's SIGHUP) for the parts that
+/// can re-read their files while serving.
+pub async fn run_reloadable(
+    config: config::Config,
+    proxy_listener: TcpListener,
+    admin_listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    reload: reload::Reload,
+) {
     let state = state::SharedState::new();
     let stop = CancellationToken::new();
     let sync_task = tokio::spawn(sync::run(
@@ -54,7 +75,13 @@ pub async fn run(
         state.clone(),
         stop.child_token(),
     ));
-    let _tls_files = tls::start(&config.tls, &state, stop.child_token());
+    if let Some(files) = tls::start(&config.tls, &state, stop.child_token()) {
+        // SIGHUP loads the default certificate's files again, changed or not.
+        let state = state.clone();
+        reload.spawn_listener(stop.child_token(), move || {
+            let _ = files.reload(&state);
+        });
+    }
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         state.clone(),

@@ -1,18 +1,24 @@
-//! The `switchyard` binary: parse the command line, set up logging, bind,
-//! and hand over to the library.
+//! The `switchyard` binary: parse the command line, set up logging and
+//! signals, bind, and hand over to the library (or run a command).
 
-use clap::Parser;
-
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use switchyard::config::{Cli, Command, Config, LogFormat, EXIT_USAGE};
+use switchyard::cli::{self, Context, Exit};
+use switchyard::config::{Cli, Command, Config, LogFormat, ServeArgs};
+use switchyard::reload::Reload;
+use tracing_subscriber::{reload, EnvFilter, Registry};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_checked() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let exit = if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Success // --help, --version
+            };
             let _ = e.print();
-            return ExitCode::from(code as u8);
+            return exit.into();
         }
     };
     let redis_url = cli.redis_url(std::env::var("REDIS_URL").ok().filter(|s| !s.is_empty()));
@@ -24,47 +30,117 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match cli.command {
-        None | Some(Command::Serve) => {
-            let config = match Config::from_cli(&redis_url, &cli) {
-                Ok(config) => config,
-                Err(e) => {
-                    eprintln!("switchyard: {e}");
-                    return ExitCode::from(EXIT_USAGE as u8);
-                }
-            };
-            let _log_guard = init_logging(cli.serve.log_format);
-            runtime.block_on(serve(config, &cli.serve))
-        }
-        Some(Command::Route { action }) => finish(runtime.block_on(switchyard::cli::route(
-            &redis_url,
-            &cli.redis.routes_key,
-            action,
-        ))),
-        Some(Command::Status) => {
-            finish(runtime.block_on(switchyard::cli::status(&redis_url, &cli.redis.routes_key)))
-        }
-        Some(Command::Cert { action }) => {
-            finish(runtime.block_on(switchyard::tls::cli::cert(&redis_url, &cli.tls, action)))
-        }
-    }
-}
-
-fn finish(result: Result<String, switchyard::cli::CliError>) -> ExitCode {
-    match result {
-        Ok(out) => {
+    let result = match cli.command {
+        None | Some(Command::Serve(_)) => return serve_main(&runtime, &cli, &redis_url),
+        Some(Command::Route { action }) => runtime.block_on(async {
+            let ctx = Context::new(&redis_url, &cli.redis)?;
+            cli::route(&ctx, action, &mut std::io::stdout()).await
+        }),
+        Some(Command::Status { json }) => runtime.block_on(async {
+            let ctx = Context::new(&redis_url, &cli.redis)?;
+            cli::status(&ctx, json, &mut std::io::stdout()).await
+        }),
+        Some(Command::Cert { action }) => runtime.block_on(async {
+            let ctx = Context::new(&redis_url, &cli.redis)?;
+            let out = switchyard::tls::cli::cert(&ctx, &cli.tls, action).await?;
             print!("{out}");
-            ExitCode::SUCCESS
-        }
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => Exit::Success.into(),
         Err(e) => {
             eprintln!("switchyard: {}", e.message);
-            ExitCode::from(e.code as u8)
+            e.exit.into()
         }
     }
 }
 
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    use tracing_subscriber::EnvFilter;
+fn serve_main(runtime: &tokio::runtime::Runtime, cli: &Cli, redis_url: &str) -> ExitCode {
+    let args = cli.serve_args();
+    let config = match Config::from_cli(redis_url, cli) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            return Exit::Usage.into();
+        }
+    };
+    let log_filter = match LogFilter::initial(args.log_filter_file.as_deref()) {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            return Exit::Usage.into();
+        }
+    };
+    let (_log_guard, log_filter) = init_logging(args.log_format, log_filter);
+    runtime.block_on(serve(config, args, log_filter))
+}
+
+/// The log filter and where it comes from: the `--log-filter-file` (read
+/// again on SIGHUP) or `RUST_LOG` (read at start only: a running process's
+/// environment cannot change).
+struct LogFilter {
+    file: Option<PathBuf>,
+    filter: EnvFilter,
+    handle: Option<reload::Handle<EnvFilter, Registry>>,
+}
+
+impl LogFilter {
+    fn initial(file: Option<&Path>) -> Result<LogFilter, String> {
+        let filter = match file {
+            Some(path) => read_filter_file(path)?,
+            None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        };
+        Ok(LogFilter {
+            file: file.map(Path::to_owned),
+            filter,
+            handle: None,
+        })
+    }
+
+    /// Re-reads the file, if there is one; a bad file keeps the filter in use.
+    fn reload(&self) {
+        let (Some(path), Some(handle)) = (&self.file, &self.handle) else {
+            return;
+        };
+        match read_filter_file(path) {
+            Ok(filter) => {
+                let shown = filter.to_string();
+                match handle.reload(filter) {
+                    Ok(()) => {
+                        tracing::info!(filter = %shown, file = %path.display(), "log filter reloaded")
+                    }
+                    Err(e) => tracing::error!(error = %e, "log filter not reloaded"),
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "log filter not reloaded; keeping the current one")
+            }
+        }
+    }
+}
+
+fn read_filter_file(path: &Path) -> Result<EnvFilter, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read --log-filter-file {}: {e}", path.display()))?;
+    // One directive list; lines and `#` comments are allowed for people.
+    let directives: Vec<&str> = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    EnvFilter::builder()
+        .parse(directives.join(","))
+        .map_err(|e| format!("invalid log filter in {}: {e}", path.display()))
+}
+
+fn init_logging(
+    format: LogFormat,
+    mut log_filter: LogFilter,
+) -> (tracing_appender::non_blocking::WorkerGuard, LogFilter) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     // Logging never blocks a worker thread: lines go through a channel.
     // Its default depth (128,000 lines, allocated up front) costs ~4 MiB of
     // RSS; 8,192 lines absorb any burst this proxy logs (a full channel
@@ -72,26 +148,37 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .buffered_lines_limit(8192)
         .finish(std::io::stdout());
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = std::mem::replace(&mut log_filter.filter, EnvFilter::new("off"));
+    let (filter, handle) = reload::Layer::new(filter);
+    log_filter.handle = Some(handle);
     // Colours only for a person at a terminal: a file, a pipe or a log
     // collector gets plain text (tracing-subscriber colours by default).
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_writer(writer);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-    guard
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+    };
+    tracing_subscriber::registry().with(filter).with(fmt).init();
+    (guard, log_filter)
 }
 
-async fn serve(config: Config, args: &switchyard::config::ServeArgs) -> ExitCode {
+async fn serve(config: Config, args: &ServeArgs, log_filter: LogFilter) -> ExitCode {
+    // Signals first: from here on SIGHUP reloads instead of killing.
+    let reload = Reload::new();
+    let shutdown = match Signals::install(reload.clone(), log_filter) {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("switchyard: cannot install signal handlers: {e}");
+            return Exit::Failure.into();
+        }
+    };
     let proxy = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("switchyard: cannot listen on {}: {e}", args.listen);
-            return ExitCode::from(1);
+            return Exit::Failure.into();
         }
     };
     let admin = match tokio::net::TcpListener::bind(args.admin_listen).await {
@@ -101,7 +188,7 @@ async fn serve(config: Config, args: &switchyard::config::ServeArgs) -> ExitCode
                 "switchyard: cannot listen on {} (admin): {e}",
                 args.admin_listen
             );
-            return ExitCode::from(1);
+            return Exit::Failure.into();
         }
     };
     tracing::info!(
@@ -109,19 +196,44 @@ async fn serve(config: Config, args: &switchyard::config::ServeArgs) -> ExitCode
         admin = %admin.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         redis = %config.sync.redis_url,
         routes_key = %config.sync.routes_key,
+        replica_id = %config.sync.replica_id,
         "switchyard starting"
     );
-    switchyard::run(config, proxy, admin, shutdown_signal()).await;
+    switchyard::run_reloadable(config, proxy, admin, shutdown.stopped(), reload).await;
     tracing::info!("switchyard stopped");
-    ExitCode::SUCCESS
+    Exit::Success.into()
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+/// The process's signals: SIGTERM and SIGINT stop (gracefully), SIGHUP
+/// re-reads what can be re-read and never stops anything.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install(reload: Reload, log_filter: LogFilter) -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate())?;
+        let int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        // For the life of the process, draining included: tokio never
+        // gives a signal back to its default action once it handled it.
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let generation = reload.request();
+                tracing::info!(generation, "SIGHUP: reloading the log filter and TLS files");
+                log_filter.reload();
+            }
+        });
+        Ok(Signals { term, int })
+    }
+
+    /// Resolves at the first SIGTERM or SIGINT.
+    async fn stopped(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = self.int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
     }
 }

@@ -12,10 +12,15 @@
 //! connections. Nothing of a connection ever moves between threads after
 //! the handoff: no work stealing, no cross-thread wakeups on the request
 //! path.
+//!
+//! The seam for other transports: [`Connections::serve`] serves any client
+//! stream that implements [`Socket`] with its [`ConnInfo`] (peer after the
+//! PROXY protocol, TLS or not, ALPN `h2` or not). A TLS listener hands its
+//! handshaken streams to it on the worker's thread; nothing else changes.
 
 use crate::config::{ProxyConfig, ServerConfig};
-use crate::proxy::h1;
-use crate::proxy::Proxy;
+use crate::proxy::io::Socket;
+use crate::proxy::{h1, h2, proxy_protocol, ConnInfo, Proxy};
 use crate::state::SharedState;
 use bytes::{Buf, BytesMut};
 use hyper::server::conn::http2;
@@ -254,15 +259,52 @@ impl WorkerThread {
     }
 }
 
-/// The connections of one event loop and the proxy they use.
-struct Worker {
+/// What every connection of a worker shares, and how one is served.
+#[derive(Clone)]
+pub struct Connections {
     http2: Arc<http2::Builder<TokioExecutor>>,
     limits: Arc<h1::Limits>,
     proxy: Arc<Proxy>,
-    connections: TaskTracker,
     /// Raised at shutdown: every connection then shuts down gracefully.
     stop: Arc<h1::Stop>,
     idle_timeout: Duration,
+}
+
+impl Connections {
+    /// Serves one client connection until it ends: HTTP/2 from the first
+    /// byte when ALPN chose it, else the HTTP/1 driver, which hands back a
+    /// connection that opens with the HTTP/2 preface.
+    pub async fn serve<S: Socket>(&self, stream: S, info: ConnInfo) {
+        if info.h2 {
+            let io = Prefixed {
+                read: BytesMut::new(),
+                inner: stream,
+            };
+            return serve_http2(self, io, info).await;
+        }
+        if let h1::Ended::Http2 { stream, read } =
+            h1::serve(&self.proxy, stream, &info, &self.limits, &self.stop).await
+        {
+            serve_http2(
+                self,
+                Prefixed {
+                    read,
+                    inner: stream,
+                },
+                info,
+            )
+            .await;
+        }
+    }
+}
+
+/// The connections of one event loop and the proxy they use.
+struct Worker {
+    shared: Connections,
+    connections: TaskTracker,
+    /// Every connection starts with a PROXY protocol header.
+    proxy_protocol: bool,
+    header_read_timeout: Duration,
     /// Set on worker threads: the acceptor's view of this worker's load.
     open_connections: Option<Arc<AtomicUsize>>,
 }
@@ -270,49 +312,59 @@ struct Worker {
 impl Worker {
     fn new(proxy: Proxy, config: &ServerConfig) -> Worker {
         Worker {
-            http2: Arc::new(http2_builder(config)),
-            limits: Arc::new(h1::Limits {
-                header_read_timeout: config.header_read_timeout,
+            shared: Connections {
+                http2: Arc::new(http2_builder(config)),
+                limits: Arc::new(h1::Limits {
+                    header_read_timeout: config.header_read_timeout,
+                    idle_timeout: config.idle_timeout,
+                    max_header_size: config.max_header_size,
+                }),
+                proxy: Arc::new(proxy),
+                stop: Arc::new(h1::Stop::default()),
                 idle_timeout: config.idle_timeout,
-                max_header_size: config.max_header_size,
-            }),
-            proxy: Arc::new(proxy),
+            },
             connections: TaskTracker::new(),
-            stop: Arc::new(h1::Stop::default()),
-            idle_timeout: config.idle_timeout,
+            proxy_protocol: config.proxy_protocol,
+            header_read_timeout: config.header_read_timeout,
             open_connections: None,
         }
     }
 
-    fn serve(&self, stream: TcpStream, peer: SocketAddr, permit: Option<OwnedSemaphorePermit>) {
-        let http2 = self.http2.clone();
-        let limits = self.limits.clone();
-        let proxy = self.proxy.clone();
-        let stop = self.stop.clone();
-        let idle_timeout = self.idle_timeout;
+    fn serve(&self, mut stream: TcpStream, peer: SocketAddr, permit: Option<OwnedSemaphorePermit>) {
+        let shared = self.shared.clone();
         let open_connections = self.open_connections.clone();
+        let proxy_protocol = self.proxy_protocol;
+        let header_read_timeout = self.header_read_timeout;
         self.connections.spawn(async move {
             let _permit = permit;
-            let gauge = &proxy.metrics().client_connections;
+            let gauge = &shared.proxy.metrics().client_connections;
             gauge.inc();
-            if let h1::Ended::Http2 { stream, read } =
-                h1::serve(&proxy, stream, peer, &limits, &stop).await
-            {
-                let io = Prefixed {
-                    read,
-                    inner: stream,
-                };
-                serve_http2(
-                    &http2,
-                    io,
-                    peer,
-                    proxy.clone(),
-                    stop.token().clone(),
-                    idle_timeout,
-                )
-                .await;
+            let mut info = ConnInfo::plain(peer);
+            let accepted = if proxy_protocol {
+                // The balancer sends its header at once; the head timeout
+                // bounds a connection that never does.
+                let header = proxy_protocol::read_header(&mut stream);
+                match tokio::time::timeout(header_read_timeout, header).await {
+                    Ok(Ok(source)) => {
+                        info.peer = source.unwrap_or(peer);
+                        true
+                    }
+                    Ok(Err(e)) => {
+                        debug!(%peer, error = %e, "closed: no valid PROXY protocol header");
+                        false
+                    }
+                    Err(_) => {
+                        debug!(%peer, "closed: no PROXY protocol header in time");
+                        false
+                    }
+                }
+            } else {
+                true
+            };
+            if accepted {
+                shared.serve(stream, info).await;
             }
-            proxy.metrics().client_connections.dec();
+            gauge.dec();
             if let Some(open) = open_connections {
                 open.fetch_sub(1, Ordering::Relaxed);
             }
@@ -331,7 +383,7 @@ impl Worker {
     async fn drain(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         debug!(in_flight = self.connections.len(), "draining connections");
-        self.stop.cancel();
+        self.shared.stop.cancel();
         self.connections.close();
         if tokio::time::timeout_at(deadline, self.connections.wait())
             .await
@@ -343,7 +395,8 @@ impl Worker {
             );
         }
         // Upgraded tunnels get what is left of the same deadline.
-        self.proxy
+        self.shared
+            .proxy
             .drain_tunnels(deadline.saturating_duration_since(tokio::time::Instant::now()))
             .await;
     }
@@ -360,25 +413,23 @@ fn http2_builder(config: &ServerConfig) -> http2::Builder<TokioExecutor> {
 }
 
 /// Serves an HTTP/2 connection with hyper, closing it gracefully once no
-/// byte moved for `idle_timeout` or at shutdown.
-async fn serve_http2(
-    builder: &http2::Builder<TokioExecutor>,
-    stream: Prefixed,
-    peer: SocketAddr,
-    proxy: Arc<Proxy>,
-    stop: CancellationToken,
-    idle_timeout: Duration,
-) {
+/// byte moved for the idle timeout or at shutdown. Its requests go through
+/// the same policy and backend connections as HTTP/1's ([`h2::handle`]).
+async fn serve_http2<S: Socket>(shared: &Connections, stream: Prefixed<S>, info: ConnInfo) {
+    let peer = info.peer;
+    let stop: &CancellationToken = shared.stop.token();
+    let idle_timeout = shared.idle_timeout;
     let activity = Arc::new(AtomicU64::new(0));
     let io = TokioIo::new(ActivityIo {
         inner: stream,
         activity: activity.clone(),
     });
+    let proxy = shared.proxy.clone();
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
-        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer).await) }
+        async move { Ok::<_, std::convert::Infallible>(h2::handle(proxy, req, info).await) }
     });
-    let mut conn = pin!(builder.serve_connection(io, service));
+    let mut conn = pin!(shared.http2.serve_connection(io, service));
     // The idle check compares the activity counter between ticks instead of
     // reading the clock on every socket operation: the connection is idle
     // once the counter has not moved for IDLE_CHECKS_PER_PERIOD ticks in a
@@ -420,14 +471,14 @@ async fn serve_http2(
     }
 }
 
-/// A socket whose first bytes were already read (the HTTP/2 preface, read
+/// A stream whose first bytes were already read (the HTTP/2 preface, read
 /// while telling HTTP/2 from HTTP/1): they are read again first.
-struct Prefixed {
+struct Prefixed<S> {
     read: BytesMut,
-    inner: TcpStream,
+    inner: S,
 }
 
-impl AsyncRead for Prefixed {
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -443,7 +494,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

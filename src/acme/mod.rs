@@ -30,8 +30,9 @@ mod tests {
     use clap::Parser;
 
     fn parse(args: &[&str]) -> Result<Option<AcmeConfig>, ConfigError> {
-        let cli = Cli::try_parse_from(["switchyard"].iter().chain(args)).expect("flags parse");
-        AcmeConfig::from_args(&cli.acme)
+        let cli =
+            Cli::try_parse_from(["switchyard", "serve"].iter().chain(args)).expect("flags parse");
+        AcmeConfig::from_args(&cli.serve_args().acme)
     }
 
     #[test]

@@ -17,6 +17,10 @@ pub enum ProxyError {
     BadHost,
     #[error("ambiguous request framing (Content-Length with Transfer-Encoding)")]
     BadFraming,
+    #[error("transfer coding not implemented")]
+    UnsupportedCoding,
+    #[error("request body not received in time")]
+    BodyTimeout,
     #[error("method not allowed: this is not a forward proxy")]
     ConnectRefused,
     #[error("no route for this host")]
@@ -39,6 +43,8 @@ impl ProxyError {
             | ProxyError::BadHost
             | ProxyError::BadFraming => StatusCode::BAD_REQUEST,
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BadVersion => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             ProxyError::ConnectRefused => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
@@ -59,9 +65,11 @@ impl ProxyError {
             ProxyError::BadVersion => "505 HTTP version not supported\n",
             ProxyError::BadChunking => "400 bad request: malformed chunked body\n",
             ProxyError::BadHost => "400 bad request: missing or malformed Host\n",
-            ProxyError::BadFraming => {
-                "400 bad request: conflicting Content-Length / Transfer-Encoding\n"
+            ProxyError::BadFraming => "400 bad request: ambiguous or malformed body framing\n",
+            ProxyError::UnsupportedCoding => {
+                "501 not implemented: the only transfer coding accepted is chunked\n"
             }
+            ProxyError::BodyTimeout => "408 request timeout: request body not received in time\n",
             ProxyError::ConnectRefused => "405 method not allowed: CONNECT is not supported\n",
             ProxyError::NoRoute => "404 not found: no route for this host\n",
             ProxyError::InvalidRoute => "502 bad gateway: the route for this host is invalid\n",

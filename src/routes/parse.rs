@@ -91,9 +91,15 @@ fn parse_backend(item: &str) -> Result<Authority, RouteError> {
     if !port_ok {
         return Err(RouteError::BadPort(item.to_owned()));
     }
-    // Both halves are validated; the authority parser only copies the bytes.
-    Authority::try_from(format!("{}:{}", host.to_ascii_lowercase(), port))
-        .map_err(|_| RouteError::BadHost(item.to_owned()))
+    // Both halves are validated; the authority parser only copies the
+    // bytes, into one allocation of their exact size (a table holds one
+    // per backend).
+    let authority = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Authority::try_from(format!("{}:{port}", host.to_ascii_lowercase()).as_bytes())
+    } else {
+        Authority::try_from(item.as_bytes())
+    };
+    authority.map_err(|_| RouteError::BadHost(item.to_owned()))
 }
 
 /// An IPv4 address, or a DNS name of letter-digit-hyphen labels. A name made

@@ -1,286 +1,343 @@
-//! The next table from a fresh read of the hash, in time proportional to
-//! what changed.
+//! Patches: the next table from field-level changes ([`RouteTable::apply`])
+//! or from a fresh read of the whole hash compared with the table
+//! ([`RouteTable::update`]), in time proportional to what changed.
 //!
-//! A keyspace event does not say which field changed, so every reload reads
-//! the whole hash. Building a whole new table from that read costs an
-//! allocation and an insert per route (~100 ms at 100,000 routes); this
-//! module compares the read against the current table instead, without
-//! allocating for unchanged entries, and records only the changed keys in
-//! the table's delta layer. Anything unusual (a field not already in normal
-//! form, an invalid value, a table that carries invalid entries) falls back
-//! to the full build, which owns those rules.
+//! A patch touches only the keys its fields name, and for each of them
+//! runs the same rule as the full build (`spellings::resolve`) over every
+//! field naming the key, the untouched spellings included: so a patch
+//! gives exactly the table the full build gives for the same hash. The
+//! changed keys go to the table's delta layer, folded into a new base when
+//! it grows.
 
-use super::{
-    normalize_host, parse_backends_bytes, Diff, Entry, Layer, Route, RouteTable, TableSource,
-};
+use super::field::{normal_key, parse_field_bytes, FieldKey};
+use super::spellings::{fields_of, resolve, set_field, Fields};
+use super::{Delta, Diff, RouteTable, TableSource};
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::SystemTime;
+
+/// A change to one field: its new value, or `None` for a deleted field.
+pub type FieldChange<'a> = (Cow<'a, [u8]>, Option<&'a [u8]>);
+
+/// Past this many delta keys the delta is folded into a new base: every
+/// patch copies the delta, the fold copies the base, so the delta may grow
+/// with the table, within bounds. Also the most changes a patch takes
+/// from [`RouteTable::update`] before the full build is cheaper.
+fn compaction_threshold(base_len: usize) -> usize {
+    (base_len / 32).clamp(512, 8192)
+}
 
 impl RouteTable {
-    /// The table that follows `previous` given a complete read of the hash,
-    /// and what changed. Same result as [`RouteTable::build_with_diff`];
-    /// cheaper when few entries changed.
+    /// The table that follows `self` when the hash changed by exactly
+    /// these fields, in order: each a field and its new value, `None` for
+    /// a deleted field (setting a field to the value it has, or deleting
+    /// one the hash does not have, changes nothing). Equal to the full
+    /// build of the hash after the changes, with `self` as the previous
+    /// table; `O(changes)` plus a copy of the delta.
+    pub fn apply<F: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        changes: &[(F, Option<V>)],
+    ) -> (RouteTable, Diff) {
+        let mut spellings = self.spellings.clone();
+        let mut spellings_changed = false;
+        // The fields naming each touched key, as they become.
+        let mut touched: BTreeMap<FieldKey, Fields> = BTreeMap::new();
+        for (field, value) in changes {
+            let (field, value) = (field.as_ref(), value.as_ref().map(AsRef::as_ref));
+            let key = match normal_key(field) {
+                Some((kind, name)) => FieldKey::of(kind, name),
+                None => match parse_field_bytes(field) {
+                    Ok(key) => key,
+                    Err(_) => {
+                        if spellings.unnamed_value(field) != value {
+                            Arc::make_mut(&mut spellings).set_unnamed(field, value);
+                            spellings_changed = true;
+                        }
+                        continue;
+                    }
+                },
+            };
+            let fields = touched.entry(key).or_insert_with_key(|key| {
+                let (kind, name) = (key.kind(), key.name());
+                fields_of(&self.spellings, kind, name, self.get(kind, name))
+            });
+            set_field(fields, field, value);
+        }
+        let mut delta = self.delta.clone();
+        let mut diff = Diff::default();
+        for (key, fields) in touched {
+            let (kind, name) = (key.kind(), key.name());
+            let before = self.get(kind, name);
+            let (after, kept) = if fields.is_empty() {
+                (None, None)
+            } else {
+                let resolved = resolve(kind, name, &fields, before);
+                (Some(resolved.route), (!resolved.plain).then_some(fields))
+            };
+            if spellings.fields(kind, name) != kept.as_ref() {
+                Arc::make_mut(&mut spellings).set(kind, name, kept);
+                spellings_changed = true;
+            }
+            diff.record(kind, name, before, after.as_ref());
+            delta.set(&self.base, kind, name, after);
+        }
+        diff.finish(spellings_changed);
+        let mut table = RouteTable::assemble(
+            self.base.clone(),
+            delta,
+            spellings,
+            self.invalid.clone(),
+            TableSource::Redis,
+        );
+        if spellings_changed {
+            table.refresh_invalid();
+        }
+        table.version = self.version;
+        if table.delta.len() > compaction_threshold(table.base.len()) {
+            table = table.compacted();
+        }
+        (table, diff)
+    }
+
+    /// The table that follows `previous` given a complete read of the hash
+    /// (each field once), and what changed. Same result as
+    /// [`RouteTable::build_with_diff`]; when few entries changed, a
+    /// comparison that allocates nothing for unchanged entries and an
+    /// [`RouteTable::apply`] of the rest.
     pub fn update<E: AsRef<[u8]>>(raw: &[(E, E)], previous: &RouteTable) -> (RouteTable, Diff) {
-        patch(raw, previous).unwrap_or_else(|| RouteTable::build_with_diff(raw, previous))
+        if previous.is_loaded() {
+            let limit = compaction_threshold(previous.base.len());
+            if let Some(changes) = previous.changes_to(raw, limit) {
+                return previous.apply(&changes);
+            }
+        }
+        RouteTable::build_with_diff(raw, previous)
+    }
+
+    /// The field changes from the hash this table holds to `raw`; `None`
+    /// past `limit` of them.
+    fn changes_to<'r, E: AsRef<[u8]>>(
+        &self,
+        raw: &'r [(E, E)],
+        limit: usize,
+    ) -> Option<Vec<FieldChange<'r>>> {
+        let mut changes = Vec::new();
+        let mut held = 0;
+        for (field, value) in raw {
+            let (field, value) = (field.as_ref(), value.as_ref());
+            if self.holds(field, value) {
+                held += 1;
+                continue;
+            }
+            if changes.len() == limit {
+                return None;
+            }
+            changes.push((Cow::Borrowed(field), Some(value)));
+        }
+        let fields = self.len - self.spellings.key_count() + self.spellings.field_count();
+        if held < fields {
+            // Fields gone from the hash: the only case that needs every name.
+            let present: HashSet<&[u8], foldhash::fast::RandomState> =
+                raw.iter().map(|(field, _)| field.as_ref()).collect();
+            let mut gone = Vec::new();
+            self.for_each_field(|field, _| {
+                if !present.contains(field) {
+                    gone.push(field.to_vec());
+                }
+            });
+            if changes.len() + gone.len() > limit {
+                return None;
+            }
+            changes.extend(gone.into_iter().map(|field| (Cow::Owned(field), None)));
+        }
+        Some(changes)
+    }
+
+    /// Whether the hash this table holds has `field` set to `value`.
+    fn holds(&self, field: &[u8], value: &[u8]) -> bool {
+        if let Some((kind, name)) = normal_key(field) {
+            if !self.spellings.names(kind, name) {
+                return self
+                    .get(kind, name)
+                    .is_some_and(|route| route.is_valid() && route.value().as_bytes() == value);
+            }
+        }
+        self.spellings.value_of(field) == Some(value)
     }
 
     /// The same table with the delta folded into a new base.
     fn compacted(&self) -> RouteTable {
         let mut base = (*self.base).clone();
-        for wildcard in [false, true] {
-            let map = base.map_mut(wildcard);
-            for (key, entry) in self.delta.map(wildcard) {
-                match entry {
-                    Some(entry) => map.insert(key.clone(), entry.clone()),
-                    None => map.remove(key),
-                };
-            }
+        for entry in self.delta.iter() {
+            match &entry.route {
+                Some(route) => base.insert(entry.kind, route.clone()),
+                None => base.remove(entry.kind, &entry.key),
+            };
         }
-        RouteTable {
-            base: Arc::new(base),
-            delta: Layer::default(),
-            len: self.len,
-            invalid: self.invalid.clone(),
-            version: self.version,
-            built_at: self.built_at,
-            watermark: self.watermark,
-            source: self.source,
-        }
-    }
-}
-
-/// Past this many delta keys the delta is folded into a new base: every
-/// patch copies the delta, the fold copies the base, so the delta may grow
-/// with the table, within bounds.
-fn compaction_threshold(base_len: usize) -> usize {
-    (base_len / 32).clamp(512, 8192)
-}
-
-/// A field as `(is_wildcard, key)` when it is already in normal form (the
-/// key is the field itself, minus `*.`); `None` otherwise. Two different
-/// normal fields are always two different keys, so no duplicates can hide.
-fn normal_field(field: &[u8]) -> Option<(bool, &str)> {
-    let (wildcard, host) = split_field(field)?;
-    match normalize_host(host).ok()? {
-        Cow::Borrowed(key) if key.len() == host.len() => Some((wildcard, key)),
-        _ => None,
-    }
-}
-
-/// A UTF-8 field as `(is_wildcard, host or suffix)`, not normalised.
-fn split_field(field: &[u8]) -> Option<(bool, &str)> {
-    let field = std::str::from_utf8(field).ok()?;
-    Some(match field.strip_prefix("*.") {
-        Some(suffix) => (true, suffix),
-        None => (false, field),
-    })
-}
-
-fn shown(wildcard: bool, key: &str) -> String {
-    if wildcard {
-        format!("*.{key}")
-    } else {
-        key.to_owned()
-    }
-}
-
-/// Changes found against a previous table, on their way into a new one.
-struct Changes<'a> {
-    diff: Diff,
-    /// `(is_wildcard, key, new entry)`; `None` removes the key.
-    entries: Vec<(bool, &'a str, Option<Entry>)>,
-}
-
-impl<'a> Changes<'a> {
-    fn new() -> Self {
-        Changes {
-            diff: Diff::default(),
-            entries: Vec::new(),
-        }
-    }
-
-    /// Records `field = value`. `Some(true)` when the table already had the
-    /// field (changed or not), `Some(false)` when it is new, `None` when the
-    /// entry needs the full build (not normal, invalid value).
-    fn upsert(&mut self, previous: &RouteTable, field: &'a [u8], value: &[u8]) -> Option<bool> {
-        let (wildcard, key) = split_field(field)?;
-        // A field equal to a key of the table is in normal form already
-        // (keys are normalised): only the others need the check.
-        let known = match previous.get(wildcard, key) {
-            Some(Entry::Valid(route)) => {
-                if route.value.as_bytes() == value {
-                    return Some(true);
-                }
-                self.diff.changed.push_with(|| shown(wildcard, key));
-                true
-            }
-            Some(Entry::Invalid) => return None,
-            None => {
-                normal_field(field)?;
-                self.diff.added.push_with(|| shown(wildcard, key));
-                false
-            }
-        };
-        let backends = parse_backends_bytes(value).ok()?;
-        let route = Route::new(std::str::from_utf8(value).ok()?, backends);
-        self.entries
-            .push((wildcard, key, Some(Entry::Valid(Arc::new(route)))));
-        Some(known)
-    }
-
-    fn remove(&mut self, wildcard: bool, key: &'a str) {
-        self.diff.removed.push_with(|| shown(wildcard, key));
-        self.entries.push((wildcard, key, None));
-    }
-
-    /// The new table: the previous base, a copy of its delta with the
-    /// changes, folded when it has grown too large.
-    fn finish(mut self, previous: &RouteTable) -> (RouteTable, Diff) {
-        let mut delta = previous.delta.clone();
-        for (wildcard, key, entry) in self.entries {
-            let in_base = previous.base.map(wildcard).contains_key(key);
-            let map = delta.map_mut(wildcard);
-            if entry.is_none() && !in_base {
-                map.remove(key);
-            } else {
-                map.insert(key.into(), entry);
-            }
-        }
-        let mut table = RouteTable {
-            base: previous.base.clone(),
-            len: previous.len() + self.diff.added.len() - self.diff.removed.len(),
-            delta,
-            invalid: Vec::new(),
-            version: previous.version,
-            built_at: SystemTime::now(),
-            watermark: None,
-            source: TableSource::Redis,
-        };
-        if table.delta.len() > compaction_threshold(table.base.len()) {
-            table = table.compacted();
-        }
-        self.diff.sort();
-        (table, self.diff)
-    }
-}
-
-/// Whether the fast paths may run on top of `previous`: it holds only
-/// valid routes (the rules for invalid ones live in the full build).
-fn patchable(previous: &RouteTable) -> bool {
-    previous.is_loaded() && previous.invalid.is_empty()
-}
-
-/// The fast path of [`RouteTable::update`]; `None` sends the caller to the
-/// full build.
-fn patch<E: AsRef<[u8]>>(raw: &[(E, E)], previous: &RouteTable) -> Option<(RouteTable, Diff)> {
-    if !patchable(previous) {
-        return None;
-    }
-    let mut changes = Changes::new();
-    let mut matched = 0;
-    for (field, value) in raw {
-        if changes.upsert(previous, field.as_ref(), value.as_ref())? {
-            matched += 1;
-        }
-    }
-    if matched < previous.len() {
-        // Keys gone from the hash: the only case that needs every name.
-        let present: HashSet<(bool, &str), foldhash::fast::RandomState> = raw
-            .iter()
-            .filter_map(|(field, _)| normal_field(field.as_ref()))
-            .collect();
-        for wildcard in [false, true] {
-            for (key, _) in previous.iter_map(wildcard) {
-                if !present.contains(&(wildcard, key)) {
-                    changes.remove(wildcard, key);
-                }
-            }
-        }
-    }
-    Some(changes.finish(previous))
-}
-
-impl RouteTable {
-    /// The table that follows `previous` when the hash is known to differ
-    /// from the one `previous` was read from by exactly these entries set
-    /// (`upserts`, unchanged ones allowed) and these fields deleted. `None`
-    /// when the changes need the full build (the caller then reads and
-    /// compares everything with [`RouteTable::update`]).
-    pub fn apply<E: AsRef<[u8]>>(
-        upserts: &[(E, E)],
-        removed: &[E],
-        previous: &RouteTable,
-    ) -> Option<(RouteTable, Diff)> {
-        if !patchable(previous) {
-            return None;
-        }
-        let mut changes = Changes::new();
-        for (field, value) in upserts {
-            changes.upsert(previous, field.as_ref(), value.as_ref())?;
-        }
-        for field in removed {
-            let (wildcard, key) = normal_field(field.as_ref())?;
-            // Deleting what the table does not have: it was not read from
-            // the hash the caller thinks.
-            previous.get(wildcard, key)?;
-            changes.remove(wildcard, key);
-        }
-        Some(changes.finish(previous))
+        let mut table = RouteTable::assemble(
+            Arc::new(base),
+            Delta::default(),
+            self.spellings.clone(),
+            self.invalid.clone(),
+            self.source,
+        );
+        table.version = self.version;
+        table.built_at = self.built_at;
+        table.watermark = self.watermark;
+        table
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{fields, raw, served};
+    use super::super::{Lookup, RawEntry};
     use super::*;
-    use crate::routes::testing::{raw, served};
-    use crate::routes::Lookup;
+    use bytes::Bytes;
+    use proptest::prelude::*;
 
-    /// `update` and a full build from scratch agree on what is served, on
-    /// the diff, and on the size, through a sequence of changes.
-    #[test]
-    fn patched_tables_equal_full_builds() {
-        let steps: Vec<Vec<(&str, &str)>> = vec![
-            vec![
-                ("a.com", "10.0.0.1:80"),
-                ("b.com", "10.0.0.2:80"),
-                ("*.w.com", "10.0.0.3:80"),
-            ],
-            vec![
-                ("a.com", "10.0.0.9:80"),
-                ("b.com", "10.0.0.2:80"),
-                ("*.w.com", "10.0.0.3:80"),
-            ],
-            vec![
-                ("a.com", "10.0.0.9:80"),
-                ("*.w.com", "10.0.0.4:80"),
-                ("c.com", "10.0.0.5:80"),
-            ],
-            vec![
-                ("a.com", "10.0.0.9:80"),
-                ("*.w.com", "10.0.0.4:80"),
-                ("b.com", "10.0.0.2:80"),
-            ],
-            // Not normal: full build.
-            vec![("A.com", "10.0.0.9:80")],
-            vec![("a.com", "10.0.0.9:80"), ("x.com", "bad")],
-            vec![("a.com", "10.0.0.9:80")],
-            vec![("a.com", "10.0.0.9:80")],
-            vec![],
-        ];
-        let mut current = RouteTable::unloaded();
-        for step in steps {
-            let entries = raw(&step);
-            let (patched, diff) = RouteTable::update(&entries, &current);
-            let (built, built_diff) = RouteTable::build_with_diff(&entries, &current);
-            assert_eq!(served(&patched), served(&built), "{step:?}");
-            assert_eq!(diff, built_diff, "{step:?}");
-            assert_eq!(patched.len(), built.len(), "{step:?}");
-            assert_eq!(patched.invalid().len(), built.invalid().len(), "{step:?}");
-            assert_eq!(diff, patched.diff(&current), "{step:?}");
-            current = patched;
+    fn value_at(table: &RouteTable, host: &str) -> Option<String> {
+        match table.lookup(host) {
+            Lookup::Route(route) => Some(route.value().to_owned()),
+            Lookup::Invalid => Some("INVALID".to_owned()),
+            Lookup::NotFound => None,
         }
+    }
+
+    /// More routes than Redis keeps in a listpack, as in the issue.
+    fn many(n: usize) -> Vec<RawEntry> {
+        (0..n)
+            .map(|i| {
+                (
+                    Bytes::from(format!("h{i}.example.com")),
+                    Bytes::from_static(b"10.1.0.1:80"),
+                )
+            })
+            .collect()
+    }
+
+    fn set(field: &str, value: &str) -> [(Bytes, Option<Bytes>); 1] {
+        [(
+            Bytes::copy_from_slice(field.as_bytes()),
+            Some(Bytes::copy_from_slice(value.as_bytes())),
+        )]
+    }
+
+    fn del(field: &str) -> [(Bytes, Option<Bytes>); 1] {
+        [(Bytes::copy_from_slice(field.as_bytes()), None)]
+    }
+
+    /// Issue 27.1: `HSET routes App.example.com X`, `HSET routes
+    /// app.example.com Y`, `HDEL routes app.example.com` leaves the hash
+    /// routing the host through `App.example.com`; so must the table, on
+    /// every patch path, for every other spelling too.
+    #[test]
+    fn deleting_one_spelling_of_a_host_keeps_the_other_one() {
+        for (other, key, host) in [
+            ("App.example.com", "app.example.com", "app.example.com"),
+            ("app.example.com.", "app.example.com", "app.example.com"),
+            ("app.example.com:8080", "app.example.com", "app.example.com"),
+            (
+                "*.Wild.example.com",
+                "*.wild.example.com",
+                "x.wild.example.com",
+            ),
+        ] {
+            let start = RouteTable::build(&many(600), &RouteTable::unloaded());
+            // Field-level changes, as a change log gives them.
+            let (t, _) = start.apply(&set(other, "10.0.0.1:80"));
+            assert_eq!(
+                value_at(&t, host).as_deref(),
+                Some("10.0.0.1:80"),
+                "{other}"
+            );
+            let (t, diff) = t.apply(&set(key, "10.0.0.2:80"));
+            assert_eq!(
+                value_at(&t, host).as_deref(),
+                Some("10.0.0.2:80"),
+                "{other}"
+            );
+            assert_eq!(diff.changed.len(), 1);
+            assert_eq!(t.invalid().len(), 1, "the shadowed spelling is reported");
+            let (t, diff) = t.apply(&del(key));
+            assert_eq!(
+                value_at(&t, host).as_deref(),
+                Some("10.0.0.1:80"),
+                "{other}"
+            );
+            assert_eq!(diff.changed.len(), 1, "{other}: {diff:?}");
+            assert!(t.invalid().is_empty());
+            let (t, _) = t.apply(&del(other));
+            assert_eq!(value_at(&t, host), None, "{other}");
+            assert_eq!(t.len(), 600);
+
+            // Whole reads compared with the table.
+            let mut hash = many(600);
+            hash.extend(raw(&[(other, "10.0.0.1:80")]));
+            let (t, _) = RouteTable::update(&hash, &start);
+            hash.extend(raw(&[(key, "10.0.0.2:80")]));
+            let (t, _) = RouteTable::update(&hash, &t);
+            assert_eq!(
+                value_at(&t, host).as_deref(),
+                Some("10.0.0.2:80"),
+                "{other}"
+            );
+            hash.pop();
+            let (t, _) = RouteTable::update(&hash, &t);
+            assert_eq!(
+                value_at(&t, host).as_deref(),
+                Some("10.0.0.1:80"),
+                "{other}"
+            );
+            let full = RouteTable::build(&hash, &RouteTable::unloaded());
+            assert_eq!(served(&t), served(&full));
+        }
+    }
+
+    /// The other half of the rule: while the normal spelling is there, a
+    /// change of the shadowed one serves nothing new, and its removal
+    /// leaves the winner alone.
+    #[test]
+    fn a_shadowed_spelling_never_overrides_the_winner() {
+        let t = RouteTable::build(&many(600), &RouteTable::unloaded());
+        let (t, _) = t.apply(&set("app.example.com", "10.0.0.2:80"));
+        let (t, diff) = t.apply(&set("App.example.com", "10.0.0.1:80"));
+        assert_eq!(
+            value_at(&t, "app.example.com").as_deref(),
+            Some("10.0.0.2:80")
+        );
+        assert_eq!(diff.changed, ["(invalid entries)"]);
+        let (t, diff) = t.apply(&del("App.example.com"));
+        assert_eq!(
+            value_at(&t, "app.example.com").as_deref(),
+            Some("10.0.0.2:80")
+        );
+        assert_eq!(diff.changed, ["(invalid entries)"]);
+        assert!(t.invalid().is_empty());
+        // Two non-normal spellings: the smallest wins, whichever came first.
+        let (t, _) = t.apply(&set("b.example.com.", "10.0.0.3:80"));
+        let (t, _) = t.apply(&set("B.example.com", "10.0.0.4:80"));
+        assert_eq!(
+            value_at(&t, "b.example.com").as_deref(),
+            Some("10.0.0.4:80")
+        );
+    }
+
+    #[test]
+    fn an_invalid_value_keeps_the_last_valid_route_through_patches() {
+        let t = RouteTable::build(&many(600), &RouteTable::unloaded());
+        let (t, _) = t.apply(&set("a.com", "10.0.0.1:80"));
+        let (t, diff) = t.apply(&set("a.com", "nonsense"));
+        assert!(diff.is_empty() || diff.changed == ["(invalid entries)"]);
+        assert_eq!(value_at(&t, "a.com").as_deref(), Some("10.0.0.1:80"));
+        assert!(t.invalid()[0].serving_previous);
+        let (t, _) = t.apply(&set("*", "bad"));
+        assert_eq!(value_at(&t, "unknown.org").as_deref(), Some("INVALID"));
+        let (t, _) = t.apply(&set("*", "10.0.0.9:80"));
+        assert_eq!(value_at(&t, "unknown.org").as_deref(), Some("10.0.0.9:80"));
+        let (t, _) = t.apply(&del("a.com"));
+        assert_eq!(value_at(&t, "a.com").as_deref(), Some("10.0.0.9:80"));
+        assert!(t.invalid().is_empty());
     }
 
     #[test]
@@ -302,10 +359,7 @@ mod tests {
             panic!("routes expected");
         };
         assert!(Arc::ptr_eq(a1, a2), "health marks travel with the route");
-        let Lookup::Route(b2) = v2.lookup("b.com") else {
-            panic!("route expected");
-        };
-        assert_eq!(&*b2.value, "10.0.0.3:80");
+        assert_eq!(value_at(&v2, "b.com").as_deref(), Some("10.0.0.3:80"));
         // Removing a key that only the delta has leaves no tombstone.
         let (v3, diff) = RouteTable::update(
             &raw(&[
@@ -329,10 +383,7 @@ mod tests {
             &v4,
         )
         .0;
-        let Lookup::Route(fallback) = v5.lookup("a.com") else {
-            panic!("wildcard expected");
-        };
-        assert_eq!(&*fallback.value, "10.0.0.7:80");
+        assert_eq!(value_at(&v5, "a.com").as_deref(), Some("10.0.0.7:80"));
     }
 
     #[test]
@@ -352,9 +403,147 @@ mod tests {
         }
         assert!(table.delta.len() < 600, "folded at least once");
         assert_eq!(table.len(), 2000);
-        let Lookup::Route(route) = table.lookup("h598.com") else {
-            panic!("route expected");
+        assert_eq!(value_at(&table, "h598.com").as_deref(), Some("10.0.0.2:80"));
+    }
+
+    /// One operation on the hash in the property test below.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Set(usize, usize),
+        Del(usize),
+        /// Sets the first `n` of the base's hosts to one value: a bulk
+        /// write, enough to fill the delta past its fold.
+        Bulk(usize, usize),
+    }
+
+    /// Spellings of a few keys (case, trailing dot, port, wildcard case,
+    /// the default route) and fields that name nothing.
+    const FIELDS: &[&[u8]] = &[
+        b"a.t",
+        b"A.t",
+        b"a.t.",
+        b"a.t:8080",
+        b"A.T.:80",
+        b"b.t",
+        b"B.t",
+        b"*.w.t",
+        b"*.W.t",
+        b"*.w.t.",
+        b"*",
+        b"h3.base.t",
+        b"H3.base.t",
+        b"not a host",
+        b"\xff.t",
+    ];
+    const VALUES: &[&str] = &[
+        "10.0.0.1:80",
+        "10.0.0.2:80",
+        "10.0.0.1:80,10.0.0.3:80",
+        " 10.0.0.4:80",
+        "nope",
+        "",
+    ];
+    const BASE: usize = 600;
+    const PROBES: &[&str] = &[
+        "a.t",
+        "b.t",
+        "x.w.t",
+        "w.t",
+        "h3.base.t",
+        "h5.base.t",
+        "zz.org",
+    ];
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..FIELDS.len(), 0..VALUES.len()).prop_map(|(f, v)| Op::Set(f, v)),
+            3 => (0..FIELDS.len()).prop_map(Op::Del),
+            1 => (1..BASE, 0..VALUES.len()).prop_map(|(n, v)| Op::Bulk(n, v)),
+        ]
+    }
+
+    fn assert_same(a: &RouteTable, b: &RouteTable, what: &str) -> Result<(), TestCaseError> {
+        prop_assert_eq!(served(a), served(b), "{}", what);
+        prop_assert_eq!(a.invalid(), b.invalid(), "{}", what);
+        prop_assert_eq!(a.len(), b.len(), "{}", what);
+        prop_assert_eq!(fields(a), fields(b), "{}", what);
+        for host in PROBES {
+            prop_assert_eq!(value_at(a, host), value_at(b, host), "{} {}", what, host);
+        }
+        Ok(())
+    }
+
+    fn same_diff(a: &Diff, b: &Diff) -> bool {
+        let names_agree = |x: &super::super::Names, y: &super::super::Names| {
+            x.len() == y.len() && (x.len() > super::super::Names::KEPT || x.kept() == y.kept())
         };
-        assert_eq!(&*route.value, "10.0.0.2:80");
+        names_agree(&a.added, &b.added)
+            && names_agree(&a.changed, &b.changed)
+            && names_agree(&a.removed, &b.removed)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        /// Issue 27.1's rule: after every operation of a random sequence of
+        /// sets and deletes over mixed spellings and invalid values, the
+        /// table patched field by field (`apply`), the table patched from
+        /// whole reads (`update`) and the full build of the hash are the
+        /// same table, and each says the same changed.
+        #[test]
+        fn patched_tables_equal_full_builds(ops in proptest::collection::vec(op(), 1..40)) {
+            let mut hash: BTreeMap<Vec<u8>, Vec<u8>> = (0..BASE)
+                .map(|i| (format!("h{i}.base.t").into_bytes(), b"10.2.0.1:80".to_vec()))
+                .collect();
+            let entries = |hash: &BTreeMap<Vec<u8>, Vec<u8>>| -> Vec<(Vec<u8>, Vec<u8>)> {
+                hash.iter().map(|(f, v)| (f.clone(), v.clone())).collect()
+            };
+            let mut built = RouteTable::build(&entries(&hash), &RouteTable::unloaded());
+            let mut applied = RouteTable::build(&entries(&hash), &RouteTable::unloaded());
+            let mut updated = RouteTable::build(&entries(&hash), &RouteTable::unloaded());
+            for (step, op) in ops.iter().enumerate() {
+                let changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = match *op {
+                    Op::Set(f, v) => vec![(FIELDS[f].to_vec(), Some(VALUES[v].as_bytes().to_vec()))],
+                    Op::Del(f) => vec![(FIELDS[f].to_vec(), None)],
+                    Op::Bulk(n, v) => (0..n)
+                        .map(|i| (format!("h{i}.base.t").into_bytes(), Some(VALUES[v].as_bytes().to_vec())))
+                        .collect(),
+                };
+                for (field, value) in &changes {
+                    match value {
+                        Some(value) => hash.insert(field.clone(), value.clone()),
+                        None => hash.remove(field),
+                    };
+                }
+                let what = format!("step {step}: {op:?}");
+                let (b, built_diff) = RouteTable::build_with_diff(&entries(&hash), &built);
+                let (a, applied_diff) = applied.apply(&changes);
+                let (u, updated_diff) = RouteTable::update(&entries(&hash), &updated);
+                assert_same(&a, &b, &what)?;
+                assert_same(&u, &b, &what)?;
+                prop_assert!(same_diff(&applied_diff, &built_diff), "{}: {:?} vs {:?}", what, applied_diff, built_diff);
+                prop_assert!(same_diff(&updated_diff, &built_diff), "{}: {:?} vs {:?}", what, updated_diff, built_diff);
+                prop_assert!(same_diff(&a.diff(&applied), &built_diff), "{}", what);
+                (built, applied, updated) = (b, a, u);
+            }
+        }
+    }
+
+    /// The property test's operations do fold the delta (else it would
+    /// not test the fold).
+    #[test]
+    fn a_bulk_write_folds_the_delta() {
+        let hosts: Vec<String> = (0..BASE).map(|i| format!("h{i}.base.t")).collect();
+        let entries: Vec<(&str, &str)> =
+            hosts.iter().map(|h| (h.as_str(), "10.2.0.1:80")).collect();
+        let t = RouteTable::build(&raw(&entries), &RouteTable::unloaded());
+        let bulk: Vec<(Vec<u8>, Option<&[u8]>)> = hosts[..600]
+            .iter()
+            .map(|h| (h.as_bytes().to_vec(), Some(&b"10.0.0.1:80"[..])))
+            .collect();
+        let (patched, diff) = t.apply(&bulk);
+        assert_eq!(diff.changed.len(), 600);
+        assert!(!Arc::ptr_eq(&patched.base, &t.base), "folded");
+        assert!(patched.delta.is_empty());
     }
 }

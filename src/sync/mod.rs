@@ -49,8 +49,13 @@ const DIFF_LOG_NAMES: usize = 20;
 /// Runs the sync loop until `shutdown` is cancelled.
 pub async fn run(config: SyncConfig, state: Arc<SharedState>, shutdown: CancellationToken) {
     if let Some(path) = &config.snapshot_file {
-        snapshot::load_into(path, &state);
+        snapshot::load_into(path, &config.routes_key, &state);
     }
+    let snapshot = config.snapshot_file.as_ref().and_then(|path| {
+        snapshot::SnapshotWriter::for_state(path.clone(), state.clone())
+            .map_err(|e| error!(error = %e, "cannot start the snapshot writer"))
+            .ok()
+    });
     let mut syncer = Syncer {
         channel: keyspace_channel(&config),
         names: SharedNames::new(&config),
@@ -63,6 +68,7 @@ pub async fn run(config: SyncConfig, state: Arc<SharedState>, shutdown: Cancella
         dump_unreadable_up_to: 0,
         last_dump: None,
         status_due: None,
+        snapshot,
     };
     let mut backoff = Backoff::new(syncer.config.backoff_min, syncer.config.backoff_max);
     loop {
@@ -209,6 +215,8 @@ struct Syncer {
     /// When to publish the replica status after a read (see
     /// [`STATUS_AFTER_READ`]).
     status_due: Option<tokio::time::Instant>,
+    /// Writes each swapped-in table to `--snapshot-file`.
+    snapshot: Option<snapshot::SnapshotWriter>,
 }
 
 /// The replica status is published this long after a read rather than at
@@ -275,7 +283,7 @@ fn build_table(
             })
         {
             if let Some((table, diff)) =
-                RouteTable::apply(&changes.upserts, &changes.removed, previous)
+                Some(previous.apply(&field_changes(&changes.upserts, &changes.removed)))
             {
                 let changes = want_changes.then(|| ChangeSet {
                     upserts: changes
@@ -315,6 +323,16 @@ fn build_table(
         changes,
         by_payload_diff: false,
     })
+}
+
+/// Upserts and removals as the field changes `RouteTable::apply` takes.
+fn field_changes<'a, F: AsRef<[u8]>>(
+    upserts: &'a [(F, F)],
+    removed: &'a [F],
+) -> Vec<(&'a [u8], Option<&'a [u8]>)> {
+    let set = upserts.iter().map(|(f, v)| (f.as_ref(), Some(v.as_ref())));
+    let deleted = removed.iter().map(|f| (f.as_ref(), None));
+    set.chain(deleted).collect()
 }
 
 /// `part` as a slice of `buf` when it lies inside it (no copy), else a copy.
@@ -484,6 +502,12 @@ impl Syncer {
                 biased;
                 _ = shutdown.cancelled() => {
                     self.release_lease(&command.client).await;
+                    // Gone from the registry at once: `--wait` and `status`
+                    // do not count a replica that stopped.
+                    let leave = replicas::leave(&command.client, &self.config);
+                    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(1), leave).await {
+                        debug!(error = %e, "leaving the replica registry failed");
+                    }
                     return Ok(());
                 }
                 r = &mut command.task => return Err(format!("command connection closed: {}", join_reason(r))),
@@ -704,7 +728,7 @@ impl Syncer {
         } = delta;
         let apply = {
             let previous = previous.clone();
-            move || RouteTable::apply(&changes.upserts, &changes.removed, &previous)
+            move || Some(previous.apply(&field_changes(&changes.upserts, &changes.removed)))
         };
         let applied = if previous.len() > BUILD_OFF_REACTOR_ABOVE {
             tokio::task::spawn_blocking(apply)
@@ -1191,8 +1215,8 @@ impl Syncer {
             self.state.swap_table(table.clone());
             log_diff(reason, &diff, &table);
             log_new_invalid(&previous, &table);
-            if let Some(path) = &self.config.snapshot_file {
-                snapshot::save_in_background(path.clone(), table, self.state.clone());
+            if let Some(writer) = &self.snapshot {
+                writer.save(&self.config.routes_key, table);
             }
         }
         if previous.len() > BUILD_OFF_REACTOR_ABOVE {
@@ -1373,8 +1397,7 @@ mod tests {
         );
         let changes = changes_from_diff(&diff, &v2, &v1).expect("small and valid");
         assert_eq!(changes.len(), 5);
-        let (v3, applied) =
-            RouteTable::apply(&changes.upserts, &changes.removed, &v1).expect("applies");
+        let (v3, applied) = v1.apply(&field_changes(&changes.upserts, &changes.removed));
         assert_eq!(served(&v3), served(&v2));
         assert_eq!(applied, diff);
 

@@ -507,13 +507,14 @@ mod tests {
         let timeout = Duration::from_millis(300);
         // Silent: connects and sends nothing.
         let (addr, server) = f.serve_one(timeout).await;
-        let _silent = TcpStream::connect(addr).await.unwrap();
+        // Read before connecting: the server's clock starts after this.
         let started = std::time::Instant::now();
+        let _silent = TcpStream::connect(addr).await.unwrap();
         assert!(matches!(
             server.await.unwrap(),
             Err(HandshakeError::Timeout(_))
         ));
-        assert!(started.elapsed() >= Duration::from_millis(250));
+        assert!(started.elapsed() >= timeout);
         // Slow: the first bytes of a ClientHello, then nothing.
         let (addr, server) = f.serve_one(timeout).await;
         let mut slow = TcpStream::connect(addr).await.unwrap();
@@ -541,6 +542,77 @@ mod tests {
         assert!(f.metric(
             "switchyard_tls_handshakes_total{alpn=\"none\",outcome=\"failed\",version=\"none\"} 1"
         ));
+    }
+
+    fn install_default(f: &Fixture, names: &[&str]) {
+        let leaf = f.ca.leaf(names);
+        let cert = certs::load(leaf.value().as_bytes(), None, None, SystemTime::now()).unwrap();
+        f.state.certs.install_default(
+            DefaultCert {
+                cert: Arc::new(cert),
+                cert_file: "default.pem".into(),
+                key_file: "default.key".into(),
+                loaded_at: SystemTime::now(),
+            },
+            &f.state.metrics.tls,
+        );
+    }
+
+    /// The names of the certificate a client was served.
+    fn served_names(tls: &tokio_rustls::client::TlsStream<TcpStream>) -> Vec<String> {
+        let leaf = &tls.get_ref().1.peer_certificates().unwrap()[0];
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
+        let san = cert.subject_alternative_name().unwrap().unwrap();
+        san.value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_new_certificate_serves_new_connections_and_keeps_open_ones() {
+        let f = Fixture::new();
+        install_default(&f, &["one.example"]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = Arc::new(TlsAcceptor::new(f.state.clone(), Duration::from_secs(10)));
+        // An echo server, a task per connection.
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let (mut tls, _) = acceptor.accept(tcp).await.unwrap();
+                    let mut buf = [0u8; 64];
+                    while let Ok(n @ 1..) = tls.read(&mut buf).await {
+                        tls.write_all(&buf[..n]).await.unwrap();
+                    }
+                });
+            }
+        });
+        let connector = tokio_rustls::TlsConnector::from(f.ca.client_config(&[]));
+        let connect = |name: &'static str| {
+            let connector = connector.clone();
+            async move {
+                let tcp = TcpStream::connect(addr).await.unwrap();
+                let name = ServerName::try_from(name).unwrap();
+                connector.connect(name, tcp).await.unwrap()
+            }
+        };
+        let mut old = connect("one.example").await;
+        assert_eq!(served_names(&old), ["one.example"]);
+        install_default(&f, &["two.example"]);
+        let new = connect("two.example").await;
+        assert_eq!(served_names(&new), ["two.example"]);
+        // The connection opened before the change carries on.
+        old.write_all(b"still here").await.unwrap();
+        let mut echoed = [0u8; 10];
+        old.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(&echoed, b"still here");
     }
 
     /// `openssl s_client` against the acceptor: what it printed (stdout and

@@ -102,6 +102,8 @@ impl CertInfo {
     /// wildcard name, since it stands for every name below it.
     pub fn covers(&self, key: &FieldKey) -> bool {
         match key {
+            // The bare `*` of routes names no certificate host.
+            FieldKey::Default => false,
             FieldKey::Wildcard(suffix) => self
                 .names
                 .iter()

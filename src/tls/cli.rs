@@ -5,43 +5,34 @@
 //! when it would not load (README.md, "HTTPS").
 
 use super::certs::{self, CertError, CertInfo};
-use super::seal::{Purpose, SealError, Sealer};
-use crate::cli::{connect, unavailable, CliError, EXIT_DATA};
-use crate::config::{CertAction, TlsArgs, TlsConfig, EXIT_USAGE};
+use super::seal::{SealError, Sealer};
+use crate::cli::{CliError, Context, Exit};
+use crate::config::{CertAction, TlsArgs, TlsConfig};
 use crate::routes::{parse_field, FieldKey};
 use fred::prelude::*;
 use std::path::Path;
 use std::time::SystemTime;
 
-/// Exit code for a file that cannot be read (BSD `EX_NOINPUT`).
-pub const EXIT_NO_INPUT: i32 = 66;
-
 fn refused(field: &str, e: &CertError) -> CliError {
-    CliError {
-        code: EXIT_DATA,
-        message: format!("refusing to write the certificate of {field}: {e}"),
-    }
+    CliError::new(
+        Exit::Data,
+        format!("refusing to write the certificate of {field}: {e}"),
+    )
 }
 
 /// Runs a `cert` command; returns what to print on success.
-pub async fn cert(redis_url: &str, args: &TlsArgs, action: CertAction) -> Result<String, CliError> {
-    let config = TlsConfig::from_args(args).map_err(|e| CliError {
-        code: EXIT_USAGE,
-        message: e.to_string(),
-    })?;
-    let sealer = config
-        .secret
-        .as_ref()
-        .map(|s| Sealer::new(s, Purpose::CertKey));
+pub async fn cert(ctx: &Context, args: &TlsArgs, action: CertAction) -> Result<String, CliError> {
+    let config = TlsConfig::from_args(args)?;
+    let sealer = config.cert_sealer();
     match action {
         CertAction::Set { host, cert, key } => {
             let field = field_of(&host)?;
             let value = value_for(&field, &read(&cert)?, &read(&key)?, sealer.as_ref())?;
-            let client = connect(redis_url).await?;
+            let client = ctx.connect().await?;
             let _: () = client
                 .hset(&config.certs_key, (field.display().as_str(), value.text))
                 .await
-                .map_err(unavailable)?;
+                .map_err(|e| ctx.redis_error(&e))?;
             let info = value.info;
             Ok(format!(
                 "{}: {} until {} (key {})\n",
@@ -57,11 +48,11 @@ pub async fn cert(redis_url: &str, args: &TlsArgs, action: CertAction) -> Result
         }
         CertAction::Del { host } => {
             let field = field_of(&host)?.display();
-            let client = connect(redis_url).await?;
+            let client = ctx.connect().await?;
             let deleted: u64 = client
                 .hdel(&config.certs_key, field.as_str())
                 .await
-                .map_err(unavailable)?;
+                .map_err(|e| ctx.redis_error(&e))?;
             Ok(if deleted == 0 {
                 format!("no certificate for {field}: nothing deleted\n")
             } else {
@@ -69,11 +60,11 @@ pub async fn cert(redis_url: &str, args: &TlsArgs, action: CertAction) -> Result
             })
         }
         CertAction::List => {
-            let client = connect(redis_url).await?;
+            let client = ctx.connect().await?;
             let mut entries: Vec<(String, bytes::Bytes)> = client
                 .hgetall::<std::collections::HashMap<String, bytes::Bytes>, _>(&config.certs_key)
                 .await
-                .map_err(unavailable)?
+                .map_err(|e| ctx.redis_error(&e))?
                 .into_iter()
                 .collect();
             entries.sort();
@@ -87,16 +78,15 @@ pub async fn cert(redis_url: &str, args: &TlsArgs, action: CertAction) -> Result
 }
 
 fn field_of(host: &str) -> Result<FieldKey, CliError> {
-    parse_field(host).map_err(|e| CliError {
-        code: EXIT_DATA,
-        message: format!("invalid host {host:?}: {e}"),
-    })
+    parse_field(host).map_err(|e| CliError::new(Exit::Data, format!("invalid host {host:?}: {e}")))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, CliError> {
-    std::fs::read(path).map_err(|e| CliError {
-        code: EXIT_NO_INPUT,
-        message: format!("cannot read {}: {e}", path.display()),
+    std::fs::read(path).map_err(|e| {
+        CliError::new(
+            Exit::NoInput,
+            format!("cannot read {}: {e}", path.display()),
+        )
     })
 }
 

@@ -68,7 +68,7 @@ impl CertFiles {
         let contents = read(&self.cert).and_then(|c| Ok((c, read(&self.key)?)));
         let result = contents.and_then(|(cert, key)| {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            if !always && seen.as_ref() == Some(&(cert.clone(), key.clone())) {
+            if !always && seen.as_ref().is_some_and(|(c, k)| *c == cert && *k == key) {
                 return Ok(FileLoad::Unchanged);
             }
             let mut value = cert.clone();

@@ -415,6 +415,9 @@ fn host_key(field: &[u8]) -> Result<HostKey, String> {
     match parse_field(field).map_err(|e| format!("field: {e}"))? {
         FieldKey::Exact(host) => Ok((false, host.into())),
         FieldKey::Wildcard(suffix) => Ok((true, suffix.into())),
+        FieldKey::Default => Err(
+            "field: `*` names no host; the default certificate comes from --tls-cert".to_owned(),
+        ),
     }
 }
 
@@ -436,11 +439,19 @@ fn settle(
     before: Option<&Arc<HostCert>>,
     ctx: LoadContext<'_>,
 ) -> Arc<HostCert> {
-    let key = field_key(wildcard, name);
-    let normal = key.display();
     // The field in normal form first, then the others by their bytes: the
     // same winner whatever order the hash was read in.
-    fields.sort_by(|a, b| (a.0 != normal.as_bytes(), a.0).cmp(&(b.0 != normal.as_bytes(), b.0)));
+    if fields.len() > 1 {
+        let normal = |field: &[u8]| {
+            let bare = if wildcard {
+                field.strip_prefix(b"*.")
+            } else {
+                Some(field)
+            };
+            bare == Some(name.as_bytes())
+        };
+        fields.sort_by(|a, b| (!normal(a.0), a.0).cmp(&(!normal(b.0), b.0)));
+    }
     let (_, value) = fields[0];
     let in_time = |cert: &Arc<LoadedCert>| cert.info.check_time(ctx.now).is_ok();
     // The host's certificate from before, when it was loaded from this
@@ -459,7 +470,9 @@ fn settle(
     }
     let loaded = match reusable.and_then(|b| b.serving.clone()) {
         Some(cert) => cert.info.check_time(ctx.now).map(|()| cert),
-        None => certs::load(value, Some(&key), ctx.sealer, ctx.now).map(Arc::new),
+        None => {
+            certs::load(value, Some(&field_key(wildcard, name)), ctx.sealer, ctx.now).map(Arc::new)
+        }
     };
     let (serving, problem) = match loaded {
         Ok(cert) => (Some(cert), None),

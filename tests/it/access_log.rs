@@ -36,19 +36,26 @@ async fn json_access_log_has_one_structured_line_per_request() {
         .unwrap()
         .to_owned();
     let line = proxy
-        .wait_json_line(|v| is_access(v) && v["path"] == "/orders")
+        .wait_json_line(|v| is_access(v) && v["path"] == "/orders?id=7")
         .0
         .expect("no access log line for the request");
+    // The fields of README.md's Serving section, for both protocols.
+    assert_eq!(line["client"], "127.0.0.1");
     assert_eq!(line["method"], "POST");
     assert_eq!(line["host"], "app.cloud.com");
+    assert_eq!(line["version"], "HTTP/1.1");
     assert_eq!(line["status"], 200);
-    assert_eq!(line["backend"], backend.target());
+    let body_len = response.body.len() as u64;
+    assert_eq!(line["bytes"].as_u64(), Some(body_len), "{line}");
+    assert!(line["duration_us"].as_u64().is_some(), "{line}");
+    assert!(line["user_agent"].is_string(), "{line}");
     assert_eq!(line["request_id"], id.as_str());
+    assert_eq!(line["backend"], backend.target());
+    let backend_us = line["backend_us"].as_u64().expect("backend time");
     assert!(
-        line["duration_ms"].as_f64().is_some_and(|d| d >= 0.0),
+        backend_us <= line["duration_us"].as_u64().unwrap(),
         "{line}"
     );
-    assert!(line.get("bytes").is_some(), "{line}");
 
     // Unknown hosts are logged too, with their status.
     assert_eq!(proxy.get("nowhere.cloud.com", "/x").await.status, 404);
@@ -58,6 +65,31 @@ async fn json_access_log_has_one_structured_line_per_request() {
         .expect("no access log line for the 404");
     assert_eq!(line["status"], 404);
     assert_eq!(line["backend"], "-");
+
+    // So are requests refused before routing, with what could be read.
+    let r = raw_request(
+        proxy.addr,
+        b"GET /bad HTTP/1.1\r\nHost: a b\r\nUser-Agent: probe/1\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 400);
+    let line = proxy
+        .wait_json_line(|v| is_access(v) && v["status"] == 400)
+        .0
+        .expect("no access log line for the 400");
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["path"], "/bad");
+    assert_eq!(line["request_id"], r.header("x-request-id").unwrap());
+    let r = raw_request(proxy.addr, b"\x01\x02 nonsense\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    let line = proxy
+        .wait_json_line(|v| is_access(v) && v["status"] == 400 && v["method"] == "-")
+        .0
+        .expect("no access log line for an unreadable head");
+    assert_eq!(line["client"], "127.0.0.1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

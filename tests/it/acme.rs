@@ -576,9 +576,11 @@ async fn the_documented_acl_is_enough() {
         always_valid: true,
         ..Default::default()
     });
-    let proxy_acl = "on >acme-pw resetkeys ~routes ~routes:replicas:* resetchannels \
-         &__keyspace@0__:routes -@all +select +ping +subscribe +config|get +config|set \
-         +multi +exec +time +hgetall +dump +hlen +hscan +set +client|id +info";
+    // The proxy's line of README.md ("Redis permissions").
+    let proxy_acl = "on >acme-pw resetkeys ~routes ~routes:replicas \
+         resetchannels &__keyspace@0__:routes &routes:replicas \
+         -@all +select +ping +subscribe +config|get +config|set +multi +exec +time +hgetall \
+         +dump +hlen +hscan +hset +hdel +publish +client|id +info";
     let redis = RedisServer::builder()
         .acl_user("switchyard", &format!("{proxy_acl} {ACME_ACL}"))
         .start();

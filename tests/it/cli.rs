@@ -1,20 +1,118 @@
-//! The built binary as a process: usage errors, signals, the `route` and
-//! `status` commands, and `route set --wait` over three replicas.
+//! The built binary as a process: the command line (usage errors, help,
+//! exit codes, `serve` flags), signals (SIGTERM/SIGINT drain, SIGHUP
+//! reloads and never kills), and the `route` commands with their messages.
+//! The replica registry and `--wait` are in `replicas`.
 
 use crate::support::*;
-use std::process::Output;
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn switchyard(args: &[&str]) -> Output {
+pub fn switchyard(args: &[&str]) -> Output {
     switchyard_binary().args(args).output().unwrap()
 }
 
-fn stderr(o: &Output) -> String {
+/// [`switchyard`] off the async runtime.
+pub async fn switchyard_async(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        switchyard(&args)
+    })
+    .await
+    .unwrap()
+}
+
+pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn stdout(o: &Output) -> String {
+pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A serving process whose log goes to a file or whose flags come after
+/// `serve`, and whose liveness a test checks; killed on drop. (Most tests
+/// use `support::ProxyProcess`.)
+pub struct Served {
+    pub child: Child,
+    pub listen: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
+}
+
+impl Served {
+    /// Starts a serving process whose stdout (its log) goes to `log`.
+    pub fn start_with_output(log: Stdio, configure: impl FnOnce(&mut Command)) -> Served {
+        Served::spawn(log, |cmd, listen, admin| {
+            cmd.env("SWITCHYARD_LISTEN", listen.to_string())
+                .env("SWITCHYARD_ADMIN_LISTEN", admin.to_string());
+            configure(cmd);
+        })
+    }
+
+    /// Starts `switchyard serve --listen .. --admin-listen ..` with the
+    /// addresses as flags after the command; `configure` adds more.
+    pub fn start_serve_command(configure: impl FnOnce(&mut Command)) -> Served {
+        Served::spawn(Stdio::null(), |cmd, listen, admin| {
+            cmd.args(["serve", "--listen", &listen.to_string()])
+                .args(["--admin-listen", &admin.to_string()]);
+            configure(cmd);
+        })
+    }
+
+    fn spawn(
+        log: Stdio,
+        configure: impl FnOnce(&mut Command, std::net::SocketAddr, std::net::SocketAddr),
+    ) -> Served {
+        let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut cmd = switchyard_binary();
+        cmd.env_remove("RUST_LOG").stdout(log).stderr(Stdio::null());
+        configure(&mut cmd, listen, admin);
+        Served {
+            child: cmd.spawn().unwrap(),
+            listen,
+            admin,
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        assert_eventually!(
+            tokio::net::TcpStream::connect(self.admin).await.is_ok(),
+            "admin port never opened"
+        );
+        assert_eventually!(
+            http_get(self.admin, "localhost", "/readyz").await.status == 200,
+            "never ready"
+        );
+    }
+
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit, within patience.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + patience();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
@@ -25,27 +123,115 @@ fn usage_errors_exit_64_with_a_clear_message() {
         &["--no-such-flag"],
         &["--redis-url", "http://x"],
         &["--max-header-size", "10"],
+        &["--routes-key", ""],
+        &["serve", "--routes-key", ""],
+        &["route", "list", "--routes-key", ""],
+        &["status", "--routes-key", ""],
+        &["route", "set", "a.com", "10.0.0.1:80", "--routes-key", ""],
+        &["route", "list", "--redis-url", "http://x"],
+        &["--listen", "127.0.0.1:1", "status"],
+        &["route", "set", "a.com", "10.0.0.1:80", "--timeout", "3s"],
+        &["route", "set", "a.com", "10.0.0.1:80", "--wait=soon"],
     ] {
         let out = switchyard(args);
         assert_eq!(out.status.code(), Some(64), "{args:?}: {}", stderr(&out));
+        let text = stderr(&out);
+        assert!(!text.trim().is_empty(), "{args:?} printed no reason");
         assert!(
-            !stderr(&out).trim().is_empty(),
-            "{args:?} printed no reason"
+            !text.contains("Error {"),
+            "{args:?} printed debug text: {text}"
         );
     }
     assert!(stderr(&switchyard(&["--redis-url", "http://x"])).contains("redis-url"));
-    let help = switchyard(&["--help"]);
-    assert_eq!(help.status.code(), Some(0));
-    assert!(stdout(&help).contains("--resync-interval"));
+    // An empty routes key is refused before anything talks to Redis (the
+    // URL points nowhere: 69 would mean it tried).
+    let out = switchyard(&[
+        "route",
+        "del",
+        "a.com",
+        "--routes-key",
+        "",
+        "--redis-url",
+        "redis://127.0.0.1:1/0",
+    ]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--routes-key"), "{}", stderr(&out));
+}
+
+#[test]
+fn help_shows_every_serve_flag_and_the_exit_codes() {
+    let top = switchyard(&["--help"]);
+    assert_eq!(top.status.code(), Some(0));
+    let serve = switchyard(&["serve", "--help"]);
+    assert_eq!(serve.status.code(), Some(0));
+    let (top, serve) = (stdout(&top), stdout(&serve));
+    // The flag that starts each option line of a help text.
+    let flags = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.trim_start().trim_start_matches("-h, ").strip_prefix("--"))
+            .map(|l| format!("--{}", l.split([' ', '=', '[', '<']).next().unwrap()))
+            .filter(|f| f != "--version")
+            .collect()
+    };
+    let serve_flags = flags(&serve);
+    for flag in [
+        "--listen",
+        "--admin-listen",
+        "--resync-interval",
+        "--snapshot-file",
+        "--worker-threads",
+        "--log-filter-file",
+        "--redis-url",
+        "--routes-key",
+    ] {
+        assert!(
+            serve_flags.contains(&flag.to_owned()),
+            "serve --help lacks {flag}:\n{serve}"
+        );
+    }
+    for flag in flags(&top) {
+        assert!(serve_flags.contains(&flag), "serve --help lacks {flag}");
+    }
+    for text in [
+        &top,
+        &serve,
+        &stdout(&switchyard(&["route", "set", "--help"])),
+    ] {
+        for code in [
+            "  0 ", " 64 ", " 65 ", " 68 ", " 69 ", " 75 ", " 77 ", "  1 ",
+        ] {
+            assert!(text.contains(code), "help lacks exit code {code}:\n{text}");
+        }
+    }
 }
 
 /// A backend that answers after `delay`, to have a response in flight.
-async fn slow_backend(delay: Duration) -> Backend {
+pub async fn slow_backend(delay: Duration) -> Backend {
     Backend::scripted(move |_req| async move {
         tokio::time::sleep(delay).await;
         hyper::Response::new(full_body("slow and done"))
     })
     .await
+}
+
+/// Starts a request through `proxy` to the slow host and returns once the
+/// proxy counts its connection (the request is then in flight).
+async fn request_in_flight(
+    listen: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+) -> tokio::task::JoinHandle<(u16, String)> {
+    let in_flight = tokio::spawn(async move {
+        let r = http_get(listen, "slow.cloud.com", "/").await;
+        (r.status, r.body)
+    });
+    assert_eventually!(
+        http_get(admin, "localhost", "/metrics")
+            .await
+            .body
+            .contains("switchyard_client_connections 1"),
+        "request never reached the proxy"
+    );
+    in_flight
 }
 
 async fn shutdown_with_request_in_flight(signal: &str) {
@@ -57,25 +243,14 @@ async fn shutdown_with_request_in_flight(signal: &str) {
         cmd.env("REDIS_URL", redis.url());
     });
     proxy.wait_ready().await;
-    let listen = proxy.addr;
-    let in_flight = tokio::spawn(async move { http_get(listen, "slow.cloud.com", "/").await });
-    // The request is in flight once the proxy counts the connection.
-    assert_eventually!(
-        proxy
-            .admin_get("/metrics")
-            .await
-            .body
-            .contains("switchyard_client_connections 1"),
-        "request never reached the proxy"
-    );
+    let in_flight = request_in_flight(proxy.addr, proxy.admin).await;
     proxy.signal(signal);
     let response = in_flight.await.unwrap();
-    assert_eq!(response.status, 200);
-    assert_eq!(response.body, "slow and done");
+    assert_eq!(response, (200, "slow and done".to_owned()));
     let status = proxy.wait_exit();
     assert_eq!(status.code(), Some(0), "exit status after {signal}");
     assert!(
-        tokio::net::TcpStream::connect(listen).await.is_err(),
+        tokio::net::TcpStream::connect(proxy.addr).await.is_err(),
         "still accepting after exit"
     );
 }
@@ -90,6 +265,114 @@ async fn sigint_lets_the_request_in_flight_finish_then_exits_0() {
     shutdown_with_request_in_flight("INT").await;
 }
 
+/// The log of a process, written to a file the test reads as it grows.
+struct LogFile(std::path::PathBuf);
+
+impl LogFile {
+    fn new(name: &str) -> LogFile {
+        let path = std::env::temp_dir().join(format!(
+            "switchyard-{name}-{}-{}.log",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::write(&path, "").unwrap();
+        LogFile(path)
+    }
+
+    fn stdio(&self) -> Stdio {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.0)
+            .unwrap()
+            .into()
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.0).unwrap_or_default()
+    }
+}
+
+impl Drop for LogFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_log_filter_and_never_kills() {
+    let redis = RedisServer::start();
+    let backend = slow_backend(Duration::from_millis(500)).await;
+    redis.hset("slow.cloud.com", &backend.target());
+    let filter = LogFile::new("filter");
+    std::fs::write(&filter.0, "# only errors for now\nerror\n").unwrap();
+    let log = LogFile::new("hup");
+    let mut proxy = Served::start_with_output(log.stdio(), |cmd| {
+        cmd.args(["serve", "--redis-url", &redis.url()])
+            .args(["--access-log", "false"])
+            .arg("--log-filter-file")
+            .arg(&filter.0);
+    });
+    proxy.wait_ready().await;
+    assert!(
+        !log.text().contains("switchyard starting"),
+        "the filter file's `error` was not applied:\n{}",
+        log.text()
+    );
+
+    // A reload while a request is in flight: the request finishes, the
+    // process stays, and the new filter applies from then on.
+    let in_flight = request_in_flight(proxy.listen, proxy.admin).await;
+    std::fs::write(&filter.0, "info").unwrap();
+    proxy.signal("HUP");
+    let response = in_flight.await.unwrap();
+    assert_eq!(response, (200, "slow and done".to_owned()));
+    assert_eventually!(
+        log.text().contains("log filter reloaded"),
+        "no reload logged:\n{}",
+        log.text()
+    );
+    assert!(
+        proxy.child.try_wait().unwrap().is_none(),
+        "SIGHUP killed the proxy"
+    );
+    assert_eq!(
+        http_get(proxy.admin, "localhost", "/healthz").await.status,
+        200
+    );
+
+    // A bad filter is refused and the old one kept; HUP again: still up.
+    std::fs::write(&filter.0, "info,[=nonsense").unwrap();
+    proxy.signal("HUP");
+    assert_eventually!(
+        log.text().contains("log filter not reloaded"),
+        "bad filter not reported:\n{}",
+        log.text()
+    );
+    proxy.signal("HUP");
+    assert_eq!(
+        http_get(proxy.listen, "slow.cloud.com", "/").await.status,
+        200
+    );
+    assert!(
+        proxy.child.try_wait().unwrap().is_none(),
+        "SIGHUP killed the proxy"
+    );
+
+    proxy.signal("TERM");
+    assert_eq!(proxy.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn an_unreadable_log_filter_file_is_a_usage_error() {
+    let out = switchyard(&["--log-filter-file", "/nonexistent/filter"]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent/filter"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flags_and_switchyard_env_vars_configure_the_server() {
     let redis = RedisServer::start();
@@ -102,7 +385,29 @@ async fn flags_and_switchyard_env_vars_configure_the_server() {
     });
     proxy.wait_ready().await;
     assert_eq!(
-        proxy.get("app.cloud.com", "/").await.backend().as_deref(),
+        http_get(proxy.addr, "app.cloud.com", "/")
+            .await
+            .backend()
+            .as_deref(),
+        Some("blue")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_takes_every_serve_flag_after_the_command() {
+    let redis = RedisServer::start();
+    let backend = Backend::echo("blue").await;
+    redis.cli(&["HSET", "apps", "app.cloud.com", &backend.target()]);
+    let proxy = Served::start_serve_command(|cmd| {
+        cmd.args(["--redis-url", &redis.url(), "--routes-key", "apps"])
+            .args(["--worker-threads", "1", "--access-log", "false"]);
+    });
+    proxy.wait_ready().await;
+    assert_eq!(
+        http_get(proxy.listen, "app.cloud.com", "/")
+            .await
+            .backend()
+            .as_deref(),
         Some("blue")
     );
 }
@@ -111,33 +416,48 @@ async fn flags_and_switchyard_env_vars_configure_the_server() {
 async fn route_commands_validate_write_list_and_delete() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let ok = switchyard(&[
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--redis-url", &url]);
+        switchyard(&all)
+    };
+    let ok = run(&[
         "route",
         "set",
         "App.Cloud.com.",
         "10.0.0.5:3000, 10.0.0.6:3000",
-        "--redis-url",
-        &url,
     ]);
     assert!(ok.status.success(), "{}", stderr(&ok));
+    assert_eq!(
+        stdout(&ok),
+        "app.cloud.com -> 10.0.0.5:3000, 10.0.0.6:3000 (new)\n"
+    );
     assert_eq!(
         redis.cli(&["HGET", "routes", "app.cloud.com"]).trim(),
         "10.0.0.5:3000, 10.0.0.6:3000"
     );
+    let same = run(&[
+        "route",
+        "set",
+        "app.cloud.com",
+        "10.0.0.5:3000, 10.0.0.6:3000",
+    ]);
+    assert_eq!(
+        stdout(&same),
+        "app.cloud.com -> 10.0.0.5:3000, 10.0.0.6:3000 (unchanged)\n"
+    );
+    let moved = run(&["route", "set", "app.cloud.com", "10.0.0.7:3000"]);
+    assert_eq!(
+        stdout(&moved),
+        "app.cloud.com -> 10.0.0.7:3000 (was 10.0.0.5:3000, 10.0.0.6:3000)\n"
+    );
 
     for bad in ["nonsense", "10.0.0.1", "a:99999", ""] {
-        let out = switchyard(&["route", "set", "bad.cloud.com", bad, "--redis-url", &url]);
+        let out = run(&["route", "set", "bad.cloud.com", bad]);
         assert_eq!(out.status.code(), Some(65), "{bad:?} accepted");
         assert!(stderr(&out).contains("refusing"), "{}", stderr(&out));
     }
-    let out = switchyard(&[
-        "route",
-        "set",
-        "bad host",
-        "10.0.0.1:80",
-        "--redis-url",
-        &url,
-    ]);
+    let out = run(&["route", "set", "bad host", "10.0.0.1:80"]);
     assert_eq!(out.status.code(), Some(65));
     assert_eq!(
         redis.cli(&["HLEN", "routes"]).trim(),
@@ -146,114 +466,142 @@ async fn route_commands_validate_write_list_and_delete() {
     );
 
     redis.hset("hand.cloud.com", "oops");
-    let list = switchyard(&["route", "list", "--redis-url", &url]);
+    let list = run(&["route", "list"]);
     assert!(list.status.success());
     let text = stdout(&list);
-    assert!(
-        text.contains("app.cloud.com\t10.0.0.5:3000, 10.0.0.6:3000"),
-        "{text}"
-    );
+    assert!(text.contains("app.cloud.com\t10.0.0.7:3000\n"), "{text}");
     assert!(text.contains("hand.cloud.com\toops\t# invalid"), "{text}");
 
-    let del = switchyard(&["route", "del", "app.cloud.com", "--redis-url", &url]);
+    let del = run(&["route", "del", "app.cloud.com"]);
     assert!(del.status.success());
+    assert_eq!(stdout(&del), "deleted app.cloud.com (was 10.0.0.7:3000)\n");
     assert_eq!(
         redis.cli(&["HEXISTS", "routes", "app.cloud.com"]).trim(),
         "0"
     );
-
-    let down = switchyard(&["route", "list", "--redis-url", "redis://127.0.0.1:1/0"]);
+    // Deleting what is not there is said so, never "deleted".
+    let again = run(&["route", "del", "app.cloud.com"]);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
     assert_eq!(
-        down.status.code(),
-        Some(69),
-        "unreachable Redis: {}",
-        stderr(&down)
+        stdout(&again),
+        "no route for app.cloud.com: nothing deleted\n"
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn route_set_wait_returns_once_every_replica_serves_the_change() {
-    let (redis, replicas, [blue, green]) = Scenario::new()
-        .backends(["blue", "green"])
-        .route("app.cloud.com", "blue")
-        .start_replicas(3)
-        .await;
-    let url = redis.url();
-    let url2 = url.clone();
-    assert_eventually!(
-        {
-            let url = url2.clone();
-            let out =
-                tokio::task::spawn_blocking(move || switchyard(&["status", "--redis-url", &url]))
-                    .await
-                    .unwrap();
-            stdout(&out).contains("3 live replica(s)")
-        },
-        "status never listed three replicas"
-    );
-    let status = stdout(&switchyard(&["status", "--redis-url", &url]));
-    for id in ["r1", "r2", "r3"] {
-        assert!(status.contains(id), "{status}");
-    }
-
-    let mut took = Vec::new();
-    for (i, target) in [&green, &blue].iter().cycle().take(10).enumerate() {
-        let url = url.clone();
-        let value = target.target();
-        let started = Instant::now();
-        let out = tokio::task::spawn_blocking(move || {
-            switchyard(&[
-                "route",
-                "set",
-                "app.cloud.com",
-                &value,
-                "--wait=5s",
-                "--redis-url",
-                &url,
-            ])
-        })
-        .await
-        .unwrap();
-        took.push(started.elapsed());
-        assert!(out.status.success(), "run {i}: {}", stderr(&out));
-        assert!(
-            stdout(&out).contains("live on 3 replica(s)"),
-            "{}",
-            stdout(&out)
-        );
-        // The whole promise of --wait: no polling needed afterwards.
-        for r in &replicas {
-            assert_eq!(
-                r.get("app.cloud.com", "/").await.backend().as_deref(),
-                Some(target.name.as_str())
-            );
-        }
-    }
-    took.sort();
-    println!(
-        "route set --wait with 3 replicas (process start included): p50 {:?}, max {:?}",
-        took[took.len() / 2],
-        took[took.len() - 1]
+#[test]
+fn redis_failures_are_reported_in_words_with_their_exit_code() {
+    let down = switchyard(&["route", "list", "--redis-url", "redis://127.0.0.1:1/0"]);
+    assert_eq!(down.status.code(), Some(69), "{}", stderr(&down));
+    assert_eq!(
+        stderr(&down),
+        "switchyard: cannot reach Redis at redis://127.0.0.1:1/0: connection refused\n"
     );
 
-    // A replica that never catches up is named, and the exit code says so.
+    let redis = RedisServer::builder().password("right").start();
+    let wrong = format!("redis://:wrong@127.0.0.1:{}/0", redis.port);
+    let out = switchyard(&["status", "--redis-url", &wrong]);
+    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("refused the credentials"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains("wrong"),
+        "password shown: {}",
+        stderr(&out)
+    );
+
+    // A user the ACL lets read but not write.
     redis.cli(&[
-        "SET",
-        "routes:replicas:ghost",
-        r#"{"id":"ghost","table_version":1,"watermark":1,"routes":0,"invalid":0,"last_sync_ms":null,"notifications":"keyspace","redis":"connected","source":"redis"}"#,
-        "EX",
-        "30",
+        "ACL", "SETUSER", "reader", "on", ">pw", "~*", "&*", "+@all", "-hset", "-hdel",
     ]);
+    let reader = format!("redis://reader:pw@127.0.0.1:{}/0", redis.port);
     let out = switchyard(&[
         "route",
         "set",
-        "app.cloud.com",
-        &green.target(),
-        "--wait=300ms",
+        "a.cloud.com",
+        "10.0.0.1:80",
         "--redis-url",
-        &url,
+        &reader,
     ]);
-    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
-    assert!(stderr(&out).contains("ghost"), "{}", stderr(&out));
-    assert!(!stderr(&out).contains("r1"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
+    assert!(stderr(&out).contains("(ACL)"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("Error {"), "{}", stderr(&out));
+    let out = switchyard(&["route", "list", "--redis-url", &reader]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// The `ACL SETUSER <user>` line of README.md (its first occurrence), as
+/// arguments, with `PASSWORD` replaced by `pw`.
+fn readme_acl(user: &str) -> Vec<String> {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find(&format!("ACL SETUSER {user} "))
+        .unwrap_or_else(|| panic!("README has no ACL line for {user}"));
+    let mut line = String::new();
+    for part in readme[start..].lines() {
+        match part.trim_end().strip_suffix('\\') {
+            Some(continued) => line.push_str(continued),
+            None => {
+                line.push_str(part);
+                break;
+            }
+        }
+    }
+    line.split_whitespace()
+        .map(|w| w.replace(">PASSWORD", ">pw"))
+        .collect()
+}
+
+/// The README's ACL lines, as written: a replica and a controller do all
+/// they do (register, announce, leave; set, delete, wait, list, status,
+/// accept a removal) and Redis denies them nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_acl_lines_for_replicas_and_controllers_deny_nothing() {
+    let redis = RedisServer::start();
+    for user in ["switchyard", "controller"] {
+        let acl = readme_acl(user);
+        let args: Vec<&str> = acl.iter().map(String::as_str).collect();
+        assert_eq!(redis.cli(&args).trim(), "OK", "{acl:?}");
+    }
+    redis.cli(&["ACL", "LOG", "RESET"]);
+    let url = |user: &str| format!("redis://{user}:pw@127.0.0.1:{}/0", redis.port);
+    let mut config = test_config(&url("switchyard"));
+    config.sync.replica_id = "acl-replica".into();
+    let replica = ProxyHandle::start(config).await;
+    assert_eventually!(
+        redis
+            .cli(&["HEXISTS", "routes:replicas", "acl-replica"])
+            .trim()
+            == "1",
+        "the replica never registered"
+    );
+    let controller = url("controller");
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--redis-url", &controller]);
+        switchyard(&all)
+    };
+    for args in [
+        &["route", "set", "--wait", "a.cloud.com", "10.0.0.1:80"][..],
+        &["route", "del", "--wait", "a.cloud.com"],
+        &["route", "del", "--wait", "a.cloud.com"],
+        &["route", "list"],
+        &["status"],
+        &["route", "accept-removal"],
+    ] {
+        let out = tokio::task::block_in_place(|| run(args));
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    }
+    replica.shutdown().await;
+    assert_eq!(
+        redis
+            .cli(&["HEXISTS", "routes:replicas", "acl-replica"])
+            .trim(),
+        "0",
+        "the replica did not leave"
+    );
+    let log = redis.cli(&["ACL", "LOG"]);
+    assert!(log.trim().is_empty(), "denied: {log}");
 }

@@ -816,7 +816,9 @@ async fn close_delimited_answer_is_relayed_whole_then_the_connection_closes() {
 /// and nothing after it, and the same connection then serves a GET: a
 /// proxy that waited for (or relayed) 1000 body bytes would hang or
 /// desynchronise every later answer on the connection. The backend
-/// connection stays in step too, and is reused.
+/// connection is not reused after such a HEAD answer: a sloppy backend
+/// might send the body it announced, late, into the next exchange (issue
+/// 25, bug 12); after the GET it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_answer_has_no_body_and_the_connection_stays_in_step() {
     let backend = Backend::raw(|mut stream| async move {
@@ -865,7 +867,11 @@ async fn head_answer_has_no_body_and_the_connection_stays_in_step() {
         );
         assert!(client.buf.is_empty(), "round {round}: stray bytes");
     }
-    assert_eq!(backend.count(), 1, "one backend connection for all four");
+    assert_eq!(
+        backend.count(),
+        3,
+        "a new backend connection after each HEAD, the GET's reused"
+    );
     proxy.shutdown().await;
 }
 

@@ -295,7 +295,9 @@ async fn forwarding_headers_hop_by_hop_and_request_id() {
     let h = &seen["headers"];
     assert_eq!(seen["path"], "/p?q=1");
     assert_eq!(h["host"], "hdr.test", "Host is kept");
-    assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    // Not a trusted proxy (`--trusted-proxies`): its X-Forwarded-For is
+    // replaced, not appended to (tests/it/forwarding.rs has the rest).
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "hdr.test");
     assert_eq!(h["x-kept"], "end-to-end");
@@ -400,7 +402,6 @@ async fn unknown_host_is_404_and_absolute_form_is_routed_by_its_authority() {
     for raw in [
         &b"GET http://known.test/abs?q=1 HTTP/1.1\r\nHost: known.test\r\n\r\n"[..],
         b"GET http://known.test/abs?q=1 HTTP/1.1\r\nHost: unknown.test\r\n\r\n",
-        b"GET http://user:secret@known.test/abs?q=1 HTTP/1.1\r\nHost: known.test\r\n\r\n",
     ] {
         let r = raw_request(proxy.addr, raw).await.unwrap();
         assert_eq!(r.status, 200, "{r:?}");
@@ -408,11 +409,17 @@ async fn unknown_host_is_404_and_absolute_form_is_routed_by_its_authority() {
         assert_eq!(seen["path"], "/abs?q=1");
         assert_eq!(seen["headers"]["host"], "known.test", "{seen}");
         assert_eq!(seen["headers"]["x-forwarded-host"], "known.test");
-        assert!(
-            !seen.to_string().contains("secret"),
-            "userinfo leaked: {seen}"
-        );
     }
+    // Userinfo is no part of a target a proxy accepts (and a lax parser
+    // takes what follows `@` for the host): 400, never forwarded.
+    let r = raw_request(
+        proxy.addr,
+        b"GET http://user:secret@known.test/abs?q=1 HTTP/1.1\r\nHost: known.test\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(backend.count(), 2);
     proxy.shutdown().await;
 }
 
@@ -795,7 +802,10 @@ async fn keep_alive_backend() -> Backend {
             let mut words = head.split_whitespace();
             let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
             let answer: Vec<u8> = match (method, path) {
-                ("HEAD", _) => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n".to_vec(),
+                // No length: a HEAD answer that announces one is never
+                // followed by another exchange on its connection (see
+                // `tests/it/hardening.rs`).
+                ("HEAD", _) => b"HTTP/1.1 200 OK\r\nX-Length: 2\r\n\r\n".to_vec(),
                 (_, "/empty") => b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
                 (_, "/big") => {
                     let mut out = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n".to_vec();

@@ -195,9 +195,9 @@ async fn three_replicas_share_one_read_per_change() {
             ROUTES as f64
         );
     }
-    // The status says who reads.
-    let status = redis.cli(&["GET", &format!("routes:replicas:{}", ids[r])]);
-    assert!(status.contains("\"shared_reads\":\"reader\""), "{status}");
+    // The replica says who reads.
+    let readyz = proxies[r].admin_get("/readyz").await.json();
+    assert_eq!(readyz["shared_reads"]["role"], "reader", "{readyz}");
     for proxy in proxies {
         proxy.shutdown().await;
     }
@@ -536,10 +536,10 @@ async fn without_publish_rights_every_replica_reads_itself_after_one_warning() {
     let blue = start_backend("blue").await;
     let green = start_backend("green").await;
     fill(&redis, &blue.target());
-    let acl = "on >pw resetkeys ~routes ~routes:replicas:* ~routes:reader resetchannels \
-               &__keyspace@0__:routes &__keyspace@0__:routes:reads &routes:changes \
+    let acl = "on >pw resetkeys ~routes ~routes:replicas ~routes:reader resetchannels \
+               &__keyspace@0__:routes &__keyspace@0__:routes:reads &routes:changes &routes:replicas \
                -@all +select +ping +subscribe +config|get +config|set +multi +exec +time \
-               +hgetall +dump +hlen +hscan +set +getex +client|id +info";
+               +hgetall +dump +hlen +hscan +set +getex +hset +hdel +client|id +info";
     let mut args = vec!["ACL", "SETUSER", "nopub"];
     args.extend(acl.split_whitespace());
     assert_eq!(redis.cli(&args).trim(), "OK");
@@ -622,10 +622,10 @@ async fn without_publish_rights_every_replica_reads_itself_after_one_warning() {
 }
 
 /// The ACL line the README recommends, shared-reads rights included.
-const ACL_WITH_SHARED_READS: &str = "on >pw resetkeys ~routes ~routes:replicas:* ~routes:reader \
-     resetchannels &__keyspace@0__:routes &__keyspace@0__:routes:reads &routes:changes \
+const ACL_WITH_SHARED_READS: &str = "on >pw resetkeys ~routes ~routes:replicas ~routes:reader \
+     resetchannels &__keyspace@0__:routes &__keyspace@0__:routes:reads &routes:changes &routes:replicas \
      -@all +select +ping +subscribe +publish +config|get +config|set +multi +exec +time \
-     +hgetall +dump +hlen +hscan +set +getex +client|id +info";
+     +hgetall +dump +hlen +hscan +set +getex +hset +hdel +client|id +info";
 
 /// With the README's ACL line, reads are shared and Redis refuses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

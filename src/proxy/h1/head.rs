@@ -10,7 +10,7 @@
 //! ([`crate::proxy::headers`]).
 
 use super::super::ProxyError;
-use crate::routes::{normalize_host, HostError};
+use crate::routes::HostError;
 use std::borrow::Cow;
 use std::net::IpAddr;
 
@@ -52,7 +52,7 @@ impl From<httparse::Error> for HeadError {
 
 /// The headers whose meaning the proxy acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Name {
+pub(crate) enum Name {
     Host,
     ContentLength,
     TransferEncoding,
@@ -63,23 +63,29 @@ enum Name {
     XForwardedFor,
     XForwardedProto,
     XForwardedHost,
+    XRealIp,
+    Forwarded,
     XRequestId,
+    UserAgent,
     /// Hop-by-hop and dropped: Keep-Alive, Proxy-Connection,
     /// Proxy-Authenticate, Proxy-Authorization, Trailer.
     OtherHop,
     Other,
 }
 
-fn classify(name: &str) -> Name {
+pub(crate) fn classify(name: &str) -> Name {
     let is = |n: &str| name.eq_ignore_ascii_case(n);
     match name.len() {
         2 if is("te") => Name::Te,
         4 if is("host") => Name::Host,
         6 if is("expect") => Name::Expect,
         7 if is("upgrade") => Name::Upgrade,
+        9 if is("x-real-ip") => Name::XRealIp,
+        9 if is("forwarded") => Name::Forwarded,
         7 if is("trailer") => Name::OtherHop,
         10 if is("connection") => Name::Connection,
         10 if is("keep-alive") => Name::OtherHop,
+        10 if is("user-agent") => Name::UserAgent,
         12 if is("x-request-id") => Name::XRequestId,
         14 if is("content-length") => Name::ContentLength,
         15 if is("x-forwarded-for") => Name::XForwardedFor,
@@ -134,20 +140,25 @@ impl<'b> ConnectionTokens<'b> {
     }
 }
 
+/// The largest body length accepted in a `Content-Length` or a chunk size:
+/// 2^53 − 1 (8 PiB), the largest integer every common backend runtime reads
+/// exactly (JavaScript's `Number.MAX_SAFE_INTEGER`). A larger value could
+/// be read differently by a backend, so it is refused, never forwarded.
+pub const MAX_BODY_LENGTH: u64 = (1 << 53) - 1;
+
 /// One agreed Content-Length out of every value of every header: all must
-/// be the same decimal number.
+/// be the same decimal number, at most [`MAX_BODY_LENGTH`].
 fn content_length<'b>(values: impl Iterator<Item = &'b [u8]>) -> Result<Option<u64>, ()> {
     let mut agreed = None;
     for value in values {
         for element in value.split(|&b| b == b',').map(|t| t.trim_ascii()) {
-            if element.is_empty() || element.len() > 19 || !element.iter().all(u8::is_ascii_digit) {
+            if element.is_empty() || element.len() > 16 || !element.iter().all(u8::is_ascii_digit) {
                 return Err(());
             }
-            let n: u64 = std::str::from_utf8(element)
-                .map_err(|_| ())?
-                .parse()
-                .map_err(|_| ())?;
-            if agreed.is_some_and(|a| a != n) {
+            let n = element
+                .iter()
+                .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            if n > MAX_BODY_LENGTH || agreed.is_some_and(|a| a != n) {
                 return Err(());
             }
             agreed = Some(n);
@@ -156,13 +167,43 @@ fn content_length<'b>(values: impl Iterator<Item = &'b [u8]>) -> Result<Option<u
     Ok(agreed)
 }
 
-/// True when the last transfer coding of all `Transfer-Encoding` values is
-/// `chunked`.
-fn chunked_last<'b>(values: impl Iterator<Item = &'b [u8]>) -> bool {
-    values
-        .flat_map(list)
-        .last()
+/// A token (RFC 9110 §5.6.2): what a transfer coding's name must be.
+fn is_token(value: &[u8]) -> bool {
+    !value.is_empty()
+        && value
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The framing a request's `Transfer-Encoding` lines ask for. The rule is
+/// stricter than RFC 9112 allows, on purpose: exactly one line whose value
+/// is `chunked` (any case). Lists (`gzip, chunked`, `chunked, chunked`,
+/// `,chunked`) and repeated lines are `400`, a single other coding `501`:
+/// every shape a backend might read differently is refused, and the proxy
+/// writes its own `Transfer-Encoding: chunked`, never the client's.
+fn request_coding(lines: usize, value: &[u8]) -> Result<Framing, ProxyError> {
+    let value = value.trim_ascii();
+    if lines != 1 {
+        Err(ProxyError::BadFraming)
+    } else if value.eq_ignore_ascii_case(b"chunked") {
+        Ok(Framing::Chunked)
+    } else if is_token(value) {
+        Err(ProxyError::UnsupportedCoding)
+    } else {
+        Err(ProxyError::BadFraming)
+    }
+}
+
+/// True when a response's `Transfer-Encoding` lines name exactly one
+/// coding, `chunked`. Anything else (`gzip`, `chunked, gzip`, `gzip,
+/// chunked`) the proxy cannot relay without leaving the client to decode a
+/// coding it never asked for, so such answers are refused (`502`).
+fn response_chunked<'b>(values: impl Iterator<Item = &'b [u8]>) -> bool {
+    let mut codings = values.flat_map(|v| v.split(|&b| b == b',').map(|t| t.trim_ascii()));
+    codings
+        .next()
         .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
+        && codings.next().is_none()
 }
 
 /// What the proxy needs to know of a request once its head is parsed.
@@ -171,8 +212,8 @@ pub struct RequestFacts<'b> {
     /// The host to route by, normalised.
     pub host: Cow<'b, str>,
     /// The host as the backend will see it in `Host` and
-    /// `X-Forwarded-Host`: the absolute-form authority without userinfo, or
-    /// the Host header as sent.
+    /// `X-Forwarded-Host`: the absolute-form authority, or the Host header
+    /// as sent.
     pub original_host: &'b [u8],
     /// The target in origin form (`/path?query`) or `*`.
     pub path: &'b str,
@@ -181,16 +222,19 @@ pub struct RequestFacts<'b> {
     pub keep_alive: bool,
     pub http10: bool,
     pub is_head: bool,
+    /// RFC 9110 §9.2.2, as [`http::Method::is_idempotent`] says.
     pub idempotent: bool,
     /// `Upgrade` protocol of an HTTP/1.1 upgrade request.
     pub upgrade: Option<&'b [u8]>,
     pub expect_continue: bool,
     /// The client's `X-Request-Id`, passed through.
     pub request_id: Option<&'b [u8]>,
+    pub user_agent: Option<&'b [u8]>,
 }
 
 /// Reads a parsed request head. `ProxyError` answers say what the client
-/// gets: 400 for framing, host and target problems, 405 for CONNECT.
+/// gets: 400 for framing, host and target problems, 501 for a transfer
+/// coding other than chunked, 405 for CONNECT.
 pub fn inspect_request<'b>(
     req: &httparse::Request<'_, 'b>,
 ) -> Result<RequestFacts<'b>, ProxyError> {
@@ -206,10 +250,12 @@ pub fn inspect_request<'b>(
     let mut host_header: Option<&'b [u8]> = None;
     let mut hosts = 0;
     let mut has_length = false;
-    let mut has_te = false;
+    let mut codings = 0;
+    let mut coding: &[u8] = b"";
     let mut upgrade = None;
     let mut expect_continue = false;
     let mut request_id = None;
+    let mut user_agent = None;
     for h in headers {
         match classify(h.name) {
             Name::Host => {
@@ -217,48 +263,62 @@ pub fn inspect_request<'b>(
                 host_header = Some(h.value);
             }
             Name::ContentLength => has_length = true,
-            Name::TransferEncoding => has_te = true,
+            Name::TransferEncoding => {
+                codings += 1;
+                coding = h.value;
+            }
             Name::Upgrade => upgrade = Some(h.value),
             Name::Expect => expect_continue |= h.value.eq_ignore_ascii_case(b"100-continue"),
             Name::XRequestId => request_id = Some(h.value),
+            Name::UserAgent => user_agent = Some(h.value),
             _ => {}
         }
     }
 
-    // Framing (RFC 9112 §6.3): Content-Length with Transfer-Encoding, a
-    // coding chain not ending in chunked, or Transfer-Encoding in HTTP/1.0
-    // are smuggling shapes: refused, never guessed at.
-    let values = |name| {
-        headers
-            .iter()
-            .filter(move |h| classify(h.name) == name)
-            .map(|h| h.value)
-    };
-    let framing = if has_te {
-        if has_length || http10 || !chunked_last(values(Name::TransferEncoding)) {
+    // Framing (RFC 9112 §6.3): Content-Length with Transfer-Encoding, or
+    // Transfer-Encoding in HTTP/1.0, are smuggling shapes: refused, never
+    // guessed at.
+    let framing = if codings > 0 {
+        if has_length || http10 {
             return Err(ProxyError::BadFraming);
         }
-        Framing::Chunked
+        request_coding(codings, coding)?
     } else {
-        match content_length(values(Name::ContentLength)) {
+        let lengths = headers
+            .iter()
+            .filter(|h| classify(h.name) == Name::ContentLength)
+            .map(|h| h.value);
+        match content_length(lengths) {
             Err(()) => return Err(ProxyError::BadFraming),
             Ok(None) | Ok(Some(0)) => Framing::Empty,
             Ok(Some(n)) => Framing::Length(n),
         }
     };
 
-    // Host: the absolute-form target's authority wins over a Host header
-    // (RFC 9112 §3.2.2); otherwise exactly one Host header.
-    let (host, original_host, path) = if target.starts_with('/') || target == "*" {
-        if hosts != 1 {
-            return Err(ProxyError::BadHost);
-        }
-        let raw = host_header.unwrap_or_default();
-        let text = std::str::from_utf8(raw).map_err(|_| ProxyError::BadHost)?;
-        (host_of(text)?, raw, target)
-    } else {
-        absolute_form(target)?
+    // Host (RFC 9112 §3.2): an HTTP/1.1 request has exactly one valid Host
+    // header, an HTTP/1.0 one at most one, whatever the target's form. An
+    // absolute-form target's authority then decides the route and replaces
+    // the Host header (RFC 9112 §3.2.2), so the backend is never told
+    // another host than the one its route was chosen for.
+    if hosts > 1 || (hosts == 0 && !http10) {
+        return Err(ProxyError::BadHost);
+    }
+    let header_host = match host_header {
+        Some(raw) => Some((checked_authority(raw)?, raw)),
+        None => None,
     };
+    if target.contains('#') {
+        // A fragment is never sent (RFC 9112 §3.2); one here is an attempt
+        // to make two parsers disagree on the authority.
+        return Err(ProxyError::BadRequest);
+    }
+    let (host, original_host, path) =
+        if target.starts_with('/') || (target == "*" && method == "OPTIONS") {
+            let (host, raw) = header_host.ok_or(ProxyError::BadHost)?;
+            (host, raw, target)
+        } else {
+            absolute_form(target)?
+        };
 
     let upgrade = upgrade.filter(|_| !http10 && connection.has("upgrade"));
     let keep_alive = if http10 {
@@ -274,51 +334,63 @@ pub fn inspect_request<'b>(
         keep_alive,
         http10,
         is_head: method == "HEAD",
-        idempotent: matches!(
-            method,
-            "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
-        ),
+        idempotent: crate::proxy::policy::is_idempotent(method),
         upgrade,
         expect_continue,
         request_id,
+        user_agent,
     })
 }
 
-fn host_of(text: &str) -> Result<Cow<'_, str>, ProxyError> {
-    normalize_host(text).map_err(|_: HostError| ProxyError::BadHost)
+/// [`checked_authority`](crate::proxy::headers::checked_authority) over
+/// header bytes: `400` when it is not a valid authority.
+fn checked_authority(raw: &[u8]) -> Result<Cow<'_, str>, ProxyError> {
+    let text = std::str::from_utf8(raw).map_err(|_| ProxyError::BadHost)?;
+    crate::proxy::headers::checked_authority(text).map_err(|_: HostError| ProxyError::BadHost)
 }
 
-/// `scheme://[userinfo@]host[:port][/path?query]`: (routing host, the
-/// authority without userinfo, origin-form path).
+/// `http[s]://host[:port][/path?query]`: (routing host, the authority,
+/// origin-form path). Userinfo is refused (it is no part of a Host header,
+/// and a lax parser takes the text after `@` for the host).
 fn absolute_form(target: &str) -> Result<(Cow<'_, str>, &[u8], &str), ProxyError> {
-    let (scheme, rest) = target.split_once("://").ok_or(ProxyError::BadHost)?;
-    if scheme.is_empty()
-        || !scheme
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
-    {
-        return Err(ProxyError::BadHost);
+    let (scheme, rest) = target.split_once("://").ok_or(ProxyError::BadRequest)?;
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Err(ProxyError::BadRequest);
     }
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(end);
-    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    if authority.contains('@') {
+        return Err(ProxyError::BadHost);
+    }
     let path = if path.is_empty() {
         "/"
     } else if path.starts_with('?') {
-        // `http://host?q`: the path is empty, which origin form spells `/`;
-        // keep the query by borrowing from the target is not possible, so
-        // refuse this rare shape rather than drop the query.
-        return Err(ProxyError::BadHost);
+        // `http://host?q`: origin form spells the empty path `/`, which
+        // cannot be borrowed from the target; refuse this rare shape rather
+        // than drop the query.
+        return Err(ProxyError::BadRequest);
     } else {
         path
     };
-    Ok((host_of(authority)?, authority.as_bytes(), path))
+    Ok((
+        checked_authority(authority.as_bytes())?,
+        authority.as_bytes(),
+        path,
+    ))
 }
 
 /// What the proxy adds to the request head it sends upstream.
 pub struct Forwarding<'a> {
     /// The client's address as text (`X-Forwarded-For`).
     pub client: &'a [u8],
+    /// How the client reached the proxy, `http` or `https`
+    /// (`X-Forwarded-Proto`).
+    pub proto: &'a [u8],
+    /// The client is a proxy of ours (`--trusted-proxies`): its
+    /// `X-Forwarded-For` is appended to and its `X-Forwarded-Proto`,
+    /// `X-Real-IP` and `Forwarded` kept. From anyone else they are
+    /// replaced (`X-Forwarded-For`: the client alone) or removed.
+    pub trusted: bool,
     pub request_id: &'a [u8],
     /// Leave `Expect` out: the proxy answered `100 Continue` itself and
     /// has the body already.
@@ -342,10 +414,18 @@ pub fn write_request_head(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut te_trailers = false;
     let mut prior_xff = false;
+    let mut prior_proto: Option<&[u8]> = None;
     for h in headers {
         match classify(h.name) {
-            Name::Other => {
+            Name::Other | Name::UserAgent => {
                 if connection.names(h.name) {
+                    continue;
+                }
+                if h.name.contains('_') {
+                    // Some frameworks read `X_Forwarded_For` as
+                    // `X-Forwarded-For` (CGI-style names merge both): a
+                    // client could forge what the proxy vouches for.
+                    tracing::debug!(name = h.name, "dropped a header name with an underscore");
                     continue;
                 }
                 put_header(out, h.name.as_bytes(), h.value);
@@ -353,13 +433,19 @@ pub fn write_request_head(
             Name::Expect if !fwd.drop_expect => put_header(out, h.name.as_bytes(), h.value),
             Name::Te => te_trailers |= list(h.value).any(|t| t.eq_ignore_ascii_case(b"trailers")),
             Name::XForwardedFor => prior_xff = true,
+            Name::XForwardedProto if fwd.trusted => {
+                prior_proto = prior_proto.or(Some(h.value));
+            }
+            Name::XRealIp | Name::Forwarded if fwd.trusted => {
+                put_header(out, h.name.as_bytes(), h.value)
+            }
             _ => {}
         }
     }
     put_header(out, b"Host", facts.original_host);
-    // X-Forwarded-For: every prior value, in order, then the client.
+    // X-Forwarded-For: a trusted proxy's values, in order, then the client.
     out.extend_from_slice(b"X-Forwarded-For: ");
-    if prior_xff {
+    if prior_xff && fwd.trusted {
         for h in headers
             .iter()
             .filter(|h| classify(h.name) == Name::XForwardedFor)
@@ -369,7 +455,8 @@ pub fn write_request_head(
         }
     }
     out.extend_from_slice(fwd.client);
-    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+    out.extend_from_slice(b"\r\n");
+    put_header(out, b"X-Forwarded-Proto", prior_proto.unwrap_or(fwd.proto));
     put_header(out, b"X-Forwarded-Host", facts.original_host);
     put_header(out, b"X-Request-Id", fwd.request_id);
     match facts.framing {
@@ -378,14 +465,7 @@ pub fn write_request_head(
             out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        Framing::Chunked => {
-            for h in headers
-                .iter()
-                .filter(|h| classify(h.name) == Name::TransferEncoding)
-            {
-                put_header(out, b"Transfer-Encoding", h.value);
-            }
-        }
+        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         Framing::Empty | Framing::UntilClose => {}
     }
     if te_trailers {
@@ -398,7 +478,7 @@ pub fn write_request_head(
     out.extend_from_slice(b"\r\n");
 }
 
-fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub(crate) fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
@@ -410,18 +490,28 @@ fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 pub struct ResponseFacts {
     pub status: u16,
     pub framing: Framing,
-    /// The backend keeps the connection open after this response.
+    /// The backend connection may carry another request after this
+    /// response.
     pub reusable: bool,
+    /// The `Content-Length` the client is told, written by the proxy (never
+    /// copied): the body's length, or on a HEAD or 304 answer the length
+    /// the backend declared for the resource.
+    pub length_header: Option<u64>,
 }
 
 /// Reads a parsed response head; `request_is_head` because a response to
-/// HEAD has no body whatever its headers say. An unreadable length is an
-/// error (the proxy cannot tell where the message ends).
+/// HEAD has no body whatever its headers say. A status outside 100–999, an
+/// unreadable length or a transfer coding other than `chunked` is an error
+/// (`502`): the proxy cannot tell, or cannot tell the client, where the
+/// message ends.
 pub fn inspect_response(
     resp: &httparse::Response<'_, '_>,
     request_is_head: bool,
 ) -> Result<ResponseFacts, HeadError> {
     let status = resp.code.unwrap_or(0);
+    if !(100..=999).contains(&status) {
+        return Err(HeadError::Malformed);
+    }
     let headers: &[httparse::Header<'_>] = resp.headers;
     let connection = ConnectionTokens::of(headers);
     let values = |name| {
@@ -431,31 +521,47 @@ pub fn inspect_response(
             .map(|h| h.value)
     };
     let has_te = values(Name::TransferEncoding).next().is_some();
-    let framing =
-        if request_is_head || (100..200).contains(&status) || status == 204 || status == 304 {
-            Framing::Empty
-        } else if has_te {
-            if chunked_last(values(Name::TransferEncoding)) {
-                Framing::Chunked
-            } else {
-                Framing::UntilClose
-            }
-        } else {
-            match content_length(values(Name::ContentLength)) {
-                Err(()) => return Err(HeadError::Framing),
-                Ok(Some(n)) => Framing::Length(n),
-                Ok(None) => Framing::UntilClose,
-            }
-        };
+    let length = content_length(values(Name::ContentLength)).map_err(|()| HeadError::Framing)?;
+    let bodiless =
+        request_is_head || (100..200).contains(&status) || status == 204 || status == 304;
+    let framing = if bodiless {
+        Framing::Empty
+    } else if has_te {
+        // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length.
+        if !response_chunked(values(Name::TransferEncoding)) {
+            return Err(HeadError::Framing);
+        }
+        Framing::Chunked
+    } else {
+        match length {
+            Some(n) => Framing::Length(n),
+            None => Framing::UntilClose,
+        }
+    };
     let keep_alive = if resp.version == Some(0) {
         connection.has("keep-alive")
     } else {
         !connection.has("close")
     };
+    // Never reused: a connection whose response had both framings (RFC
+    // 9112 §6.3 says close it), or that announced a body where none may
+    // follow (a sloppy backend may send it anyway, later, and it would
+    // become the next client's answer).
+    let announced_body = has_te || length.is_some_and(|n| n > 0);
+    let reusable = keep_alive
+        && framing != Framing::UntilClose
+        && !(has_te && length.is_some())
+        && !(bodiless && announced_body);
+    let length_header = match framing {
+        Framing::Length(n) => Some(n),
+        Framing::Empty if request_is_head || status == 304 => length.filter(|_| !has_te),
+        _ => None,
+    };
     Ok(ResponseFacts {
         status,
         framing,
-        reusable: keep_alive && framing != Framing::UntilClose,
+        reusable,
+        length_header,
     })
 }
 
@@ -471,8 +577,9 @@ pub struct Downstream<'a> {
 }
 
 /// Writes the head of the response to the client: status line, the
-/// backend's headers minus hop-by-hop ones, the request id, the framing
-/// and `Connection` as this connection needs them.
+/// backend's headers minus hop-by-hop and framing ones, the request id, the
+/// framing and `Connection` as this connection needs them. A 101 keeps its
+/// `Upgrade` and says `Connection: upgrade`.
 pub fn write_response_head(
     out: &mut Vec<u8>,
     resp: &httparse::Response<'_, '_>,
@@ -480,34 +587,64 @@ pub fn write_response_head(
     down: &Downstream<'_>,
 ) {
     let headers: &[httparse::Header<'_>] = resp.headers;
-    let connection = ConnectionTokens::of(headers);
     write_status_line(out, facts.status, resp.reason.unwrap_or(""));
-    for h in headers {
-        match classify(h.name) {
-            Name::Other if !connection.names(h.name) => put_header(out, h.name.as_bytes(), h.value),
-            // Content-Length stays whenever it describes the body, and on
-            // HEAD / 304 answers where it describes the resource.
-            Name::ContentLength if facts.framing != Framing::Chunked => {
-                put_header(out, h.name.as_bytes(), h.value)
-            }
-            Name::Host
-            | Name::Expect
-            | Name::XForwardedFor
-            | Name::XForwardedHost
-            | Name::XForwardedProto => put_header(out, h.name.as_bytes(), h.value),
-            _ => {}
-        }
-    }
+    write_end_to_end(out, headers);
     put_header(out, b"X-Request-Id", down.request_id);
+    if let Some(n) = facts.length_header {
+        out.extend_from_slice(b"Content-Length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     if facts.framing == Framing::Chunked && !down.http10 {
         out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
     }
-    if down.close {
+    if facts.status == 101 {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+        if let Some(h) = headers.iter().find(|h| classify(h.name) == Name::Upgrade) {
+            put_header(out, b"Upgrade", h.value);
+        }
+    } else if down.close {
         out.extend_from_slice(b"Connection: close\r\n");
     } else if down.http10 {
         out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Writes an interim (1xx) answer for the client: parsed, stripped of
+/// hop-by-hop and framing headers and written again with CRLF line ends,
+/// never relayed byte for byte.
+pub fn write_interim_head(out: &mut Vec<u8>, resp: &httparse::Response<'_, '_>) {
+    write_status_line(out, resp.code.unwrap_or(100), resp.reason.unwrap_or(""));
+    write_end_to_end(out, resp.headers);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A response's end-to-end headers, in order: all but hop-by-hop ones
+/// (those `Connection` names included), the request id and framing ones,
+/// which the proxy writes itself. Both protocols relay these.
+pub fn end_to_end<'h, 'b>(
+    headers: &'h [httparse::Header<'b>],
+) -> impl Iterator<Item = &'h httparse::Header<'b>> {
+    let connection = ConnectionTokens::of(headers);
+    headers.iter().filter(move |h| match classify(h.name) {
+        Name::Other => !connection.names(h.name),
+        Name::Host
+        | Name::Expect
+        | Name::XForwardedFor
+        | Name::XForwardedHost
+        | Name::XForwardedProto
+        | Name::XRealIp
+        | Name::Forwarded
+        | Name::UserAgent => true,
+        _ => false,
+    })
+}
+
+fn write_end_to_end(out: &mut Vec<u8>, headers: &[httparse::Header<'_>]) {
+    for h in end_to_end(headers) {
+        put_header(out, h.name.as_bytes(), h.value);
+    }
 }
 
 fn write_status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
@@ -530,8 +667,8 @@ pub fn upgrade_agreed(resp: &httparse::Response<'_, '_>, requested: &[u8]) -> bo
         })
 }
 
-/// The proxy's own short answer (errors, 404, 503).
-pub fn write_error(out: &mut Vec<u8>, error: ProxyError, close: bool) {
+/// The proxy's own short answer (errors, 404, 503), with the request's id.
+pub fn write_error(out: &mut Vec<u8>, error: ProxyError, close: bool, request_id: &[u8]) {
     let status = error.status();
     let body = error.body();
     write_status_line(
@@ -542,6 +679,7 @@ pub fn write_error(out: &mut Vec<u8>, error: ProxyError, close: bool) {
     out.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
     out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
     out.extend_from_slice(b"\r\n");
+    put_header(out, b"X-Request-Id", request_id);
     if error == ProxyError::NotReady {
         out.extend_from_slice(b"Retry-After: 1\r\n");
     }
@@ -579,6 +717,10 @@ mod tests {
     }
 
     fn forwarded(raw: &[u8]) -> String {
+        forwarded_by(raw, true)
+    }
+
+    fn forwarded_by(raw: &[u8], trusted: bool) -> String {
         let mut headers = [httparse::EMPTY_HEADER; 16];
         let req = parse(raw, &mut headers);
         let f = inspect_request(&req).unwrap();
@@ -589,6 +731,8 @@ mod tests {
             &f,
             &Forwarding {
                 client: b"10.0.0.1",
+                proto: b"http",
+                trusted,
                 request_id: f.request_id.unwrap_or(b"rid"),
                 drop_expect: false,
             },
@@ -613,10 +757,30 @@ mod tests {
             Ok(Framing::Chunked)
         );
         assert_eq!(
-            f("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n"),
+            f("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:  Chunked \r\n\r\n"),
             Ok(Framing::Chunked)
         );
+        assert_eq!(
+            f("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9007199254740991\r\n\r\n"),
+            Ok(Framing::Length(MAX_BODY_LENGTH))
+        );
+        for unknown in ["gzip", "identity", "x-custom"] {
+            let raw = format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {unknown}\r\n\r\n");
+            assert_eq!(f(&raw), Err(ProxyError::UnsupportedCoding), "{unknown}");
+        }
         for bad in [
+            // Issue 25, bug 2: every list shape and repeated line.
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ,chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked,\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \"chunked\"\r\n\r\n",
+            // Issue 25, bug 10: lengths past what backends read exactly.
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9999999999999999999\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9007199254740992\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n",
@@ -650,7 +814,7 @@ mod tests {
             ))
         );
         assert_eq!(
-            host("GET http://user:pw@b.cloud.com:81/p?q=1 HTTP/1.1\r\nHost: a.cloud.com\r\n\r\n"),
+            host("GET http://b.cloud.com:81/p?q=1 HTTP/1.1\r\nHost: a.cloud.com\r\n\r\n"),
             Ok((
                 "b.cloud.com".into(),
                 "b.cloud.com:81".into(),
@@ -658,18 +822,46 @@ mod tests {
             ))
         );
         assert_eq!(
-            host("GET http://b.cloud.com HTTP/1.1\r\n\r\n").map(|h| h.2),
+            host("GET HTTP://b.cloud.com HTTP/1.1\r\nHost: b.cloud.com\r\n\r\n").map(|h| h.2),
             Ok("/".into())
         );
+        assert_eq!(
+            host("GET http://b.cloud.com/ HTTP/1.0\r\n\r\n").map(|h| h.0),
+            Ok("b.cloud.com".into()),
+            "HTTP/1.0 needs no Host"
+        );
+        assert_eq!(
+            host("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").map(|h| h.2),
+            Ok("*".into())
+        );
+        // Issue 25, bug 9: whatever the target's form, Host must be there
+        // once and valid; userinfo, signed ports and fragments are refused.
         for bad in [
             "GET / HTTP/1.1\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: \r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a:port\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a:+80\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-            "GET x HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: u@a\r\n\r\n",
+            "GET / HTTP/1.0\r\n\r\n",
+            "GET http://app.test/x HTTP/1.1\r\n\r\n",
+            "GET http://app.test/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET http://app.test/x HTTP/1.1\r\nHost: a b\r\n\r\n",
+            "GET http://user:pw@app.test/x HTTP/1.1\r\nHost: app.test\r\n\r\n",
+            "GET http://app.test:+80/x HTTP/1.1\r\nHost: app.test\r\n\r\n",
         ] {
             assert_eq!(host(bad), Err(ProxyError::BadHost), "{bad:?}");
+        }
+        for bad in [
+            "GET x HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET * HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET http://other.test#@app.test/x HTTP/1.1\r\nHost: app.test\r\n\r\n",
+            "GET /x#frag HTTP/1.1\r\nHost: app.test\r\n\r\n",
+            "GET ftp://app.test/x HTTP/1.1\r\nHost: app.test\r\n\r\n",
+        ] {
+            assert_eq!(host(bad), Err(ProxyError::BadRequest), "{bad:?}");
         }
         assert_eq!(
             facts(b"CONNECT a:80 HTTP/1.1\r\nHost: a:80\r\n\r\n"),
@@ -703,10 +895,10 @@ mod tests {
         assert_eq!(
             out,
             "GET /p?q=1 HTTP/1.1\r\nX-Kept: 1\r\nHost: hdr.test\r\n\
-             X-Forwarded-For: 203.0.113.7, 10.0.0.1\r\nX-Forwarded-Proto: http\r\n\
+             X-Forwarded-For: 203.0.113.7, 10.0.0.1\r\nX-Forwarded-Proto: https\r\n\
              X-Forwarded-Host: hdr.test\r\nX-Request-Id: rid\r\nTE: trailers\r\n\r\n"
         );
-        let out = forwarded(b"POST http://u@a.test/x HTTP/1.1\r\nHost: b\r\nX-Request-Id: mine\r\nContent-Length: 3, 3\r\n\r\n");
+        let out = forwarded(b"POST http://a.test/x HTTP/1.1\r\nHost: b\r\nX-Request-Id: mine\r\nContent-Length: 3, 3\r\n\r\n");
         assert!(
             out.starts_with("POST /x HTTP/1.1\r\nHost: a.test\r\n"),
             "{out}"
@@ -715,14 +907,40 @@ mod tests {
             out.contains("X-Request-Id: mine\r\nContent-Length: 3\r\n\r\n"),
             "{out}"
         );
+        // From anyone but a trusted proxy, forwarding headers are the
+        // proxy's alone.
+        let out = forwarded_by(
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\n\
+              X-Real-IP: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Forwarded-Host: evil\r\n\r\n",
+            false,
+        );
+        assert_eq!(
+            out,
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\n\
+             X-Forwarded-Host: a\r\nX-Request-Id: rid\r\n\r\n"
+        );
+        let out = forwarded(
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\n\
+              X-Real-IP: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\n\r\n",
+        );
+        assert_eq!(
+            out,
+            "GET / HTTP/1.1\r\nX-Real-IP: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nHost: a\r\n\
+             X-Forwarded-For: 6.6.6.6, 10.0.0.1\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: a\r\n\
+             X-Request-Id: rid\r\n\r\n"
+        );
         let out = forwarded(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n");
         assert!(out.contains("Sec-WebSocket-Key: k\r\n"), "{out}");
         assert!(
             out.ends_with("Connection: upgrade\r\nUpgrade: websocket\r\n\r\n"),
             "{out}"
         );
-        let out = forwarded(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let out = forwarded(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: CHUNKED \r\n\r\n");
         assert!(out.ends_with("Transfer-Encoding: chunked\r\n\r\n"), "{out}");
+        // Issue 25, bug 6: names with `_` never reach the backend.
+        let out = forwarded(b"GET / HTTP/1.1\r\nHost: a\r\nX_Forwarded_Host: evil\r\nX_Forwarded_Proto: https\r\nX-Ok: 1\r\n\r\n");
+        assert!(!out.contains('_'), "{out}");
+        assert!(out.contains("X-Ok: 1\r\n"), "{out}");
     }
 
     fn response(raw: &[u8], head: bool) -> (Result<ResponseFacts, HeadError>, String) {
@@ -758,8 +976,8 @@ mod tests {
             Ok((Framing::Length(2), true))
         );
         assert_eq!(
-            framing("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", true),
-            Ok((Framing::Empty, true))
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\n", false),
+            Ok((Framing::Length(2), true))
         );
         assert_eq!(
             framing("HTTP/1.1 204 No Content\r\n\r\n", false),
@@ -767,17 +985,10 @@ mod tests {
         );
         assert_eq!(
             framing(
-                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n\r\n",
                 false
             ),
             Ok((Framing::Empty, true))
-        );
-        assert_eq!(
-            framing(
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
-                false
-            ),
-            Ok((Framing::Chunked, true))
         );
         assert_eq!(
             framing("HTTP/1.1 200 OK\r\n\r\n", false),
@@ -794,28 +1005,105 @@ mod tests {
             framing("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n", false),
             Ok((Framing::Length(2), false))
         );
+        // Issue 25, bug 3: Transfer-Encoding overrides Content-Length (and
+        // that connection is closed after); a coding other than chunked
+        // alone, or a length the proxy cannot agree on, is refused.
         assert_eq!(
             framing(
-                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
                 false
             ),
-            Err(HeadError::Framing)
+            Ok((Framing::Chunked, false))
+        );
+        for bad in [
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 9999999999999999999\r\n\r\n",
+        ] {
+            assert_eq!(framing(bad, false), Err(HeadError::Framing), "{bad:?}");
+        }
+        // Issue 25, bug 8: a status outside 100-999.
+        for bad in ["HTTP/1.1 099 Low\r\n\r\n", "HTTP/1.1 000 Zero\r\n\r\n"] {
+            assert_eq!(framing(bad, false), Err(HeadError::Malformed), "{bad:?}");
+        }
+        // Issue 25, bug 12: a body announced where none may follow: the
+        // answer is relayed without one, the connection never reused.
+        for (raw, head) in [
+            ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", true),
+            (
+                "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+                false,
+            ),
+            (
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                false,
+            ),
+            (
+                "HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false,
+            ),
+        ] {
+            assert_eq!(framing(raw, head), Ok((Framing::Empty, false)), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn response_head_writes_its_own_framing_headers() {
+        let (_, out) = response(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n", false);
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nX-Request-Id: rid\r\nContent-Length: 5\r\n\r\n"
+        );
+        let (_, out) = response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: Chunked\r\n\r\n",
+            false,
+        );
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nX-Request-Id: rid\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        let (_, out) = response(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", true);
+        assert!(
+            out.contains("Content-Length: 7\r\n"),
+            "HEAD keeps the resource's length: {out}"
+        );
+        let (_, out) = response(
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n",
+            false,
+        );
+        assert!(!out.contains("Content-Length"), "{out}");
+        let (_, out) = response(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade, X-Hop\r\nX-Hop: 1\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: k\r\n\r\n",
+            false,
+        );
+        assert_eq!(
+            out,
+            "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: k\r\nX-Request-Id: rid\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
         );
     }
 
     #[test]
-    fn response_head_drops_hop_by_hop_and_sets_the_request_id() {
-        let (_, out) = response(
-            b"HTTP/1.1 200 OK\r\nServer: x\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-Request-Id: theirs\r\nTransfer-Encoding: chunked\r\n\r\n",
-            false,
+    fn interim_answers_are_rewritten_with_crlf_and_without_hop_by_hop_headers() {
+        // Issue 25, bug 7: bare LF and hop-by-hop headers in a 1xx.
+        let raw = b"HTTP/1.1 103 Early Hints\nLink: </s.css>; rel=preload\nConnection: X-Hop\nX-Hop: 1\nKeep-Alive: 5\n\n";
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut resp = httparse::Response::new(&mut headers);
+        assert!(resp.parse(raw).unwrap().is_complete());
+        let mut out = Vec::new();
+        write_interim_head(&mut out, &resp);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
         );
-        assert_eq!(out, "HTTP/1.1 200 OK\r\nServer: x\r\nX-Request-Id: rid\r\nTransfer-Encoding: chunked\r\n\r\n");
     }
 
     #[test]
     fn error_answers_are_short_plain_text() {
         let mut out = Vec::new();
-        write_error(&mut out, ProxyError::NotReady, false);
+        write_error(&mut out, ProxyError::NotReady, false, b"rid");
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.starts_with("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain"),
@@ -825,7 +1113,7 @@ mod tests {
         let body = ProxyError::NotReady.body();
         assert!(
             text.ends_with(&format!(
-                "Content-Length: {}\r\nRetry-After: 1\r\n\r\n{body}",
+                "Content-Length: {}\r\nX-Request-Id: rid\r\nRetry-After: 1\r\n\r\n{body}",
                 body.len()
             )),
             "{text}"

@@ -1,7 +1,12 @@
-//! HTTP/1.x on one client connection, on plain sockets: read a head, route
-//! it, forward it on a pooled backend connection, relay the answer, and
-//! again (keep-alive, pipelining). Upgrades become tunnels; a connection
-//! that opens with the HTTP/2 preface is handed back to the caller.
+//! HTTP/1.x on one client connection: read a head, route it, forward it on
+//! a pooled backend connection, relay the answer, and again (keep-alive,
+//! pipelining). Upgrades become tunnels; a connection that opens with the
+//! HTTP/2 preface is handed back to the caller.
+//!
+//! The driver is generic over its streams: the client is any [`Socket`]
+//! (plain TCP, TLS, an in-memory pipe in tests) and backends come from the
+//! proxy's [`Dialer`]. What it needs beyond reading and writing (an
+//! immediate ACK, pool checks) is in [`super::io`].
 //!
 //! Why not hyper here: a reverse proxy moves heads and bytes, and hyper's
 //! server and client parse every head into a `HeaderMap`, build a
@@ -11,34 +16,36 @@
 //! request (bench/README.md). Here a head is parsed by httparse in place,
 //! the backend's head is written straight from the parsed one, a small
 //! answer goes out in one write, and nothing crosses a task boundary.
-//! HTTP/2 stays on hyper ([`super::Proxy::handle`]).
 //!
-//! Architecture invariant: the same rules as the HTTP/2 path — hop-by-hop
-//! headers, forwarding headers, request ids, retries, dead-backend marks,
-//! status codes ([`ProxyError`]) — and nothing here awaits Redis.
+//! Architecture invariant: the policy is [`super::policy`]'s, as for
+//! HTTP/2 (route lookup, backend order, dead marks, the replay rule, the
+//! access-log record), the header rules those of [`head`], and nothing
+//! here awaits Redis.
 
 pub mod chunked;
 pub mod head;
-pub mod upstream;
+#[cfg(test)]
+mod tests;
 
-use super::{Proxy, ProxyError, REPLAY_BUFFER_LIMIT};
-use crate::metrics::UpstreamErrorKind;
-use crate::routes::{ms_at, Backend, Lookup, Route};
+use super::io::{Dialer, Shared, Socket};
+use super::policy::{self, Access, Failed, Reached};
+use super::upstream::UpstreamError;
+use super::{ConnInfo, Proxy, ProxyError, REPLAY_BUFFER_LIMIT};
+use crate::routes::{ms_at, Backend, Route};
 use bytes::{Buf, Bytes, BytesMut};
-use chunked::{ChunkedDecoder, Segment};
+use chunked::{ChunkedDecoder, ChunkedRelay, Segment};
 use head::{Downstream, Forwarding, Framing, HeadError, ResponseFacts, MAX_HEADERS};
+use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
-use upstream::UpstreamError;
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -59,7 +66,8 @@ pub struct Limits {
     /// A request head must be complete this long after the proxy starts
     /// waiting for it (also bounds a keep-alive wait).
     pub header_read_timeout: Duration,
-    /// A keep-alive connection with no request for this long is closed.
+    /// A keep-alive connection with no request for this long is closed, and
+    /// so is one whose response relay stalls this long.
     pub idle_timeout: Duration,
     pub max_header_size: usize,
 }
@@ -89,11 +97,11 @@ impl Stop {
 }
 
 /// How a connection ended, as far as its caller is concerned.
-pub enum Ended {
+pub enum Ended<C> {
     Closed,
     /// The client spoke the HTTP/2 preface: these bytes were read already.
     Http2 {
-        stream: TcpStream,
+        stream: C,
         read: BytesMut,
     },
 }
@@ -101,38 +109,47 @@ pub enum Ended {
 /// Serves HTTP/1.x on `stream` until the client leaves, the connection
 /// idles out, a request says close, or `stop` is cancelled (then the
 /// request in flight finishes first).
-pub async fn serve(
-    proxy: &Proxy,
-    stream: TcpStream,
-    peer: SocketAddr,
+pub async fn serve<C: Socket, D: Dialer>(
+    proxy: &Proxy<D>,
+    stream: C,
+    info: &ConnInfo,
     limits: &Limits,
     stop: &Stop,
-) -> Ended {
+) -> Ended<C> {
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
     let conn = Conn {
         proxy,
         limits,
         stop,
         client: stream,
-        client_text: head::client_text(peer.ip()),
+        client_text: head::client_text(info.peer.ip()),
+        proto: if info.tls { b"https" } else { b"http" },
+        trusted: proxy.trusts(info.peer.ip()),
+        info,
         inbuf: BytesMut::with_capacity(READ_CHUNK),
         upbuf: BytesMut::new(),
         out: Vec::with_capacity(1024),
         head_deadline: Deadline::new(far),
         response_deadline: Deadline::new(far),
+        body_deadline: Deadline::new(far),
         stopped: Box::pin(stop.token.clone().cancelled_owned()),
         idle_since: Instant::now(),
     };
     conn.run().await
 }
 
-struct Conn<'a> {
-    proxy: &'a Proxy,
+struct Conn<'a, C, D: Dialer> {
+    proxy: &'a Proxy<D>,
     limits: &'a Limits,
     stop: &'a Stop,
-    client: TcpStream,
+    client: C,
+    info: &'a ConnInfo,
     /// The client address as `X-Forwarded-For` spells it, formatted once.
     client_text: Vec<u8>,
+    /// `X-Forwarded-Proto`: how the client reached us.
+    proto: &'static [u8],
+    /// The client is a trusted proxy (`--trusted-proxies`).
+    trusted: bool,
     /// Bytes from the client not yet used.
     inbuf: BytesMut,
     /// Bytes from the backend not yet relayed.
@@ -140,9 +157,12 @@ struct Conn<'a> {
     /// The head being written (the backend's request, then the client's
     /// response).
     out: Vec<u8>,
-    /// One deadline per purpose, moved on every request (see [`Deadline`]).
+    /// One deadline per purpose, moved on every request (see [`Deadline`]):
+    /// the request head; the response head, then each wait of the response
+    /// relay; each wait for request body bytes.
     head_deadline: Deadline,
     response_deadline: Deadline,
+    body_deadline: Deadline,
     stopped: Pin<Box<WaitForCancellationFutureOwned>>,
     /// When the connection started waiting for its next request (the end
     /// of the last answer): the clock is read twice per request, at its
@@ -187,6 +207,24 @@ impl Deadline {
     }
 }
 
+/// Runs `op` until it completes or `deadline` passes (then `None`). The
+/// deadline is set `limit` after the moment `op` first has to wait, so an
+/// operation that completes at once (the usual case: a write to a socket
+/// with room, a read of bytes already there) reads no clock and arms no
+/// timer.
+async fn bounded<F: Future>(op: F, deadline: &mut Deadline, limit: Duration) -> Option<F::Output> {
+    let mut op = std::pin::pin!(op);
+    if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(op.as_mut().poll(cx))).await {
+        return Some(out);
+    }
+    deadline.set(tokio::time::Instant::now() + limit);
+    tokio::select! {
+        biased;
+        out = op => Some(out),
+        _ = deadline.expired() => None,
+    }
+}
+
 /// A request ready to go: its upstream head is in `Conn::out`.
 struct Prepared {
     head_len: usize,
@@ -207,7 +245,7 @@ struct Prepared {
     /// its body was read whole first. The response header timeout counts
     /// from here.
     sent_at: Instant,
-    access: Option<AccessInfo>,
+    access: Option<Access>,
 }
 
 /// The request id sent upstream and back: the client's, or a fresh one.
@@ -217,6 +255,13 @@ enum RequestId {
 }
 
 impl RequestId {
+    fn new(client: Option<&[u8]>) -> RequestId {
+        match client {
+            Some(id) => RequestId::Client(id.into()),
+            None => RequestId::Generated(super::headers::request_id_hex()),
+        }
+    }
+
     fn as_bytes(&self) -> &[u8] {
         match self {
             RequestId::Generated(b) => b,
@@ -225,41 +270,35 @@ impl RequestId {
     }
 }
 
-/// What the access log says of a request (only gathered when it is on).
-struct AccessInfo {
-    method: String,
-    host: String,
-    path: String,
-    backend: Option<String>,
-}
-
 /// A request head that will not be forwarded.
 struct Refusal {
     error: ProxyError,
-    access: Option<AccessInfo>,
+    access: Option<Access>,
     /// Where the refused request ends, when the rest of the connection can
     /// still be read (a routing refusal of a body-less request).
     head_len: Option<usize>,
+    request_id: RequestId,
     started: Instant,
 }
 
 enum Step {
     Ready(Box<Prepared>),
     Partial,
-    Refuse(Refusal),
+    Refuse(Box<Refusal>),
 }
 
 /// What the connection does after an exchange.
-enum Next {
+enum Next<U> {
     KeepAlive,
     Close,
-    /// A 101 was relayed: the two sockets become a tunnel.
-    Tunnel(TcpStream),
+    /// A 101 was relayed: the two streams become a tunnel.
+    Tunnel(U),
 }
 
 /// A backend exchange that did not produce a response head.
 enum Failure {
-    Upstream(UpstreamError),
+    /// How far the attempt got decides whether it may be replayed.
+    Upstream(UpstreamError, Reached),
     /// No response head within the response header timeout.
     TimedOut,
     /// The client's side failed: the exchange is abandoned, the backend is
@@ -271,19 +310,24 @@ enum Failure {
 enum ClientFault {
     /// Malformed chunked framing in the request body: 400.
     Malformed,
+    /// The request body stalled past `--body-read-timeout`: 408.
+    TimedOut,
     /// The client closed or reset the connection.
     Gone,
 }
 
 impl From<UpstreamError> for Failure {
+    /// A failure as the error alone tells it (callers that saw response
+    /// bytes say [`Reached::Response`]).
     fn from(error: UpstreamError) -> Self {
-        Failure::Upstream(error)
+        let reached = Reached::of(&error);
+        Failure::Upstream(error, reached)
     }
 }
 
 impl From<io::Error> for Failure {
     fn from(error: io::Error) -> Self {
-        Failure::Upstream(UpstreamError::Io(error))
+        Failure::from(UpstreamError::Io(error))
     }
 }
 
@@ -298,6 +342,15 @@ struct ResponseHead {
     upgrade_agreed: bool,
 }
 
+/// A response relay that broke.
+struct Relayed {
+    error: io::Error,
+    /// Bytes written to the client, head included.
+    wrote: u64,
+    /// Of which body bytes.
+    body: u64,
+}
+
 /// How the request body reaches the backend.
 enum RequestBody<'b> {
     /// No body, or all of it in memory: can be sent again.
@@ -306,8 +359,8 @@ enum RequestBody<'b> {
     Stream,
 }
 
-impl<'a> Conn<'a> {
-    async fn run(mut self) -> Ended {
+impl<'a, C: Socket, D: Dialer> Conn<'a, C, D> {
+    async fn run(mut self) -> Ended<C> {
         let mut first = true;
         'requests: loop {
             let wait = self
@@ -348,12 +401,7 @@ impl<'a> Conn<'a> {
                         }
                     }
                     if self.inbuf.len() >= self.limits.max_header_size {
-                        let refusal = Refusal {
-                            error: ProxyError::HeadersTooLarge,
-                            access: None,
-                            head_len: None,
-                            started: Instant::now(),
-                        };
+                        let refusal = self.refusal(ProxyError::HeadersTooLarge, Instant::now());
                         self.answer_error(&refusal, true).await;
                         self.linger().await;
                         return Ended::Closed;
@@ -398,6 +446,26 @@ impl<'a> Conn<'a> {
         }
     }
 
+    /// A refusal of a head that could not be read: only the client is
+    /// known.
+    fn refusal(&self, error: ProxyError, started: Instant) -> Box<Refusal> {
+        Box::new(Refusal {
+            error,
+            access: self
+                .proxy
+                .config
+                .access_log
+                .then(|| Access::unreadable(self.client_ip())),
+            head_len: None,
+            request_id: RequestId::new(None),
+            started,
+        })
+    }
+
+    fn client_ip(&self) -> std::net::IpAddr {
+        super::headers::client_ip(self.info.peer.ip())
+    }
+
     /// Parses the head at the start of `inbuf` and, when it can be
     /// forwarded, routes it and writes the backend's head into `out`.
     fn prepare(&mut self) -> Step {
@@ -417,56 +485,63 @@ impl<'a> Conn<'a> {
                     HeadError::Version => ProxyError::BadVersion,
                     HeadError::Malformed | HeadError::Framing => ProxyError::BadRequest,
                 };
-                return Step::Refuse(Refusal {
-                    error,
-                    access: None,
-                    head_len: None,
-                    started,
-                });
+                return Step::Refuse(self.refusal(error, started));
             }
         };
         let logging = self.proxy.config.access_log;
+        let access = |host: &str, path: &str, user_agent: Option<&[u8]>| {
+            logging.then(|| Access {
+                client: super::headers::client_ip(self.info.peer.ip()),
+                method: req.method.unwrap_or("-").to_owned(),
+                host: host.to_owned(),
+                path: path.to_owned(),
+                version: if req.version == Some(0) {
+                    http::Version::HTTP_10
+                } else {
+                    http::Version::HTTP_11
+                },
+                user_agent: user_agent.map_or_else(
+                    || "-".to_owned(),
+                    |ua| String::from_utf8_lossy(ua).into_owned(),
+                ),
+                backend: None,
+                backend_time: None,
+            })
+        };
         let facts = match head::inspect_request(&req) {
             Ok(facts) => facts,
             Err(error) => {
-                return Step::Refuse(Refusal {
+                let request_id = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("x-request-id"))
+                    .map(|h| h.value);
+                return Step::Refuse(Box::new(Refusal {
                     error,
-                    access: logging.then(|| access_info(&req, "", req.path.unwrap_or(""))),
+                    access: access("-", req.path.unwrap_or("-"), None),
                     head_len: None,
+                    request_id: RequestId::new(request_id),
                     started,
-                })
+                }));
             }
         };
-        let access = logging.then(|| access_info(&req, &facts.host, facts.path));
-        // A refusal of a request without a body leaves the connection in
-        // step: the next request can be read.
-        let resumable = (facts.framing == Framing::Empty && facts.keep_alive).then_some(head_len);
-        let route = {
-            let table = self.proxy.state.table();
-            if !table.is_loaded() {
-                Err(ProxyError::NotReady)
-            } else {
-                match table.lookup(&facts.host) {
-                    Lookup::Route(route) => Ok(route.clone()),
-                    Lookup::Invalid => Err(ProxyError::InvalidRoute),
-                    Lookup::NotFound => Err(ProxyError::NoRoute),
-                }
-            }
-        };
-        let route = match route {
+        let access = access(&facts.host, facts.path, facts.user_agent);
+        let request_id = RequestId::new(facts.request_id);
+        let route = match policy::route(&self.proxy.state, &facts.host) {
             Ok(route) => route,
             Err(error) => {
-                return Step::Refuse(Refusal {
+                // A refusal of a request without a body leaves the
+                // connection in step: the next request can be read.
+                let resumable =
+                    (facts.framing == Framing::Empty && facts.keep_alive).then_some(head_len);
+                return Step::Refuse(Box::new(Refusal {
                     error,
                     access,
                     head_len: resumable,
+                    request_id,
                     started,
-                })
+                }));
             }
-        };
-        let request_id = match facts.request_id {
-            Some(id) => RequestId::Client(id.into()),
-            None => RequestId::Generated(super::headers::request_id_hex()),
         };
         let buffer_body = match facts.framing {
             Framing::Length(n) => {
@@ -482,6 +557,8 @@ impl<'a> Conn<'a> {
             &facts,
             &Forwarding {
                 client: &self.client_text,
+                proto: self.proto,
+                trusted: self.trusted,
                 request_id: request_id.as_bytes(),
                 drop_expect: buffer_body,
             },
@@ -504,9 +581,9 @@ impl<'a> Conn<'a> {
         }))
     }
 
-    /// Forwards one request (retrying on another backend when that is
-    /// safe) and relays the answer.
-    async fn forward(&mut self, mut p: Prepared) -> Next {
+    /// Forwards one request (retrying on another backend when the policy
+    /// allows) and relays the answer.
+    async fn forward(&mut self, mut p: Prepared) -> Next<D::Stream> {
         self.inbuf.advance(p.head_len);
         let replay = match p.framing {
             Framing::Empty => Some(Bytes::new()),
@@ -515,8 +592,11 @@ impl<'a> Conn<'a> {
                 // (it would take a 100 for the answer).
                 let expect = p.expect_continue && !p.http10;
                 match self.read_whole_body(n as usize, expect).await {
-                    Some(body) => Some(body),
-                    None => return Next::Close,
+                    Ok(body) => Some(body),
+                    Err(ClientFault::TimedOut) => {
+                        return self.fail(&p, ProxyError::BodyTimeout, true).await;
+                    }
+                    Err(_) => return Next::Close,
                 }
             }
             _ => None,
@@ -524,12 +604,13 @@ impl<'a> Conn<'a> {
         let route = p.route.clone();
         let attempts = route.backends.len();
         let mut body_started = false;
-        let mut last_error = UpstreamErrorKind::Other;
+        // What to answer if the order yields fewer backends than the route
+        // has (another thread moved a dead mark between its two passes).
+        let mut answer = ProxyError::Upstream(crate::metrics::UpstreamErrorKind::Other);
         let now = ms_at(p.started);
-        for (attempt, backend) in route.pick_order(now).enumerate() {
-            let is_last = attempt + 1 == attempts;
+        for (attempt, backend) in policy::backends(&route, now).enumerate() {
             if let Some(a) = p.access.as_mut() {
-                a.backend = Some(backend.authority.to_string());
+                a.backend = Some(backend.authority.clone());
             }
             let body = match &replay {
                 Some(bytes) => RequestBody::Replay(bytes),
@@ -537,8 +618,9 @@ impl<'a> Conn<'a> {
             };
             match self.exchange(backend, &p, body, &mut body_started).await {
                 Ok((upstream, response, body_done)) => {
-                    if backend.is_down(now) {
-                        backend.mark_up();
+                    policy::attempt_answered(backend, now);
+                    if let Some(a) = p.access.as_mut() {
+                        a.backend_time = Some(p.sent_at.elapsed());
                     }
                     return self
                         .relay(upstream, response, &p, body_done, &backend.authority)
@@ -548,89 +630,115 @@ impl<'a> Conn<'a> {
                 Err(Failure::Client(ClientFault::Malformed)) => {
                     return self.fail(&p, ProxyError::BadChunking, true).await;
                 }
-                Err(Failure::TimedOut) => {
-                    let kind = UpstreamErrorKind::ResponseTimeout;
-                    self.proxy.state.metrics.upstream_error(kind);
-                    return self
-                        .fail(&p, ProxyError::Upstream(kind), body_started)
-                        .await;
+                Err(Failure::Client(ClientFault::TimedOut)) => {
+                    return self.fail(&p, ProxyError::BodyTimeout, true).await;
                 }
-                Err(Failure::Upstream(error)) => {
-                    let kind = error.kind();
-                    tracing::debug!(backend = %backend.authority, ?kind, %error, "upstream attempt failed");
-                    self.proxy.state.metrics.upstream_error(kind);
-                    let never_sent = matches!(
-                        kind,
-                        UpstreamErrorKind::Refused | UpstreamErrorKind::ConnectTimeout
-                    );
-                    if never_sent || kind == UpstreamErrorKind::Reset {
-                        backend
-                            .mark_down(now, self.proxy.config.dead_backend_ttl.as_millis() as u64);
+                Err(Failure::TimedOut) => {
+                    let error = policy::response_timed_out(&self.proxy.state.metrics);
+                    return self.fail(&p, error, body_started).await;
+                }
+                Err(Failure::Upstream(error, reached)) => {
+                    let failed = Failed {
+                        error: &error,
+                        reached,
+                        last: attempt + 1 == attempts,
+                        idempotent: p.idempotent,
+                        resendable: replay.is_some() || !body_started,
+                    };
+                    let metrics = &self.proxy.state.metrics;
+                    let config = &self.proxy.config;
+                    answer = ProxyError::Upstream(error.kind());
+                    if let Some(answer) =
+                        policy::attempt_failed(metrics, config, backend, now, failed)
+                    {
+                        return self.fail(&p, answer, body_started).await;
                     }
-                    last_error = kind;
-                    let resendable = replay.is_some() || !body_started;
-                    let safe = resendable && (never_sent || p.idempotent);
-                    if is_last || !safe {
-                        return self
-                            .fail(&p, ProxyError::Upstream(kind), body_started)
-                            .await;
-                    }
-                    self.proxy.state.metrics.upstream_retries.inc();
                 }
             }
         }
-        self.fail(&p, ProxyError::Upstream(last_error), body_started)
-            .await
+        self.fail(&p, answer, body_started).await
     }
 
     /// Reads a body of `len` bytes whole (answering `100 Continue` first if
-    /// the client waits for it); None if the client went away.
-    async fn read_whole_body(&mut self, len: usize, expect_continue: bool) -> Option<Bytes> {
-        if self.inbuf.len() < len && expect_continue {
-            self.client
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .await
-                .ok()?;
-        }
-        while self.inbuf.len() < len {
-            self.inbuf.reserve(len - self.inbuf.len());
-            match self.client.read_buf(&mut self.inbuf).await {
-                Ok(n) if n > 0 => {}
-                _ => return None,
+    /// the client waits for it), within `--body-read-timeout` of starting.
+    async fn read_whole_body(
+        &mut self,
+        len: usize,
+        expect_continue: bool,
+    ) -> Result<Bytes, ClientFault> {
+        if self.inbuf.len() < len {
+            let limit = self.proxy.config.body_read_timeout;
+            self.body_deadline.set(tokio::time::Instant::now() + limit);
+            if expect_continue {
+                self.client
+                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    .await
+                    .map_err(|_| ClientFault::Gone)?;
+            }
+            while self.inbuf.len() < len {
+                self.inbuf.reserve(len - self.inbuf.len());
+                self.client.quickack();
+                tokio::select! {
+                    biased;
+                    read = self.client.read_buf(&mut self.inbuf) => match read {
+                        Ok(n) if n > 0 => {}
+                        _ => return Err(ClientFault::Gone),
+                    },
+                    _ = self.body_deadline.expired() => return Err(ClientFault::TimedOut),
+                }
             }
         }
-        Some(self.inbuf.split_to(len).freeze())
+        Ok(self.inbuf.split_to(len).freeze())
     }
 
     /// One attempt on one backend: a connection (pooled or new), the
     /// request, the response head. A pooled connection that turns out to
     /// have been closed by the backend is replaced by a new one once, when
-    /// the request can be sent again.
+    /// the request may be replayed ([`policy::may_replay`]); a request that
+    /// may not goes only on a pooled connection known to be good, else on
+    /// a new one.
     async fn exchange(
         &mut self,
         backend: &Backend,
         p: &Prepared,
         body: RequestBody<'_>,
         body_started: &mut bool,
-    ) -> Result<(TcpStream, ResponseHead, bool), Failure> {
-        let pool = &self.proxy.h1_pool;
-        let (mut upstream, mut reused) = match pool.checkout(&backend.authority, p.started) {
-            Some(stream) => (stream, true),
-            None => (pool.connect(&backend.authority).await?, false),
-        };
+    ) -> Result<(D::Stream, ResponseHead, bool), Failure> {
+        let pool = &self.proxy.pool;
+        let resendable = matches!(body, RequestBody::Replay(_));
+        let known_good = !policy::may_replay(Reached::Request, p.idempotent, resendable);
+        let (mut upstream, mut reused) =
+            match pool.checkout(&backend.authority, p.started, known_good) {
+                Some(stream) => (stream, true),
+                None => (pool.connect(&backend.authority).await?, false),
+            };
         loop {
             self.upbuf.clear();
-            let result = self.send(&mut upstream, p, &body, body_started).await;
+            let mut answered = false;
+            let result = self
+                .send(&mut upstream, p, &body, body_started, &mut answered)
+                .await;
             match result {
                 Ok((head, body_done)) => return Ok((upstream, head, body_done)),
-                Err(Failure::Upstream(error))
+                Err(Failure::Upstream(error, Reached::Request))
+                    if answered || !self.upbuf.is_empty() =>
+                {
+                    // Bytes of an answer came back: the request was
+                    // processed, whatever broke after.
+                    return Err(Failure::Upstream(error, Reached::Response));
+                }
+                Err(Failure::Upstream(error, reached))
                     if reused
-                        && matches!(body, RequestBody::Replay(_))
-                        && error.kind() == UpstreamErrorKind::Reset =>
+                        && error.kind() == crate::metrics::UpstreamErrorKind::Reset
+                        && policy::may_replay(
+                            reached,
+                            p.idempotent,
+                            resendable || !*body_started,
+                        ) =>
                 {
                     // The backend closed its idle connection as we took it.
                     tracing::debug!(backend = %backend.authority, "pooled connection was closed; reconnecting");
-                    upstream = self.proxy.h1_pool.connect(&backend.authority).await?;
+                    upstream = self.proxy.pool.connect(&backend.authority).await?;
                     reused = false;
                 }
                 Err(failure) => return Err(failure),
@@ -640,13 +748,14 @@ impl<'a> Conn<'a> {
 
     /// Writes the request to `upstream` and waits for the response head,
     /// within the response header timeout. Ok carries whether the request
-    /// body was all sent.
+    /// body was all sent; `answered` is set once an interim answer came.
     async fn send(
         &mut self,
-        upstream: &mut TcpStream,
+        upstream: &mut D::Stream,
         p: &Prepared,
         body: &RequestBody<'_>,
         body_started: &mut bool,
+        answered: &mut bool,
     ) -> Result<(ResponseHead, bool), Failure> {
         // From the request's start: the same bound for every attempt.
         let deadline =
@@ -659,22 +768,25 @@ impl<'a> Conn<'a> {
                     let head = wait_head(
                         upstream,
                         &mut self.upbuf,
-                        &self.client,
+                        &mut self.client,
                         &mut self.inbuf,
                         self.limits.max_header_size,
                         p,
                         &mut self.out,
-                        true,
                         self.stop,
+                        answered,
                     )
                     .await?;
                     Ok((head, true))
                 }
                 RequestBody::Stream => {
                     upstream.write_all(&self.out).await?;
+                    let streams = Streams {
+                        upstream: Shared::new(upstream),
+                        client: Shared::new(&mut self.client),
+                    };
                     stream_body_and_wait(
-                        upstream,
-                        &mut self.client,
+                        &streams,
                         &mut self.inbuf,
                         &mut self.upbuf,
                         &mut self.out,
@@ -682,6 +794,9 @@ impl<'a> Conn<'a> {
                         p,
                         body_started,
                         self.stop,
+                        answered,
+                        &mut self.body_deadline,
+                        self.proxy.config.body_read_timeout,
                     )
                     .await
                 }
@@ -698,43 +813,49 @@ impl<'a> Conn<'a> {
     /// rewritten into `out`), then the body as it arrives.
     async fn relay(
         &mut self,
-        mut upstream: TcpStream,
+        mut upstream: D::Stream,
         response: ResponseHead,
         p: &Prepared,
         request_body_done: bool,
         backend: &http::uri::Authority,
-    ) -> Next {
+    ) -> Next<D::Stream> {
         let status = response.facts.status;
+        self.upbuf.advance(response.len);
         if status == 101 {
             if !response.upgrade_agreed {
                 return self.fail(p, ProxyError::UpgradeMismatch, true).await;
             }
-            if self
-                .client
-                .write_all(&self.upbuf[..response.len])
-                .await
-                .is_err()
-            {
+            if self.client.write_all(&self.out).await.is_err() {
                 return Next::Close;
             }
-            self.upbuf.advance(response.len);
-            self.finish(p, status, None);
+            self.finish(p, status, 0);
             return Next::Tunnel(upstream);
         }
-        self.upbuf.advance(response.len);
         let relayed = self.relay_body(&mut upstream, &response).await;
-        let bytes = match response.facts.framing {
-            Framing::Length(n) => Some(n),
-            Framing::Empty => Some(0),
-            Framing::Chunked | Framing::UntilClose => None,
-        };
-        self.finish(p, status, bytes);
         match relayed {
-            Ok(()) => {
+            Err(Relayed {
+                error, wrote: 0, ..
+            }) => {
+                // Broken before a byte reached the client (a malformed
+                // chunk or trailer in the first read): a clean 502.
+                tracing::debug!(%error, "backend answer refused before relaying it");
+                let refused = ProxyError::Upstream(crate::metrics::UpstreamErrorKind::Other);
+                self.proxy
+                    .state
+                    .metrics
+                    .upstream_error(crate::metrics::UpstreamErrorKind::Other);
+                self.out.clear();
+                head::write_error(&mut self.out, refused, true, p.request_id.as_bytes());
+                let _ = self.client.write_all(&self.out).await;
+                self.finish(p, 502, refused.body().len() as u64);
+                Next::Close
+            }
+            Ok(bytes) => {
+                self.finish(p, status, bytes);
+                // Bytes past the end of the answer are unsolicited: that
+                // connection is out of step and never reused.
                 if response.facts.reusable && request_body_done && self.upbuf.is_empty() {
-                    self.proxy
-                        .h1_pool
-                        .put_back(backend, upstream, self.idle_since);
+                    self.proxy.pool.put_back(backend, upstream, self.idle_since);
                 }
                 if response.close {
                     Next::Close
@@ -742,80 +863,128 @@ impl<'a> Conn<'a> {
                     Next::KeepAlive
                 }
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "response relay ended early");
+            Err(Relayed { error, body, .. }) => {
+                tracing::debug!(%error, "response relay ended early");
+                self.finish(p, status, body);
                 Next::Close
             }
         }
     }
 
+    /// Relays the response body; Ok carries the body bytes sent to the
+    /// client (for the access log).
     async fn relay_body(
         &mut self,
-        upstream: &mut TcpStream,
+        upstream: &mut D::Stream,
         response: &ResponseHead,
+    ) -> Result<u64, Relayed> {
+        let mut sent = 0u64;
+        let head = self.out.len() as u64;
+        match self.relay_framed(upstream, response, &mut sent).await {
+            Ok(()) => Ok(sent.saturating_sub(head)),
+            Err(error) => Err(Relayed {
+                error,
+                wrote: sent,
+                body: sent.saturating_sub(head),
+            }),
+        }
+    }
+
+    /// [`Conn::relay_body`] by framing; `sent` counts every byte written to
+    /// the client, head included.
+    async fn relay_framed(
+        &mut self,
+        upstream: &mut D::Stream,
+        response: &ResponseHead,
+        sent: &mut u64,
     ) -> io::Result<()> {
+        let idle = self.limits.idle_timeout;
+        macro_rules! write {
+            ($a:expr, $b:expr) => {{
+                let (a, b): (&[u8], &[u8]) = ($a, $b);
+                write_bounded(&mut self.client, &mut self.response_deadline, idle, a, b).await?;
+                *sent += (a.len() + b.len()) as u64;
+            }};
+        }
         match response.facts.framing {
-            Framing::Empty => self.client.write_all(&self.out).await,
+            Framing::Empty => write!(&self.out, &[]),
             Framing::Length(n) => {
                 let mut left = n;
                 let have = (self.upbuf.len() as u64).min(left) as usize;
                 if have as u64 == left && have <= COALESCE_LIMIT {
                     self.out.extend_from_slice(&self.upbuf[..have]);
                     self.upbuf.advance(have);
-                    return self.client.write_all(&self.out).await;
+                    write!(&self.out, &[]);
+                    return Ok(());
                 }
-                write_all_two(&mut self.client, &self.out, &self.upbuf[..have]).await?;
+                write!(&self.out, &self.upbuf[..have]);
                 self.upbuf.advance(have);
                 left -= have as u64;
                 while left > 0 {
                     self.read_upstream(upstream).await?;
                     let take = (self.upbuf.len() as u64).min(left) as usize;
-                    self.client.write_all(&self.upbuf[..take]).await?;
+                    write!(&[], &self.upbuf[..take]);
                     self.upbuf.advance(take);
                     left -= take as u64;
                 }
-                Ok(())
             }
-            Framing::Chunked => {
+            Framing::Chunked if response.dechunk => {
                 let mut decoder = ChunkedDecoder::default();
-                let mut head_pending = true;
                 loop {
-                    if response.dechunk {
-                        let mut at = 0;
-                        while at < self.upbuf.len() && !decoder.is_done() {
-                            let segment =
-                                decoder.next(&self.upbuf[at..]).map_err(io::Error::other)?;
-                            if let Segment::Data(n) = segment {
-                                self.out.extend_from_slice(&self.upbuf[at..at + n]);
-                            }
-                            at += segment.size();
+                    let mut at = 0;
+                    while at < self.upbuf.len() && !decoder.is_done() {
+                        let segment = decoder.next(&self.upbuf[at..]).map_err(io::Error::other)?;
+                        if let Segment::Data(n) = segment {
+                            self.out.extend_from_slice(&self.upbuf[at..at + n]);
                         }
-                        self.client.write_all(&self.out).await?;
-                        self.out.clear();
-                        self.upbuf.advance(at);
-                    } else {
-                        let n = decoder.consume(&self.upbuf).map_err(io::Error::other)?;
-                        if head_pending {
-                            write_all_two(&mut self.client, &self.out, &self.upbuf[..n]).await?;
-                        } else {
-                            self.client.write_all(&self.upbuf[..n]).await?;
-                        }
-                        self.upbuf.advance(n);
+                        at += segment.size();
                     }
-                    head_pending = false;
+                    write!(&self.out, &[]);
+                    self.out.clear();
+                    self.upbuf.advance(at);
                     if decoder.is_done() {
                         return Ok(());
                     }
                     self.read_upstream(upstream).await?;
                 }
             }
+            Framing::Chunked => {
+                // Chunks pass as they came; the trailer section is checked
+                // and rewritten ([`ChunkedRelay`]). `out` holds the head
+                // until the first write.
+                let mut relay = ChunkedRelay::default();
+                loop {
+                    let fed = relay.feed(&self.upbuf).map_err(io::Error::other)?;
+                    if relay.is_done() && fed.pass <= COALESCE_LIMIT {
+                        // The end of the answer: one write.
+                        self.out.extend_from_slice(&self.upbuf[..fed.pass]);
+                        relay
+                            .write_trailers(&mut self.out)
+                            .map_err(io::Error::other)?;
+                        self.upbuf.advance(fed.used);
+                        write!(&self.out, &[]);
+                        return Ok(());
+                    }
+                    write!(&self.out, &self.upbuf[..fed.pass]);
+                    self.out.clear();
+                    self.upbuf.advance(fed.used);
+                    if relay.is_done() {
+                        relay
+                            .write_trailers(&mut self.out)
+                            .map_err(io::Error::other)?;
+                        write!(&self.out, &[]);
+                        return Ok(());
+                    }
+                    self.read_upstream(upstream).await?;
+                }
+            }
             Framing::UntilClose => {
-                write_all_two(&mut self.client, &self.out, &self.upbuf).await?;
+                write!(&self.out, &self.upbuf[..]);
                 self.upbuf.clear();
                 loop {
                     match self.read_upstream(upstream).await {
                         Ok(()) => {
-                            self.client.write_all(&self.upbuf).await?;
+                            write!(&[], &self.upbuf[..]);
                             self.upbuf.clear();
                         }
                         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
@@ -824,34 +993,49 @@ impl<'a> Conn<'a> {
                 }
             }
         }
+        Ok(())
     }
 
     /// Reads more of a response body, watching the client: a client that
-    /// leaves ends the relay (and the backend connection with it).
-    async fn read_upstream(&mut self, upstream: &mut TcpStream) -> io::Result<()> {
+    /// leaves ends the relay (and the backend connection with it), and so
+    /// does a backend that sends nothing for the idle timeout.
+    async fn read_upstream(&mut self, upstream: &mut D::Stream) -> io::Result<()> {
         self.upbuf.reserve(BODY_CHUNK);
-        loop {
-            let watching = self.inbuf.len() < self.limits.max_header_size;
-            tokio::select! {
-                biased;
-                read = upstream.read_buf(&mut self.upbuf) => {
-                    return match read? {
-                        0 => Err(io::ErrorKind::UnexpectedEof.into()),
-                        _ => Ok(()),
-                    };
+        upstream.quickack();
+        let idle = self.limits.idle_timeout;
+        let max_header_size = self.limits.max_header_size;
+        let (client, inbuf, upbuf) = (&mut self.client, &mut self.inbuf, &mut self.upbuf);
+        let wait = async {
+            loop {
+                let watching = inbuf.len() < max_header_size;
+                if watching {
+                    inbuf.reserve(READ_CHUNK);
                 }
-                gone = client_left(&self.client, &mut self.inbuf), if watching => {
-                    if gone {
-                        return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "client left"));
+                tokio::select! {
+                    biased;
+                    read = upstream.read_buf(upbuf) => {
+                        return match read? {
+                            0 => Err(io::ErrorKind::UnexpectedEof.into()),
+                            _ => Ok(()),
+                        };
+                    }
+                    // Pipelined bytes stay in `inbuf`; a close ends it all.
+                    read = client.read_buf(inbuf), if watching => {
+                        if !matches!(read, Ok(n) if n > 0) {
+                            return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "client left"));
+                        }
                     }
                 }
             }
-        }
+        };
+        bounded(wait, &mut self.response_deadline, idle)
+            .await
+            .unwrap_or_else(|| Err(io::Error::new(io::ErrorKind::TimedOut, "backend idle")))
     }
 
     /// Metrics and the access log line of an answered request; the
     /// connection is idle from here on.
-    fn finish(&mut self, p: &Prepared, status: u16, bytes: Option<u64>) {
+    fn finish(&mut self, p: &Prepared, status: u16, bytes: u64) {
         let request_id = p.request_id.as_bytes();
         self.record(p.started, p.access.as_ref(), status, bytes, request_id);
     }
@@ -861,9 +1045,9 @@ impl<'a> Conn<'a> {
     fn record(
         &mut self,
         started: Instant,
-        access: Option<&AccessInfo>,
+        access: Option<&Access>,
         status: u16,
-        bytes: Option<u64>,
+        bytes: u64,
         request_id: &[u8],
     ) {
         self.idle_since = Instant::now();
@@ -873,22 +1057,27 @@ impl<'a> Conn<'a> {
             .metrics
             .observe_request(status, elapsed.as_secs_f64());
         if let Some(a) = access {
-            log_access(a, status, elapsed, bytes, request_id);
+            a.log(status, bytes, elapsed, request_id);
         }
     }
 
     /// Answers an exchange that failed; the connection closes if some of the
     /// request body may still be unread.
-    async fn fail(&mut self, p: &Prepared, error: ProxyError, body_started: bool) -> Next {
+    async fn fail(
+        &mut self,
+        p: &Prepared,
+        error: ProxyError,
+        body_started: bool,
+    ) -> Next<D::Stream> {
         let body_unread = match p.framing {
             Framing::Empty => false,
             _ => !p.buffer_body || body_started,
         };
         let close = !p.keep_alive || body_unread || self.stop.is_stopping();
         self.out.clear();
-        head::write_error(&mut self.out, error, close);
+        head::write_error(&mut self.out, error, close, p.request_id.as_bytes());
         let written = self.client.write_all(&self.out).await;
-        self.finish(p, error.status().as_u16(), Some(error.body().len() as u64));
+        self.finish(p, error.status().as_u16(), error.body().len() as u64);
         if written.is_err() || close {
             Next::Close
         } else {
@@ -899,12 +1088,13 @@ impl<'a> Conn<'a> {
     /// The proxy's own answer to a request it did not forward.
     async fn answer_error(&mut self, refusal: &Refusal, close: bool) {
         let error = refusal.error;
+        let request_id = refusal.request_id.as_bytes();
         self.out.clear();
-        head::write_error(&mut self.out, error, close);
+        head::write_error(&mut self.out, error, close, request_id);
         let _ = self.client.write_all(&self.out).await;
         let (status, bytes) = (error.status().as_u16(), error.body().len() as u64);
         let access = refusal.access.as_ref();
-        self.record(refusal.started, access, status, Some(bytes), b"-");
+        self.record(refusal.started, access, status, bytes, request_id);
     }
 
     /// Closes a connection the proxy decided to end: the write side first
@@ -933,26 +1123,28 @@ impl<'a> Conn<'a> {
 
 /// Waits for the final response head from `upstream` (relaying interim
 /// 1xx answers to the client), parses it and writes the client's head into
-/// `out`. While waiting, the client is watched when `watch_client`: if it
-/// leaves, the exchange is abandoned.
+/// `out`. While waiting, the client is watched: if it leaves, the exchange
+/// is abandoned; pipelined bytes are kept in `inbuf`. `answered` is set
+/// once an interim answer came.
 #[allow(clippy::too_many_arguments)]
-async fn wait_head(
-    upstream: &mut TcpStream,
+async fn wait_head<C: Socket, U: Socket>(
+    upstream: &mut U,
     upbuf: &mut BytesMut,
-    client: &TcpStream,
+    client: &mut C,
     inbuf: &mut BytesMut,
     max_header_size: usize,
     p: &Prepared,
     out: &mut Vec<u8>,
-    watch_client: bool,
     stop: &Stop,
+    answered: &mut bool,
 ) -> Result<ResponseHead, Failure> {
     loop {
         if !upbuf.is_empty() {
             match parse_response(upbuf, p, out, stop, true)? {
                 Parsed::Final(head) => return Ok(head),
                 Parsed::Interim(len) => {
-                    if !p.http10 && write_all_shared(client, &upbuf[..len]).await.is_err() {
+                    *answered = true;
+                    if !p.http10 && client.write_all(out).await.is_err() {
                         return Err(Failure::Client(ClientFault::Gone));
                     }
                     upbuf.advance(len);
@@ -961,11 +1153,14 @@ async fn wait_head(
                 Parsed::Partial if upbuf.len() >= max_header_size => {
                     return Err(UpstreamError::Protocol.into())
                 }
-                Parsed::Partial => {}
+                Parsed::Partial => upstream.quickack(),
             }
         }
         upbuf.reserve(READ_CHUNK);
-        let watching = watch_client && inbuf.len() < max_header_size;
+        let watching = inbuf.len() < max_header_size;
+        if watching {
+            inbuf.reserve(READ_CHUNK);
+        }
         tokio::select! {
             biased;
             read = upstream.read_buf(upbuf) => {
@@ -973,8 +1168,8 @@ async fn wait_head(
                     return Err(UpstreamError::Closed.into());
                 }
             }
-            gone = client_left(client, inbuf), if watching => {
-                if gone {
+            read = client.read_buf(inbuf), if watching => {
+                if !matches!(read, Ok(n) if n > 0) {
                     return Err(Failure::Client(ClientFault::Gone));
                 }
             }
@@ -984,13 +1179,15 @@ async fn wait_head(
 
 enum Parsed {
     Final(ResponseHead),
+    /// An interim answer of this many bytes; its rewritten head is in `out`.
     Interim(usize),
     Partial,
 }
 
 /// Parses a response head; a final one gets its client head written into
-/// `out`. `request_body_done`: the request body was all sent (else the
-/// client connection closes after this answer).
+/// `out`, an interim one its rewritten self. `request_body_done`: the
+/// request body was all sent (else the client connection closes after
+/// this answer).
 fn parse_response(
     upbuf: &[u8],
     p: &Prepared,
@@ -1008,7 +1205,9 @@ fn parse_response(
         Err(_) => return Err(UpstreamError::Protocol),
     };
     let facts = head::inspect_response(&resp, p.is_head).map_err(|_| UpstreamError::Protocol)?;
+    out.clear();
     if (100..200).contains(&facts.status) && facts.status != 101 {
+        head::write_interim_head(out, &resp);
         return Ok(Parsed::Interim(len));
     }
     let dechunk = p.http10 && facts.framing == Framing::Chunked;
@@ -1021,7 +1220,6 @@ fn parse_response(
         && p.upgrade
             .as_deref()
             .is_some_and(|wanted| head::upgrade_agreed(&resp, wanted));
-    out.clear();
     head::write_response_head(
         out,
         &resp,
@@ -1041,15 +1239,20 @@ fn parse_response(
     }))
 }
 
+/// Both streams of an exchange whose request body is streamed.
+struct Streams<'s, C, U> {
+    upstream: Shared<'s, U>,
+    client: Shared<'s, C>,
+}
+
 /// Streams the request body from the client to the backend while waiting
 /// for the response head: a backend may answer (or ask for the body with
 /// `100 Continue`) before the body is all sent. Ok carries whether the
 /// body was all sent; if the answer came first, the rest is left unread
 /// (and the client connection will close).
 #[allow(clippy::too_many_arguments)]
-async fn stream_body_and_wait(
-    upstream: &mut TcpStream,
-    client: &mut TcpStream,
+async fn stream_body_and_wait<C: Socket, U: Socket>(
+    streams: &Streams<'_, C, U>,
     inbuf: &mut BytesMut,
     upbuf: &mut BytesMut,
     out: &mut Vec<u8>,
@@ -1057,31 +1260,35 @@ async fn stream_body_and_wait(
     p: &Prepared,
     body_started: &mut bool,
     stop: &Stop,
+    answered: &mut bool,
+    body_deadline: &mut Deadline,
+    body_read_timeout: Duration,
 ) -> Result<(ResponseHead, bool), Failure> {
-    let (mut up_read, mut up_write) = upstream.split();
-    let (mut client_read, mut client_write) = client.split();
     // Read by the head parser: an answer that comes before the whole body
     // closes the client connection after it.
     let body_done = AtomicBool::new(false);
     let wait = wait_head_split(
-        &mut up_read,
+        streams,
         upbuf,
-        &mut client_write,
         max_header_size,
         p,
         out,
         stop,
         &body_done,
+        answered,
     );
     tokio::pin!(wait);
     // 1. The body goes up while the answer is awaited.
     {
+        let mut upstream = &streams.upstream;
         let send = send_body(
-            &mut client_read,
+            &streams.client,
             inbuf,
-            &mut up_write,
+            &mut upstream,
             p.framing,
             body_started,
+            body_deadline,
+            body_read_timeout,
         );
         tokio::pin!(send);
         tokio::select! {
@@ -1093,26 +1300,27 @@ async fn stream_body_and_wait(
                     tracing::debug!(error = %e, "backend stopped reading the request body");
                 }
                 Err(BodyError::Client(e)) => {
-                    let fault = if e.kind() == io::ErrorKind::InvalidData {
-                        ClientFault::Malformed
-                    } else {
-                        ClientFault::Gone
+                    let fault = match e.kind() {
+                        io::ErrorKind::InvalidData => ClientFault::Malformed,
+                        io::ErrorKind::TimedOut => ClientFault::TimedOut,
+                        _ => ClientFault::Gone,
                     };
                     return Err(Failure::Client(fault));
                 }
             },
-            head = &mut wait => return answered(head, &body_done),
+            head = &mut wait => return answered_with(head, &body_done),
         }
     }
     // 2. The body is sent: the client is watched while the answer is
     //    awaited, as for a request without a body.
+    let mut client = &streams.client;
     loop {
         let watching = inbuf.len() < max_header_size;
         inbuf.reserve(READ_CHUNK);
         tokio::select! {
             biased;
-            head = &mut wait => return answered(head, &body_done),
-            read = client_read.read_buf(inbuf), if watching => {
+            head = &mut wait => return answered_with(head, &body_done),
+            read = client.read_buf(inbuf), if watching => {
                 if !matches!(read, Ok(n) if n > 0) {
                     return Err(Failure::Client(ClientFault::Gone));
                 }
@@ -1121,7 +1329,7 @@ async fn stream_body_and_wait(
     }
 }
 
-fn answered(
+fn answered_with(
     head: Result<ResponseHead, UpstreamError>,
     body_done: &AtomicBool,
 ) -> Result<(ResponseHead, bool), Failure> {
@@ -1132,24 +1340,24 @@ fn answered(
 /// Where a request body copy failed.
 #[derive(Debug)]
 enum BodyError {
-    /// The client's side: gone, or malformed chunked framing.
+    /// The client's side: gone, stalled (`TimedOut`), or malformed chunked
+    /// framing (`InvalidData`).
     Client(io::Error),
     Upstream(io::Error),
 }
 
 /// Copies the request body (`framing`) from the client to the backend,
-/// starting with what is already in `inbuf`.
-async fn send_body<R, W>(
-    client: &mut R,
+/// starting with what is already in `inbuf`. Chunks pass as they came, the
+/// trailer section is checked and rewritten ([`ChunkedRelay`]).
+async fn send_body<C: Socket, W: AsyncWrite + Unpin>(
+    client: &Shared<'_, C>,
     inbuf: &mut BytesMut,
     upstream: &mut W,
     framing: Framing,
     started: &mut bool,
-) -> Result<(), BodyError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
+    deadline: &mut Deadline,
+    limit: Duration,
+) -> Result<(), BodyError> {
     match framing {
         Framing::Empty | Framing::UntilClose => Ok(()),
         Framing::Length(n) => {
@@ -1168,68 +1376,75 @@ where
                 if left == 0 {
                     return Ok(());
                 }
-                read_more(client, inbuf).await?;
+                read_more(client, inbuf, deadline, limit).await?;
             }
         }
         Framing::Chunked => {
-            let mut decoder = ChunkedDecoder::default();
+            let malformed = |e| BodyError::Client(io::Error::new(io::ErrorKind::InvalidData, e));
+            let mut relay = ChunkedRelay::default();
+            let mut end = Vec::new();
             loop {
-                let n = decoder.consume(inbuf).map_err(|e| {
-                    BodyError::Client(io::Error::new(io::ErrorKind::InvalidData, e))
-                })?;
-                if n > 0 {
+                let fed = relay.feed(inbuf).map_err(malformed)?;
+                if relay.is_done() {
+                    relay.write_trailers(&mut end).map_err(malformed)?;
+                }
+                if fed.pass > 0 || !end.is_empty() {
                     *started = true;
-                    upstream
-                        .write_all(&inbuf[..n])
+                    write_all_two(upstream, &inbuf[..fed.pass], &end)
                         .await
                         .map_err(BodyError::Upstream)?;
-                    inbuf.advance(n);
                 }
-                if decoder.is_done() {
+                inbuf.advance(fed.used);
+                if relay.is_done() {
                     return Ok(());
                 }
-                read_more(client, inbuf).await?;
+                read_more(client, inbuf, deadline, limit).await?;
             }
         }
     }
 }
 
-async fn read_more<R: AsyncRead + Unpin>(
-    client: &mut R,
+/// Reads more of a request body; the client must send something within
+/// `limit` (`--body-read-timeout`).
+async fn read_more<C: Socket>(
+    client: &Shared<'_, C>,
     inbuf: &mut BytesMut,
+    deadline: &mut Deadline,
+    limit: Duration,
 ) -> Result<(), BodyError> {
     inbuf.reserve(BODY_CHUNK);
-    match client.read_buf(inbuf).await {
-        Ok(0) => Err(BodyError::Client(io::ErrorKind::UnexpectedEof.into())),
-        Ok(_) => Ok(()),
-        Err(e) => Err(BodyError::Client(e)),
+    client.quickack();
+    let mut reader = client;
+    match bounded(reader.read_buf(inbuf), deadline, limit).await {
+        None => Err(BodyError::Client(io::ErrorKind::TimedOut.into())),
+        Some(Ok(0)) => Err(BodyError::Client(io::ErrorKind::UnexpectedEof.into())),
+        Some(Ok(_)) => Ok(()),
+        Some(Err(e)) => Err(BodyError::Client(e)),
     }
 }
 
-/// `wait_head` over split halves (the body is being sent on the other
-/// half meanwhile; the client is read by the body copy, not watched).
+/// `wait_head` while the body goes up (the client is read by the body
+/// copy, not watched).
 #[allow(clippy::too_many_arguments)]
-async fn wait_head_split<R, W>(
-    upstream: &mut R,
+async fn wait_head_split<C: Socket, U: Socket>(
+    streams: &Streams<'_, C, U>,
     upbuf: &mut BytesMut,
-    client: &mut W,
     max_header_size: usize,
     p: &Prepared,
     out: &mut Vec<u8>,
     stop: &Stop,
     body_done: &AtomicBool,
-) -> Result<ResponseHead, UpstreamError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
+    answered: &mut bool,
+) -> Result<ResponseHead, UpstreamError> {
+    let (mut upstream, mut client) = (&streams.upstream, &streams.client);
     loop {
         if !upbuf.is_empty() {
             match parse_response(upbuf, p, out, stop, body_done.load(Ordering::Relaxed))? {
                 Parsed::Final(head) => return Ok(head),
                 Parsed::Interim(len) => {
+                    *answered = true;
                     if !p.http10 {
-                        client.write_all(&upbuf[..len]).await?;
+                        client.write_all(out).await?;
                     }
                     upbuf.advance(len);
                     continue;
@@ -1237,7 +1452,7 @@ where
                 Parsed::Partial if upbuf.len() >= max_header_size => {
                     return Err(UpstreamError::Protocol)
                 }
-                Parsed::Partial => {}
+                Parsed::Partial => upstream.quickack(),
             }
         }
         upbuf.reserve(READ_CHUNK);
@@ -1247,28 +1462,26 @@ where
     }
 }
 
-/// Resolves when the client sent something while the proxy waits on the
-/// backend: true if it closed (or reset) the connection; pipelined bytes
-/// are kept in `inbuf` (false). It waits on the socket's own reader slot
-/// (`poll_read_ready`), not on a registered waiter: nothing else reads the
-/// client meanwhile, and it is cheaper on every request.
-async fn client_left(client: &TcpStream, inbuf: &mut BytesMut) -> bool {
-    if std::future::poll_fn(|cx| client.poll_read_ready(cx))
+/// [`write_all_two`] to the client, failing when it cannot finish within
+/// `idle` (a client that stopped reading).
+async fn write_bounded<W: AsyncWrite + Unpin>(
+    client: &mut W,
+    deadline: &mut Deadline,
+    idle: Duration,
+    a: &[u8],
+    b: &[u8],
+) -> io::Result<()> {
+    bounded(write_all_two(client, a, b), deadline, idle)
         .await
-        .is_err()
-    {
-        return true;
-    }
-    inbuf.reserve(READ_CHUNK);
-    match client.try_read_buf(inbuf) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-        Err(_) => true,
-    }
+        .unwrap_or_else(|| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client stopped reading",
+            ))
+        })
 }
 
-/// Writes `a` then `b` with as few syscalls as the kernel allows.
+/// Writes `a` then `b` with as few syscalls as the stream allows.
 async fn write_all_two<W: AsyncWrite + Unpin>(w: &mut W, a: &[u8], b: &[u8]) -> io::Result<()> {
     if b.is_empty() {
         return w.write_all(a).await;
@@ -1289,48 +1502,4 @@ async fn write_all_two<W: AsyncWrite + Unpin>(w: &mut W, a: &[u8], b: &[u8]) -> 
         }
     }
     w.write_all(b).await
-}
-
-/// `write_all` on a shared socket reference.
-async fn write_all_shared(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(buf) {
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-fn access_info(req: &httparse::Request<'_, '_>, host: &str, path: &str) -> AccessInfo {
-    AccessInfo {
-        method: req.method.unwrap_or("").to_owned(),
-        host: host.to_owned(),
-        path: path.split('?').next().unwrap_or(path).to_owned(),
-        backend: None,
-    }
-}
-
-/// One access log line; `bytes` is the body length when known.
-fn log_access(
-    a: &AccessInfo,
-    status: u16,
-    elapsed: Duration,
-    bytes: Option<u64>,
-    request_id: &[u8],
-) {
-    let bytes = bytes.map(|n| n.to_string());
-    tracing::info!(
-        target: "access",
-        method = %a.method,
-        host = %a.host,
-        path = %a.path,
-        status,
-        backend = a.backend.as_deref().unwrap_or("-"),
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        bytes = bytes.as_deref().unwrap_or("-"),
-        request_id = %String::from_utf8_lossy(request_id),
-    );
 }

@@ -1,31 +1,39 @@
-//! Keep-alive connections to backends for the HTTP/1 path: plain sockets,
-//! one pool per worker thread, reused most-recent-first.
+//! The backend layer both protocols share: keep-alive HTTP/1.1
+//! connections to backends, one pool per worker thread, reused
+//! most-recent-first, and the one error type of a backend exchange.
 //!
-//! A socket goes back to the pool only after a whole response was read
+//! A connection goes back to the pool only after a whole response was read
 //! from it and nothing more (a clean message boundary); anything else
 //! (abandoned bodies, `Connection: close`, bytes past the end) closes it.
-//! Before reuse a pooled socket is checked for readability without a
-//! syscall in the common case: an idle backend connection has nothing to
-//! say, so readable means closed (or broken) and it is dropped.
+//! Before reuse a pooled connection is checked for readability without a
+//! syscall in the common case ([`BackendSocket::looks_open`]): an idle
+//! backend connection has nothing to say, so readable means closed (or
+//! broken) and it is dropped. A request that may not be replayed (see
+//! `proxy::policy`) asks for more: a connection used less than
+//! [`KNOWN_GOOD_IDLE`] ago that a read syscall finds silent, else a new one.
 
+use super::io::{BackendSocket, DialError, Dialer};
 use crate::metrics::UpstreamErrorKind;
 use http::uri::Authority;
 use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 
 /// Idle connections kept per backend (per worker); more are closed.
 const MAX_IDLE_PER_BACKEND: usize = 512;
 
+/// A pooled connection idle longer than this is not trusted with a request
+/// that may not be replayed: backends close idle keep-alive connections
+/// after a timeout of their own (gunicorn 2 s, Node and uvicorn 5 s), and
+/// a request sent as the close crosses it would have to be answered `502`.
+pub const KNOWN_GOOD_IDLE: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
     pub connect_timeout: Duration,
+    /// Idle connections are closed after this long.
     pub idle_timeout: Duration,
-    /// TCP keepalive probes on backend sockets find dead peers.
-    pub tcp_keepalive: Duration,
 }
 
 /// Why a backend exchange failed.
@@ -63,53 +71,66 @@ impl UpstreamError {
     }
 }
 
-struct Idle {
-    stream: TcpStream,
+struct Idle<S> {
+    stream: S,
     since: Instant,
 }
 
-struct Shared {
+struct Shared<S> {
     /// Keyed by the authority's text: `Authority`'s own hash lowercases
     /// byte by byte, and route values are lowercased already.
-    idle: Mutex<HashMap<Box<str>, Vec<Idle>, foldhash::fast::RandomState>>,
+    idle: Mutex<HashMap<Box<str>, Vec<Idle<S>>, foldhash::fast::RandomState>>,
     config: PoolConfig,
 }
 
-/// A worker's backend sockets. The lock is only ever taken by that
+/// A worker's backend connections. The lock is only ever taken by that
 /// worker's own tasks, so it is never contended.
-pub struct Pool {
-    shared: Arc<Shared>,
+pub struct Pool<D: Dialer> {
+    shared: Arc<Shared<D::Stream>>,
+    dialer: D,
     sweeper: std::sync::Once,
 }
 
-impl Pool {
-    pub fn new(config: PoolConfig) -> Pool {
+impl<D: Dialer> Pool<D> {
+    pub fn new(dialer: D, config: PoolConfig) -> Pool<D> {
         Pool {
             shared: Arc::new(Shared {
                 idle: Mutex::new(HashMap::default()),
                 config,
             }),
+            dialer,
             sweeper: std::sync::Once::new(),
         }
     }
 
     /// An idle connection to `backend` that still looks open, if any
-    /// (`now`: the request's clock reading).
-    pub fn checkout(&self, backend: &Authority, now: Instant) -> Option<TcpStream> {
+    /// (`now`: the request's clock reading). `known_good`: only one used
+    /// within [`KNOWN_GOOD_IDLE`] and found silent by a read syscall (for a
+    /// request that may not be replayed).
+    pub fn checkout(
+        &self,
+        backend: &Authority,
+        now: Instant,
+        known_good: bool,
+    ) -> Option<D::Stream> {
         let mut idle = self.shared.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(backend.as_str())?;
         while let Some(conn) = list.pop() {
-            let fresh = now.saturating_duration_since(conn.since) < self.shared.config.idle_timeout;
-            if fresh && looks_open(&conn.stream) {
-                return Some(conn.stream);
+            let age = now.saturating_duration_since(conn.since);
+            if age >= self.shared.config.idle_timeout || !conn.stream.looks_open() {
+                continue;
             }
+            if known_good && (age >= KNOWN_GOOD_IDLE || !conn.stream.is_silent()) {
+                continue;
+            }
+            return Some(conn.stream);
         }
         None
     }
 
     /// Returns a connection that sits at a clean message boundary (`now`:
     /// when its last response ended).
-    pub fn put_back(&self, backend: &Authority, stream: TcpStream, now: Instant) {
+    pub fn put_back(&self, backend: &Authority, stream: D::Stream, now: Instant) {
         let mut idle = self.shared.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = match idle.get_mut(backend.as_str()) {
             Some(list) => list,
@@ -123,23 +144,18 @@ impl Pool {
     }
 
     /// A new connection, within the connect timeout.
-    pub async fn connect(&self, backend: &Authority) -> Result<TcpStream, UpstreamError> {
+    pub async fn connect(&self, backend: &Authority) -> Result<D::Stream, UpstreamError> {
         self.sweeper.call_once(|| {
-            let idle = self.shared.config.idle_timeout;
-            start_sweeper(Arc::downgrade(&self.shared), idle, Shared::sweep)
+            start_sweeper(
+                Arc::downgrade(&self.shared),
+                self.shared.config.idle_timeout,
+            )
         });
-        Ok(dial(backend, &self.shared.config).await?)
+        Ok(self
+            .dialer
+            .dial(backend, self.shared.config.connect_timeout)
+            .await?)
     }
-}
-
-/// Why a backend could not be connected to.
-#[derive(Debug, thiserror::Error)]
-pub enum DialError {
-    /// Refused, unreachable, unresolvable: nothing was sent.
-    #[error("connect: {0}")]
-    Refused(#[source] io::Error),
-    #[error("connect timed out")]
-    Timeout,
 }
 
 impl From<DialError> for UpstreamError {
@@ -151,63 +167,22 @@ impl From<DialError> for UpstreamError {
     }
 }
 
-/// Opens a backend connection as both request paths want it: within the
-/// connect timeout, Nagle off (heads are written whole), TCP keepalive on.
-pub async fn dial(backend: &Authority, config: &PoolConfig) -> Result<TcpStream, DialError> {
-    // An IPv6 authority keeps its brackets; the resolver wants them off.
-    let host = backend.host().trim_start_matches('[').trim_end_matches(']');
-    let port = backend.port_u16().unwrap_or(80);
-    let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect((host, port)))
-        .await
-        .map_err(|_| DialError::Timeout)?
-        .map_err(|e| {
-            if e.kind() == io::ErrorKind::TimedOut {
-                DialError::Timeout
-            } else {
-                DialError::Refused(e)
-            }
-        })?;
-    let _ = stream.set_nodelay(true);
-    let keepalive = socket2::TcpKeepalive::new().with_time(config.tcp_keepalive);
-    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-    Ok(stream)
-}
-
-impl Shared {
+impl<S: BackendSocket> Shared<S> {
     /// Drops idle connections past the timeout or closed by their backend,
     /// and forgets backends with none left.
     fn sweep(&self) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let timeout = self.config.idle_timeout;
         idle.retain(|_, list| {
-            list.retain(|c| c.since.elapsed() < timeout && looks_open(&c.stream));
+            list.retain(|c| c.since.elapsed() < timeout && c.stream.looks_open());
             !list.is_empty()
         });
     }
 }
 
-/// An idle backend connection has nothing to read; readable means the
-/// backend closed it (or sent what it should not have). The reactor's
-/// readiness is consulted first, so the usual answer costs no syscall.
-fn looks_open(stream: &TcpStream) -> bool {
-    let mut cx = Context::from_waker(Waker::noop());
-    match stream.poll_read_ready(&mut cx) {
-        Poll::Pending => true,
-        Poll::Ready(Err(_)) => false,
-        Poll::Ready(Ok(())) => {
-            let mut probe = [0u8; 1];
-            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-        }
-    }
-}
-
-/// Runs `sweep` on the pool every idle timeout / 4 (at least every
-/// 100 ms), until the pool is gone. Both backend pools use it.
-pub fn start_sweeper<P: Send + Sync + 'static>(
-    pool: Weak<P>,
-    idle_timeout: Duration,
-    sweep: fn(&P),
-) {
+/// Sweeps the pool every idle timeout / 4 (at least every 100 ms), until
+/// the pool is gone.
+fn start_sweeper<S: BackendSocket>(pool: Weak<Shared<S>>, idle_timeout: Duration) {
     let period = (idle_timeout / 4).max(Duration::from_millis(100));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
@@ -216,7 +191,7 @@ pub fn start_sweeper<P: Send + Sync + 'static>(
         loop {
             tick.tick().await;
             match pool.upgrade() {
-                Some(pool) => sweep(&pool),
+                Some(pool) => pool.sweep(),
                 None => return,
             }
         }

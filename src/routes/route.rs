@@ -1,0 +1,232 @@
+//! A route and its backends, as the request path uses them: the backend
+//! addresses, a health mark per backend, a round-robin cursor. One
+//! allocation per route in the common case (one backend written as its
+//! own address): a table of 100,000 routes is mostly these.
+
+use super::parse::{parse_backends_bytes, RouteError};
+use compact_str::CompactString;
+use http::uri::Authority;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
+
+/// A backend of a route. Its health mark lives here so that a route whose
+/// value did not change keeps its marks across reloads (the whole `Route`
+/// is carried over by `Arc`).
+#[derive(Debug)]
+pub struct Backend {
+    pub authority: Authority,
+    /// [`now_ms`] until which the backend is considered down; 0 when
+    /// healthy.
+    down_until_ms: AtomicU64,
+}
+
+impl Backend {
+    fn new(authority: Authority) -> Self {
+        Backend {
+            authority,
+            down_until_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub fn is_down(&self, now_ms: u64) -> bool {
+        self.down_until_ms.load(Ordering::Relaxed) > now_ms
+    }
+
+    pub fn mark_down(&self, now_ms: u64, ttl_ms: u64) {
+        self.down_until_ms
+            .store(now_ms.saturating_add(ttl_ms).max(1), Ordering::Relaxed);
+    }
+
+    pub fn mark_up(&self) {
+        self.down_until_ms.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Milliseconds since the first call: a monotonic clock cheap enough for the
+/// request path, used for backend health marks.
+pub fn now_ms() -> u64 {
+    ms_at(Instant::now())
+}
+
+/// [`now_ms`] of an instant already read (the request path reads the clock
+/// once per request and derives the rest).
+pub fn ms_at(at: Instant) -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    // +1 so that "0" can mean "never marked".
+    at.saturating_duration_since(*EPOCH.get_or_init(Instant::now))
+        .as_millis() as u64
+        + 1
+}
+
+/// The backends of a route, in the order written; a slice to its users.
+///
+/// Why two shapes: nearly every route is one `ip:port`, and then the
+/// value as written *is* the backend's authority, so the value needs no
+/// copy of its own and the backend sits inside the route's allocation.
+/// Both shapes fit in the size of one `Backend`.
+#[derive(Debug)]
+pub enum Backends {
+    /// One backend whose authority is the route's value, byte for byte.
+    One(Backend),
+    /// Any other value (several backends, spaces, upper case), kept as
+    /// written. An empty list marks a key whose value is invalid.
+    Many {
+        list: Box<[Backend]>,
+        value: Box<str>,
+    },
+}
+
+impl Deref for Backends {
+    type Target = [Backend];
+
+    #[inline]
+    fn deref(&self) -> &[Backend] {
+        match self {
+            Backends::One(backend) => std::slice::from_ref(backend),
+            Backends::Many { list, .. } => list,
+        }
+    }
+}
+
+/// What a table stores under a key: a route, or (with no backends) the
+/// mark of a key whose value is invalid, which answers 502 rather than 404.
+#[derive(Debug)]
+pub struct Route {
+    /// The key the route is stored under: a normalised host, a wildcard's
+    /// suffix, or "" for the default route. Kept here rather than beside
+    /// the route in the map, so that a map slot is one pointer (the
+    /// request path reads the route right after the probe anyway).
+    pub(super) key: CompactString,
+    pub backends: Backends,
+    /// Round-robin cursor. An atomic, not a lock: the table stays shareable.
+    next: AtomicU32,
+}
+
+impl Route {
+    /// Parses a route value (bytes as stored in Redis) for `key`.
+    pub(super) fn parse(key: &str, value: &[u8]) -> Result<Route, RouteError> {
+        let mut authorities = parse_backends_bytes(value)?;
+        let backends = match &authorities[..] {
+            [one] if one.as_str().as_bytes() == value => {
+                Backends::One(Backend::new(authorities.pop().expect("one")))
+            }
+            _ => Backends::Many {
+                list: authorities.into_iter().map(Backend::new).collect(),
+                // parse_backends_bytes checked it is UTF-8.
+                value: String::from_utf8_lossy(value).into(),
+            },
+        };
+        Ok(Route::with(key, backends))
+    }
+
+    /// The mark of a key whose value is invalid.
+    pub(super) fn invalid(key: &str) -> Route {
+        Route::with(
+            key,
+            Backends::Many {
+                list: Box::default(),
+                value: Box::default(),
+            },
+        )
+    }
+
+    fn with(key: &str, backends: Backends) -> Route {
+        Route {
+            key: key.into(),
+            backends,
+            next: AtomicU32::new(0),
+        }
+    }
+
+    /// The value as written in Redis ("" for an invalid key's mark).
+    pub fn value(&self) -> &str {
+        match &self.backends {
+            Backends::One(backend) => backend.authority.as_str(),
+            Backends::Many { value, .. } => value,
+        }
+    }
+
+    /// False for the mark of a key whose value is invalid.
+    #[inline]
+    pub fn is_valid(&self) -> bool {
+        !self.backends.is_empty()
+    }
+
+    /// Backends in the order this request should try them: round-robin
+    /// start, healthy ones first, down ones last (so that when every backend
+    /// is down they are still tried rather than failing at once).
+    pub fn pick_order(&self, now_ms: u64) -> impl Iterator<Item = &Backend> + '_ {
+        let n = self.backends.len();
+        let start = if n == 1 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed) as usize % n
+        };
+        let rotated = (0..n).map(move |i| &self.backends[(start + i) % n]);
+        let healthy = rotated.clone().filter(move |b| !b.is_down(now_ms));
+        let down = rotated.filter(move |b| b.is_down(now_ms));
+        healthy.chain(down)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_backend_written_as_its_address_keeps_no_second_copy() {
+        let plain = Route::parse("a.com", b"10.0.0.1:80").unwrap();
+        assert!(matches!(plain.backends, Backends::One(_)));
+        assert_eq!(plain.value(), "10.0.0.1:80");
+        for value in [
+            "10.0.0.1:80,10.0.0.2:80",
+            " 10.0.0.1:80",
+            "Worker.Internal:80",
+        ] {
+            let route = Route::parse("a.com", value.as_bytes()).unwrap();
+            assert!(matches!(route.backends, Backends::Many { .. }), "{value}");
+            assert_eq!(route.value(), value, "the value as written");
+        }
+        assert!(!Route::invalid("a.com").is_valid());
+        assert!(Route::parse("a.com", b"nope").is_err());
+    }
+
+    #[test]
+    fn a_route_is_small() {
+        // One pointer-sized map slot plus this per route: keep it so.
+        assert!(std::mem::size_of::<Route>() <= 72);
+        assert_eq!(
+            std::mem::size_of::<Backends>(),
+            std::mem::size_of::<Backend>()
+        );
+    }
+
+    #[test]
+    fn round_robin_skips_down_backends_but_tries_them_when_all_are_down() {
+        let route = Route::parse("a.com", b"10.0.0.1:80,10.0.0.2:80,10.0.0.3:80").unwrap();
+        let firsts: Vec<String> = (0..3)
+            .map(|_| {
+                route
+                    .pick_order(now_ms())
+                    .next()
+                    .unwrap()
+                    .authority
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(firsts, ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]);
+        route.backends[1].mark_down(now_ms(), 60_000);
+        for _ in 0..6 {
+            let order: Vec<_> = route
+                .pick_order(now_ms())
+                .map(|b| b.authority.to_string())
+                .collect();
+            assert_eq!(order.len(), 3);
+            assert_eq!(order[2], "10.0.0.2:80");
+        }
+        route.backends[0].mark_down(now_ms(), 60_000);
+        route.backends[2].mark_down(now_ms(), 60_000);
+        assert_eq!(route.pick_order(now_ms()).count(), 3);
+    }
+}
