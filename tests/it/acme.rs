@@ -578,7 +578,8 @@ async fn the_documented_acl_is_enough() {
         ..Default::default()
     });
     // The proxy's line of README.md ("Redis permissions").
-    let proxy_acl = "on >acme-pw resetkeys ~routes ~routes:log ~routes:accept-removal ~routes:replicas \
+    let proxy_acl =
+        "on >acme-pw resetkeys ~routes ~routes:log ~routes:accept-removal ~routes:replicas \
          resetchannels &__keyspace@0__:routes &__keyspace@0__:routes:log \
          &__keyspace@0__:routes:accept-removal &routes:replicas \
          -@all +select +ping +subscribe +config|get +config|set +multi +exec +time +hgetall \
