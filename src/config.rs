@@ -187,6 +187,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
+    /// Address for proxied traffic over TLS (off unless set): certificates
+    /// from `--tls-cert`/`--tls-key` and the certs hash, chosen by SNI.
+    #[arg(long, env = "SWITCHYARD_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+
     /// Address of the admin endpoint (/healthz /readyz /routes /metrics).
     #[arg(
         long,

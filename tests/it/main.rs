@@ -24,3 +24,4 @@ mod run_demo;
 mod sync;
 mod tls_admin;
 mod tls_cli;
+mod tls_listener;
