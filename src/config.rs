@@ -905,6 +905,12 @@ mod tests {
         assert_eq!(tls.certs_key, "routes:certs");
         assert_eq!(tls.handshake_timeout, Duration::from_secs(10));
         assert!(tls.secret.is_none());
+        assert_eq!(cli.serve_args().tls_listen, None);
+        let cli = Cli::try_parse_from(["switchyard", "--tls-listen", "0.0.0.0:8443"]).unwrap();
+        assert_eq!(
+            cli.serve_args().tls_listen,
+            Some("0.0.0.0:8443".parse().unwrap())
+        );
         assert!(Cli::try_parse_from(["switchyard", "--tls-cert", "c.pem"]).is_err());
         assert!(Cli::try_parse_from(["switchyard", "--tls-key", "k.pem"]).is_err());
         let cli = Cli::try_parse_from(["switchyard", "--tls-handshake-timeout", "10ms"]).unwrap();
