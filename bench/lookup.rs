@@ -1,9 +1,11 @@
 //! Criterion micro-benchmarks of the route table:
 //! - `lookup`: `RouteTable::lookup` at 1,000 and 1,000,000 routes: exact
 //!   hit, wildcard hit, miss;
-//! - `reload`: what a resync costs the proxy once the hash has been read:
-//!   `RouteTable::build` from the previous table with one value changed,
-//!   plus `diff`, at 1,000 and 100,000 routes (Redis time not included).
+//! - `reload`: what a change costs the proxy once it has been read, one
+//!   value changed, at 1,000 and 100,000 routes (Redis time not
+//!   included): the full build (`RouteTable::build` from the previous
+//!   table, plus `diff`); `RouteTable::update`, a whole read compared with
+//!   the table; `RouteTable::apply`, the one field change itself.
 //!
 //! Each iteration looks up the next host of a pre-shuffled list (4,096
 //! different hosts), so a large table is measured with realistic cache
@@ -125,13 +127,29 @@ fn bench_reload(c: &mut Criterion) {
                 })
             },
         );
-        // What a reload does: compare the read with the table, patch the delta.
+        // A whole read: compare it with the table, patch the delta.
         group.bench_with_input(
             BenchmarkId::new("update_one_change", routes),
             &after,
             |b, after| {
                 b.iter(|| {
                     let (table, diff) = RouteTable::update(after, &previous);
+                    assert_eq!(diff.len(), 1);
+                    black_box(table)
+                })
+            },
+        );
+        // A field-level change (what a change log gives): patch the delta.
+        let change = [(
+            after[routes / 2].0.clone(),
+            Some(after[routes / 2].1.clone()),
+        )];
+        group.bench_with_input(
+            BenchmarkId::new("apply_one_change", routes),
+            &change,
+            |b, change| {
+                b.iter(|| {
+                    let (table, diff) = previous.apply(change);
                     assert_eq!(diff.len(), 1);
                     black_box(table)
                 })

@@ -3,11 +3,17 @@
 //! spends per change.
 //!
 //! The hash must already hold the background routes (`benchkit fill`) and
-//! the proxies must be ready. Three kinds of change are measured:
-//! - `change`: `HSET` an existing host to the other backend, poll until the
-//!   new backend answers;
+//! the proxies must be ready. Four kinds of change are measured:
+//! - `change`: a plain `HSET` of an existing host to the other backend
+//!   (every replica reads the whole hash), poll until the new backend
+//!   answers;
+//! - `logged`: the same change as a logged one (`MULTI HSET XADD EXEC`,
+//!   README.md "Changing routes"): every replica reads the change log;
 //! - `new`: `HSET` a brand-new host, poll until it answers 200 from its backend;
 //! - `del`: `HDEL` those new hosts, poll until 404.
+//!
+//! `--only-logged` measures the logged changes alone (for tables so large
+//! that the plain path is not the one to measure).
 //!
 //! The clock starts just before the write is sent (a controller's view).
 //! After the first right answer every proxy is polled `--verify` more times:
@@ -82,6 +88,9 @@ struct Args {
     /// Print every measurement (time, each proxy's ms) to stderr.
     #[arg(long)]
     trace: bool,
+    /// Measure only logged changes (no plain `change`, `new`, `del`).
+    #[arg(long)]
+    only_logged: bool,
     /// Label printed with every result line.
     #[arg(long, default_value = "")]
     label: String,
@@ -139,8 +148,14 @@ struct Bench {
 }
 
 impl Bench {
-    /// Applies `write` and polls every proxy until each serves `want`.
-    fn measure(&mut self, host: &str, write: &[&str], want: Want) -> std::io::Result<Outcome> {
+    /// Applies `write` (one or more commands, pipelined) and polls every
+    /// proxy until each serves `want`.
+    fn measure(
+        &mut self,
+        host: &str,
+        write: &[Vec<String>],
+        want: Want,
+    ) -> std::io::Result<Outcome> {
         let n = self.clients.len();
         let mut first: Vec<Option<f64>> = vec![None; n];
         let mut wrong = 0;
@@ -148,7 +163,12 @@ impl Bench {
         let timeout = Duration::from_millis(self.args.timeout_ms);
         let started = Instant::now();
         let started_wall = std::time::SystemTime::now();
-        self.redis.cmd_str(write)?;
+        let mut encoded = Vec::new();
+        for command in write {
+            let args: Vec<&[u8]> = command.iter().map(|a| a.as_bytes()).collect();
+            common::encode(&args, &mut encoded);
+        }
+        self.redis.pipeline(&encoded, write.len())?;
         let write_ms = started.elapsed().as_secs_f64() * 1e3;
         let mut remaining = n;
         let mut verifies = vec![0usize; n];
@@ -419,81 +439,29 @@ fn main() -> std::io::Result<()> {
     let ports: Vec<&str> = backends.iter().map(|b| port_of(b)).collect();
     let nonce = std::process::id();
 
-    // 1. Changes of an existing host's backend (after the warm-up ones).
+    // 1. Changes of an existing host's backend (after the warm-up ones):
+    // plain, then logged.
     let host = format!("prop-{nonce}.bench.test");
-    bench.redis.cmd_str(&["HSET", &key, &host, &backends[0]])?;
-    bench.settle(&host, Want::Backend(ports[0]))?;
-    let warmup = Instant::now();
-    for i in 0.. {
-        if warmup.elapsed() >= Duration::from_millis(bench.args.warmup_ms) {
-            break;
-        }
-        let to = (i + 1) % 2;
-        bench.measure(
+    let kinds: &[Change] = if bench.args.only_logged {
+        &[Change::Logged]
+    } else {
+        &[Change::Plain, Change::Logged]
+    };
+    for kind in kinds {
+        change_phase(
+            &mut bench,
+            *kind,
             &host,
-            &["HSET", &key, &host, &backends[to]],
-            Want::Backend(ports[to]),
+            &backends,
+            &ports,
+            &label,
+            samples.as_deref(),
         )?;
-        bench.gap();
     }
-    bench.redis.cmd_str(&["HSET", &key, &host, &backends[0]])?;
-    bench.settle(&host, Want::Backend(ports[0]))?;
-    let before = snapshot(&mut bench.redis)?;
-    let mut series = Series::new();
-    for i in 0..bench.args.changes {
-        let to = (i + 1) % 2;
-        let outcome = bench.measure(
-            &host,
-            &["HSET", &key, &host, &backends[to]],
-            Want::Backend(ports[to]),
-        )?;
-        bench.trace("change", &outcome);
-        series.push(outcome);
-        bench.gap();
-    }
-    let after = snapshot(&mut bench.redis)?;
-    series.print("change", &label, replicas, samples.as_deref())?;
-
-    // Redis cost of the change phase, per change and per replica. Our own
-    // commands (HSET, INFO) and the proxies' timer PINGs are left out; the
-    // status SET each replica writes after a reload is part of the cost.
-    let n = bench.args.changes.max(1) as f64;
-    let mut per_change = BTreeMap::new();
-    let mut pings = 0u64;
-    let mut read_usec = 0u64;
-    for cmd in after.calls.keys() {
-        let calls = grown(&before.calls, &after.calls, cmd);
-        match cmd.as_str() {
-            "hset" | "info" => {}
-            "ping" => pings = calls,
-            _ if calls > 0 => {
-                per_change.insert(cmd.clone(), calls as f64 / n / replicas as f64);
-                // EXEC's time already holds that of the commands it ran.
-                if cmd != "exec" {
-                    read_usec += grown(&before.usec, &after.usec, cmd);
-                }
-            }
-            _ => {}
-        }
-    }
-    // Bytes Redis sent: minus our INFO and HSET replies and the PONGs.
-    let own = before.info_len as u64 + 4 * bench.args.changes as u64 + 7 * pings;
-    let bytes =
-        (after.out_bytes - before.out_bytes).saturating_sub(own) as f64 / n / replicas as f64;
-    let total: f64 = per_change.values().sum();
-    let detail = per_change
-        .iter()
-        .map(|(k, v)| format!("{k}:{v:.2}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    // Redis's CPU time (INFO commandstats `usec`) for the write and for the
-    // replicas' reads, per change (the read also per replica).
-    let write_us = grown(&before.usec, &after.usec, "hset") as f64 / n;
-    let read_us = read_usec as f64 / n / replicas as f64;
-    println!(
-        "COST label={label:?} replicas={replicas} per_change_cmds={total:.2} per_change_bytes={bytes:.0} write_us={write_us:.0} read_us={read_us:.0} detail={detail} timer_pings={pings}"
-    );
     bench.redis.cmd_str(&["HDEL", &key, &host])?;
+    if bench.args.only_logged {
+        return Ok(());
+    }
 
     // 2. Brand-new hosts, then 3. deleting them.
     let hosts: Vec<String> = (0..bench.args.new_hosts)
@@ -505,7 +473,7 @@ fn main() -> std::io::Result<()> {
         let to = i % 2;
         let outcome = bench.measure(
             host,
-            &["HSET", &key, host, &backends[to]],
+            &[hset(&key, host, &backends[to])],
             Want::Backend(ports[to]),
         )?;
         bench.trace("new", &outcome);
@@ -515,11 +483,164 @@ fn main() -> std::io::Result<()> {
     new_series.print("new", &label, replicas, samples.as_deref())?;
     let mut del_series = Series::new();
     for host in &hosts {
-        let outcome = bench.measure(host, &["HDEL", &key, host], Want::NotFound)?;
+        let del = vec!["HDEL".to_owned(), key.clone(), host.clone()];
+        let outcome = bench.measure(host, &[del], Want::NotFound)?;
         bench.trace("del", &outcome);
         del_series.push(outcome);
         bench.gap();
     }
     del_series.print("del", &label, replicas, samples.as_deref())?;
+    Ok(())
+}
+
+/// How a change is written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// `HSET`: every replica reads the whole hash.
+    Plain,
+    /// `MULTI HSET XADD EXEC`: every replica reads the change log.
+    Logged,
+}
+
+impl Change {
+    fn kind(self) -> &'static str {
+        match self {
+            Change::Plain => "change",
+            Change::Logged => "logged",
+        }
+    }
+
+    /// The commands that set `host` to `backend` in `key`.
+    fn write(self, key: &str, host: &str, backend: &str) -> Vec<Vec<String>> {
+        match self {
+            Change::Plain => vec![hset(key, host, backend)],
+            Change::Logged => {
+                let xadd =
+                    format!("XADD {key}:log MAXLEN ~ 10000 * op set field {host} value {backend}");
+                vec![
+                    vec!["MULTI".to_owned()],
+                    hset(key, host, backend),
+                    xadd.split(' ').map(str::to_owned).collect(),
+                    vec!["EXEC".to_owned()],
+                ]
+            }
+        }
+    }
+
+    /// The writer's own commands, left out of the replicas' cost.
+    fn writer_commands(self) -> &'static [&'static str] {
+        match self {
+            Change::Plain => &["hset", "info"],
+            Change::Logged => &["hset", "xadd", "info"],
+        }
+    }
+}
+
+fn hset(key: &str, host: &str, backend: &str) -> Vec<String> {
+    ["HSET", key, host, backend].map(str::to_owned).to_vec()
+}
+
+/// Warm-up, then `--changes` measured changes of `host` between the two
+/// backends, written as `kind`; prints the RESULT and COST lines.
+fn change_phase(
+    bench: &mut Bench,
+    kind: Change,
+    host: &str,
+    backends: &[String],
+    ports: &[&str],
+    label: &str,
+    samples: Option<&std::path::Path>,
+) -> std::io::Result<()> {
+    let key = bench.args.key.clone();
+    let replicas = bench.clients.len();
+    bench.redis.cmd_str(&["HSET", &key, host, &backends[0]])?;
+    bench.settle(host, Want::Backend(ports[0]))?;
+    let warmup = Instant::now();
+    for i in 0.. {
+        if warmup.elapsed() >= Duration::from_millis(bench.args.warmup_ms) {
+            break;
+        }
+        let to = (i + 1) % 2;
+        bench.measure(
+            host,
+            &kind.write(&key, host, &backends[to]),
+            Want::Backend(ports[to]),
+        )?;
+        bench.gap();
+    }
+    bench.redis.cmd_str(&["HSET", &key, host, &backends[0]])?;
+    bench.settle(host, Want::Backend(ports[0]))?;
+    let before = snapshot(&mut bench.redis)?;
+    let mut series = Series::new();
+    for i in 0..bench.args.changes {
+        let to = (i + 1) % 2;
+        let outcome = bench.measure(
+            host,
+            &kind.write(&key, host, &backends[to]),
+            Want::Backend(ports[to]),
+        )?;
+        bench.trace(kind.kind(), &outcome);
+        series.push(outcome);
+        bench.gap();
+    }
+    let after = snapshot(&mut bench.redis)?;
+    series.print(kind.kind(), label, replicas, samples)?;
+
+    // Redis cost of the phase, per change and per replica. Our own
+    // commands (the write, INFO) and the proxies' timer PINGs are left
+    // out; the status SET each replica writes after a read is part of
+    // the cost. MULTI/EXEC calls of a logged write are the writer's too:
+    // one each per change.
+    let n = bench.args.changes.max(1) as f64;
+    let mut per_change = BTreeMap::new();
+    let mut pings = 0u64;
+    let mut read_usec = 0u64;
+    let own = kind.writer_commands();
+    for cmd in after.calls.keys() {
+        let mut calls = grown(&before.calls, &after.calls, cmd);
+        if kind == Change::Logged && (cmd == "multi" || cmd == "exec") {
+            calls = calls.saturating_sub(bench.args.changes as u64);
+        }
+        match cmd.as_str() {
+            c if own.contains(&c) => {}
+            "ping" => pings = calls,
+            _ if calls > 0 => {
+                per_change.insert(cmd.clone(), calls as f64 / n / replicas as f64);
+                // EXEC's time already holds that of the commands it ran.
+                if cmd != "exec" {
+                    read_usec += grown(&before.usec, &after.usec, cmd);
+                }
+            }
+            _ => {}
+        }
+    }
+    // Bytes Redis sent: minus our INFO and write replies and the PONGs.
+    let write_reply_bytes = match kind {
+        Change::Plain => 4,
+        Change::Logged => 5 + 8 + 8 + 4 + 24,
+    };
+    let own_bytes =
+        before.info_len as u64 + write_reply_bytes * bench.args.changes as u64 + 7 * pings;
+    let bytes =
+        (after.out_bytes - before.out_bytes).saturating_sub(own_bytes) as f64 / n / replicas as f64;
+    let total: f64 = per_change.values().sum();
+    let detail = per_change
+        .iter()
+        .map(|(k, v)| format!("{k}:{v:.2}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    // Redis's CPU time (INFO commandstats `usec`) for the write and for the
+    // replicas' reads, per change (the read also per replica).
+    let write_us = own
+        .iter()
+        .filter(|c| **c != "info")
+        .map(|c| grown(&before.usec, &after.usec, c))
+        .sum::<u64>() as f64
+        / n;
+    let read_us = read_usec as f64 / n / replicas as f64;
+    println!(
+        "COST kind={} label={label:?} replicas={replicas} per_change_cmds={total:.2} per_change_bytes={bytes:.0} write_us={write_us:.0} read_us={read_us:.0} detail={detail} timer_pings={pings}",
+        kind.kind()
+    );
     Ok(())
 }

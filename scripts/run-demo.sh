@@ -13,7 +13,7 @@
 # an existing key is used only if it has none of the demo hosts, and only
 # the demo hosts are removed from it at exit);
 # SWITCHYARD_DEMO_BIN_DIR: use the binaries there (`switchyard`,
-# `examples/demo_backend`) instead of building (the tests do).
+# `demo_backend`) instead of building (the tests do).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

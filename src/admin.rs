@@ -1,5 +1,6 @@
-//! The admin endpoint (DESIGN 6): `/healthz`, `/readyz`, `/routes`,
-//! `/certs`, `/metrics`. Loopback by default; reads shared state, never writes it.
+//! The admin endpoint (README.md, "Admin endpoint"): `/healthz`, `/readyz`,
+//! `/routes`, `/certs`, `/metrics`. Loopback by default; reads shared
+//! state, never writes it.
 
 use crate::routes::Entry;
 use crate::state::SharedState;
@@ -103,7 +104,7 @@ fn age_seconds(t: SystemTime) -> f64 {
 fn readyz(state: &SharedState) -> Response<Full<Bytes>> {
     let table = state.table_full();
     let status = state.status().clone();
-    let ready = table.is_loaded();
+    let ready = table.is_loaded() && status.all_loaded();
     let body = json!({
         "ready": ready,
         "source": table.source,
@@ -122,7 +123,9 @@ fn readyz(state: &SharedState) -> Response<Full<Bytes>> {
         "last_sync_age_seconds": status.last_sync.map(age_seconds),
         "watermark_us": status.watermark,
         "snapshot_error": status.snapshot_error,
-        "shared_reads": status.shared_reads,
+        "sync": sync_liveness(&status),
+        "hashes": status.hashes,
+        "held": status.held().map(|(key, held)| json!({ "key": key, "held": held })).collect::<Vec<_>>(),
     });
     let code = if ready {
         StatusCode::OK
@@ -130,6 +133,18 @@ fn readyz(state: &SharedState) -> Response<Full<Bytes>> {
         StatusCode::SERVICE_UNAVAILABLE
     };
     json_response(code, body)
+}
+
+/// Whether the sync loop keeps up: the age of its last successful read
+/// against the resync interval (every hash is read at least that often
+/// while Redis answers), and how often it was restarted.
+fn sync_liveness(status: &crate::state::SyncStatus) -> serde_json::Value {
+    json!({
+        "last_read_age_seconds": status.last_read_age().map(|a| a.as_secs_f64()),
+        "stale_after_seconds": status.stale_after.as_secs_f64(),
+        "stale": status.is_stale(),
+        "restarts": status.restarts,
+    })
 }
 
 fn routes(state: &SharedState) -> Response<Full<Bytes>> {

@@ -288,15 +288,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
 
-    /// From this many routes, one replica reads the hash after a change and
-    /// publishes what changed; the others apply that instead of reading
-    /// (0 turns shared reads off).
-    #[arg(
-        long,
-        env = "SWITCHYARD_SHARED_READ_THRESHOLD",
-        default_value_t = 10_000
-    )]
-    pub shared_read_threshold: usize,
+    /// Largest fraction of the routes one change may remove before the
+    /// replica holds it (keeps serving, reports it) until the routes are
+    /// written back or `switchyard route accept-removal` confirms it.
+    /// Removing every route is always held; 1 turns the guard off.
+    #[arg(long, env = "SWITCHYARD_MAX_REMOVAL_FRACTION", default_value_t = 0.5)]
+    pub max_removal_fraction: f64,
 
     /// The default certificate's PEM chain (served when no certificate of the
     /// certs hash fits the client's SNI); reloaded when it changes.
@@ -362,6 +359,8 @@ pub enum ConfigError {
     ResyncInterval,
     #[error("--max-header-size must be at least 8192")]
     MaxHeaderSize,
+    #[error("--max-removal-fraction must be between 0 and 1")]
+    MaxRemovalFraction,
     #[error("invalid --certs-key: must not be empty")]
     CertsKey,
     #[error("--{flag} {path}: {reason}")]
@@ -441,43 +440,19 @@ pub struct SyncConfig {
     pub redis: fred::prelude::Config,
     pub redis_url: String,
     pub routes_key: String,
+    /// The safety net: every followed hash is read whole this often and
+    /// compared with the table served.
     pub resync_interval: Duration,
-    /// PING period on both connections: finds half-open connections that
-    /// TCP alone would report only minutes later.
-    pub ping_interval: Duration,
-    /// Limits of the capped exponential reconnect backoff.
-    pub backoff_min: Duration,
-    pub backoff_max: Duration,
-    /// Timeout of every Redis command and of connecting.
-    pub command_timeout: Duration,
-    /// Above this many routes a reload reads the hash with `DUMP` instead
-    /// of `HGETALL` (see `sync::dump`: same work for Redis, a fraction of
-    /// the decoding for the proxy).
-    pub dump_threshold: usize,
-    /// Above this many routes a reload uses HSCAN in chunks instead of one
-    /// DUMP or HGETALL, so Redis is never blocked for long: both cost Redis
-    /// ~0.1 µs per route in one go (~25 ms at 250,000), HSCAN ~0.45 µs per
-    /// route in slices of 10,000.
-    pub scan_threshold: usize,
     pub snapshot_file: Option<PathBuf>,
     /// How often a replica refreshes its entry in the replica registry
     /// (`crate::replicas`); an entry not refreshed for three periods (at
     /// least 3 s) no longer counts as live.
     pub status_interval: Duration,
     pub replica_id: String,
-    /// From this many routes, shared reads (see `sync::shared`): one
-    /// replica reads and publishes the field-level delta, the others apply
-    /// it. What it saves is one O(routes) DUMP per replica per change, which
-    /// Redis serves one after another; below ~10,000 routes a read costs
-    /// Redis about a millisecond and sharing is not worth a moving part.
-    /// 0 turns it off.
-    pub shared_read_threshold: usize,
-    /// How long a follower waits for the reader's delta before it reads
-    /// itself: three of the reader's read times, within these bounds. The
-    /// floor keeps scheduling noise from turning into reads; the ceiling
-    /// bounds what a dead reader costs a change until its lease expires.
-    pub shared_read_wait_min: Duration,
-    pub shared_read_wait_max: Duration,
+    /// `--max-removal-fraction` (see `sync::guard`).
+    pub max_removal_fraction: f64,
+    /// Every other threshold and period (see `sync::tuning`).
+    pub tuning: crate::sync::Tuning,
 }
 
 /// Everything the request path needs.
@@ -684,27 +659,20 @@ impl Config {
         if serve.max_header_size < 8192 {
             return Err(ConfigError::MaxHeaderSize);
         }
+        if !(0.0..=1.0).contains(&serve.max_removal_fraction) {
+            return Err(ConfigError::MaxRemovalFraction);
+        }
         Ok(Config {
             sync: SyncConfig {
                 redis: parse_redis_url(redis_url)?,
                 redis_url: redis_url.to_owned(),
                 routes_key: redis.routes_key.clone(),
                 resync_interval: serve.resync_interval,
-                ping_interval: Duration::from_secs(1),
-                backoff_min: Duration::from_millis(50),
-                backoff_max: Duration::from_secs(5),
-                command_timeout: Duration::from_secs(5),
-                // Redis's default `hash-max-listpack-entries`: smaller
-                // hashes are DUMPed as a listpack, which `sync::dump` does
-                // not read.
-                dump_threshold: 512,
-                scan_threshold: 250_000,
                 snapshot_file: serve.snapshot_file.clone(),
                 status_interval: Duration::from_secs(1),
                 replica_id: serve.replica_id.clone().unwrap_or_else(default_replica_id),
-                shared_read_threshold: serve.shared_read_threshold,
-                shared_read_wait_min: Duration::from_millis(50),
-                shared_read_wait_max: Duration::from_millis(500),
+                max_removal_fraction: serve.max_removal_fraction,
+                tuning: crate::sync::Tuning::default(),
             },
             proxy: ProxyConfig {
                 dead_backend_ttl: serve.dead_backend_ttl,
@@ -746,9 +714,10 @@ mod tests {
         assert_eq!(cli.serve.resync_interval, Duration::from_secs(30));
         assert_eq!(cli.redis_url(None), DEFAULT_REDIS_URL);
         assert_eq!(cli.redis_url(Some("redis://h:1/2".into())), "redis://h:1/2");
-        assert_eq!(cli.serve.shared_read_threshold, 10_000);
-        let cli = Cli::try_parse_from(["switchyard", "--shared-read-threshold", "0"]).unwrap();
-        assert_eq!(cli.serve.shared_read_threshold, 0);
+        assert_eq!(cli.serve.max_removal_fraction, 0.5);
+        let cli = Cli::try_parse_from(["switchyard", "--max-removal-fraction", "1"]).unwrap();
+        assert_eq!(cli.serve.max_removal_fraction, 1.0);
+        assert!(Cli::try_parse_from(["switchyard", "--shared-read-threshold", "0"]).is_err());
     }
 
     #[test]
@@ -766,6 +735,11 @@ mod tests {
             Err(ConfigError::RedisUrl { .. })
         ));
         assert!(Config::new("redis://127.0.0.1:1/0").is_ok());
+        let cli = Cli::try_parse_from(["switchyard", "--max-removal-fraction", "1.5"]).unwrap();
+        assert!(matches!(
+            Config::from_args("redis://127.0.0.1:1/0", &cli.redis, &cli.serve),
+            Err(ConfigError::MaxRemovalFraction)
+        ));
     }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {

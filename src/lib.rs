@@ -4,8 +4,8 @@
 //! Map of the crate:
 //! - [`config`]: flags and environment into a typed [`config::Config`].
 //! - [`routes`]: the immutable [`routes::RouteTable`], route parsing, host normalisation.
-//! - [`sync`]: Redis → table: notifications, subscribe-then-load, coalesced resyncs, backoff,
-//!   shared reads (one replica reads a large hash, the others apply its delta).
+//! - [`sync`]: Redis → tables: notifications, subscribe-then-read, the change log, the
+//!   removal guard, periodic resyncs, backoff, supervision; any number of followed hashes.
 //! - [`state`]: what sync, proxy and admin share (the `ArcSwap` and status).
 //! - [`proxy`]: the request path: host → route → backend, headers, upgrades.
 //! - [`server`]: accept loop, HTTP/1 + HTTP/2, limits, graceful shutdown.
@@ -93,9 +93,17 @@ pub async fn run_with(
 ) {
     let state = state::SharedState::new();
     let stop = CancellationToken::new();
-    let sync_task = tokio::spawn(sync::run(
+    // The followed hashes: the routes hash (more register here, each a
+    // value: see `sync::hash`).
+    let hashes: sync::HashesFactory = {
+        let snapshot = sync::snapshot_writer(&config.sync, &state);
+        let (config, state) = (config.sync.clone(), state.clone());
+        std::sync::Arc::new(move || vec![sync::routes_hash(&config, &state, snapshot.clone())])
+    };
+    let sync_task = tokio::spawn(sync::supervise(
         config.sync.clone(),
         state.clone(),
+        hashes,
         stop.child_token(),
     ));
     if let Some(files) = tls::start(&config.tls, &state, stop.child_token()) {

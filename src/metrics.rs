@@ -1,8 +1,7 @@
-//! Prometheus metrics (DESIGN 6). Label values are resolved once at start so
+//! Prometheus metrics (README.md, "Admin endpoint"). Label values are resolved once at start so
 //! that the request path only does atomic adds; no per-host label exists
 //! (its cardinality would be the route table's).
 
-use crate::sync::follower::OwnRead;
 use crate::tls::acceptor::{Alpn, HandshakeFailure, TlsVersion};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
@@ -16,6 +15,10 @@ pub enum ResyncReason {
     Event,
     Reconnect,
     Periodic,
+    /// The ping tick's length check found a change that sent no event.
+    Check,
+    /// A reconnect to the same server caught up from the change log.
+    Replay,
 }
 
 impl ResyncReason {
@@ -25,7 +28,24 @@ impl ResyncReason {
             ResyncReason::Event => "event",
             ResyncReason::Reconnect => "reconnect",
             ResyncReason::Periodic => "periodic",
+            ResyncReason::Check => "check",
+            ResyncReason::Replay => "replay",
         }
+    }
+
+    const ALL: [ResyncReason; 6] = [
+        ResyncReason::Boot,
+        ResyncReason::Event,
+        ResyncReason::Reconnect,
+        ResyncReason::Periodic,
+        ResyncReason::Check,
+        ResyncReason::Replay,
+    ];
+
+    /// A read made to check, not because of a change: what it finds is
+    /// drift.
+    pub fn is_safety_net(self) -> bool {
+        matches!(self, ResyncReason::Periodic | ResyncReason::Check)
     }
 }
 
@@ -68,12 +88,22 @@ pub struct Metrics {
     pub table_routes: IntGauge,
     pub table_version: IntGauge,
     pub invalid_routes: IntGauge,
-    resyncs: [IntCounter; 4],
+    resyncs: [IntCounter; 6],
     pub drift: IntCounter,
-    /// How reloads built their table: from the DUMP payload diff, or by
-    /// comparing every entry (boot, HGETALL reads, bulk rewrites).
+    /// How reloads built their table: from the change log, from the DUMP
+    /// payload diff, or by comparing every entry (boot, safety-net reads,
+    /// HGETALL reads, bulk rewrites).
+    pub reload_by_log: IntCounter,
     pub reload_by_payload_diff: IntCounter,
     pub reload_by_compare: IntCounter,
+    /// Change-log entries applied.
+    pub log_entries: IntCounter,
+    /// 1 while a mass removal is held (see `sync::guard`), and how many
+    /// holds began.
+    pub removals_held: IntGauge,
+    pub removal_holds: IntCounter,
+    /// Restarts of the sync loop after a panic.
+    pub sync_restarts: IntCounter,
     pub sync_duration: HistogramVec,
     pub redis_connected: IntGauge,
     pub notifications_enabled: IntGauge,
@@ -82,14 +112,6 @@ pub struct Metrics {
     pub table_age_base: IntGauge,
     pub client_connections: IntGauge,
     pub connections_refused: IntCounter,
-    /// Shared reads (see `sync::shared`): deltas this replica published as
-    /// the reader, deltas it applied as a follower, and the reads it made
-    /// itself as a follower instead, by [`OwnRead`] reason.
-    pub shared_deltas_published: IntCounter,
-    pub shared_read_yourselves_published: IntCounter,
-    pub shared_deltas_applied: IntCounter,
-    shared_own_reads: [IntCounter; 4],
-    pub shared_reader: IntGauge,
     pub tls: TlsMetrics,
 }
 
@@ -127,18 +149,12 @@ impl Metrics {
         let resync_vec = IntCounterVec::new(
             Opts::new(
                 "resyncs_total",
-                "Full reloads of the routes hash by reason.",
+                "Full reads of a followed hash by reason (replay: caught up from the change log after a reconnect).",
             ),
             &["reason"],
         )
         .unwrap();
-        let resyncs = [
-            ResyncReason::Boot,
-            ResyncReason::Event,
-            ResyncReason::Reconnect,
-            ResyncReason::Periodic,
-        ]
-        .map(|r| resync_vec.with_label_values(&[r.as_str()]));
+        let resyncs = ResyncReason::ALL.map(|r| resync_vec.with_label_values(&[r.as_str()]));
         let sync_duration = HistogramVec::new(
             HistogramOpts::new(
                 "sync_duration_seconds",
@@ -150,19 +166,10 @@ impl Metrics {
             &["reason"],
         )
         .unwrap();
-        let own_reads = IntCounterVec::new(
-            Opts::new(
-                "shared_own_reads_total",
-                "Reads a shared-reads follower made itself instead of applying the reader's delta, by reason.",
-            ),
-            &["reason"],
-        )
-        .unwrap();
-        let shared_own_reads = OwnRead::ALL.map(|r| own_reads.with_label_values(&[r.as_str()]));
         let reload_builds = IntCounterVec::new(
             Opts::new(
                 "reload_builds_total",
-                "How reloads built their table: payload_diff (only the entries a DUMP diff names) or compare (every entry).",
+                "How reloads built their table: log (change-log entries), payload_diff (only the entries a DUMP diff names) or compare (every entry).",
             ),
             &["how"],
         )
@@ -191,6 +198,7 @@ impl Metrics {
                 "drift_total",
                 "Periodic resyncs that found a difference (a lost notification).",
             ),
+            reload_by_log: reload_builds.with_label_values(&["log"]),
             reload_by_payload_diff: reload_builds.with_label_values(&["payload_diff"]),
             reload_by_compare: reload_builds.with_label_values(&["compare"]),
             sync_duration,
@@ -216,22 +224,21 @@ impl Metrics {
                 "client_connections_refused_total",
                 "Connections closed at once by --max-connections.",
             ),
-            shared_deltas_published: counter(
-                "shared_deltas_published_total",
-                "Deltas published as the shared-reads reader.",
+            log_entries: counter(
+                "change_log_entries_total",
+                "Change-log entries applied (field-level changes).",
             ),
-            shared_read_yourselves_published: counter(
-                "shared_read_yourselves_published_total",
-                "Reads the shared-reads reader had no delta for (followers read themselves).",
+            removals_held: gauge(
+                "removals_held",
+                "1 while a mass removal is held by --max-removal-fraction.",
             ),
-            shared_deltas_applied: counter(
-                "shared_deltas_applied_total",
-                "Deltas of the shared-reads reader applied instead of a read.",
+            removal_holds: counter(
+                "removal_holds_total",
+                "Mass removals held by --max-removal-fraction.",
             ),
-            shared_own_reads,
-            shared_reader: gauge(
-                "shared_reader",
-                "1 while this replica holds the shared-reads lease and reads for the others.",
+            sync_restarts: counter(
+                "sync_restarts_total",
+                "Restarts of the sync loop after a panic.",
             ),
             tls: TlsMetrics::new(&registry),
             registry,
@@ -242,7 +249,6 @@ impl Metrics {
             .unwrap();
         m.registry.register(Box::new(upstream)).unwrap();
         m.registry.register(Box::new(resync_vec)).unwrap();
-        m.registry.register(Box::new(own_reads)).unwrap();
         m.registry.register(Box::new(reload_builds)).unwrap();
         m.registry
             .register(Box::new(m.sync_duration.clone()))
@@ -253,9 +259,9 @@ impl Metrics {
             &m.notifications_received,
             &m.events_lost,
             &m.connections_refused,
-            &m.shared_deltas_published,
-            &m.shared_read_yourselves_published,
-            &m.shared_deltas_applied,
+            &m.log_entries,
+            &m.removal_holds,
+            &m.sync_restarts,
         ] {
             m.registry.register(Box::new(c.clone())).unwrap();
         }
@@ -267,7 +273,7 @@ impl Metrics {
             &m.notifications_enabled,
             &m.table_age_base,
             &m.client_connections,
-            &m.shared_reader,
+            &m.removals_held,
         ] {
             m.registry.register(Box::new(g.clone())).unwrap();
         }
@@ -293,10 +299,6 @@ impl Metrics {
 
     pub fn resyncs(&self, reason: ResyncReason) -> u64 {
         self.resyncs[reason as usize].get()
-    }
-
-    pub fn shared_own_read(&self, reason: OwnRead) {
-        self.shared_own_reads[reason as usize].inc();
     }
 
     /// The Prometheus text exposition of every metric.

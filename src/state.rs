@@ -3,10 +3,11 @@
 
 use crate::metrics::Metrics;
 use crate::routes::{RedisMicros, RouteTable};
+use crate::sync::guard::Held;
 use arc_swap::{ArcSwap, Guard};
 use serde::Serialize;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// Redis connection state as the sync loop last saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -25,32 +26,27 @@ pub enum NotificationMode {
     Unknown,
     /// Keyspace notifications on; periodic resync is only the safety net.
     Keyspace,
-    /// Notifications unavailable (CONFIG refused, subscribe refused):
-    /// changes arrive only with the periodic resync.
+    /// `CONFIG` is refused, so the setting cannot be read: keyspace mode
+    /// as soon as an event arrives (the operator may have set it).
+    Unconfirmed { reason: String },
+    /// Notifications unavailable (off and `CONFIG SET` refused, subscribe
+    /// refused): changes arrive only with the periodic resync.
     Polling { reason: String },
 }
 
-/// This replica's part in shared reads (see `sync::shared`), for `/readyz`
-/// and the replica status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SharedReadsStatus {
-    /// `inactive` (small hash, or not decided yet), `reader`, `follower`,
-    /// or `off` (refused or disabled; every reload reads for itself).
-    pub role: &'static str,
-    /// The lease holder, as last seen.
-    pub reader: Option<String>,
-    /// Why shared reads are off, when they are.
-    pub reason: Option<String>,
-}
-
-impl Default for SharedReadsStatus {
-    fn default() -> Self {
-        SharedReadsStatus {
-            role: "inactive",
-            reader: None,
-            reason: None,
-        }
-    }
+/// One followed hash, as `/readyz` and the replica status show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HashStatus {
+    pub key: String,
+    /// A table is served (from Redis or the snapshot).
+    pub loaded: bool,
+    /// A removal the guard holds (see `sync::guard`).
+    pub held: Option<Held>,
+    /// `on`, or `off: why` (every change then costs a full read).
+    pub change_log: String,
+    /// The last successful read of it.
+    #[serde(skip)]
+    pub last_read: Option<SystemTime>,
 }
 
 /// What the sync loop reports about itself (admin `/readyz`, replica status).
@@ -60,18 +56,55 @@ pub struct SyncStatus {
     pub redis_since: SystemTime,
     pub last_error: Option<String>,
     pub notifications: NotificationMode,
-    /// Last successful read of the hash, whether or not it changed anything.
+    /// Last successful read of any followed hash, whether or not it
+    /// changed anything: the sync loop's liveness.
     pub last_sync: Option<SystemTime>,
-    /// Redis time reflected by the last successful read (DESIGN 3.7).
+    /// Redis time (µs) such that every write to a followed hash before it
+    /// is in the tables served (`--wait` relies on it; README.md).
     pub watermark: Option<RedisMicros>,
     /// Why the snapshot file could not be used or written, if it could not.
     pub snapshot_error: Option<String>,
-    pub shared_reads: SharedReadsStatus,
+    /// The followed hashes (the routes hash first).
+    pub hashes: Vec<HashStatus>,
+    /// Times the sync loop was restarted after a panic.
+    pub restarts: u64,
+    /// A last read older than this is stale: the periodic resync should
+    /// have made one (resync interval × `Tuning::stale_after_resyncs`).
+    pub stale_after: Duration,
+}
+
+impl SyncStatus {
+    /// The removals held, by hash key.
+    pub fn held(&self) -> impl Iterator<Item = (&str, &Held)> + '_ {
+        self.hashes
+            .iter()
+            .filter_map(|h| h.held.as_ref().map(|held| (h.key.as_str(), held)))
+    }
+
+    /// Every followed hash has a table (the routes table is checked by
+    /// [`SharedState::is_ready`] itself).
+    pub fn all_loaded(&self) -> bool {
+        self.hashes.iter().all(|h| h.loaded)
+    }
+
+    /// The sync loop has not read Redis for longer than it should have
+    /// (Redis down, or the loop stuck): the tables may be behind.
+    pub fn is_stale(&self) -> bool {
+        self.last_read_age()
+            .is_none_or(|age| age > self.stale_after)
+    }
+
+    /// Age of the last successful read.
+    pub fn last_read_age(&self) -> Option<std::time::Duration> {
+        self.last_sync
+            .map(|t| SystemTime::now().duration_since(t).unwrap_or_default())
+    }
 }
 
 /// The state every part of the proxy shares.
 pub struct SharedState {
-    /// Written only by `sync` (and the snapshot loader it calls).
+    /// Written only by `sync` (and the snapshot loader it calls):
+    /// ARCHITECTURE.md, "Only the sync module stores into the ArcSwap".
     table: ArcSwap<RouteTable>,
     status: Mutex<SyncStatus>,
     pub metrics: Metrics,
@@ -91,7 +124,9 @@ impl SharedState {
                 last_sync: None,
                 watermark: None,
                 snapshot_error: None,
-                shared_reads: SharedReadsStatus::default(),
+                hashes: Vec::new(),
+                restarts: 0,
+                stale_after: Duration::from_secs(60),
             }),
             metrics: Metrics::new(),
             certs: crate::tls::CertStore::default(),
@@ -126,7 +161,8 @@ impl SharedState {
         self.status.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Serving: the route table and every other followed hash loaded.
     pub fn is_ready(&self) -> bool {
-        self.table().is_loaded()
+        self.table().is_loaded() && self.status().all_loaded()
     }
 }

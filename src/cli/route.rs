@@ -63,18 +63,18 @@ async fn connect_for_write(
     Ok((client, Some(watch)))
 }
 
-/// The write itself, queued in `trx`. Where the hash's change log (a
-/// stream appended in the same transaction) is written, these two
-/// functions are the only place to change.
+/// The write itself, queued in `trx`: the hash and its change log (a
+/// stream appended in the same transaction), so that every replica
+/// patches the field instead of reading the whole hash (`sync::changelog`).
 async fn queue_set(trx: &Transaction, key: &str, field: &str, value: &str) -> Result<(), Error> {
-    trx.hset(key, (field, value)).await
+    crate::sync::changelog::queue_set(trx, key, field, value).await
 }
 
 async fn queue_del(trx: &Transaction, key: &str, field: &str) -> Result<(), Error> {
-    trx.hdel(key, field).await
+    crate::sync::changelog::queue_del(trx, key, field).await
 }
 
-/// Runs a write transaction: `MULTI HGET <write> TIME EXEC`. Returns the
+/// Runs a write transaction: `MULTI HGET <write> XADD TIME EXEC`. Returns the
 /// field's value before the write, the write's own reply, and the Redis
 /// time of the write: every table whose watermark is at or after it has
 /// the write. (A `TIME` read after the transaction could be later than a
@@ -97,7 +97,9 @@ async fn run_write(
             "unexpected reply from Redis to the write",
         )
     };
-    let [previous, reply, time]: [Value; 3] = replies.try_into().map_err(|_| unexpected())?;
+    // HGET, the write, its change-log entry, TIME.
+    let [previous, reply, _entry, time]: [Value; 4] =
+        replies.try_into().map_err(|_| unexpected())?;
     let previous = previous.as_string();
     let time = parse_time(&time).ok_or_else(unexpected)?;
     Ok((previous, reply, time))

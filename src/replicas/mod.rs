@@ -133,15 +133,24 @@ pub fn current(config: &SyncConfig, state: &SharedState) -> ReplicaStatus {
         notifications: match &status.notifications {
             NotificationMode::Unknown => "unknown".into(),
             NotificationMode::Keyspace => "keyspace".into(),
+            NotificationMode::Unconfirmed { .. } => "unconfirmed".into(),
             NotificationMode::Polling { .. } => "polling".into(),
         },
         redis: format!("{:?}", status.redis).to_lowercase(),
         source: format!("{:?}", table.source).to_lowercase(),
-        // The removal guard (sync) reports a hold in `SyncStatus`; until it
-        // does, no replica holds anything.
-        held: None,
+        // The removal guard's hold of the routes hash (see `sync::guard`).
+        held: held_removal(&status, &config.routes_key),
         expires_us: redis_now(&status, now) + expiry(config.status_interval).as_micros() as u64,
     }
+}
+
+/// The removal guard's hold of the hash `key`, if any.
+fn held_removal(status: &crate::state::SyncStatus, key: &str) -> Option<HeldRemoval> {
+    let (_, held) = status.held().find(|(k, _)| *k == key)?;
+    Some(HeldRemoval {
+        current: held.serving,
+        next: held.in_redis,
+    })
 }
 
 /// Writes this replica's registry entry and announces it, in one round trip

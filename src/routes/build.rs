@@ -2,7 +2,7 @@
 
 use super::field::{normal_key, parse_field_bytes, FieldKey};
 use super::spellings::{resolve, route_for, Fields, Spellings};
-use super::{Delta, Diff, Layer, RouteTable, TableSource};
+use super::{Delta, Diff, Held, Layer, RouteTable, TableSource};
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -38,10 +38,11 @@ impl RouteTable {
             // no copy of either.
             if let Some((kind, name)) = normal_key(field) {
                 let before = previous.get(kind, name);
-                if let Some(route) = route_for(name, value, before) {
+                if let Some(route) = route_for(value, before) {
+                    let held = Held::Route(route);
                     carried += usize::from(before.is_some());
-                    diff.record(kind, name, before, Some(&route));
-                    layer.insert(kind, route);
+                    diff.record(kind, name, before, Some(&held));
+                    layer.insert(kind, name, held);
                     continue;
                 }
             }
@@ -66,7 +67,7 @@ impl RouteTable {
                 .map(|(_, f, v)| (f.clone(), v.clone()))
                 .collect();
             let plain_one = layer.remove(kind, name);
-            if let Some(route) = &plain_one {
+            if let Some(Held::Route(route)) = &plain_one {
                 super::spellings::set_field(
                     &mut fields,
                     &super::field::spelled(kind, name),
@@ -77,16 +78,16 @@ impl RouteTable {
             let resolved = resolve(kind, name, &fields, before);
             if plain_one.is_none() {
                 carried += usize::from(before.is_some());
-                diff.record(kind, name, before, Some(&resolved.route));
+                diff.record(kind, name, before, Some(&resolved.held));
             }
-            layer.insert(kind, resolved.route);
+            layer.insert(kind, name, resolved.held);
             spellings.set(kind, name, Some(fields));
         }
         if carried < previous.len() {
-            for (kind, route) in previous.routes() {
-                let hash = std::hash::BuildHasher::hash_one(&layer.hasher, route.key.as_str());
-                if layer.get(kind, hash, &route.key).is_none() {
-                    diff.record(kind, &route.key, Some(route), None);
+            for (kind, key, held) in previous.keys() {
+                let hash = std::hash::BuildHasher::hash_one(&layer.hasher, key);
+                if layer.get(kind, hash, key).is_none() {
+                    diff.record(kind, key, Some(held), None);
                 }
             }
         }

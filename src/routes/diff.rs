@@ -2,8 +2,7 @@
 //! the log line and the swap decision of a reload.
 
 use super::field::{shown, Kind};
-use super::Route;
-use std::sync::Arc;
+use super::Held;
 
 /// What changed between two tables.
 ///
@@ -33,13 +32,13 @@ impl Diff {
         &mut self,
         kind: Kind,
         key: &str,
-        before: Option<&Arc<Route>>,
-        after: Option<&Arc<Route>>,
+        before: Option<&Held>,
+        after: Option<&Held>,
     ) {
         let part = match (before, after) {
             (None, Some(_)) => &mut self.added,
             (Some(_), None) => &mut self.removed,
-            (Some(a), Some(b)) if !same_route(a, b) => &mut self.changed,
+            (Some(a), Some(b)) if !a.same(b) => &mut self.changed,
             _ => return,
         };
         part.push_with(|| shown(kind, key));
@@ -55,12 +54,6 @@ impl Diff {
         self.changed.kept.sort();
         self.removed.kept.sort();
     }
-}
-
-/// Whether two routes serve the same: one value, or both invalid.
-pub(super) fn same_route(a: &Arc<Route>, b: &Arc<Route>) -> bool {
-    // Carried-over routes are the same `Arc`: no string compare.
-    Arc::ptr_eq(a, b) || (a.is_valid() == b.is_valid() && a.value() == b.value())
 }
 
 /// The hosts in one part of a [`Diff`]: how many, and the names of the

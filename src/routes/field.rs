@@ -82,16 +82,25 @@ pub fn parse_field(field: &str) -> Result<FieldKey, HostError> {
 /// from the field: the fast path of builds and patches, which handle
 /// every other field through [`parse_field_bytes`].
 pub(super) fn normal_key(field: &[u8]) -> Option<(Kind, &str)> {
-    let field = std::str::from_utf8(field).ok()?;
-    let (kind, host) = match field.strip_prefix("*.") {
-        Some(suffix) => (Kind::Wildcard, suffix),
-        None if field == "*" => return Some((Kind::Default, "")),
-        None => (Kind::Exact, field),
-    };
+    let (kind, host) = split_field(field)?;
+    if kind == Kind::Default {
+        return Some((kind, host));
+    }
     match normalize_host(host).ok()? {
         Cow::Borrowed(key) if key.len() == host.len() => Some((kind, key)),
         _ => None,
     }
+}
+
+/// A field's map and name as written, not normalised (so a key of a
+/// table only when it is in normal form).
+pub(super) fn split_field(field: &[u8]) -> Option<(Kind, &str)> {
+    let field = std::str::from_utf8(field).ok()?;
+    Some(match field.strip_prefix("*.") {
+        Some(suffix) => (Kind::Wildcard, suffix),
+        None if field == "*" => (Kind::Default, ""),
+        None => (Kind::Exact, field),
+    })
 }
 
 /// [`parse_field`] of raw bytes, with the reason shown for a field that

@@ -37,46 +37,87 @@ pub type RawEntry = (bytes::Bytes, bytes::Bytes);
 /// Redis server time, microseconds since the Unix epoch.
 pub type RedisMicros = u64;
 
-/// Route maps hash with foldhash: several times faster than SipHash on
+/// Key maps hash with foldhash: several times faster than SipHash on
 /// short keys, and hosts are not attacker-chosen keys of an unbounded map
 /// (they come from the routes hash). Seeded per build all the same.
 type Hasher = foldhash::fast::RandomState;
 
-/// Routes keyed by their own [`Route::key`]: a slot is one pointer, and
-/// the probe's key comparison reads the route the caller reads next.
-#[derive(Debug, Clone, Default)]
-struct RouteMap(HashTable<Arc<Route>>);
+/// What a table holds under a key: a route, or the knowledge that the
+/// key's value is invalid (which answers 502 rather than 404). One
+/// pointer wide.
+#[derive(Debug, Clone)]
+enum Held {
+    Route(Arc<Route>),
+    Invalid,
+}
 
-impl RouteMap {
+impl Held {
+    /// Whether two entries serve the same: one value, or both invalid.
+    fn same(&self, other: &Held) -> bool {
+        match (self, other) {
+            // Carried-over routes are the same `Arc`: no string compare.
+            (Held::Route(a), Held::Route(b)) => Arc::ptr_eq(a, b) || a.value() == b.value(),
+            (Held::Invalid, Held::Invalid) => true,
+            _ => false,
+        }
+    }
+
+    fn route(&self) -> Option<&Arc<Route>> {
+        match self {
+            Held::Route(route) => Some(route),
+            Held::Invalid => None,
+        }
+    }
+}
+
+/// A map's slot: the key inline (a host of up to 24 bytes needs no
+/// allocation, and a probe compares it without leaving the slot) and
+/// what it holds.
+#[derive(Debug, Clone)]
+struct Slot {
+    key: CompactString,
+    held: Held,
+}
+
+/// Keys of one kind with what they hold.
+#[derive(Debug, Clone, Default)]
+struct KeyMap(HashTable<Slot>);
+
+impl KeyMap {
     fn with_capacity(n: usize) -> Self {
-        RouteMap(HashTable::with_capacity(n))
+        KeyMap(HashTable::with_capacity(n))
     }
 
     #[inline]
-    fn get(&self, hash: u64, key: &str) -> Option<&Arc<Route>> {
-        self.0.find(hash, |route| route.key == key)
+    fn get(&self, hash: u64, key: &str) -> Option<&Held> {
+        self.0
+            .find(hash, |slot| slot.key == key)
+            .map(|slot| &slot.held)
     }
 
-    /// Puts `route` under its key, returning the route it replaces.
-    fn insert(&mut self, hash: u64, route: Arc<Route>, hasher: &Hasher) -> Option<Arc<Route>> {
+    /// Puts `held` under `key`, returning what it replaces.
+    fn insert(&mut self, hash: u64, key: &str, held: Held, hasher: &Hasher) -> Option<Held> {
         match self.0.entry(
             hash,
-            |r| r.key == route.key,
-            |r| hasher.hash_one(r.key.as_str()),
+            |slot| slot.key == key,
+            |slot| hasher.hash_one(slot.key.as_str()),
         ) {
             hashbrown::hash_table::Entry::Occupied(mut slot) => {
-                Some(std::mem::replace(slot.get_mut(), route))
+                Some(std::mem::replace(&mut slot.get_mut().held, held))
             }
             hashbrown::hash_table::Entry::Vacant(slot) => {
-                slot.insert(route);
+                slot.insert(Slot {
+                    key: key.into(),
+                    held,
+                });
                 None
             }
         }
     }
 
-    fn remove(&mut self, hash: u64, key: &str) -> Option<Arc<Route>> {
-        let slot = self.0.find_entry(hash, |route| route.key == key).ok()?;
-        Some(slot.remove().0)
+    fn remove(&mut self, hash: u64, key: &str) -> Option<Held> {
+        let slot = self.0.find_entry(hash, |slot| slot.key == key).ok()?;
+        Some(slot.remove().0.held)
     }
 
     fn len(&self) -> usize {
@@ -87,8 +128,8 @@ impl RouteMap {
         self.0.is_empty()
     }
 
-    fn iter(&self) -> impl Iterator<Item = &Arc<Route>> + '_ {
-        self.0.iter()
+    fn iter(&self) -> impl Iterator<Item = (&str, &Held)> + '_ {
+        self.0.iter().map(|slot| (slot.key.as_str(), &slot.held))
     }
 }
 
@@ -96,23 +137,23 @@ impl RouteMap {
 #[derive(Debug, Clone, Default)]
 struct Layer {
     hasher: Hasher,
-    exact: RouteMap,
+    exact: KeyMap,
     /// Wildcard routes keyed by suffix (`*.cloud.com` under `cloud.com`).
-    wildcard: RouteMap,
+    wildcard: KeyMap,
     /// The bare `*`.
-    default: Option<Arc<Route>>,
+    default: Option<Held>,
 }
 
 impl Layer {
     fn with_capacity(n: usize) -> Self {
         Layer {
-            exact: RouteMap::with_capacity(n),
+            exact: KeyMap::with_capacity(n),
             ..Layer::default()
         }
     }
 
     #[inline]
-    fn get(&self, kind: Kind, hash: u64, key: &str) -> Option<&Arc<Route>> {
+    fn get(&self, kind: Kind, hash: u64, key: &str) -> Option<&Held> {
         match kind {
             Kind::Exact => self.exact.get(hash, key),
             Kind::Wildcard => self.wildcard.get(hash, key),
@@ -120,16 +161,16 @@ impl Layer {
         }
     }
 
-    fn insert(&mut self, kind: Kind, route: Arc<Route>) -> Option<Arc<Route>> {
-        let hash = self.hasher.hash_one(route.key.as_str());
+    fn insert(&mut self, kind: Kind, key: &str, held: Held) -> Option<Held> {
+        let hash = self.hasher.hash_one(key);
         match kind {
-            Kind::Exact => self.exact.insert(hash, route, &self.hasher),
-            Kind::Wildcard => self.wildcard.insert(hash, route, &self.hasher),
-            Kind::Default => self.default.replace(route),
+            Kind::Exact => self.exact.insert(hash, key, held, &self.hasher),
+            Kind::Wildcard => self.wildcard.insert(hash, key, held, &self.hasher),
+            Kind::Default => self.default.replace(held),
         }
     }
 
-    fn remove(&mut self, kind: Kind, key: &str) -> Option<Arc<Route>> {
+    fn remove(&mut self, kind: Kind, key: &str) -> Option<Held> {
         let hash = self.hasher.hash_one(key);
         match kind {
             Kind::Exact => self.exact.remove(hash, key),
@@ -142,22 +183,22 @@ impl Layer {
         self.exact.len() + self.wildcard.len() + usize::from(self.default.is_some())
     }
 
-    /// Every route with the map it is in.
-    fn iter(&self) -> impl Iterator<Item = (Kind, &Arc<Route>)> + '_ {
-        let exact = self.exact.iter().map(|r| (Kind::Exact, r));
-        let wildcard = self.wildcard.iter().map(|r| (Kind::Wildcard, r));
-        let default = self.default.iter().map(|r| (Kind::Default, r));
+    /// Every key with its map and what it holds.
+    fn iter(&self) -> impl Iterator<Item = (Kind, &str, &Held)> + '_ {
+        let exact = self.exact.iter().map(|(k, h)| (Kind::Exact, k, h));
+        let wildcard = self.wildcard.iter().map(|(k, h)| (Kind::Wildcard, k, h));
+        let default = self.default.iter().map(|h| (Kind::Default, "", h));
         exact.chain(wildcard).chain(default)
     }
 }
 
-/// A key changed since the base was built: its route, or `None` when the
-/// key was removed.
+/// A key changed since the base was built: what it holds now, or `None`
+/// when the key was removed.
 #[derive(Debug, Clone)]
 struct DeltaEntry {
     kind: Kind,
     key: CompactString,
-    route: Option<Arc<Route>>,
+    held: Option<Held>,
 }
 
 /// The keys changed since the base, hashed with the base's hasher so that
@@ -171,13 +212,14 @@ impl Delta {
         self.0.find(hash, |e| e.kind == kind && e.key == key)
     }
 
-    /// Records that `key` now holds `route`, in a table whose base is
+    /// Records that `key` now holds `held`, in a table whose base is
     /// `base`: nothing when that is what the base holds.
-    fn set(&mut self, base: &Layer, kind: Kind, key: &str, route: Option<Arc<Route>>) {
+    fn set(&mut self, base: &Layer, kind: Kind, key: &str, held: Option<Held>) {
         let hash = base.hasher.hash_one(key);
-        let same_as_base = match (base.get(kind, hash, key), &route) {
+        let same_as_base = match (base.get(kind, hash, key), &held) {
             (None, None) => true,
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (Some(Held::Route(a)), Some(Held::Route(b))) => Arc::ptr_eq(a, b),
+            (Some(Held::Invalid), Some(Held::Invalid)) => true,
             _ => false,
         };
         let slot = self.0.entry(
@@ -189,13 +231,13 @@ impl Delta {
             hashbrown::hash_table::Entry::Occupied(slot) if same_as_base => {
                 slot.remove();
             }
-            hashbrown::hash_table::Entry::Occupied(mut slot) => slot.get_mut().route = route,
+            hashbrown::hash_table::Entry::Occupied(mut slot) => slot.get_mut().held = held,
             hashbrown::hash_table::Entry::Vacant(_) if same_as_base => {}
             hashbrown::hash_table::Entry::Vacant(slot) => {
                 slot.insert(DeltaEntry {
                     kind,
                     key: key.into(),
-                    route,
+                    held,
                 });
             }
         }
@@ -222,12 +264,11 @@ pub enum Entry<'a> {
     Invalid,
 }
 
-impl<'a> From<&'a Arc<Route>> for Entry<'a> {
-    fn from(route: &'a Arc<Route>) -> Self {
-        if route.is_valid() {
-            Entry::Valid(route)
-        } else {
-            Entry::Invalid
+impl<'a> From<&'a Held> for Entry<'a> {
+    fn from(held: &'a Held) -> Self {
+        match held {
+            Held::Route(route) => Entry::Valid(route),
+            Held::Invalid => Entry::Invalid,
         }
     }
 }
@@ -264,13 +305,12 @@ pub enum Lookup<'a> {
     NotFound,
 }
 
-impl<'a> From<&'a Arc<Route>> for Lookup<'a> {
+impl<'a> From<&'a Held> for Lookup<'a> {
     #[inline]
-    fn from(route: &'a Arc<Route>) -> Self {
-        if route.is_valid() {
-            Lookup::Route(route)
-        } else {
-            Lookup::Invalid
+    fn from(held: &'a Held) -> Self {
+        match held {
+            Held::Route(route) => Lookup::Route(route),
+            Held::Invalid => Lookup::Invalid,
         }
     }
 }
@@ -333,8 +373,8 @@ impl RouteTable {
         for entry in delta.iter() {
             let hash = base.hasher.hash_one(entry.key.as_str());
             let in_base = base.get(entry.kind, hash, &entry.key).is_some();
-            len = len + usize::from(entry.route.is_some()) - usize::from(in_base);
-            let live = entry.route.is_some();
+            let live = entry.held.is_some();
+            len = len + usize::from(live) - usize::from(in_base);
             match entry.kind {
                 Kind::Wildcard => wildcards |= live,
                 Kind::Default => default |= live,
@@ -365,55 +405,54 @@ impl RouteTable {
     /// no allocation.
     #[inline]
     pub fn lookup(&self, host: &str) -> Lookup<'_> {
-        if let Some(route) = self.get(Kind::Exact, host) {
-            return route.into();
+        if let Some(held) = self.get(Kind::Exact, host) {
+            return held.into();
         }
         if self.wildcards {
             let mut rest = host;
             while let Some((_, suffix)) = rest.split_once('.') {
-                if let Some(route) = self.get(Kind::Wildcard, suffix) {
-                    return route.into();
+                if let Some(held) = self.get(Kind::Wildcard, suffix) {
+                    return held.into();
                 }
                 rest = suffix;
             }
         }
         if self.default {
-            if let Some(route) = self.get(Kind::Default, "") {
-                return route.into();
+            if let Some(held) = self.get(Kind::Default, "") {
+                return held.into();
             }
         }
         Lookup::NotFound
     }
 
-    /// The route (or invalid mark) under a key: the delta's word first,
-    /// then the base's.
+    /// What a key holds: the delta's word first, then the base's.
     #[inline]
-    fn get(&self, kind: Kind, key: &str) -> Option<&Arc<Route>> {
+    fn get(&self, kind: Kind, key: &str) -> Option<&Held> {
         let hash = self.base.hasher.hash_one(key);
         if !self.delta.is_empty() {
             if let Some(entry) = self.delta.get(kind, hash, key) {
-                return entry.route.as_ref();
+                return entry.held.as_ref();
             }
         }
         self.base.get(kind, hash, key)
     }
 
-    /// Every key's route (or invalid mark) with its map, base and delta
-    /// merged, in no particular order.
-    fn routes(&self) -> impl Iterator<Item = (Kind, &Arc<Route>)> + '_ {
-        let shadowed = |kind: Kind, route: &Arc<Route>| {
+    /// Every key with its map and what it holds, base and delta merged,
+    /// in no particular order.
+    fn keys(&self) -> impl Iterator<Item = (Kind, &str, &Held)> + '_ {
+        let shadowed = |kind: Kind, key: &str| {
             !self.delta.is_empty() && {
-                let hash = self.base.hasher.hash_one(route.key.as_str());
-                self.delta.get(kind, hash, &route.key).is_some()
+                let hash = self.base.hasher.hash_one(key);
+                self.delta.get(kind, hash, key).is_some()
             }
         };
         self.base
             .iter()
-            .filter(move |(kind, route)| !shadowed(*kind, route))
+            .filter(move |(kind, key, _)| !shadowed(*kind, key))
             .chain(
                 self.delta
                     .iter()
-                    .filter_map(|e| Some((e.kind, e.route.as_ref()?))),
+                    .filter_map(|e| Some((e.kind, e.key.as_str(), e.held.as_ref()?))),
             )
     }
 
@@ -435,8 +474,8 @@ impl RouteTable {
     /// `*.suffix`, `*`), sorted.
     pub fn entries(&self) -> Vec<(String, Entry<'_>)> {
         let mut out: Vec<(String, Entry<'_>)> = self
-            .routes()
-            .map(|(kind, route)| (field::shown(kind, &route.key), route.into()))
+            .keys()
+            .map(|(kind, key, held)| (field::shown(kind, key), held.into()))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
@@ -446,8 +485,7 @@ impl RouteTable {
     /// names; `None` for no or an invalid route.
     pub fn route_value(&self, field: &str) -> Option<&str> {
         let key = parse_field(field).ok()?;
-        let route = self.get(key.kind(), key.name())?;
-        route.is_valid().then(|| route.value())
+        Some(self.get(key.kind(), key.name())?.route()?.value())
     }
 
     /// Every field of the hash this table was made from, with its value:
@@ -456,9 +494,10 @@ impl RouteTable {
     /// with).
     pub fn for_each_field(&self, mut visit: impl FnMut(&[u8], &[u8])) {
         let mut field = Vec::new();
-        for (kind, route) in self.routes() {
-            if !self.spellings.names(kind, &route.key) {
-                field::spell(kind, &route.key, &mut field);
+        for (kind, key, held) in self.keys() {
+            // A key outside the spellings is plain: it holds a route.
+            if let (false, Some(route)) = (self.spellings.names(kind, key), held.route()) {
+                field::spell(kind, key, &mut field);
                 visit(&field, route.value().as_bytes());
             }
         }
@@ -471,8 +510,8 @@ impl RouteTable {
     /// enough to rebuild this table in another process (see `snapshot`).
     pub fn for_each_last_valid(&self, mut visit: impl FnMut(&[u8], &str)) {
         self.spellings.for_each_winner(|kind, name, field, value| {
-            if let Some(route) = self.get(kind, name) {
-                if route.is_valid() && route.value().as_bytes() != value {
+            if let Some(route) = self.get(kind, name).and_then(Held::route) {
+                if route.value().as_bytes() != value {
                     visit(field, route.value());
                 }
             }
@@ -482,12 +521,12 @@ impl RouteTable {
     /// What changed from `old` to `self`, by key and by route value.
     pub fn diff(&self, old: &RouteTable) -> Diff {
         let mut diff = Diff::default();
-        for (kind, route) in self.routes() {
-            diff.record(kind, &route.key, old.get(kind, &route.key), Some(route));
+        for (kind, key, held) in self.keys() {
+            diff.record(kind, key, old.get(kind, key), Some(held));
         }
-        for (kind, route) in old.routes() {
-            if self.get(kind, &route.key).is_none() {
-                diff.record(kind, &route.key, Some(route), None);
+        for (kind, key, held) in old.keys() {
+            if self.get(kind, key).is_none() {
+                diff.record(kind, key, Some(held), None);
             }
         }
         diff.finish(self.spellings != old.spellings);
@@ -530,5 +569,17 @@ pub(crate) mod testing {
         table.for_each_field(|f, v| out.push((f.to_vec(), v.to_vec())));
         out.sort();
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_is_an_inline_key_and_a_pointer() {
+        // A table of 100,000 routes is 131,072 of these: keep them so.
+        assert_eq!(std::mem::size_of::<Held>(), 8);
+        assert_eq!(std::mem::size_of::<Slot>(), 32);
     }
 }

@@ -9,7 +9,7 @@
 //! changed keys go to the table's delta layer, folded into a new base when
 //! it grows.
 
-use super::field::{normal_key, parse_field_bytes, FieldKey};
+use super::field::{normal_key, parse_field_bytes, split_field, FieldKey};
 use super::spellings::{fields_of, resolve, set_field, Fields};
 use super::{Delta, Diff, RouteTable, TableSource};
 use std::borrow::Cow;
@@ -72,7 +72,7 @@ impl RouteTable {
                 (None, None)
             } else {
                 let resolved = resolve(kind, name, &fields, before);
-                (Some(resolved.route), (!resolved.plain).then_some(fields))
+                (Some(resolved.held), (!resolved.plain).then_some(fields))
             };
             if spellings.fields(kind, name) != kept.as_ref() {
                 Arc::make_mut(&mut spellings).set(kind, name, kept);
@@ -122,12 +122,17 @@ impl RouteTable {
         limit: usize,
     ) -> Option<Vec<FieldChange<'r>>> {
         let mut changes = Vec::new();
-        let mut held = 0;
+        // Fields of this table's hash that the read has too, changed or not.
+        let mut present = 0;
         for (field, value) in raw {
             let (field, value) = (field.as_ref(), value.as_ref());
-            if self.holds(field, value) {
-                held += 1;
-                continue;
+            match self.value_of(field) {
+                Some(held) if held == value => {
+                    present += 1;
+                    continue;
+                }
+                Some(_) => present += 1,
+                None => {}
             }
             if changes.len() == limit {
                 return None;
@@ -135,13 +140,13 @@ impl RouteTable {
             changes.push((Cow::Borrowed(field), Some(value)));
         }
         let fields = self.len - self.spellings.key_count() + self.spellings.field_count();
-        if held < fields {
+        if present < fields {
             // Fields gone from the hash: the only case that needs every name.
-            let present: HashSet<&[u8], foldhash::fast::RandomState> =
+            let read: HashSet<&[u8], foldhash::fast::RandomState> =
                 raw.iter().map(|(field, _)| field.as_ref()).collect();
             let mut gone = Vec::new();
             self.for_each_field(|field, _| {
-                if !present.contains(field) {
+                if !read.contains(field) {
                     gone.push(field.to_vec());
                 }
             });
@@ -153,24 +158,27 @@ impl RouteTable {
         Some(changes)
     }
 
-    /// Whether the hash this table holds has `field` set to `value`.
-    fn holds(&self, field: &[u8], value: &[u8]) -> bool {
-        if let Some((kind, name)) = normal_key(field) {
-            if !self.spellings.names(kind, name) {
-                return self
-                    .get(kind, name)
-                    .is_some_and(|route| route.is_valid() && route.value().as_bytes() == value);
+    /// The value `field` has in the hash this table holds, if it has it.
+    fn value_of(&self, field: &[u8]) -> Option<&[u8]> {
+        // A field that is a key of the table is that key's normal spelling
+        // (keys are normalised): the common case needs no normalisation.
+        if let Some((kind, name)) = split_field(field) {
+            if let Some(held) = self.get(kind, name) {
+                if !self.spellings.names(kind, name) {
+                    // A key outside the spellings holds a route.
+                    return held.route().map(|route| route.value().as_bytes());
+                }
             }
         }
-        self.spellings.value_of(field) == Some(value)
+        self.spellings.value_of(field)
     }
 
     /// The same table with the delta folded into a new base.
     fn compacted(&self) -> RouteTable {
         let mut base = (*self.base).clone();
         for entry in self.delta.iter() {
-            match &entry.route {
-                Some(route) => base.insert(entry.kind, route.clone()),
+            match &entry.held {
+                Some(held) => base.insert(entry.kind, &entry.key, held.clone()),
                 None => base.remove(entry.kind, &entry.key),
             };
         }

@@ -1,10 +1,10 @@
 //! A route and its backends, as the request path uses them: the backend
 //! addresses, a health mark per backend, a round-robin cursor. One
-//! allocation per route in the common case (one backend written as its
-//! own address): a table of 100,000 routes is mostly these.
+//! allocation per route and one for its backend's address in the common
+//! case (one backend written as its own address): a table of 100,000
+//! routes is mostly these.
 
 use super::parse::{parse_backends_bytes, RouteError};
-use compact_str::CompactString;
 use http::uri::Authority;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -63,18 +63,26 @@ pub fn ms_at(at: Instant) -> u64 {
 ///
 /// Why two shapes: nearly every route is one `ip:port`, and then the
 /// value as written *is* the backend's authority, so the value needs no
-/// copy of its own and the backend sits inside the route's allocation.
-/// Both shapes fit in the size of one `Backend`.
+/// copy of its own, the backend sits inside the route's allocation and no
+/// round-robin cursor is needed. Both shapes fit in the size of one
+/// `Backend`.
 #[derive(Debug)]
 pub enum Backends {
     /// One backend whose authority is the route's value, byte for byte.
     One(Backend),
-    /// Any other value (several backends, spaces, upper case), kept as
-    /// written. An empty list marks a key whose value is invalid.
-    Many {
-        list: Box<[Backend]>,
-        value: Box<str>,
-    },
+    /// Any other value (several backends, spaces, upper case).
+    Several(Box<Several>),
+}
+
+/// The backends of a route that is not one address written as itself.
+#[derive(Debug)]
+pub struct Several {
+    list: Box<[Backend]>,
+    /// The value as written.
+    value: Box<str>,
+    /// Round-robin cursor. An atomic, not a lock: the table stays
+    /// shareable.
+    next: AtomicU32,
 }
 
 impl Deref for Backends {
@@ -84,73 +92,41 @@ impl Deref for Backends {
     fn deref(&self) -> &[Backend] {
         match self {
             Backends::One(backend) => std::slice::from_ref(backend),
-            Backends::Many { list, .. } => list,
+            Backends::Several(several) => &several.list,
         }
     }
 }
 
-/// What a table stores under a key: a route, or (with no backends) the
-/// mark of a key whose value is invalid, which answers 502 rather than 404.
+/// A valid route: its backends (and, through them, the value as written).
 #[derive(Debug)]
 pub struct Route {
-    /// The key the route is stored under: a normalised host, a wildcard's
-    /// suffix, or "" for the default route. Kept here rather than beside
-    /// the route in the map, so that a map slot is one pointer (the
-    /// request path reads the route right after the probe anyway).
-    pub(super) key: CompactString,
     pub backends: Backends,
-    /// Round-robin cursor. An atomic, not a lock: the table stays shareable.
-    next: AtomicU32,
 }
 
 impl Route {
-    /// Parses a route value (bytes as stored in Redis) for `key`.
-    pub(super) fn parse(key: &str, value: &[u8]) -> Result<Route, RouteError> {
+    /// Parses a route value (bytes as stored in Redis).
+    pub(super) fn parse(value: &[u8]) -> Result<Route, RouteError> {
         let mut authorities = parse_backends_bytes(value)?;
         let backends = match &authorities[..] {
             [one] if one.as_str().as_bytes() == value => {
                 Backends::One(Backend::new(authorities.pop().expect("one")))
             }
-            _ => Backends::Many {
+            _ => Backends::Several(Box::new(Several {
                 list: authorities.into_iter().map(Backend::new).collect(),
                 // parse_backends_bytes checked it is UTF-8.
                 value: String::from_utf8_lossy(value).into(),
-            },
+                next: AtomicU32::new(0),
+            })),
         };
-        Ok(Route::with(key, backends))
+        Ok(Route { backends })
     }
 
-    /// The mark of a key whose value is invalid.
-    pub(super) fn invalid(key: &str) -> Route {
-        Route::with(
-            key,
-            Backends::Many {
-                list: Box::default(),
-                value: Box::default(),
-            },
-        )
-    }
-
-    fn with(key: &str, backends: Backends) -> Route {
-        Route {
-            key: key.into(),
-            backends,
-            next: AtomicU32::new(0),
-        }
-    }
-
-    /// The value as written in Redis ("" for an invalid key's mark).
+    /// The value as written in Redis.
     pub fn value(&self) -> &str {
         match &self.backends {
             Backends::One(backend) => backend.authority.as_str(),
-            Backends::Many { value, .. } => value,
+            Backends::Several(several) => &several.value,
         }
-    }
-
-    /// False for the mark of a key whose value is invalid.
-    #[inline]
-    pub fn is_valid(&self) -> bool {
-        !self.backends.is_empty()
     }
 
     /// Backends in the order this request should try them: round-robin
@@ -158,10 +134,9 @@ impl Route {
     /// is down they are still tried rather than failing at once).
     pub fn pick_order(&self, now_ms: u64) -> impl Iterator<Item = &Backend> + '_ {
         let n = self.backends.len();
-        let start = if n == 1 {
-            0
-        } else {
-            self.next.fetch_add(1, Ordering::Relaxed) as usize % n
+        let start = match &self.backends {
+            Backends::One(_) => 0,
+            Backends::Several(several) => several.next.fetch_add(1, Ordering::Relaxed) as usize % n,
         };
         let rotated = (0..n).map(move |i| &self.backends[(start + i) % n]);
         let healthy = rotated.clone().filter(move |b| !b.is_down(now_ms));
@@ -176,7 +151,7 @@ mod tests {
 
     #[test]
     fn a_single_backend_written_as_its_address_keeps_no_second_copy() {
-        let plain = Route::parse("a.com", b"10.0.0.1:80").unwrap();
+        let plain = Route::parse(b"10.0.0.1:80").unwrap();
         assert!(matches!(plain.backends, Backends::One(_)));
         assert_eq!(plain.value(), "10.0.0.1:80");
         for value in [
@@ -184,27 +159,24 @@ mod tests {
             " 10.0.0.1:80",
             "Worker.Internal:80",
         ] {
-            let route = Route::parse("a.com", value.as_bytes()).unwrap();
-            assert!(matches!(route.backends, Backends::Many { .. }), "{value}");
+            let route = Route::parse(value.as_bytes()).unwrap();
+            assert!(matches!(route.backends, Backends::Several(_)), "{value}");
             assert_eq!(route.value(), value, "the value as written");
         }
-        assert!(!Route::invalid("a.com").is_valid());
-        assert!(Route::parse("a.com", b"nope").is_err());
+        assert!(Route::parse(b"nope").is_err());
     }
 
     #[test]
     fn a_route_is_small() {
-        // One pointer-sized map slot plus this per route: keep it so.
-        assert!(std::mem::size_of::<Route>() <= 72);
-        assert_eq!(
-            std::mem::size_of::<Backends>(),
-            std::mem::size_of::<Backend>()
-        );
+        // A table holds one of these per route (in an `Arc`: 16 more
+        // bytes, 64 with the allocator's): keep it so.
+        assert_eq!(std::mem::size_of::<Route>(), std::mem::size_of::<Backend>());
+        assert!(std::mem::size_of::<Route>() <= 40);
     }
 
     #[test]
     fn round_robin_skips_down_backends_but_tries_them_when_all_are_down() {
-        let route = Route::parse("a.com", b"10.0.0.1:80,10.0.0.2:80,10.0.0.3:80").unwrap();
+        let route = Route::parse(b"10.0.0.1:80,10.0.0.2:80,10.0.0.3:80").unwrap();
         let firsts: Vec<String> = (0..3)
             .map(|_| {
                 route

@@ -12,7 +12,7 @@
 
 use super::field::{parse_field_bytes, spell, winner, Kind};
 use super::parse::parse_backends_bytes;
-use super::{InvalidEntry, Route};
+use super::{Held, InvalidEntry, Route};
 use bytes::Bytes;
 use compact_str::CompactString;
 use std::collections::{BTreeMap, HashMap};
@@ -39,7 +39,7 @@ impl PartialEq for Spellings {
 
 /// What a key serves, given the fields that name it.
 pub(super) struct Resolved {
-    pub route: Arc<Route>,
+    pub held: Held,
     /// One field, the normal spelling, a valid value: the map alone can
     /// give the field back.
     pub plain: bool,
@@ -53,18 +53,16 @@ pub(super) fn resolve(
     kind: Kind,
     name: &str,
     fields: &[(Bytes, Bytes)],
-    previous: Option<&Arc<Route>>,
+    previous: Option<&Held>,
 ) -> Resolved {
     let (win, normal) = winner(kind, name, fields);
-    match route_for(name, &fields[win].1, previous) {
+    match route_for(&fields[win].1, previous) {
         Some(route) => Resolved {
-            route,
+            held: Held::Route(route),
             plain: normal && fields.len() == 1,
         },
         None => Resolved {
-            route: previous
-                .cloned()
-                .unwrap_or_else(|| Arc::new(Route::invalid(name))),
+            held: previous.cloned().unwrap_or(Held::Invalid),
             plain: false,
         },
     }
@@ -73,14 +71,10 @@ pub(super) fn resolve(
 /// The route a valid value gives a key: the `previous` route when its
 /// value is the same (so health marks and the round-robin cursor carry
 /// over), else a new one; `None` for an invalid value.
-pub(super) fn route_for(
-    name: &str,
-    value: &[u8],
-    previous: Option<&Arc<Route>>,
-) -> Option<Arc<Route>> {
+pub(super) fn route_for(value: &[u8], previous: Option<&Held>) -> Option<Arc<Route>> {
     match previous {
-        Some(route) if route.is_valid() && route.value().as_bytes() == value => Some(route.clone()),
-        _ => Route::parse(name, value).ok().map(Arc::new),
+        Some(Held::Route(route)) if route.value().as_bytes() == value => Some(route.clone()),
+        _ => Route::parse(value).ok().map(Arc::new),
     }
 }
 
@@ -182,7 +176,7 @@ impl Spellings {
     /// `route_of` says what each key kept here serves.
     pub fn invalid_entries<'t>(
         &self,
-        route_of: impl Fn(Kind, &str) -> Option<&'t Arc<Route>>,
+        route_of: impl Fn(Kind, &str) -> Option<&'t Held>,
     ) -> Vec<InvalidEntry> {
         let mut out = Vec::new();
         for (field, value) in &self.unnamed {
@@ -197,7 +191,7 @@ impl Spellings {
                     let reason = format!("another spelling of the same host, {winning:?}, wins");
                     out.push(invalid_entry(field, value, reason, false));
                 } else if let Err(error) = parse_backends_bytes(value) {
-                    let serving = route_of(*kind, name).is_some_and(|r| r.is_valid());
+                    let serving = matches!(route_of(*kind, name), Some(Held::Route(_)));
                     out.push(invalid_entry(field, value, error.to_string(), serving));
                 }
             }
@@ -222,17 +216,18 @@ fn invalid_entry(field: &[u8], value: &[u8], reason: String, serving: bool) -> I
 }
 
 /// The fields naming a key as a table holds them: kept in `spellings`, or
-/// the one plain field its route spells back, or none.
+/// the one plain field its route spells back (a key outside the
+/// spellings holds a route), or none.
 pub(super) fn fields_of(
     spellings: &Spellings,
     kind: Kind,
     name: &str,
-    route: Option<&Arc<Route>>,
+    held: Option<&Held>,
 ) -> Fields {
     if let Some(fields) = spellings.fields(kind, name) {
         return fields.clone();
     }
-    match route {
+    match held.and_then(Held::route) {
         Some(route) => {
             let mut field = Vec::new();
             spell(kind, name, &mut field);

@@ -1,331 +1,388 @@
-//! What a follower waits for in shared reads (see `shared`): which of the
-//! keyspace events it received a reader's delta covers, and when to stop
-//! waiting and read the hash itself. Pure bookkeeping, fed by the sync loop
-//! in the order things arrive; no I/O.
+//! What one followed hash's keyspace events ask for: a pure state
+//! machine, fed the events of the hash, its change log and its
+//! removal-confirmation key in arrival order, answering what to read
+//! next. No I/O (ARCHITECTURE.md, "The change log").
 //!
-//! Keyspace events and read markers arrive on one ordered queue, so an
-//! event received before marker M happened before M's read: M's delta
-//! reflects it. An event after the newest marker is *uncovered* until the
-//! next marker. The follower is done waiting when a delta for a marker at
-//! or after the one covering its newest event is applied (or its content is
-//! known to equal that read's, or to be newer); anything else (the deadline
-//! passes, the delta does not fit its table, the reader says "read
-//! yourselves", deltas were lost) means: read the hash yourself.
+//! The rule it implements: Redis publishes the events of one `EXEC` one
+//! after another, in command order, and nothing comes between them. A
+//! logged change is `HSET`/`HDEL` then `XADD`, so its hash event is
+//! followed at once by the log's `xadd` event: that hash event is
+//! *covered* by the log, and the entries are read from the log. A hash
+//! event followed by anything else (or by nothing, once a barrier shows
+//! that nothing more is on its way) was a write the log does not
+//! describe: only a full read tells what it did. Events of other keys
+//! between the two do not matter (several followed hashes share one
+//! subscriber connection).
+//!
+//! One gap the order alone cannot close: a logged `HDEL` of a field the
+//! hash did not have sends no hash event, so its `xadd` would cover the
+//! hash event before it, which may be another client's plain write. The
+//! table catches it: patching a deletion of a field it does not hold is
+//! refused (`Table::patch` returns `None`), and a full read follows.
 
-use super::shared::ReadId;
-use std::collections::VecDeque;
-use std::time::Duration;
-use tokio::time::Instant;
-
-/// Markers remembered, to place a delta from a second reader (two replicas
-/// may briefly both hold the lease) in the event stream.
-const MARKERS_KEPT: usize = 32;
-
-/// Why a follower reads the hash itself instead of applying a delta: the
-/// `reason` label of `switchyard_shared_own_reads_total`.
+/// A keyspace event, as it concerns one followed hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OwnRead {
-    /// No delta for its events in time (the reader is slow, gone, or
-    /// cannot publish).
-    Deadline,
-    /// The delta for its events starts from content other than its own, or
-    /// needs the full build (an invalid value, a field not in normal form).
-    Mismatch,
-    /// The reader had no delta for that read.
-    ReadYourselves,
-    /// Change messages were dropped (the receiver lagged).
-    Lost,
+pub enum Event {
+    /// `hset` / `hdel` on the hash: a write whose log entry may follow.
+    HashWrite,
+    /// Any other event on the hash (`del`, `rename_to`, `expired`,
+    /// `hincrby`, `restore`...): only a full read tells what happened.
+    HashOther,
+    /// `xadd` on the log: entries to read.
+    LogAppend,
+    /// `xtrim` (what an `XADD ... MAXLEN` that trimmed also sends): the
+    /// entries past ours are untouched (a log read checks that its first
+    /// entry is still there), but a log that was empty at the last full
+    /// read can no longer be read from its start.
+    LogTrim,
+    /// Consumer-group bookkeeping: the entries are untouched.
+    LogNoise,
+    /// Any other event on the log (`del`, `xdel`, `rename_from`,
+    /// `xsetid`...): the entries a log read starts from may be gone.
+    LogOther,
+    /// The removal-confirmation key was written (see `guard`).
+    Accept,
 }
 
-impl OwnRead {
-    pub const ALL: [OwnRead; 4] = [
-        OwnRead::Deadline,
-        OwnRead::Mismatch,
-        OwnRead::ReadYourselves,
-        OwnRead::Lost,
-    ];
+/// Which key of a followed hash an event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRole {
+    Hash,
+    Log,
+    Accept,
+}
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OwnRead::Deadline => "deadline",
-            OwnRead::Mismatch => "mismatch",
-            OwnRead::ReadYourselves => "read_yourselves",
-            OwnRead::Lost => "lost",
+impl Event {
+    /// Classifies the operation of a keyspace event on one of the keys.
+    pub fn classify(role: KeyRole, operation: &str) -> Event {
+        match role {
+            KeyRole::Hash => match operation {
+                "hset" | "hdel" => Event::HashWrite,
+                _ => Event::HashOther,
+            },
+            KeyRole::Log => match operation {
+                "xadd" => Event::LogAppend,
+                "xtrim" => Event::LogTrim,
+                op if op.starts_with("xgroup") || op == "xclaim" || op == "xautoclaim" => {
+                    Event::LogNoise
+                }
+                _ => Event::LogOther,
+            },
+            KeyRole::Accept => Event::Accept,
         }
     }
 }
 
-/// What became of a delta the follower was handed (the sync loop decides,
-/// from its table's content identity and watermark).
+/// Why a full read is due: the `reason` it is counted under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Applied, or the table already holds the content it gives: the table
-    /// now reflects that read.
-    Applied,
-    /// The read is older than the table's (the follower read the hash
-    /// itself since): the table reflects more than the delta would give.
-    Stale,
-    /// Not for this table.
-    Mismatch,
+pub enum FullRead {
+    /// A write the change log does not describe (a plain `HSET`, `DEL`,
+    /// `RENAME`...), or a log that cannot be trusted past our position.
+    Unlogged,
+    /// Events were dropped (the receiver lagged).
+    Lagged,
+    /// The removal-confirmation key was written while a removal is held.
+    Accepted,
 }
 
-#[derive(Debug)]
+/// What to do next for the hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Nothing,
+    /// Read the log from the last entry seen and patch those fields.
+    ReadLog,
+    /// Read the whole hash.
+    FullRead(FullRead),
+    /// A hash event may still be followed by its log event: send a
+    /// barrier (a `PING` on the subscriber) and report it with
+    /// [`Follower::barrier_passed`].
+    Barrier,
+}
+
+#[derive(Debug, Clone)]
 pub struct Follower {
-    /// Recent markers with their arrival number, oldest first.
-    markers: VecDeque<(ReadId, u64)>,
-    arrivals: u64,
-    /// An event arrived after the newest marker.
-    uncovered: bool,
-    /// The marker that came first after the newest covered event, with its
-    /// arrival number: a delta for it or a later read ends the wait (for
-    /// the events before it).
-    awaited: Option<(ReadId, u64)>,
-    deadline: Option<Instant>,
-    /// How long to wait for progress before reading.
-    wait: Duration,
+    /// The log is usable this session (its events arrive, and reading it
+    /// is allowed): without it every hash write means a full read.
+    log_enabled: bool,
+    /// The table serves a held removal (see `guard`): every change
+    /// means a full read (the table is not the hash, so a patch would
+    /// not be exact), and a confirmation is worth one.
+    held: bool,
+    /// A hash write whose log event has not come (yet).
+    open: bool,
+    /// Log entries to read.
+    log_due: bool,
+    full: Option<FullRead>,
+    /// The log was trimmed since the last full read.
+    trimmed: bool,
 }
 
 impl Follower {
-    pub fn new(wait: Duration) -> Follower {
+    pub fn new(log_enabled: bool) -> Follower {
         Follower {
-            markers: VecDeque::with_capacity(MARKERS_KEPT),
-            arrivals: 0,
-            uncovered: false,
-            awaited: None,
-            deadline: None,
-            wait,
+            log_enabled,
+            held: false,
+            open: false,
+            log_due: false,
+            full: None,
+            trimmed: false,
         }
     }
 
-    pub fn set_wait(&mut self, wait: Duration) {
-        self.wait = wait;
+    pub fn set_log_enabled(&mut self, enabled: bool) {
+        self.log_enabled = enabled;
     }
 
-    /// Events received that no applied read is known to reflect.
-    pub fn is_waiting(&self) -> bool {
-        self.uncovered || self.awaited.is_some()
+    pub fn log_enabled(&self) -> bool {
+        self.log_enabled
     }
 
-    /// When to give up waiting and read.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+    pub fn set_held(&mut self, held: bool) {
+        self.held = held;
     }
 
-    /// A keyspace event on the routes key.
-    pub fn event(&mut self, now: Instant) {
-        self.uncovered = true;
-        self.deadline.get_or_insert(now + self.wait);
-    }
-
-    /// A read marker, in its place among the events.
-    pub fn marker(&mut self, read: ReadId) {
-        self.arrivals += 1;
-        if self.markers.len() == MARKERS_KEPT {
-            self.markers.pop_front();
-        }
-        self.markers.push_back((read, self.arrivals));
-        if self.uncovered {
-            self.uncovered = false;
-            self.awaited = Some((read, self.arrivals));
-        }
-    }
-
-    /// Whether `read` was taken after every covered event: it is the awaited
-    /// read, a later one of the same reader (a reader's reads are in
-    /// order), or one whose marker arrived after the awaited marker.
-    fn covers(&self, read: ReadId) -> bool {
-        let Some((awaited, arrival)) = self.awaited else {
-            return false;
-        };
-        if read.reader == awaited.reader {
-            return read.seq >= awaited.seq;
-        }
-        self.markers
-            .iter()
-            .any(|(id, at)| *id == read && *at >= arrival)
-    }
-
-    /// The covered events are reflected now.
-    fn satisfied(&mut self, now: Instant) {
-        self.awaited = None;
-        self.progress(now);
-    }
-
-    /// Some read was applied: still waiting (for later events) means a
-    /// fresh deadline, not an own read because earlier ones took time.
-    fn progress(&mut self, now: Instant) {
-        self.deadline = self.is_waiting().then(|| now + self.wait);
-    }
-
-    /// A delta for `read` was handed to the table with `outcome`; `Some`
-    /// when the follower should now read the hash itself.
-    pub fn delta(&mut self, read: ReadId, outcome: Outcome, now: Instant) -> Option<OwnRead> {
-        let covers = self.covers(read);
-        match outcome {
-            Outcome::Applied | Outcome::Stale if covers => self.satisfied(now),
-            Outcome::Applied if self.is_waiting() => self.progress(now),
-            Outcome::Applied | Outcome::Stale => {}
-            Outcome::Mismatch if covers => return Some(OwnRead::Mismatch),
-            // A delta for an older read, or another reader's: not the one
-            // awaited; the deadline still runs.
-            Outcome::Mismatch => {}
-        }
-        None
-    }
-
-    /// The reader has no delta for `read`.
-    pub fn read_yourselves(&mut self, read: ReadId) -> Option<OwnRead> {
-        self.covers(read).then_some(OwnRead::ReadYourselves)
-    }
-
-    /// Change messages were dropped.
-    pub fn lost(&mut self) -> Option<OwnRead> {
-        self.is_waiting().then_some(OwnRead::Lost)
-    }
-
-    /// The deadline passed.
-    pub fn expired(&mut self, now: Instant) -> Option<OwnRead> {
-        match self.deadline {
-            Some(deadline) if deadline <= now && self.is_waiting() => Some(OwnRead::Deadline),
-            Some(deadline) if deadline <= now => {
-                self.deadline = None;
-                None
+    /// An event, in arrival order.
+    pub fn event(&mut self, event: Event) {
+        match event {
+            Event::HashWrite => {
+                if self.open || !self.log_enabled {
+                    // The write before it had no log event right after it.
+                    self.full_read(FullRead::Unlogged);
+                }
+                self.open = self.log_enabled;
             }
-            _ => None,
+            Event::HashOther => {
+                self.open = false;
+                self.full_read(FullRead::Unlogged);
+            }
+            Event::LogAppend => {
+                self.open = false;
+                self.log_due = true;
+            }
+            Event::LogTrim => self.trimmed = true,
+            Event::LogNoise => {}
+            Event::LogOther => self.full_read(FullRead::Unlogged),
+            Event::Accept => {
+                if self.held {
+                    self.full_read(FullRead::Accepted);
+                }
+            }
         }
     }
 
-    /// An own read is starting: it reflects every event received so far.
-    pub fn reset(&mut self) {
-        self.uncovered = false;
-        self.awaited = None;
-        self.deadline = None;
+    /// Events were dropped before they reached us.
+    pub fn lagged(&mut self) {
+        self.open = false;
+        self.full_read(FullRead::Lagged);
+    }
+
+    fn full_read(&mut self, why: FullRead) {
+        self.full.get_or_insert(why);
+    }
+
+    /// A barrier sent after the events received so far has passed (and
+    /// the events that arrived before it have been fed): a hash write
+    /// still open had no log event.
+    pub fn barrier_passed(&mut self) {
+        if std::mem::take(&mut self.open) {
+            self.full_read(FullRead::Unlogged);
+        }
+    }
+
+    /// The next thing to do, given every event received so far. A full
+    /// read covers everything before it; a log read covers the log events.
+    pub fn next_action(&mut self) -> Action {
+        if let Some(why) = self.full.take() {
+            self.open = false;
+            self.log_due = false;
+            return Action::FullRead(why);
+        }
+        if std::mem::take(&mut self.log_due) {
+            if self.held || !self.log_enabled {
+                self.open = false;
+                return Action::FullRead(FullRead::Unlogged);
+            }
+            return Action::ReadLog;
+        }
+        if self.open {
+            return Action::Barrier;
+        }
+        Action::Nothing
+    }
+
+    /// Nothing is pending: every event received so far is reflected in
+    /// the table (the watermark may be claimed).
+    pub fn is_idle(&self) -> bool {
+        !self.open && !self.log_due && self.full.is_none()
+    }
+
+    /// A full read was made for other reasons (session start, periodic):
+    /// it covers what was pending.
+    pub fn covered(&mut self) {
+        self.open = false;
+        self.log_due = false;
+        self.full = None;
+        self.trimmed = false;
+    }
+
+    /// Whether the log was trimmed since the last full read: a log that
+    /// was empty then may have lost entries we never saw.
+    pub fn trimmed(&self) -> bool {
+        self.trimmed
+    }
+
+    /// A log read found the log unusable from our position (trimmed,
+    /// unreadable entry, a patch the table refused): read the hash.
+    pub fn log_failed(&mut self) {
+        self.full_read(FullRead::Unlogged);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Event::*;
 
-    const WAIT: Duration = Duration::from_millis(100);
-
-    fn read(reader: u64, seq: u64) -> ReadId {
-        ReadId { reader, seq }
-    }
-
-    #[test]
-    fn an_event_is_done_with_the_delta_of_the_marker_after_it() {
-        let now = Instant::now();
-        let mut f = Follower::new(WAIT);
-        assert!(!f.is_waiting());
-        // A marker before any event covers nothing.
-        f.marker(read(1, 1));
-        assert_eq!(f.delta(read(1, 1), Outcome::Applied, now), None);
-        assert!(!f.is_waiting() && f.deadline().is_none());
-
-        f.event(now);
-        assert_eq!(f.deadline(), Some(now + WAIT));
-        // The delta of a read taken before the event does not end the wait.
-        assert_eq!(f.delta(read(1, 1), Outcome::Applied, now), None);
-        assert!(f.is_waiting());
-        f.marker(read(1, 2));
-        f.event(now); // after marker 2: needs marker 3
-        f.marker(read(1, 3));
-        let later = now + Duration::from_millis(30);
-        assert_eq!(f.delta(read(1, 2), Outcome::Applied, later), None);
-        assert!(f.is_waiting(), "marker 3 covers the second event");
-        assert_eq!(f.deadline(), Some(later + WAIT), "progress renews it");
-        assert_eq!(f.delta(read(1, 3), Outcome::Applied, later), None);
-        assert!(!f.is_waiting());
-        assert_eq!(f.deadline(), None);
-    }
-
-    #[test]
-    fn a_mismatch_or_read_yourselves_for_the_awaited_read_means_read_now() {
-        let now = Instant::now();
-        let mut f = Follower::new(WAIT);
-        f.event(now);
-        f.marker(read(1, 5));
-        // An older read of the same reader, or another reader's earlier
-        // one, that does not fit: not ours to act on.
-        assert_eq!(f.delta(read(1, 4), Outcome::Mismatch, now), None);
-        assert_eq!(f.read_yourselves(read(1, 4)), None);
-        assert_eq!(f.delta(read(2, 9), Outcome::Mismatch, now), None);
-        assert_eq!(
-            f.delta(read(1, 5), Outcome::Mismatch, now),
-            Some(OwnRead::Mismatch)
-        );
-        assert_eq!(f.read_yourselves(read(1, 5)), Some(OwnRead::ReadYourselves));
-        // A later read of the same reader covers it too: the awaited delta
-        // was lost on the way.
-        assert_eq!(
-            f.delta(read(1, 6), Outcome::Mismatch, now),
-            Some(OwnRead::Mismatch)
-        );
-        f.reset();
-        assert!(!f.is_waiting());
-        assert_eq!(f.delta(read(1, 5), Outcome::Mismatch, now), None);
-    }
-
-    #[test]
-    fn a_table_newer_than_the_awaited_read_ends_the_wait() {
-        let now = Instant::now();
-        let mut f = Follower::new(WAIT);
-        f.event(now);
-        f.marker(read(1, 1));
-        assert_eq!(f.delta(read(1, 1), Outcome::Stale, now), None);
-        assert!(!f.is_waiting());
-    }
-
-    #[test]
-    fn a_second_reader_is_placed_by_its_markers() {
-        let now = Instant::now();
-        let mut f = Follower::new(WAIT);
-        f.marker(read(2, 1)); // B's read, before the event
-        f.event(now);
-        f.marker(read(1, 1)); // A's, after it: awaited
-        f.marker(read(2, 2)); // B's, after it too
-        assert_eq!(f.delta(read(2, 1), Outcome::Applied, now), None);
-        assert!(f.is_waiting(), "B's first read came before the event");
-        assert_eq!(f.delta(read(2, 2), Outcome::Applied, now), None);
-        assert!(!f.is_waiting(), "B's second read came after it");
-        // A delta whose marker was never seen (another reader's) covers
-        // nothing.
-        f.event(now);
-        f.marker(read(1, 2));
-        assert_eq!(f.delta(read(3, 1), Outcome::Applied, now), None);
-        assert!(f.is_waiting());
-    }
-
-    #[test]
-    fn the_deadline_and_lost_messages_mean_read_now_only_while_waiting() {
-        let now = Instant::now();
-        let mut f = Follower::new(WAIT);
-        assert_eq!(f.lost(), None);
-        assert_eq!(f.expired(now + WAIT * 10), None);
-        f.event(now);
-        assert_eq!(f.expired(now), None);
-        assert_eq!(f.expired(now + WAIT), Some(OwnRead::Deadline));
-        assert_eq!(f.lost(), Some(OwnRead::Lost));
-        // More events do not push the deadline back.
-        f.event(now + WAIT / 2);
-        assert_eq!(f.deadline(), Some(now + WAIT));
-        f.reset();
-        assert_eq!(f.deadline(), None);
-        assert_eq!(f.expired(now + WAIT * 10), None);
-    }
-
-    #[test]
-    fn old_markers_are_forgotten() {
-        let now = Instant::now();
-        let mut f = Follower::new(WAIT);
-        f.event(now);
-        f.marker(read(1, 1));
-        for seq in 0..MARKERS_KEPT as u64 {
-            f.marker(read(2, seq));
+    fn feed(events: &[Event]) -> Follower {
+        let mut f = Follower::new(true);
+        for e in events {
+            f.event(*e);
         }
-        // Reader 1's own later reads still cover (by sequence).
-        assert_eq!(f.delta(read(1, 2), Outcome::Applied, now), None);
-        assert!(!f.is_waiting());
+        f
+    }
+
+    #[test]
+    fn events_are_classified_by_key_and_operation() {
+        assert_eq!(Event::classify(KeyRole::Hash, "hset"), HashWrite);
+        assert_eq!(Event::classify(KeyRole::Hash, "hdel"), HashWrite);
+        for op in [
+            "del",
+            "rename_to",
+            "rename_from",
+            "expired",
+            "hincrby",
+            "restore",
+        ] {
+            assert_eq!(Event::classify(KeyRole::Hash, op), HashOther, "{op}");
+        }
+        assert_eq!(Event::classify(KeyRole::Log, "xadd"), LogAppend);
+        assert_eq!(Event::classify(KeyRole::Log, "xtrim"), LogTrim);
+        assert_eq!(Event::classify(KeyRole::Log, "xgroup-create"), LogNoise);
+        for op in ["del", "xdel", "rename_from", "xsetid", "expired"] {
+            assert_eq!(Event::classify(KeyRole::Log, op), LogOther, "{op}");
+        }
+        assert_eq!(Event::classify(KeyRole::Accept, "set"), Accept);
+    }
+
+    #[test]
+    fn a_logged_change_is_read_from_the_log() {
+        let mut f = feed(&[HashWrite, LogAppend, LogTrim]);
+        assert_eq!(f.next_action(), Action::ReadLog);
+        assert!(f.trimmed());
+        assert!(f.is_idle());
+        assert_eq!(f.next_action(), Action::Nothing);
+        // A burst of logged changes: one log read.
+        let mut f = feed(&[
+            HashWrite, LogAppend, HashWrite, LogAppend, HashWrite, LogAppend,
+        ]);
+        assert_eq!(f.next_action(), Action::ReadLog);
+        assert_eq!(f.next_action(), Action::Nothing);
+    }
+
+    #[test]
+    fn a_plain_write_waits_for_a_barrier_then_reads_the_hash() {
+        let mut f = feed(&[HashWrite]);
+        assert_eq!(f.next_action(), Action::Barrier);
+        assert!(!f.is_idle());
+        // Its log event came before the barrier answered: a logged change.
+        f.event(LogAppend);
+        f.barrier_passed();
+        assert_eq!(f.next_action(), Action::ReadLog);
+        // It did not: a plain write.
+        let mut f = feed(&[HashWrite]);
+        f.barrier_passed();
+        assert_eq!(f.next_action(), Action::FullRead(FullRead::Unlogged));
+        assert!(f.is_idle());
+    }
+
+    #[test]
+    fn a_plain_write_before_a_logged_one_is_not_covered_by_its_entry() {
+        // HSET (plain), then a logged HSET: hash, hash, xadd.
+        let mut f = feed(&[HashWrite, HashWrite, LogAppend]);
+        assert_eq!(f.next_action(), Action::FullRead(FullRead::Unlogged));
+        assert_eq!(
+            f.next_action(),
+            Action::Nothing,
+            "the full read covers the entry"
+        );
+        // A logged change, then a plain one still open: the log first,
+        // then the barrier for the other.
+        let mut f = feed(&[HashWrite, LogAppend, HashWrite]);
+        assert_eq!(f.next_action(), Action::ReadLog);
+        assert_eq!(f.next_action(), Action::Barrier);
+        f.barrier_passed();
+        assert_eq!(f.next_action(), Action::FullRead(FullRead::Unlogged));
+    }
+
+    #[test]
+    fn other_changes_to_either_key_mean_a_full_read() {
+        for events in [
+            &[HashOther][..],
+            &[HashWrite, LogAppend, HashOther],
+            &[LogOther],
+            &[HashWrite, HashOther, LogAppend],
+        ] {
+            let mut f = feed(events);
+            assert_eq!(
+                f.next_action(),
+                Action::FullRead(FullRead::Unlogged),
+                "{events:?}"
+            );
+            assert_eq!(f.next_action(), Action::Nothing, "{events:?}");
+        }
+        let mut f = feed(&[HashWrite, LogAppend]);
+        f.lagged();
+        assert_eq!(f.next_action(), Action::FullRead(FullRead::Lagged));
+    }
+
+    #[test]
+    fn without_the_log_every_write_is_a_full_read() {
+        let mut f = Follower::new(false);
+        f.event(HashWrite);
+        assert_eq!(f.next_action(), Action::FullRead(FullRead::Unlogged));
+        f.event(LogAppend);
+        assert_eq!(f.next_action(), Action::FullRead(FullRead::Unlogged));
+        f.set_log_enabled(true);
+        f.event(HashWrite);
+        f.event(LogAppend);
+        assert_eq!(f.next_action(), Action::ReadLog);
+    }
+
+    #[test]
+    fn a_held_table_reads_the_hash_and_listens_for_the_confirmation() {
+        let mut f = feed(&[Accept]);
+        assert_eq!(
+            f.next_action(),
+            Action::Nothing,
+            "nothing held: nothing to confirm"
+        );
+        f.set_held(true);
+        f.event(Accept);
+        assert_eq!(f.next_action(), Action::FullRead(FullRead::Accepted));
+        f.event(HashWrite);
+        f.event(LogAppend);
+        assert_eq!(f.next_action(), Action::FullRead(FullRead::Unlogged));
+    }
+
+    #[test]
+    fn a_covering_read_clears_what_was_pending() {
+        let mut f = feed(&[HashWrite, HashOther, LogAppend, LogTrim]);
+        f.covered();
+        assert!(!f.trimmed());
+        assert!(f.is_idle());
+        assert_eq!(f.next_action(), Action::Nothing);
+        let mut f = feed(&[HashWrite, LogAppend]);
+        f.log_failed();
+        assert_eq!(f.next_action(), Action::FullRead(FullRead::Unlogged));
     }
 }

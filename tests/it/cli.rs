@@ -4,8 +4,8 @@
 //! The replica registry and `--wait` are in `replicas`.
 
 use crate::support::*;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Output, Stdio};
+use std::time::Duration;
 
 pub fn switchyard(args: &[&str]) -> Output {
     switchyard_binary().args(args).output().unwrap()
@@ -28,91 +28,6 @@ pub fn stderr(o: &Output) -> String {
 
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// A serving process whose log goes to a file or whose flags come after
-/// `serve`, and whose liveness a test checks; killed on drop. (Most tests
-/// use `support::ProxyProcess`.)
-pub struct Served {
-    pub child: Child,
-    pub listen: std::net::SocketAddr,
-    pub admin: std::net::SocketAddr,
-}
-
-impl Served {
-    /// Starts a serving process whose stdout (its log) goes to `log`.
-    pub fn start_with_output(log: Stdio, configure: impl FnOnce(&mut Command)) -> Served {
-        Served::spawn(log, |cmd, listen, admin| {
-            cmd.env("SWITCHYARD_LISTEN", listen.to_string())
-                .env("SWITCHYARD_ADMIN_LISTEN", admin.to_string());
-            configure(cmd);
-        })
-    }
-
-    /// Starts `switchyard serve --listen .. --admin-listen ..` with the
-    /// addresses as flags after the command; `configure` adds more.
-    pub fn start_serve_command(configure: impl FnOnce(&mut Command)) -> Served {
-        Served::spawn(Stdio::null(), |cmd, listen, admin| {
-            cmd.args(["serve", "--listen", &listen.to_string()])
-                .args(["--admin-listen", &admin.to_string()]);
-            configure(cmd);
-        })
-    }
-
-    fn spawn(
-        log: Stdio,
-        configure: impl FnOnce(&mut Command, std::net::SocketAddr, std::net::SocketAddr),
-    ) -> Served {
-        let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut cmd = switchyard_binary();
-        cmd.env_remove("RUST_LOG").stdout(log).stderr(Stdio::null());
-        configure(&mut cmd, listen, admin);
-        Served {
-            child: cmd.spawn().unwrap(),
-            listen,
-            admin,
-        }
-    }
-
-    pub async fn wait_ready(&self) {
-        assert_eventually!(
-            tokio::net::TcpStream::connect(self.admin).await.is_ok(),
-            "admin port never opened"
-        );
-        assert_eventually!(
-            http_get(self.admin, "localhost", "/readyz").await.status == 200,
-            "never ready"
-        );
-    }
-
-    pub fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{name} failed");
-    }
-
-    /// Waits for the process to exit, within patience.
-    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + patience();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "process did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -306,7 +221,8 @@ async fn sighup_reloads_the_log_filter_and_never_kills() {
     let filter = LogFile::new("filter");
     std::fs::write(&filter.0, "# only errors for now\nerror\n").unwrap();
     let log = LogFile::new("hup");
-    let mut proxy = Served::start_with_output(log.stdio(), |cmd| {
+    let mut proxy = ProxyProcess::start_with(log.stdio(), |cmd, at| {
+        at.set_env(cmd);
         cmd.args(["serve", "--redis-url", &redis.url()])
             .args(["--access-log", "false"])
             .arg("--log-filter-file")
@@ -321,7 +237,7 @@ async fn sighup_reloads_the_log_filter_and_never_kills() {
 
     // A reload while a request is in flight: the request finishes, the
     // process stays, and the new filter applies from then on.
-    let in_flight = request_in_flight(proxy.listen, proxy.admin).await;
+    let in_flight = request_in_flight(proxy.addr, proxy.admin).await;
     std::fs::write(&filter.0, "info").unwrap();
     proxy.signal("HUP");
     let response = in_flight.await.unwrap();
@@ -331,10 +247,7 @@ async fn sighup_reloads_the_log_filter_and_never_kills() {
         "no reload logged:\n{}",
         log.text()
     );
-    assert!(
-        proxy.child.try_wait().unwrap().is_none(),
-        "SIGHUP killed the proxy"
-    );
+    assert!(proxy.is_running(), "SIGHUP killed the proxy");
     assert_eq!(
         http_get(proxy.admin, "localhost", "/healthz").await.status,
         200
@@ -350,13 +263,10 @@ async fn sighup_reloads_the_log_filter_and_never_kills() {
     );
     proxy.signal("HUP");
     assert_eq!(
-        http_get(proxy.listen, "slow.cloud.com", "/").await.status,
+        http_get(proxy.addr, "slow.cloud.com", "/").await.status,
         200
     );
-    assert!(
-        proxy.child.try_wait().unwrap().is_none(),
-        "SIGHUP killed the proxy"
-    );
+    assert!(proxy.is_running(), "SIGHUP killed the proxy");
 
     proxy.signal("TERM");
     assert_eq!(proxy.wait_exit().code(), Some(0));
@@ -384,13 +294,7 @@ async fn flags_and_switchyard_env_vars_configure_the_server() {
             .args(["--routes-key", "apps"]);
     });
     proxy.wait_ready().await;
-    assert_eq!(
-        http_get(proxy.addr, "app.cloud.com", "/")
-            .await
-            .backend()
-            .as_deref(),
-        Some("blue")
-    );
+    assert!(proxy.serves("app.cloud.com", "blue").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,18 +302,14 @@ async fn serve_takes_every_serve_flag_after_the_command() {
     let redis = RedisServer::start();
     let backend = Backend::echo("blue").await;
     redis.cli(&["HSET", "apps", "app.cloud.com", &backend.target()]);
-    let proxy = Served::start_serve_command(|cmd| {
-        cmd.args(["--redis-url", &redis.url(), "--routes-key", "apps"])
+    let proxy = ProxyProcess::start_with(Stdio::null(), |cmd, at| {
+        cmd.args(["serve", "--listen", &at.addr.to_string()])
+            .args(["--admin-listen", &at.admin.to_string()])
+            .args(["--redis-url", &redis.url(), "--routes-key", "apps"])
             .args(["--worker-threads", "1", "--access-log", "false"]);
     });
     proxy.wait_ready().await;
-    assert_eq!(
-        http_get(proxy.listen, "app.cloud.com", "/")
-            .await
-            .backend()
-            .as_deref(),
-        Some("blue")
-    );
+    assert!(proxy.serves("app.cloud.com", "blue").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -604,4 +504,54 @@ async fn the_readme_acl_lines_for_replicas_and_controllers_deny_nothing() {
     );
     let log = redis.cli(&["ACL", "LOG"]);
     assert!(log.trim().is_empty(), "denied: {log}");
+}
+
+/// What SIGHUP does inside the library: a reload request loads the
+/// default certificate's files again, changed or not (their own polling,
+/// an hour here, would not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_request_reads_the_default_certificate_again() {
+    use crate::tls_support::{Scratch, TestCa};
+    let redis = RedisServer::start();
+    let ca = TestCa::new();
+    let dir = Scratch::new("reload-tls");
+    let leaf = ca.leaf(&["*.cloud.com"]);
+    let mut config = test_config(&redis.url());
+    config.tls.default_files = Some(switchyard::config::CertFilePaths {
+        cert: dir.write("cert.pem", &leaf.chain_pem),
+        key: dir.write("key.pem", &leaf.key_pem),
+    });
+    config.tls.file_poll_interval = Duration::from_secs(3600);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    let reload = switchyard::reload::Reload::new();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(switchyard::run_reloadable(
+        config,
+        listener,
+        admin,
+        async {
+            let _ = stopped.await;
+        },
+        reload.clone(),
+    ));
+    let loads = || async {
+        let metrics = http_get(admin_addr, "localhost", "/metrics").await.body;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("switchyard_tls_file_loads_total{outcome=\"ok\"} "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eventually!(loads().await == 1.0, "the files were never loaded");
+    reload.request();
+    assert_eventually!(loads().await == 2.0, "a reload request did not reload");
+    reload.request();
+    assert_eventually!(
+        loads().await == 3.0,
+        "a second reload request did not reload"
+    );
+    let _ = stop.send(());
+    task.await.unwrap();
 }

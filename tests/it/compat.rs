@@ -86,7 +86,7 @@ async fn small_and_large_hashes_read_with_dump_on_every_server() {
     on_every_server(|server| async move {
         for routes in [50, 1_000] {
             let (redis, proxy, [_blue, green]) =
-                scene_on(server, routes, |c| c.sync.dump_threshold = 0).await;
+                scene_on(server, routes, |c| c.sync.tuning.dump_threshold = 0).await;
             let last = format!("h{}.compat.test", routes - 1);
             assert_eventually!(proxy.serves(&last, "blue").await, "{routes}: last route");
             assert_eq!(

@@ -18,6 +18,12 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+/// The scenario most tests here share: one echo backend, `b`, serving
+/// `known.test`.
+fn known_test() -> Scenario<1> {
+    Scenario::new().backends(["b"]).route("known.test", "b")
+}
+
 // ---------------------------------------------------------------------------
 // Routing
 // ---------------------------------------------------------------------------
@@ -339,11 +345,7 @@ async fn forwarding_headers_hop_by_hop_and_request_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_or_malformed_host_is_400() {
-    let (_redis, proxy, [backend]) = Scenario::new()
-        .backends(["b"])
-        .route("known.test", "b")
-        .start()
-        .await;
+    let (_redis, proxy, [backend]) = known_test().start().await;
 
     let cases: [&[u8]; 5] = [
         b"GET / HTTP/1.1\r\n\r\n",
@@ -425,11 +427,7 @@ async fn unknown_host_is_404_and_absolute_form_is_routed_by_its_authority() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_is_refused_and_never_forwarded() {
-    let (_redis, proxy, [backend]) = Scenario::new()
-        .backends(["b"])
-        .route("known.test", "b")
-        .start()
-        .await;
+    let (_redis, proxy, [backend]) = known_test().start().await;
     let r = raw_request(
         proxy.addr,
         b"CONNECT known.test:80 HTTP/1.1\r\nHost: known.test:80\r\n\r\n",
@@ -445,11 +443,7 @@ async fn connect_is_refused_and_never_forwarded() {
 /// never reach a backend.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicting_content_lengths_are_400_and_never_forwarded() {
-    let (_redis, proxy, [backend]) = Scenario::new()
-        .backends(["b"])
-        .route("known.test", "b")
-        .start()
-        .await;
+    let (_redis, proxy, [backend]) = known_test().start().await;
     let cases: [&[u8]; 2] = [
         b"POST / HTTP/1.1\r\nHost: known.test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
         b"POST / HTTP/1.1\r\nHost: known.test\r\nContent-Length: 5, 6\r\n\r\nhello!",
@@ -479,11 +473,7 @@ async fn conflicting_content_lengths_are_400_and_never_forwarded() {
 /// smuggled request is never parsed either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_length_with_chunked_is_400_and_never_forwarded() {
-    let (_redis, proxy, [backend]) = Scenario::new()
-        .backends(["b"])
-        .route("known.test", "b")
-        .start()
-        .await;
+    let (_redis, proxy, [backend]) = known_test().start().await;
     for order in [
         "Content-Length: 48\r\nTransfer-Encoding: chunked",
         "Transfer-Encoding: chunked\r\nContent-Length: 48",
@@ -535,9 +525,7 @@ async fn invalid_route_value_is_502_and_harms_no_other_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_headers_are_431() {
-    let (_redis, proxy, [backend]) = Scenario::new()
-        .backends(["b"])
-        .route("known.test", "b")
+    let (_redis, proxy, [backend]) = known_test()
         .config(|c| c.server.max_header_size = 16 * 1024)
         .start()
         .await;
@@ -569,9 +557,7 @@ async fn oversized_headers_are_431() {
 /// header read timeout (and not long before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_client_is_cut_off_by_the_header_read_timeout() {
-    let (_redis, proxy, [backend]) = Scenario::new()
-        .backends(["b"])
-        .route("known.test", "b")
+    let (_redis, proxy, [backend]) = known_test()
         .config(|c| c.server.header_read_timeout = Duration::from_millis(400))
         .start()
         .await;
@@ -600,9 +586,7 @@ async fn slow_client_is_cut_off_by_the_header_read_timeout() {
 /// timer is what closes it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_connection_is_closed() {
-    let (_redis, proxy, [_backend]) = Scenario::new()
-        .backends(["b"])
-        .route("known.test", "b")
+    let (_redis, proxy, [_backend]) = known_test()
         .config(|c| {
             c.server.header_read_timeout = Duration::from_secs(20);
             c.server.idle_timeout = Duration::from_millis(400);
@@ -700,9 +684,7 @@ async fn unreachable_backend_is_504_after_the_connect_timeout() {
 /// once while the first keeps being served; the slot frees when it closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_are_closed_at_once() {
-    let (_redis, proxy, [_backend]) = Scenario::new()
-        .backends(["b"])
-        .route("known.test", "b")
+    let (_redis, proxy, [_backend]) = known_test()
         .config(|c| c.server.max_connections = 1)
         .start()
         .await;
@@ -1177,9 +1159,7 @@ async fn http2_client_is_served_and_backend_sees_http11() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_with_traffic() {
-    let (_redis, proxy, [_backend]) = Scenario::new()
-        .backends(["b"])
-        .route("known.test", "b")
+    let (_redis, proxy, [_backend]) = known_test()
         .route("refused.test", &refusing_addr().to_string())
         .start()
         .await;

@@ -81,3 +81,91 @@ fn a_routes_key_with_a_demo_host_is_never_overwritten() {
     );
     assert_eq!(redis.cli(&["DBSIZE"]).trim(), "1");
 }
+
+/// The whole demo with the test build's binaries: it serves its routes
+/// from a key of its own, leaves the real `routes` alone, and at exit
+/// stops everything and removes what it wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_serves_from_its_own_key_and_removes_it_at_exit() {
+    use std::io::BufRead;
+    let redis = RedisServer::start();
+    redis.hset("real.example.com", "10.0.0.1:80");
+    let (proxy_port, admin_port) = (free_port(), free_port());
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_switchyard"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    assert!(bin_dir.join("demo_backend").exists(), "{bin_dir:?}");
+    let mut demo = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/run-demo.sh"))
+        .env_remove("ROUTES_KEY")
+        .env("SWITCHYARD_DEMO_BIN_DIR", &bin_dir)
+        .env("REDIS_URL", redis.url())
+        .env("PROXY_PORT", proxy_port.to_string())
+        .env("ADMIN_PORT", admin_port.to_string())
+        .env("BLUE_PORT", free_port().to_string())
+        .env("GREEN_PORT", free_port().to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = demo.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + patience() * 2;
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.starts_with("Switchyard is running"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = demo.kill();
+                panic!("the demo never ran:\n{}", seen.join("\n"));
+            }
+        }
+    }
+    let proxy: std::net::SocketAddr = format!("127.0.0.1:{proxy_port}").parse().unwrap();
+    let answer = http_get(proxy, "blue.localhost", "/").await;
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer.body.starts_with("hello from blue"),
+        "{}",
+        answer.body
+    );
+    let key = format!("switchyard-demo-{}", demo.id());
+    assert_eq!(redis.cli(&["HLEN", &key]).trim(), "3");
+    assert_eq!(redis.cli(&["HLEN", "routes"]).trim(), "1");
+
+    let ok = Command::new("kill")
+        .args(["-TERM", &demo.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let status = tokio::task::block_in_place(|| demo.wait()).unwrap();
+    assert_eq!(status.code(), Some(143));
+    assert_eq!(
+        redis
+            .cli(&["EXISTS", &key, &format!("{key}:replicas")])
+            .trim(),
+        "0"
+    );
+    assert_eq!(
+        redis.cli(&["HGET", "routes", "real.example.com"]).trim(),
+        "10.0.0.1:80"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(proxy).await.is_err(),
+        "the demo's proxy still runs"
+    );
+}

@@ -1,4 +1,4 @@
-//! DESIGN 3: the table follows the Redis hash. Each test starts its own
+//! The table follows the Redis hash (ARCHITECTURE.md, "src/sync"). Each test starts its own
 //! redis-server on a free port, its own backends and its own proxy.
 
 use crate::support::*;
@@ -63,7 +63,7 @@ const PERIODIC: &str = "switchyard_resyncs_total{reason=\"periodic\"}";
 const RECEIVED: &str = "switchyard_notifications_received_total";
 
 // ---------------------------------------------------------------------------
-// DESIGN 3.3: coalesced resync
+// Coalesced reads
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,7 +142,7 @@ async fn a_burst_of_1000_hsets_costs_few_reloads_and_ends_in_the_final_table() {
 }
 
 // ---------------------------------------------------------------------------
-// DESIGN 3.4: reconnect means resync
+// Every reconnect is followed by a resync
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,7 +236,7 @@ async fn redis_restarted_with_different_data_old_table_meanwhile_new_data_after(
 }
 
 // ---------------------------------------------------------------------------
-// DESIGN 3.1 and 3.5: notifications refused; FLUSHDB
+// Notifications refused; changes that send no event
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,8 +252,10 @@ async fn notifications_refused_changes_converge_by_periodic_resync() {
     let proxy = ProxyHandle::start_ready(config).await;
     assert!(proxy.serves("app.cloud.com", "blue").await);
 
+    // CONFIG is refused, so the proxy cannot know whether the operator set
+    // the flags: "unconfirmed" until an event arrives (none will here).
     let (_, details) = proxy.readyz().await;
-    assert_eq!(details["notifications"]["mode"], "polling", "{details}");
+    assert_eq!(details["notifications"]["mode"], "unconfirmed", "{details}");
     assert!(
         details["notifications"]["reason"]
             .as_str()
@@ -275,12 +277,79 @@ async fn notifications_refused_changes_converge_by_periodic_resync() {
     proxy.shutdown().await;
 }
 
+/// Issue 28.6: with `CONFIG` denied by ACL but `notify-keyspace-events`
+/// set by the operator, the mode reported is the truth: "unconfirmed"
+/// until an event arrives, then "keyspace"; with `CONFIG GET` allowed, the
+/// setting is read and reported at once, and flags without `t` (the old
+/// README's `Kghxe`) still follow logged changes, by whole reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flushdb_sends_no_event_and_converges_by_periodic_resync_as_drift() {
+async fn the_notification_mode_reported_is_the_truth_when_config_is_denied() {
+    let redis = RedisServer::builder()
+        .acl_user("noconfig", "on >pw ~* &* +@all -config")
+        .acl_user("getonly", "on >pw ~* &* +@all -config +config|get")
+        .start();
+    let blue = Backend::echo("blue").await;
+    let green = Backend::echo("green").await;
+    redis.cli(&["CONFIG", "SET", "notify-keyspace-events", "KEA"]);
+    redis.hset("app.cloud.com", &blue.target());
+    let url = |user: &str| format!("redis://{user}:pw@127.0.0.1:{}/0", redis.port);
+    let mode = |body: serde_json::Value| body["notifications"]["mode"].clone();
+
+    let proxy = ProxyHandle::start_ready(test_config(&url("noconfig"))).await;
+    assert_eq!(mode(proxy.readyz().await.1), "unconfirmed");
+    assert_eq!(proxy.metric("switchyard_notifications_enabled").await, 0.0);
+    redis.hset("app.cloud.com", &green.target());
+    // Live by notification (the periodic resync is an hour away).
+    assert_eventually!(
+        proxy.serves("app.cloud.com", "green").await,
+        "change not live"
+    );
+    assert_eventually!(
+        mode(proxy.readyz().await.1) == "keyspace",
+        "mode not confirmed by the event"
+    );
+    assert_eq!(proxy.metric("switchyard_notifications_enabled").await, 1.0);
+    proxy.shutdown().await;
+
+    // CONFIG GET allowed, SET denied, flags without `t`.
+    redis.cli(&["CONFIG", "SET", "notify-keyspace-events", "Kghxe"]);
+    let proxy = ProxyHandle::start_ready(test_config(&url("getonly"))).await;
+    let body = proxy.readyz().await.1;
+    assert_eq!(mode(body.clone()), "keyspace", "{body}");
+    assert!(
+        body["hashes"][0]["change_log"]
+            .as_str()
+            .is_some_and(|s| s.contains("lacks `t`")),
+        "{body}"
+    );
+    redis.pipe(&format!(
+        "MULTI\nHSET routes app.cloud.com {b}\nXADD routes:log MAXLEN ~ 10000 * op set field app.cloud.com value {b}\nEXEC\n",
+        b = blue.target()
+    ));
+    assert_eventually!(
+        proxy.serves("app.cloud.com", "blue").await,
+        "logged change not live without stream events"
+    );
+    let flags = redis.notify_flags();
+    assert!(
+        !flags.contains('t'),
+        "the proxy changed the setting: {flags}"
+    );
+    proxy.shutdown().await;
+
+    // CONFIG GET allowed, SET denied, notifications off: polling, said so.
+    redis.cli(&["CONFIG", "SET", "notify-keyspace-events", ""]);
+    let proxy = ProxyHandle::start_ready(test_config(&url("getonly"))).await;
+    assert_eq!(mode(proxy.readyz().await.1), "polling");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushdb_sends_no_event_and_is_found_by_the_ping_tick_check_as_drift() {
+    // No periodic resync: the ping tick's check finds it.
     let (redis, proxy, [_blue]) = Scenario::new()
         .backends(["blue"])
         .route("app.cloud.com", "blue")
-        .config(|c| c.sync.resync_interval = std::time::Duration::from_millis(500))
         .start()
         .await;
     assert!(proxy.serves("app.cloud.com", "blue").await);
@@ -298,12 +367,18 @@ async fn flushdb_sends_no_event_and_converges_by_periodic_resync_as_drift() {
         "FLUSHDB was not counted as drift"
     );
     assert_eq!(proxy.metric(RECEIVED).await, 0.0, "FLUSHDB sent an event?");
+    assert!(
+        proxy
+            .metric("switchyard_resyncs_total{reason=\"check\"}")
+            .await
+            >= 1.0
+    );
     assert!(proxy.ready().await);
     proxy.shutdown().await;
 }
 
 // ---------------------------------------------------------------------------
-// DESIGN 1: an invalid value is reported and isolated
+// One bad entry never affects the others
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -372,7 +447,7 @@ async fn an_invalid_value_is_isolated_reported_and_keeps_the_last_valid_route() 
 }
 
 // ---------------------------------------------------------------------------
-// DESIGN 2: the request path never touches Redis
+// The request path never awaits Redis
 // ---------------------------------------------------------------------------
 
 /// Sends `n` GETs with `Host: host` over one keep-alive client, 50 at a
@@ -423,12 +498,16 @@ async fn unknown_hosts_get_404_and_no_request_reaches_redis() {
         .collect();
     eprintln!("redis commands during 1000 requests: {moved:?}");
     // What may move: the test's own INFO, the proxy's PINGs (both
-    // connections, every 200 ms) and its registry entry (`HSET` + `PUBLISH`
-    // on the status timer). Those are timers, not requests: their count
-    // does not depend on how many requests ran.
+    // connections, every 200 ms) with its existence check (EXISTS), and
+    // its registry entry (`HSET` + `PUBLISH` on the status timer). Those
+    // are timers, not requests: their count does not depend on how many
+    // requests ran.
     for (command, delta) in &moved {
         assert!(
-            matches!(*command, "info" | "ping" | "set" | "hset" | "publish"),
+            matches!(
+                *command,
+                "info" | "ping" | "exists" | "set" | "hset" | "publish"
+            ),
             "redis executed {delta} × {command} while serving requests: {moved:?}"
         );
     }
@@ -447,7 +526,7 @@ async fn unknown_hosts_get_404_and_no_request_reaches_redis() {
 }
 
 // ---------------------------------------------------------------------------
-// DESIGN 3.8: not ready before the first load
+// Not ready before the first load
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -486,7 +565,7 @@ async fn a_proxy_started_before_redis_is_unready_then_serves_once_loaded() {
 }
 
 // ---------------------------------------------------------------------------
-// DESIGN 3.6 and 3.7: empty is a table; the watermark always advances
+// Empty is a table; the watermark always advances
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -510,7 +589,7 @@ async fn an_empty_hash_is_a_table_and_the_watermark_advances_on_a_no_op_resync()
 
     // The same value again: an event, a reload that changes nothing. The
     // watermark still moves past the Redis time taken before the write,
-    // which is what `route set --wait` relies on (DESIGN 3.7).
+    // which is what `route set --wait` relies on (README.md, "--wait").
     let redis_time = || {
         let out = redis.cli(&["TIME"]);
         let mut parts = out.lines().map(|l| l.trim().parse::<u64>().unwrap());
@@ -580,7 +659,7 @@ async fn a_large_hash_read_with_dump_equals_hgetall() {
     let (conn, ()) = connect(&config.sync, Role::Commands, |_| ())
         .await
         .expect("connect");
-    let empty = read_hash(&conn.client, "no-such-key", ReadMethod::Dump)
+    let empty = read_hash(&conn.client, "no-such-key", None, ReadMethod::Dump, 10_000)
         .await
         .expect("dump of a missing key");
     assert!(empty.entries().unwrap().is_empty());
@@ -595,12 +674,12 @@ async fn assert_dump_reads_what_hgetall_reads(redis: &RedisServer, len: usize) {
     let (conn, ()) = connect(&config.sync, Role::Commands, |_| ())
         .await
         .expect("connect");
-    let dump = read_hash(&conn.client, "routes", ReadMethod::Dump)
+    let dump = read_hash(&conn.client, "routes", None, ReadMethod::Dump, 10_000)
         .await
         .expect("dump read");
     assert!(!dump.dump_unreadable, "the DUMP was not decoded");
     let mut dumped = dump.entries().expect("dump decoded");
-    let hgetall = read_hash(&conn.client, "routes", ReadMethod::HGetAll)
+    let hgetall = read_hash(&conn.client, "routes", None, ReadMethod::HGetAll, 10_000)
         .await
         .expect("hgetall read");
     let mut listed = hgetall.entries().unwrap();
@@ -627,7 +706,7 @@ async fn changes_to_a_large_hash_follow_through_dump_reloads() {
     }
     redis.pipe(&commands);
     let mut config = test_config(&redis.url());
-    config.sync.dump_threshold = 600;
+    config.sync.tuning.dump_threshold = 600;
     let proxy = ProxyHandle::start_ready(config).await;
     assert!(proxy.serves("h7.big.test", "blue").await);
     let hgetalls = redis.calls("hgetall");
@@ -755,7 +834,7 @@ async fn a_hash_redis_is_rehashing_still_reloads_by_payload_diff() {
     }
     redis.pipe(&commands);
     let mut config = test_config(&redis.url());
-    config.sync.dump_threshold = 600;
+    config.sync.tuning.dump_threshold = 600;
     let proxy = ProxyHandle::start_ready(config).await;
     // 100 more: the dict starts growing to 2,048 buckets at the 1,025th.
     for i in 0..100 {

@@ -14,15 +14,19 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 /// A test config: fast ping and backoff, periodic resync effectively off
-/// (an hour) so that tests prove changes arrive by notification. Built
-/// without reading the process environment (`Config::new`).
+/// (an hour) so that tests prove changes arrive by notification, and the
+/// removal guard off (tests of other areas delete their last route; the
+/// guard's own tests turn it on). Built without reading the process
+/// environment (`Config::new`).
 pub fn test_config(redis_url: &str) -> Config {
     let mut config = Config::new(redis_url).expect("valid config");
     config.sync.resync_interval = Duration::from_secs(3600);
-    config.sync.ping_interval = Duration::from_millis(200);
-    config.sync.backoff_min = Duration::from_millis(20);
-    config.sync.backoff_max = Duration::from_millis(200);
-    config.sync.command_timeout = Duration::from_secs(2);
+    config.sync.max_removal_fraction = 1.0;
+    let tuning = &mut config.sync.tuning;
+    tuning.ping_interval = Duration::from_millis(200);
+    tuning.backoff_min = Duration::from_millis(20);
+    tuning.backoff_max = Duration::from_millis(200);
+    tuning.command_timeout = Duration::from_secs(2);
     config.sync.status_interval = Duration::from_millis(500);
     config.sync.replica_id = format!("test-{}", free_port());
     config.proxy.access_log = false;
@@ -40,6 +44,14 @@ pub struct Endpoints {
 }
 
 impl Endpoints {
+    /// Passes both addresses to the binary as `SWITCHYARD_LISTEN` and
+    /// `SWITCHYARD_ADMIN_LISTEN` (so process tests also exercise the
+    /// environment).
+    pub fn set_env(&self, cmd: &mut Command) {
+        cmd.env("SWITCHYARD_LISTEN", self.addr.to_string())
+            .env("SWITCHYARD_ADMIN_LISTEN", self.admin.to_string());
+    }
+
     /// `GET path` with `Host: host` through the proxy; panics on a
     /// transport error.
     pub async fn get(&self, host: &str, path: &str) -> HttpResponse {
@@ -184,22 +196,23 @@ impl Drop for ProxyHandle {
     }
 }
 
-/// The built `switchyard` binary, with no `SWITCHYARD_*` or `REDIS_URL`
-/// variable of the developer's environment: a test sets what it means.
+/// The built `switchyard` binary, with no `SWITCHYARD_*`, `REDIS_URL` or
+/// `RUST_LOG` variable of the developer's environment: a test sets what it
+/// means.
 pub fn switchyard_binary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
     for (name, _) in std::env::vars_os() {
         let name_str = name.to_string_lossy();
-        if name_str.starts_with("SWITCHYARD_") || name_str == "REDIS_URL" {
+        if name_str.starts_with("SWITCHYARD_") || name_str == "REDIS_URL" || name_str == "RUST_LOG"
+        {
             cmd.env_remove(&name);
         }
     }
     cmd
 }
 
-/// The binary serving on free ports (given by `SWITCHYARD_LISTEN` and
-/// `SWITCHYARD_ADMIN_LISTEN`, so every process test also exercises the
-/// environment), its stdout lines on a channel; killed on drop.
+/// The binary serving on free ports, its stdout lines on a channel (or its
+/// log in a file); killed on drop.
 pub struct ProxyProcess {
     endpoints: Endpoints,
     child: Child,
@@ -215,34 +228,51 @@ impl std::ops::Deref for ProxyProcess {
 }
 
 impl ProxyProcess {
-    /// Starts the binary; `configure` adds flags and environment (the
-    /// Redis URL at least).
+    /// Starts the binary with its addresses in `SWITCHYARD_LISTEN` and
+    /// `SWITCHYARD_ADMIN_LISTEN` and its stdout lines on a channel;
+    /// `configure` adds flags and environment (the Redis URL at least).
     pub fn start(configure: impl FnOnce(&mut Command)) -> ProxyProcess {
+        ProxyProcess::start_with(Stdio::piped(), |cmd, at| {
+            at.set_env(cmd);
+            configure(cmd);
+        })
+    }
+
+    /// Starts the binary with its stdout to `stdout` (`Stdio::piped()`: its
+    /// lines on the channel); `configure` is given the two free addresses
+    /// to pass as it likes (flags after `serve`, or [`Endpoints::set_env`]).
+    pub fn start_with(
+        stdout: Stdio,
+        configure: impl FnOnce(&mut Command, Endpoints),
+    ) -> ProxyProcess {
         let endpoints = Endpoints {
             addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
             admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
         };
         let mut cmd = switchyard_binary();
-        cmd.env("SWITCHYARD_LISTEN", endpoints.addr.to_string())
-            .env("SWITCHYARD_ADMIN_LISTEN", endpoints.admin.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        configure(&mut cmd);
+        cmd.stdout(stdout).stderr(Stdio::null());
+        configure(&mut cmd, endpoints);
         let mut child = cmd.spawn().expect("the switchyard binary starts");
-        let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
+        if let Some(stdout) = child.stdout.take() {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        return;
+                    }
                 }
-            }
-        });
+            });
+        }
         ProxyProcess {
             endpoints,
             child,
             lines,
         }
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     /// Sends signal `name` (`TERM`, `INT`) to the process.

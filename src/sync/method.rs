@@ -1,0 +1,104 @@
+//! How a full read reads a hash, and how it falls back: `HGETALL` for a
+//! small hash, `DUMP` for a large one (decoded by `dump`), `HSCAN` in
+//! chunks for a huge one; `HGETALL` again when `DUMP` is refused or its
+//! payload is in an encoding this proxy does not decode. Pure bookkeeping
+//! of what the reads found (ARCHITECTURE.md, "src/sync").
+
+use super::redis::ReadMethod;
+use super::tuning::Tuning;
+
+#[derive(Debug, Clone, Default)]
+pub struct MethodChoice {
+    /// Entries at the last read; 0 means unknown (the caller asks `HLEN`
+    /// first, so that a huge hash is never read with one `HGETALL`).
+    last_size: usize,
+    /// `DUMP` was refused (ACL) or misread in this session.
+    dump_refused: bool,
+    /// A `DUMP` came back in an encoding we do not read (a Redis 6
+    /// ziplist, say) at this size: `HGETALL` until the hash is twice as
+    /// large (the server may keep hashes above our threshold that way).
+    dump_unreadable_up_to: usize,
+}
+
+impl MethodChoice {
+    /// A new connection may come with other rights (or be another server
+    /// with other settings).
+    pub fn new_session(&mut self) {
+        self.dump_refused = false;
+        self.dump_unreadable_up_to = 0;
+    }
+
+    pub fn size_known(&self) -> bool {
+        self.last_size > 0
+    }
+
+    pub fn last_size(&self) -> usize {
+        self.last_size
+    }
+
+    pub fn read_size(&mut self, entries: usize) {
+        self.last_size = entries;
+    }
+
+    pub fn dump_refused(&mut self) {
+        self.dump_refused = true;
+    }
+
+    /// The server answered `DUMP` with a payload we do not decode.
+    pub fn dump_unreadable(&mut self) {
+        self.dump_unreadable_up_to = self.last_size;
+    }
+
+    pub fn choose(&self, tuning: &Tuning) -> ReadMethod {
+        if self.last_size > tuning.scan_threshold {
+            ReadMethod::HScan
+        } else if self.last_size > tuning.dump_threshold
+            && self.last_size > self.dump_unreadable_up_to.saturating_mul(2)
+            && !self.dump_refused
+        {
+            ReadMethod::Dump
+        } else {
+            ReadMethod::HGetAll
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_size_picks_the_method() {
+        let tuning = Tuning::default();
+        let mut m = MethodChoice::default();
+        assert!(!m.size_known());
+        assert_eq!(m.choose(&tuning), ReadMethod::HGetAll);
+        m.read_size(tuning.dump_threshold + 1);
+        assert_eq!(m.choose(&tuning), ReadMethod::Dump);
+        m.read_size(tuning.scan_threshold + 1);
+        assert_eq!(m.choose(&tuning), ReadMethod::HScan);
+        m.read_size(10);
+        assert_eq!(m.choose(&tuning), ReadMethod::HGetAll);
+    }
+
+    #[test]
+    fn refusals_and_unreadable_payloads_fall_back_to_hgetall() {
+        let tuning = Tuning::default();
+        let mut m = MethodChoice::default();
+        m.read_size(1000);
+        m.dump_refused();
+        assert_eq!(m.choose(&tuning), ReadMethod::HGetAll);
+        m.new_session();
+        assert_eq!(m.choose(&tuning), ReadMethod::Dump);
+        // Unreadable at 1,000: HGETALL until the hash doubles.
+        m.dump_unreadable();
+        m.read_size(1999);
+        assert_eq!(m.choose(&tuning), ReadMethod::HGetAll);
+        m.read_size(2001);
+        assert_eq!(m.choose(&tuning), ReadMethod::Dump);
+        // Huge hashes are scanned whatever DUMP did.
+        m.dump_refused();
+        m.read_size(tuning.scan_threshold + 1);
+        assert_eq!(m.choose(&tuning), ReadMethod::HScan);
+    }
+}
