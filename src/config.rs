@@ -269,6 +269,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
     pub access_log: bool,
 
+    /// Adds `Strict-Transport-Security: max-age=SECONDS` to the backends'
+    /// answers sent over TLS (off unless set).
+    #[arg(long, env = "SWITCHYARD_HSTS", value_name = "SECONDS")]
+    pub hsts: Option<u64>,
+
     /// Log format.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -473,6 +478,8 @@ pub struct ProxyConfig {
     /// (`--trusted-proxies`); anyone else's are replaced or removed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub access_log: bool,
+    /// `Strict-Transport-Security`'s max-age on answers over TLS (`--hsts`).
+    pub hsts: Option<u64>,
 }
 
 /// Everything the listeners need.
@@ -683,6 +690,7 @@ impl Config {
                 idle_timeout: serve.idle_timeout,
                 trusted_proxies: serve.trusted_proxies.clone(),
                 access_log: serve.access_log,
+                hsts: serve.hsts,
             },
             server: ServerConfig {
                 header_read_timeout: serve.header_read_timeout,

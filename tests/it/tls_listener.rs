@@ -324,3 +324,63 @@ async fn curl_with_the_test_ca() {
     }
     proxy.shutdown().await;
 }
+
+/// `--hsts SECONDS`: answers over TLS (HTTP/1.1 and HTTP/2) carry
+/// `Strict-Transport-Security`; cleartext answers do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hsts_on_answers_over_tls_only() {
+    let redis = RedisServer::start();
+    let backend = Backend::echo("tls-hsts").await;
+    redis.hset("app.cloud.com", &backend.target());
+    let mut setup = setup(&redis);
+    setup.config.proxy.hsts = Some(31_536_000);
+    let proxy = TlsProxy::start(setup.config.clone()).await;
+    let mut tls = connect(
+        proxy.tls,
+        &setup.ca.cert_pem,
+        "app.cloud.com",
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: app.cloud.com\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(CALL_TIMEOUT, tls.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("\r\nStrict-Transport-Security: max-age=31536000\r\n"),
+        "{answer}"
+    );
+
+    let tls = connect(proxy.tls, &setup.ca.cert_pem, "app.cloud.com", &[b"h2"])
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get("https://app.cloud.com/")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
+
+    let plain = proxy.endpoints.get("app.cloud.com", "/").await;
+    assert_eq!(plain.status, 200);
+    assert!(
+        !plain.headers.contains_key("strict-transport-security"),
+        "HSTS over cleartext"
+    );
+    proxy.shutdown().await;
+}

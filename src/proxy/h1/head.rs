@@ -574,6 +574,8 @@ pub struct Downstream<'a> {
     /// An HTTP/1.0 client: chunked bodies are sent unchunked (and the
     /// connection closed), keep-alive is said explicitly.
     pub http10: bool,
+    /// The `Strict-Transport-Security` value (`--hsts`, TLS connections).
+    pub hsts: Option<&'a [u8]>,
 }
 
 /// Writes the head of the response to the client: status line, the
@@ -590,6 +592,15 @@ pub fn write_response_head(
     write_status_line(out, facts.status, resp.reason.unwrap_or(""));
     write_end_to_end(out, headers);
     put_header(out, b"X-Request-Id", down.request_id);
+    // A backend's own policy is kept: the flag is the default.
+    let backend_hsts = || {
+        headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("strict-transport-security"))
+    };
+    if let Some(hsts) = down.hsts.filter(|_| !backend_hsts()) {
+        put_header(out, b"Strict-Transport-Security", hsts);
+    }
     if let Some(n) = facts.length_header {
         out.extend_from_slice(b"Content-Length: ");
         out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
@@ -958,6 +969,7 @@ mod tests {
                     request_id: b"rid",
                     close: false,
                     http10: false,
+                    hsts: None,
                 },
             );
         }

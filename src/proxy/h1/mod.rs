@@ -125,6 +125,10 @@ pub async fn serve<C: Socket, D: Dialer>(
         client_text: head::client_text(info.peer.ip()),
         proto: if info.tls { b"https" } else { b"http" },
         trusted: proxy.trusts(info.peer.ip()),
+        hsts: info
+            .tls
+            .then(|| proxy.config.hsts.map(|age| hsts_value(age).into()))
+            .flatten(),
         info,
         inbuf: BytesMut::with_capacity(READ_CHUNK),
         upbuf: BytesMut::new(),
@@ -150,6 +154,9 @@ struct Conn<'a, C, D: Dialer> {
     proto: &'static [u8],
     /// The client is a trusted proxy (`--trusted-proxies`).
     trusted: bool,
+    /// `Strict-Transport-Security` for every answer relayed on this
+    /// connection: TLS with `--hsts`.
+    hsts: Option<Arc<[u8]>>,
     /// Bytes from the client not yet used.
     inbuf: BytesMut,
     /// Bytes from the backend not yet relayed.
@@ -246,6 +253,8 @@ struct Prepared {
     /// from here.
     sent_at: Instant,
     access: Option<Access>,
+    /// `Strict-Transport-Security` for the answer (TLS, `--hsts`).
+    hsts: Option<Arc<[u8]>>,
 }
 
 /// The request id sent upstream and back: the client's, or a fresh one.
@@ -578,6 +587,7 @@ impl<'a, C: Socket, D: Dialer> Conn<'a, C, D> {
             started,
             sent_at: started,
             access,
+            hsts: self.hsts.clone(),
         }))
     }
 
@@ -1177,6 +1187,11 @@ async fn wait_head<C: Socket, U: Socket>(
     }
 }
 
+/// The `Strict-Transport-Security` value for `--hsts SECONDS`.
+pub fn hsts_value(max_age: u64) -> Vec<u8> {
+    format!("max-age={max_age}").into_bytes()
+}
+
 enum Parsed {
     Final(ResponseHead),
     /// An interim answer of this many bytes; its rewritten head is in `out`.
@@ -1228,6 +1243,7 @@ fn parse_response(
             request_id: p.request_id.as_bytes(),
             close,
             http10: p.http10,
+            hsts: p.hsts.as_deref(),
         },
     );
     Ok(Parsed::Final(ResponseHead {
