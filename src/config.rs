@@ -274,6 +274,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_HSTS", value_name = "SECONDS")]
     pub hsts: Option<u64>,
 
+    /// Answers cleartext HTTP/1 requests for hosts that have a certificate
+    /// with 308 to https (the `--tls-listen` port, 443 if unset); ACME
+    /// challenges are exempt.
+    #[arg(long, env = "SWITCHYARD_REDIRECT_HTTPS")]
+    pub redirect_https: bool,
+
     /// Log format.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -480,6 +486,9 @@ pub struct ProxyConfig {
     pub access_log: bool,
     /// `Strict-Transport-Security`'s max-age on answers over TLS (`--hsts`).
     pub hsts: Option<u64>,
+    /// `--redirect-https`: the https port cleartext requests for hosts
+    /// with a certificate are sent to with a 308.
+    pub redirect_https: Option<u16>,
 }
 
 /// Everything the listeners need.
@@ -691,6 +700,9 @@ impl Config {
                 trusted_proxies: serve.trusted_proxies.clone(),
                 access_log: serve.access_log,
                 hsts: serve.hsts,
+                redirect_https: serve
+                    .redirect_https
+                    .then(|| serve.tls_listen.map_or(443, |addr| addr.port())),
             },
             server: ServerConfig {
                 header_read_timeout: serve.header_read_timeout,
@@ -892,6 +904,19 @@ mod tests {
         assert_eq!(
             cli.serve_args().tls_listen,
             Some("0.0.0.0:8443".parse().unwrap())
+        );
+        let redirect = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["switchyard"], args].concat()).unwrap();
+            Config::from_args("redis://127.0.0.1:1", &cli.redis, cli.serve_args())
+                .unwrap()
+                .proxy
+                .redirect_https
+        };
+        assert_eq!(redirect(&[]), None);
+        assert_eq!(redirect(&["--redirect-https"]), Some(443));
+        assert_eq!(
+            redirect(&["--redirect-https", "--tls-listen", "0.0.0.0:8443"]),
+            Some(8443)
         );
         assert!(Cli::try_parse_from(["switchyard", "--tls-cert", "c.pem"]).is_err());
         assert!(Cli::try_parse_from(["switchyard", "--tls-key", "k.pem"]).is_err());

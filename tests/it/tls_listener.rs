@@ -384,3 +384,55 @@ async fn hsts_on_answers_over_tls_only() {
     );
     proxy.shutdown().await;
 }
+
+/// `--redirect-https`: a cleartext request for a host the certificates
+/// cover gets 308 to the https URL (the TLS listener's port, same path and
+/// query); ACME challenges and hosts without a certificate are proxied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_https_for_hosts_with_a_certificate() {
+    let redis = RedisServer::start();
+    let backend = Backend::echo("tls-redirect").await;
+    redis.hset("app.cloud.com", &backend.target());
+    redis.hset("plain.test", &backend.target());
+    let mut setup = setup(&redis);
+    setup.config.proxy.redirect_https = Some(8443);
+    let proxy = TlsProxy::start(setup.config.clone()).await;
+    // The default certificate loads in the background.
+    assert_eventually!(
+        proxy.endpoints.get("app.cloud.com", "/").await.status == 308,
+        "no redirect once the certificate loaded"
+    );
+    let r = proxy.endpoints.get("app.cloud.com", "/a/b?x=1&y=2").await;
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.headers["location"],
+        "https://app.cloud.com:8443/a/b?x=1&y=2"
+    );
+    let challenge = proxy
+        .endpoints
+        .get("app.cloud.com", "/.well-known/acme-challenge/token")
+        .await;
+    assert_eq!(challenge.status, 200);
+    assert_eq!(challenge.backend().as_deref(), Some("tls-redirect"));
+    let plain = proxy.endpoints.get("plain.test", "/").await;
+    assert_eq!(plain.status, 200, "a host without a certificate is proxied");
+    // Over TLS the same host is proxied.
+    let mut tls = connect(
+        proxy.tls,
+        &setup.ca.cert_pem,
+        "app.cloud.com",
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: app.cloud.com\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(CALL_TIMEOUT, tls.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    proxy.shutdown().await;
+}

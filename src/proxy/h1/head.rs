@@ -679,7 +679,13 @@ pub fn upgrade_agreed(resp: &httparse::Response<'_, '_>, requested: &[u8]) -> bo
 }
 
 /// The proxy's own short answer (errors, 404, 503), with the request's id.
-pub fn write_error(out: &mut Vec<u8>, error: ProxyError, close: bool, request_id: &[u8]) {
+pub fn write_error(
+    out: &mut Vec<u8>,
+    error: ProxyError,
+    close: bool,
+    request_id: &[u8],
+    location: Option<&[u8]>,
+) {
     let status = error.status();
     let body = error.body();
     write_status_line(
@@ -693,6 +699,9 @@ pub fn write_error(out: &mut Vec<u8>, error: ProxyError, close: bool, request_id
     put_header(out, b"X-Request-Id", request_id);
     if error == ProxyError::NotReady {
         out.extend_from_slice(b"Retry-After: 1\r\n");
+    }
+    if let Some(location) = location {
+        put_header(out, b"Location", location);
     }
     if close {
         out.extend_from_slice(b"Connection: close\r\n");
@@ -1115,7 +1124,7 @@ mod tests {
     #[test]
     fn error_answers_are_short_plain_text() {
         let mut out = Vec::new();
-        write_error(&mut out, ProxyError::NotReady, false, b"rid");
+        write_error(&mut out, ProxyError::NotReady, false, b"rid", None);
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.starts_with("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain"),
