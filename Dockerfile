@@ -33,10 +33,10 @@ COPY --from=build /out/switchyard /usr/local/bin/switchyard
 COPY --from=build /out/demo_backend /usr/local/bin/demo_backend
 # Never root: the proxy needs no privilege (its ports are above 1024).
 USER switchyard
-# 8080 proxied traffic; 9090 admin. The admin endpoint listens on loopback
+# 8080 proxied traffic; 8443 HTTPS when --tls-listen is set; 9090 admin. The admin endpoint listens on loopback
 # unless SWITCHYARD_ADMIN_LISTEN says otherwise (docker-compose sets
 # 0.0.0.0:9090), because /routes shows the whole table.
-EXPOSE 8080 9090
+EXPOSE 8080 8443 9090
 # SIGTERM (docker stop) drains in-flight requests; give the container a stop
 # timeout above --shutdown-timeout (10s by default).
 ENTRYPOINT ["switchyard"]

@@ -187,6 +187,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
+    /// Address for proxied traffic over TLS (off unless set): certificates
+    /// from `--tls-cert`/`--tls-key` and the certs hash, chosen by SNI.
+    #[arg(long, env = "SWITCHYARD_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+
     /// Address of the admin endpoint (/healthz /readyz /routes /metrics).
     #[arg(
         long,
@@ -263,6 +268,17 @@ pub struct ServeArgs {
     /// One log line per request.
     #[arg(long, env = "SWITCHYARD_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
     pub access_log: bool,
+
+    /// Adds `Strict-Transport-Security: max-age=SECONDS` to the backends'
+    /// answers sent over TLS (off unless set).
+    #[arg(long, env = "SWITCHYARD_HSTS", value_name = "SECONDS")]
+    pub hsts: Option<u64>,
+
+    /// Answers cleartext HTTP/1 requests for hosts that have a certificate
+    /// with 308 to https (the `--tls-listen` port, 443 if unset); ACME
+    /// challenges are exempt.
+    #[arg(long, env = "SWITCHYARD_REDIRECT_HTTPS")]
+    pub redirect_https: bool,
 
     /// Log format.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -510,6 +526,11 @@ pub struct ProxyConfig {
     /// (`--trusted-proxies`); anyone else's are replaced or removed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub access_log: bool,
+    /// `Strict-Transport-Security`'s max-age on answers over TLS (`--hsts`).
+    pub hsts: Option<u64>,
+    /// `--redirect-https`: the https port cleartext requests for hosts
+    /// with a certificate are sent to with a 308.
+    pub redirect_https: Option<u16>,
 }
 
 /// Everything the listeners need.
@@ -803,6 +824,10 @@ impl Config {
                 idle_timeout: serve.idle_timeout,
                 trusted_proxies: serve.trusted_proxies.clone(),
                 access_log: serve.access_log,
+                hsts: serve.hsts,
+                redirect_https: serve
+                    .redirect_https
+                    .then(|| serve.tls_listen.map_or(443, |addr| addr.port())),
             },
             server: ServerConfig {
                 header_read_timeout: serve.header_read_timeout,
@@ -1000,6 +1025,25 @@ mod tests {
         assert_eq!(tls.certs_key, "routes:certs");
         assert_eq!(tls.handshake_timeout, Duration::from_secs(10));
         assert!(tls.secret.is_none());
+        assert_eq!(cli.serve_args().tls_listen, None);
+        let cli = Cli::try_parse_from(["switchyard", "--tls-listen", "0.0.0.0:8443"]).unwrap();
+        assert_eq!(
+            cli.serve_args().tls_listen,
+            Some("0.0.0.0:8443".parse().unwrap())
+        );
+        let redirect = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["switchyard"], args].concat()).unwrap();
+            Config::from_args("redis://127.0.0.1:1", &cli.redis, cli.serve_args())
+                .unwrap()
+                .proxy
+                .redirect_https
+        };
+        assert_eq!(redirect(&[]), None);
+        assert_eq!(redirect(&["--redirect-https"]), Some(443));
+        assert_eq!(
+            redirect(&["--redirect-https", "--tls-listen", "0.0.0.0:8443"]),
+            Some(8443)
+        );
         assert!(Cli::try_parse_from(["switchyard", "--tls-cert", "c.pem"]).is_err());
         assert!(Cli::try_parse_from(["switchyard", "--tls-key", "k.pem"]).is_err());
         let cli = Cli::try_parse_from(["switchyard", "--tls-handshake-timeout", "10ms"]).unwrap();

@@ -68,6 +68,31 @@ pub async fn run_reloadable(
     shutdown: impl Future<Output = ()>,
     reload: reload::Reload,
 ) {
+    let listeners = Listeners {
+        proxy: proxy_listener,
+        admin: admin_listener,
+        tls: None,
+    };
+    run_with(config, listeners, shutdown, reload).await
+}
+
+/// The sockets a proxy serves, already bound.
+pub struct Listeners {
+    /// Cleartext proxied traffic.
+    pub proxy: TcpListener,
+    /// `/healthz`, `/readyz`, `/routes`, `/certs`, `/metrics`.
+    pub admin: TcpListener,
+    /// Proxied traffic over TLS (`--tls-listen`), when set.
+    pub tls: Option<TcpListener>,
+}
+
+/// [`run_reloadable`] with every listener, the TLS one included.
+pub async fn run_with(
+    config: config::Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+    reload: reload::Reload,
+) {
     let state = state::SharedState::new();
     let stop = CancellationToken::new();
     // The followed hashes: the routes hash (more register here, each a
@@ -91,12 +116,20 @@ pub async fn run_reloadable(
         });
     }
     let admin_task = tokio::spawn(admin::serve(
-        admin_listener,
+        listeners.admin,
         state.clone(),
         stop.child_token(),
     ));
+    let tls = listeners.tls.map(|listener| server::TlsListener {
+        listener,
+        acceptor: std::sync::Arc::new(tls::TlsAcceptor::new(
+            state.clone(),
+            config.tls.handshake_timeout,
+        )),
+    });
     server::serve(
-        proxy_listener,
+        listeners.proxy,
+        tls,
         state.clone(),
         config.proxy.clone(),
         config.server.clone(),

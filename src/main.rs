@@ -191,7 +191,18 @@ async fn serve(config: Config, args: &ServeArgs, log_filter: LogFilter) -> ExitC
             return Exit::Failure.into();
         }
     };
+    let tls = match args.tls_listen {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("switchyard: cannot listen on {addr} (TLS): {e}");
+                return Exit::Failure.into();
+            }
+        },
+    };
     tracing::info!(
+        tls_listen = ?args.tls_listen,
         listen = %proxy.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         admin = %admin.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         redis = %config.sync.redis_url,
@@ -199,7 +210,8 @@ async fn serve(config: Config, args: &ServeArgs, log_filter: LogFilter) -> ExitC
         replica_id = %config.sync.replica_id,
         "switchyard starting"
     );
-    switchyard::run_reloadable(config, proxy, admin, shutdown.stopped(), reload).await;
+    let listeners = switchyard::Listeners { proxy, admin, tls };
+    switchyard::run_with(config, listeners, shutdown.stopped(), reload).await;
     tracing::info!("switchyard stopped");
     Exit::Success.into()
 }

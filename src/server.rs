@@ -22,6 +22,8 @@ use crate::config::{ProxyConfig, ServerConfig};
 use crate::proxy::io::Socket;
 use crate::proxy::{h1, h2, proxy_protocol, ConnInfo, Proxy};
 use crate::state::SharedState;
+use crate::tls::acceptor::Alpn;
+use crate::tls::TlsAcceptor;
 use bytes::{Buf, BytesMut};
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
@@ -46,9 +48,17 @@ use tracing::{debug, info, warn};
 /// 1 + 1/IDLE_CHECKS_PER_PERIOD idle periods after its last byte.
 const IDLE_CHECKS_PER_PERIOD: u32 = 4;
 
-/// Serves `listener` until `shutdown` resolves, then drains.
+/// The TLS listener and the acceptor that runs its handshakes.
+pub struct TlsListener {
+    pub listener: TcpListener,
+    pub acceptor: Arc<TlsAcceptor>,
+}
+
+/// Serves `listener` (and `tls`'s, when given) until `shutdown` resolves,
+/// then drains. Both listeners share the workers and the connection cap.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<TlsListener>,
     state: Arc<SharedState>,
     proxy_config: ProxyConfig,
     config: ServerConfig,
@@ -56,21 +66,41 @@ pub async fn serve(
 ) {
     let limit =
         (config.max_connections > 0).then(|| Arc::new(Semaphore::new(config.max_connections)));
+    let (tls_listener, acceptor) = match tls {
+        Some(TlsListener { listener, acceptor }) => (Some(listener), Some(acceptor)),
+        None => (None, None),
+    };
+    let listeners = Listeners {
+        cleartext: listener,
+        tls: tls_listener,
+    };
     if config.worker_threads <= 1 {
-        let worker = Worker::new(Proxy::new(state.clone(), proxy_config), &config);
-        accept_until(&listener, &state, limit.as_ref(), shutdown, |accepted| {
-            worker.serve(accepted.stream, accepted.peer, accepted.permit);
+        let worker = Worker::new(Proxy::new(state.clone(), proxy_config), &config, acceptor);
+        accept_until(&listeners, &state, limit.as_ref(), shutdown, |accepted| {
+            worker.serve(
+                accepted.stream,
+                accepted.peer,
+                accepted.tls,
+                accepted.permit,
+            );
             true
         })
         .await;
-        drop(listener);
+        drop(listeners);
         worker.drain(config.shutdown_timeout).await;
         return;
     }
 
     let mut workers = Vec::with_capacity(config.worker_threads);
     for index in 0..config.worker_threads {
-        match WorkerThread::spawn(index, state.clone(), proxy_config.clone(), config.clone()) {
+        let spawned = WorkerThread::spawn(
+            index,
+            state.clone(),
+            proxy_config.clone(),
+            config.clone(),
+            acceptor.clone(),
+        );
+        match spawned {
             Ok(worker) => workers.push(worker),
             // Fewer workers is still a working proxy; none is handled below.
             Err(e) => warn!(index, error = %e, "cannot start worker thread"),
@@ -81,7 +111,7 @@ pub async fn serve(
         return;
     }
     let mut next = 0;
-    accept_until(&listener, &state, limit.as_ref(), shutdown, |accepted| {
+    accept_until(&listeners, &state, limit.as_ref(), shutdown, |accepted| {
         // Least loaded by open connections; ties go round-robin so that a
         // burst of new connections spreads evenly.
         let count = workers.len();
@@ -93,7 +123,7 @@ pub async fn serve(
         workers[chosen].hand_over(accepted)
     })
     .await;
-    drop(listener);
+    drop(listeners);
     let threads: Vec<_> = workers
         .into_iter()
         .map(|worker| worker.close_handoff())
@@ -110,10 +140,33 @@ pub async fn serve(
     .await;
 }
 
+/// The proxy's listening sockets.
+struct Listeners {
+    cleartext: TcpListener,
+    tls: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// The next connection from either listener, and whether it came from
+    /// the TLS one.
+    async fn accept(&self) -> io::Result<(TcpStream, SocketAddr, bool)> {
+        let Some(tls) = &self.tls else {
+            let (stream, peer) = self.cleartext.accept().await?;
+            return Ok((stream, peer, false));
+        };
+        tokio::select! {
+            accepted = self.cleartext.accept() => accepted.map(|(s, p)| (s, p, false)),
+            accepted = tls.accept() => accepted.map(|(s, p)| (s, p, true)),
+        }
+    }
+}
+
 /// A socket accepted by the acceptor, on its way to a worker.
 struct Accepted {
     stream: TcpStream,
     peer: SocketAddr,
+    /// From the TLS listener: the worker runs the handshake first.
+    tls: bool,
     /// The slot this connection takes under `--max-connections`.
     permit: Option<OwnedSemaphorePermit>,
 }
@@ -122,7 +175,7 @@ struct Accepted {
 /// gives every accepted socket to `dispatch` (which returns false when the
 /// socket could not be placed).
 async fn accept_until(
-    listener: &TcpListener,
+    listeners: &Listeners,
     state: &SharedState,
     limit: Option<&Arc<Semaphore>>,
     shutdown: impl Future<Output = ()>,
@@ -130,9 +183,9 @@ async fn accept_until(
 ) {
     let mut shutdown = pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, tls) = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
+            accepted = listeners.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -159,6 +212,7 @@ async fn accept_until(
         if !dispatch(Accepted {
             stream,
             peer,
+            tls,
             permit,
         }) {
             warn!(%peer, "no worker took the connection; closed");
@@ -172,6 +226,7 @@ async fn accept_until(
 struct HandedOver {
     stream: std::net::TcpStream,
     peer: SocketAddr,
+    tls: bool,
     permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -190,6 +245,7 @@ impl WorkerThread {
         state: Arc<SharedState>,
         proxy_config: ProxyConfig,
         config: ServerConfig,
+        acceptor: Option<Arc<TlsAcceptor>>,
     ) -> io::Result<WorkerThread> {
         let (handoff, mut sockets) = mpsc::unbounded_channel::<HandedOver>();
         let open_connections = Arc::new(AtomicUsize::new(0));
@@ -201,18 +257,20 @@ impl WorkerThread {
             .name(format!("switchyard-worker-{index}"))
             .spawn(move || {
                 runtime.block_on(async move {
-                    let mut worker = Worker::new(Proxy::new(state, proxy_config), &config);
+                    let mut worker =
+                        Worker::new(Proxy::new(state, proxy_config), &config, acceptor);
                     worker.open_connections = Some(open);
                     // Ends when the acceptor drops its sender (shutdown), after
                     // every socket already handed over has been received.
                     while let Some(HandedOver {
                         stream,
                         peer,
+                        tls,
                         permit,
                     }) = sockets.recv().await
                     {
                         match TcpStream::from_std(stream) {
-                            Ok(stream) => worker.serve(stream, peer, permit),
+                            Ok(stream) => worker.serve(stream, peer, tls, permit),
                             Err(e) => {
                                 worker.connection_closed();
                                 warn!(%peer, error = %e, "cannot register connection");
@@ -242,6 +300,7 @@ impl WorkerThread {
         let handed_over = HandedOver {
             stream,
             peer: accepted.peer,
+            tls: accepted.tls,
             permit: accepted.permit,
         };
         if self.handoff.send(handed_over).is_err() {
@@ -307,10 +366,12 @@ struct Worker {
     header_read_timeout: Duration,
     /// Set on worker threads: the acceptor's view of this worker's load.
     open_connections: Option<Arc<AtomicUsize>>,
+    /// Handshakes for connections from the TLS listener.
+    tls: Option<Arc<TlsAcceptor>>,
 }
 
 impl Worker {
-    fn new(proxy: Proxy, config: &ServerConfig) -> Worker {
+    fn new(proxy: Proxy, config: &ServerConfig, tls: Option<Arc<TlsAcceptor>>) -> Worker {
         Worker {
             shared: Connections {
                 http2: Arc::new(http2_builder(config)),
@@ -327,11 +388,19 @@ impl Worker {
             proxy_protocol: config.proxy_protocol,
             header_read_timeout: config.header_read_timeout,
             open_connections: None,
+            tls,
         }
     }
 
-    fn serve(&self, mut stream: TcpStream, peer: SocketAddr, permit: Option<OwnedSemaphorePermit>) {
+    fn serve(
+        &self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        tls: bool,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
         let shared = self.shared.clone();
+        let acceptor = if tls { self.tls.clone() } else { None };
         let open_connections = self.open_connections.clone();
         let proxy_protocol = self.proxy_protocol;
         let header_read_timeout = self.header_read_timeout;
@@ -362,7 +431,20 @@ impl Worker {
                 true
             };
             if accepted {
-                shared.serve(stream, info).await;
+                match acceptor {
+                    None => shared.serve(stream, info).await,
+                    // The handshake is bounded by its own timeout and runs
+                    // here, on the worker: the acceptor never waits on a
+                    // client.
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok((stream, tls)) => {
+                            info.tls = true;
+                            info.h2 = tls.alpn == Alpn::H2;
+                            shared.serve(stream, info).await;
+                        }
+                        Err(e) => debug!(%peer, error = %e, "closed: TLS handshake"),
+                    },
+                }
             }
             gauge.dec();
             if let Some(open) = open_connections {

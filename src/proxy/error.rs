@@ -33,6 +33,10 @@ pub enum ProxyError {
     Upstream(UpstreamErrorKind),
     #[error("backend refused the protocol switch")]
     UpgradeMismatch,
+    /// `--redirect-https`: a cleartext request for a host with a
+    /// certificate (the `Location` is written beside it).
+    #[error("this host is served over https")]
+    RedirectHttps,
 }
 
 impl ProxyError {
@@ -50,6 +54,7 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::InvalidRoute | ProxyError::UpgradeMismatch => StatusCode::BAD_GATEWAY,
             ProxyError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RedirectHttps => StatusCode::PERMANENT_REDIRECT,
             ProxyError::Upstream(
                 UpstreamErrorKind::ConnectTimeout | UpstreamErrorKind::ResponseTimeout,
             ) => StatusCode::GATEWAY_TIMEOUT,
@@ -74,6 +79,7 @@ impl ProxyError {
             ProxyError::NoRoute => "404 not found: no route for this host\n",
             ProxyError::InvalidRoute => "502 bad gateway: the route for this host is invalid\n",
             ProxyError::NotReady => "503 service unavailable: routes not loaded yet\n",
+            ProxyError::RedirectHttps => "308 permanent redirect: this host is served over https\n",
             ProxyError::Upstream(UpstreamErrorKind::ConnectTimeout) => {
                 "504 gateway timeout: backend did not accept the connection in time\n"
             }

@@ -100,8 +100,21 @@ pub async fn handle<D: Dialer>(
         request_id,
         started,
     };
+    let hsts = info.tls.then_some(proxy.config.hsts).flatten();
     match forward(&proxy, req, &info, &mut record).await {
-        Ok(answer) => answer.into_response(proxy, record),
+        Ok(answer) => {
+            let mut response = answer.into_response(proxy, record);
+            if let Some(value) = hsts.and_then(|age| {
+                HeaderValue::from_maybe_shared(Bytes::from(super::h1::hsts_value(age))).ok()
+            }) {
+                // A backend's own policy is kept: the flag is the default.
+                response
+                    .headers_mut()
+                    .entry(http::header::STRICT_TRANSPORT_SECURITY)
+                    .or_insert(value);
+            }
+            response
+        }
         Err(error) => {
             let response = error_response(error, &record.request_id);
             record.log(&proxy, error.status().as_u16(), error.body().len() as u64);

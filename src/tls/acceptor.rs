@@ -23,6 +23,14 @@ use tokio_rustls::LazyConfigAcceptor;
 
 pub use tokio_rustls::server::TlsStream;
 
+/// A TLS connection is served by the request path like a TCP one; its
+/// quick acknowledgements go to the TCP socket underneath.
+impl<IO: crate::proxy::io::Socket> crate::proxy::io::Socket for TlsStream<IO> {
+    fn quickack(&self) {
+        self.get_ref().0.quickack()
+    }
+}
+
 /// The negotiated TLS version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsVersion {

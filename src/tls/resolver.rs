@@ -85,6 +85,23 @@ impl CertStore {
         self.default.load().as_ref().map(|d| d.cert.clone())
     }
 
+    /// Whether a client asking for `host` gets a certificate naming it:
+    /// the table's, or the default one when its names cover the host
+    /// (what `--redirect-https` asks).
+    pub fn has_certificate_for(&self, host: &str) -> bool {
+        let Ok(host) = normalize_host(host) else {
+            return false;
+        };
+        if self.table.load().lookup(&host).is_some() {
+            return true;
+        }
+        let key = crate::routes::FieldKey::Exact(host.into_owned());
+        self.default
+            .load()
+            .as_ref()
+            .is_some_and(|d| d.cert.info.covers(&key))
+    }
+
     /// The table from the certs hash: one atomic load.
     pub fn table(&self) -> Guard<Arc<CertTable>> {
         self.table.load()

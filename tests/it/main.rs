@@ -29,3 +29,4 @@ mod sync;
 mod tidy;
 mod tls_admin;
 mod tls_cli;
+mod tls_listener;

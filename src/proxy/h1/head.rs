@@ -574,6 +574,8 @@ pub struct Downstream<'a> {
     /// An HTTP/1.0 client: chunked bodies are sent unchunked (and the
     /// connection closed), keep-alive is said explicitly.
     pub http10: bool,
+    /// The `Strict-Transport-Security` value (`--hsts`, TLS connections).
+    pub hsts: Option<&'a [u8]>,
 }
 
 /// Writes the head of the response to the client: status line, the
@@ -590,6 +592,15 @@ pub fn write_response_head(
     write_status_line(out, facts.status, resp.reason.unwrap_or(""));
     write_end_to_end(out, headers);
     put_header(out, b"X-Request-Id", down.request_id);
+    // A backend's own policy is kept: the flag is the default.
+    let backend_hsts = || {
+        headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("strict-transport-security"))
+    };
+    if let Some(hsts) = down.hsts.filter(|_| !backend_hsts()) {
+        put_header(out, b"Strict-Transport-Security", hsts);
+    }
     if let Some(n) = facts.length_header {
         out.extend_from_slice(b"Content-Length: ");
         out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
@@ -668,7 +679,13 @@ pub fn upgrade_agreed(resp: &httparse::Response<'_, '_>, requested: &[u8]) -> bo
 }
 
 /// The proxy's own short answer (errors, 404, 503), with the request's id.
-pub fn write_error(out: &mut Vec<u8>, error: ProxyError, close: bool, request_id: &[u8]) {
+pub fn write_error(
+    out: &mut Vec<u8>,
+    error: ProxyError,
+    close: bool,
+    request_id: &[u8],
+    location: Option<&[u8]>,
+) {
     let status = error.status();
     let body = error.body();
     write_status_line(
@@ -682,6 +699,9 @@ pub fn write_error(out: &mut Vec<u8>, error: ProxyError, close: bool, request_id
     put_header(out, b"X-Request-Id", request_id);
     if error == ProxyError::NotReady {
         out.extend_from_slice(b"Retry-After: 1\r\n");
+    }
+    if let Some(location) = location {
+        put_header(out, b"Location", location);
     }
     if close {
         out.extend_from_slice(b"Connection: close\r\n");
@@ -958,6 +978,7 @@ mod tests {
                     request_id: b"rid",
                     close: false,
                     http10: false,
+                    hsts: None,
                 },
             );
         }
@@ -1103,7 +1124,7 @@ mod tests {
     #[test]
     fn error_answers_are_short_plain_text() {
         let mut out = Vec::new();
-        write_error(&mut out, ProxyError::NotReady, false, b"rid");
+        write_error(&mut out, ProxyError::NotReady, false, b"rid", None);
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.starts_with("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain"),

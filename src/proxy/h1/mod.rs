@@ -125,6 +125,10 @@ pub async fn serve<C: Socket, D: Dialer>(
         client_text: head::client_text(info.peer.ip()),
         proto: if info.tls { b"https" } else { b"http" },
         trusted: proxy.trusts(info.peer.ip()),
+        hsts: info
+            .tls
+            .then(|| proxy.config.hsts.map(|age| hsts_value(age).into()))
+            .flatten(),
         info,
         inbuf: BytesMut::with_capacity(READ_CHUNK),
         upbuf: BytesMut::new(),
@@ -150,6 +154,9 @@ struct Conn<'a, C, D: Dialer> {
     proto: &'static [u8],
     /// The client is a trusted proxy (`--trusted-proxies`).
     trusted: bool,
+    /// `Strict-Transport-Security` for every answer relayed on this
+    /// connection: TLS with `--hsts`.
+    hsts: Option<Arc<[u8]>>,
     /// Bytes from the client not yet used.
     inbuf: BytesMut,
     /// Bytes from the backend not yet relayed.
@@ -246,6 +253,8 @@ struct Prepared {
     /// from here.
     sent_at: Instant,
     access: Option<Access>,
+    /// `Strict-Transport-Security` for the answer (TLS, `--hsts`).
+    hsts: Option<Arc<[u8]>>,
 }
 
 /// The request id sent upstream and back: the client's, or a fresh one.
@@ -279,6 +288,8 @@ struct Refusal {
     head_len: Option<usize>,
     request_id: RequestId,
     started: Instant,
+    /// `Location` of a redirect.
+    location: Option<Box<[u8]>>,
 }
 
 enum Step {
@@ -446,6 +457,32 @@ impl<'a, C: Socket, D: Dialer> Conn<'a, C, D> {
         }
     }
 
+    /// `--redirect-https`: where a cleartext request for a host that has
+    /// a certificate goes instead (same path and query), unless it is an
+    /// ACME HTTP-01 challenge, which must be answered over cleartext.
+    fn https_redirect(&self, facts: &head::RequestFacts<'_>) -> Option<Box<[u8]>> {
+        let port = self.proxy.config.redirect_https?;
+        if self.info.tls || facts.path.starts_with("/.well-known/acme-challenge/") {
+            return None;
+        }
+        let authority = http::uri::Authority::try_from(facts.host.as_ref()).ok()?;
+        let host = authority.host();
+        if !self.proxy.state.certs.has_certificate_for(host) {
+            return None;
+        }
+        let path = if facts.path.starts_with('/') {
+            facts.path
+        } else {
+            "/"
+        };
+        let location = if port == 443 {
+            format!("https://{host}{path}")
+        } else {
+            format!("https://{host}:{port}{path}")
+        };
+        Some(location.into_bytes().into_boxed_slice())
+    }
+
     /// A refusal of a head that could not be read: only the client is
     /// known.
     fn refusal(&self, error: ProxyError, started: Instant) -> Box<Refusal> {
@@ -459,6 +496,7 @@ impl<'a, C: Socket, D: Dialer> Conn<'a, C, D> {
             head_len: None,
             request_id: RequestId::new(None),
             started,
+            location: None,
         })
     }
 
@@ -522,11 +560,24 @@ impl<'a, C: Socket, D: Dialer> Conn<'a, C, D> {
                     head_len: None,
                     request_id: RequestId::new(request_id),
                     started,
+                    location: None,
                 }));
             }
         };
         let access = access(&facts.host, facts.path, facts.user_agent);
         let request_id = RequestId::new(facts.request_id);
+        if let Some(location) = self.https_redirect(&facts) {
+            let resumable =
+                (facts.framing == Framing::Empty && facts.keep_alive).then_some(head_len);
+            return Step::Refuse(Box::new(Refusal {
+                error: ProxyError::RedirectHttps,
+                access,
+                head_len: resumable,
+                request_id,
+                started,
+                location: Some(location),
+            }));
+        }
         let route = match policy::route(&self.proxy.state, &facts.host) {
             Ok(route) => route,
             Err(error) => {
@@ -540,6 +591,7 @@ impl<'a, C: Socket, D: Dialer> Conn<'a, C, D> {
                     head_len: resumable,
                     request_id,
                     started,
+                    location: None,
                 }));
             }
         };
@@ -578,6 +630,7 @@ impl<'a, C: Socket, D: Dialer> Conn<'a, C, D> {
             started,
             sent_at: started,
             access,
+            hsts: self.hsts.clone(),
         }))
     }
 
@@ -845,7 +898,7 @@ impl<'a, C: Socket, D: Dialer> Conn<'a, C, D> {
                     .metrics
                     .upstream_error(crate::metrics::UpstreamErrorKind::Other);
                 self.out.clear();
-                head::write_error(&mut self.out, refused, true, p.request_id.as_bytes());
+                head::write_error(&mut self.out, refused, true, p.request_id.as_bytes(), None);
                 let _ = self.client.write_all(&self.out).await;
                 self.finish(p, 502, refused.body().len() as u64);
                 Next::Close
@@ -1075,7 +1128,7 @@ impl<'a, C: Socket, D: Dialer> Conn<'a, C, D> {
         };
         let close = !p.keep_alive || body_unread || self.stop.is_stopping();
         self.out.clear();
-        head::write_error(&mut self.out, error, close, p.request_id.as_bytes());
+        head::write_error(&mut self.out, error, close, p.request_id.as_bytes(), None);
         let written = self.client.write_all(&self.out).await;
         self.finish(p, error.status().as_u16(), error.body().len() as u64);
         if written.is_err() || close {
@@ -1090,7 +1143,13 @@ impl<'a, C: Socket, D: Dialer> Conn<'a, C, D> {
         let error = refusal.error;
         let request_id = refusal.request_id.as_bytes();
         self.out.clear();
-        head::write_error(&mut self.out, error, close, request_id);
+        head::write_error(
+            &mut self.out,
+            error,
+            close,
+            request_id,
+            refusal.location.as_deref(),
+        );
         let _ = self.client.write_all(&self.out).await;
         let (status, bytes) = (error.status().as_u16(), error.body().len() as u64);
         let access = refusal.access.as_ref();
@@ -1177,6 +1236,11 @@ async fn wait_head<C: Socket, U: Socket>(
     }
 }
 
+/// The `Strict-Transport-Security` value for `--hsts SECONDS`.
+pub fn hsts_value(max_age: u64) -> Vec<u8> {
+    format!("max-age={max_age}").into_bytes()
+}
+
 enum Parsed {
     Final(ResponseHead),
     /// An interim answer of this many bytes; its rewritten head is in `out`.
@@ -1228,6 +1292,7 @@ fn parse_response(
             request_id: p.request_id.as_bytes(),
             close,
             http10: p.http10,
+            hsts: p.hsts.as_deref(),
         },
     );
     Ok(Parsed::Final(ResponseHead {

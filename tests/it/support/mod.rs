@@ -46,7 +46,7 @@ mod scenario;
 pub use backend::{accepts, full_backlog, full_body, refusing_addr, Backend};
 pub use client::{http_get, request, send, try_send, HttpClient, CALL_TIMEOUT};
 pub use load::Load;
-pub use proxy::{switchyard_binary, test_config, ProxyHandle, ProxyProcess};
+pub use proxy::{switchyard_binary, test_config, Endpoints, ProxyHandle, ProxyProcess};
 pub use raw::{find, header_values, raw_request, read_head, read_until, RawClient};
 pub use redis::{server_binaries, RedisServer, ServerBinary};
 pub use scenario::Scenario;

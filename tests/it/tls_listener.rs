@@ -1,0 +1,438 @@
+//! The TLS listener (`--tls-listen`) over real sockets: the handshake with
+//! the default certificate (from files), `unrecognized_name` when no
+//! certificate fits, HTTP/1.1 with `X-Forwarded-Proto: https`, HTTP/2 by
+//! ALPN, a WebSocket upgrade, and curl with a test CA.
+
+use crate::support::*;
+use crate::tls_support::{display, Scratch, TestCa};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard::config::{CertFilePaths, Config};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// A proxy started with `switchyard::run_with` and a TLS listener.
+struct TlsProxy {
+    endpoints: Endpoints,
+    tls: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsProxy {
+    async fn start(config: Config) -> TlsProxy {
+        let bind = || TcpListener::bind("127.0.0.1:0");
+        let (proxy, admin, tls) = (
+            bind().await.unwrap(),
+            bind().await.unwrap(),
+            bind().await.unwrap(),
+        );
+        let endpoints = Endpoints {
+            addr: proxy.local_addr().unwrap(),
+            admin: admin.local_addr().unwrap(),
+        };
+        let tls_addr = tls.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let listeners = switchyard::Listeners {
+            proxy,
+            admin,
+            tls: Some(tls),
+        };
+        let task = tokio::spawn(switchyard::run_with(
+            config,
+            listeners,
+            async {
+                let _ = rx.await;
+            },
+            switchyard::reload::Reload::new(),
+        ));
+        endpoints.wait_ready().await;
+        TlsProxy {
+            endpoints,
+            tls: tls_addr,
+            shutdown: Some(tx),
+            task,
+        }
+    }
+
+    async fn shutdown(mut self) {
+        let _ = self.shutdown.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("proxy did not stop")
+            .unwrap();
+    }
+}
+
+/// A test CA, a wildcard default certificate `*.cloud.com` in files, and a
+/// config serving it.
+struct Setup {
+    ca: TestCa,
+    dir: Scratch,
+    config: Config,
+}
+
+fn setup(redis: &RedisServer) -> Setup {
+    let ca = TestCa::new();
+    let dir = Scratch::new("tls-listener");
+    let leaf = ca.leaf(&["*.cloud.com"]);
+    let mut config = test_config(&redis.url());
+    config.tls.default_files = Some(CertFilePaths {
+        cert: dir.write("cert.pem", &leaf.chain_pem),
+        key: dir.write("key.pem", &leaf.key_pem),
+    });
+    dir.write("ca.pem", &ca.cert_pem);
+    Setup { ca, dir, config }
+}
+
+fn connector(ca_pem: &str, alpn: &[&[u8]]) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(config))
+}
+
+async fn connect(
+    addr: SocketAddr,
+    ca_pem: &str,
+    name: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(name.to_owned()).unwrap();
+    tokio::time::timeout(CALL_TIMEOUT, connector(ca_pem, alpn).connect(name, tcp))
+        .await
+        .expect("handshake timed out")
+}
+
+/// HTTP/1.1 over TLS reaches the backend, which is told the client came
+/// over https; the default certificate answers a name its wildcard covers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_over_tls_reaches_the_backend_as_https() {
+    let redis = RedisServer::start();
+    let backend = Backend::echo("tls-one").await;
+    redis.hset("app.cloud.com", &backend.target());
+    let setup = setup(&redis);
+    let proxy = TlsProxy::start(setup.config.clone()).await;
+    let mut tls = connect(
+        proxy.tls,
+        &setup.ca.cert_pem,
+        "app.cloud.com",
+        &[b"http/1.1"],
+    )
+    .await
+    .expect("handshake with the default certificate");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    tls.write_all(b"GET /hello?x=1 HTTP/1.1\r\nHost: app.cloud.com\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(CALL_TIMEOUT, tls.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let echo: serde_json::Value = serde_json::from_str(body).expect(body);
+    assert_eq!(echo["backend"], "tls-one");
+    assert_eq!(echo["path"], "/hello?x=1");
+    assert_eq!(echo["headers"]["x-forwarded-proto"], "https", "{echo}");
+    // Cleartext still says http.
+    let plain = proxy.endpoints.get("app.cloud.com", "/").await;
+    assert_eq!(plain.json()["headers"]["x-forwarded-proto"], "http");
+    proxy.shutdown().await;
+}
+
+/// ALPN `h2` goes straight to HTTP/2 (a hyper client, no preface sniffing
+/// needed), through the same request path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_over_tls_by_alpn() {
+    let redis = RedisServer::start();
+    let backend = Backend::echo("tls-h2").await;
+    redis.hset("app.cloud.com", &backend.target());
+    let setup = setup(&redis);
+    let proxy = TlsProxy::start(setup.config.clone()).await;
+    let tls = connect(
+        proxy.tls,
+        &setup.ca.cert_pem,
+        "app.cloud.com",
+        &[b"h2", b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for path in ["/one", "/two"] {
+        let req = hyper::Request::get(format!("https://app.cloud.com{path}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = tokio::time::timeout(CALL_TIMEOUT, sender.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.version(), hyper::Version::HTTP_2);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(echo["backend"], "tls-h2");
+        assert_eq!(echo["path"], path);
+        assert_eq!(echo["headers"]["x-forwarded-proto"], "https", "{echo}");
+    }
+    proxy.shutdown().await;
+}
+
+/// With no certificate for the name (no default, nothing in the hash),
+/// the handshake fails with the `unrecognized_name` alert; the listener
+/// keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_certificate_for_the_name_is_unrecognized_name() {
+    let redis = RedisServer::start();
+    let ca = TestCa::new();
+    let proxy = TlsProxy::start(test_config(&redis.url())).await;
+    for _ in 0..2 {
+        let error = connect(proxy.tls, &ca.cert_pem, "nobody.test", &[b"http/1.1"])
+            .await
+            .expect_err("a handshake without a certificate");
+        let rustls_error = error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+            .unwrap_or_else(|| panic!("not a TLS error: {error:?}"));
+        assert_eq!(
+            rustls_error,
+            &rustls::Error::AlertReceived(rustls::AlertDescription::UnrecognisedName)
+        );
+    }
+    assert_eventually!(
+        proxy
+            .endpoints
+            .metric("switchyard_tls_handshakes_total{alpn=\"none\",outcome=\"no_certificate\",version=\"none\"}")
+            .await
+            == 2.0,
+        "the refused handshakes were not counted"
+    );
+    proxy.shutdown().await;
+}
+
+/// A WebSocket upgrade over TLS: the tunnel carries frames both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_tls() {
+    let redis = RedisServer::start();
+    let echo = Backend::websocket_echo().await;
+    redis.hset("ws.cloud.com", &echo.target());
+    let setup = setup(&redis);
+    let proxy = TlsProxy::start(setup.config.clone()).await;
+    let tls = connect(
+        proxy.tls,
+        &setup.ca.cert_pem,
+        "ws.cloud.com",
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    let req = "wss://ws.cloud.com/chat".into_client_request().unwrap();
+    let (mut ws, _) = tokio::time::timeout(CALL_TIMEOUT, tokio_tungstenite::client_async(req, tls))
+        .await
+        .unwrap()
+        .expect("WebSocket handshake over TLS");
+    let welcome = ws.next().await.unwrap().unwrap();
+    assert_eq!(welcome.into_text().unwrap().as_str(), "welcome");
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::text("ping"))
+        .await
+        .unwrap();
+    let echoed = tokio::time::timeout(CALL_TIMEOUT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(echoed.into_text().unwrap().contains("ping"));
+    proxy.shutdown().await;
+}
+
+/// curl, checking the chain against the test CA, over HTTP/1.1 and HTTP/2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_with_the_test_ca() {
+    let redis = RedisServer::start();
+    let backend = Backend::echo("tls-curl").await;
+    redis.hset("app.cloud.com", &backend.target());
+    let setup = setup(&redis);
+    let proxy = TlsProxy::start(setup.config.clone()).await;
+    let port = proxy.tls.port();
+    let ca = display(&setup.dir.path("ca.pem"));
+    for version in ["--http1.1", "--http2"] {
+        let ca = ca.clone();
+        let output = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("curl")
+                .args([
+                    "-sS",
+                    "--max-time",
+                    "10",
+                    version,
+                    "--resolve",
+                    &format!("app.cloud.com:{port}:127.0.0.1"),
+                    "--cacert",
+                    &ca,
+                    "-w",
+                    "\n%{http_code} %{http_version}",
+                    &format!("https://app.cloud.com:{port}/curl"),
+                ])
+                .output()
+                .expect("curl runs")
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{version}: {stdout} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let (body, status) = stdout.rsplit_once('\n').unwrap();
+        let expected = if version == "--http2" {
+            "200 2"
+        } else {
+            "200 1.1"
+        };
+        assert_eq!(status, expected);
+        let echo: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(echo["backend"], "tls-curl");
+        assert_eq!(echo["headers"]["x-forwarded-proto"], "https");
+    }
+    proxy.shutdown().await;
+}
+
+/// `--hsts SECONDS`: answers over TLS (HTTP/1.1 and HTTP/2) carry
+/// `Strict-Transport-Security`; cleartext answers do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hsts_on_answers_over_tls_only() {
+    let redis = RedisServer::start();
+    let backend = Backend::echo("tls-hsts").await;
+    redis.hset("app.cloud.com", &backend.target());
+    let mut setup = setup(&redis);
+    setup.config.proxy.hsts = Some(31_536_000);
+    let proxy = TlsProxy::start(setup.config.clone()).await;
+    let mut tls = connect(
+        proxy.tls,
+        &setup.ca.cert_pem,
+        "app.cloud.com",
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: app.cloud.com\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(CALL_TIMEOUT, tls.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("\r\nStrict-Transport-Security: max-age=31536000\r\n"),
+        "{answer}"
+    );
+
+    let tls = connect(proxy.tls, &setup.ca.cert_pem, "app.cloud.com", &[b"h2"])
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get("https://app.cloud.com/")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
+
+    let plain = proxy.endpoints.get("app.cloud.com", "/").await;
+    assert_eq!(plain.status, 200);
+    assert!(
+        !plain.headers.contains_key("strict-transport-security"),
+        "HSTS over cleartext"
+    );
+    proxy.shutdown().await;
+}
+
+/// `--redirect-https`: a cleartext request for a host the certificates
+/// cover gets 308 to the https URL (the TLS listener's port, same path and
+/// query); ACME challenges and hosts without a certificate are proxied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_https_for_hosts_with_a_certificate() {
+    let redis = RedisServer::start();
+    let backend = Backend::echo("tls-redirect").await;
+    redis.hset("app.cloud.com", &backend.target());
+    redis.hset("plain.test", &backend.target());
+    let mut setup = setup(&redis);
+    setup.config.proxy.redirect_https = Some(8443);
+    let proxy = TlsProxy::start(setup.config.clone()).await;
+    // The default certificate loads in the background.
+    assert_eventually!(
+        proxy.endpoints.get("app.cloud.com", "/").await.status == 308,
+        "no redirect once the certificate loaded"
+    );
+    let r = proxy.endpoints.get("app.cloud.com", "/a/b?x=1&y=2").await;
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.headers["location"],
+        "https://app.cloud.com:8443/a/b?x=1&y=2"
+    );
+    let challenge = proxy
+        .endpoints
+        .get("app.cloud.com", "/.well-known/acme-challenge/token")
+        .await;
+    assert_eq!(challenge.status, 200);
+    assert_eq!(challenge.backend().as_deref(), Some("tls-redirect"));
+    let plain = proxy.endpoints.get("plain.test", "/").await;
+    assert_eq!(plain.status, 200, "a host without a certificate is proxied");
+    // Over TLS the same host is proxied.
+    let mut tls = connect(
+        proxy.tls,
+        &setup.ca.cert_pem,
+        "app.cloud.com",
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: app.cloud.com\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(CALL_TIMEOUT, tls.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    proxy.shutdown().await;
+}
