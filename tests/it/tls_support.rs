@@ -1,6 +1,5 @@
 //! Certificates made at test time for the TLS tests (rcgen, ECDSA P-256),
 //! and a scratch directory for the files that hold them.
-#![allow(dead_code)]
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
