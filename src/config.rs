@@ -306,6 +306,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_MAX_REMOVAL_FRACTION", default_value_t = 0.5)]
     pub max_removal_fraction: f64,
 
+    /// Automatic certificates (`--acme-*`).
+    #[command(flatten)]
+    pub acme: AcmeArgs,
+
     /// The default certificate's PEM chain (served when no certificate of the
     /// certs hash fits the client's SNI); reloaded when it changes.
     #[arg(long, env = "SWITCHYARD_TLS_CERT", requires = "tls_key")]
@@ -359,6 +363,36 @@ pub struct TlsArgs {
     pub certs_secret_file: Option<PathBuf>,
 }
 
+/// ACME flags (README.md, "Automatic certificates"). Off unless
+/// `--acme-domains` is given.
+#[derive(Debug, Clone, Args)]
+pub struct AcmeArgs {
+    /// Hosts that get certificates automatically: `*.suffix` (any host below
+    /// it) or an exact host, comma-separated. A host also needs a route.
+    #[arg(long, env = "SWITCHYARD_ACME_DOMAINS", value_delimiter = ',')]
+    pub acme_domains: Vec<String>,
+
+    /// The ACME server's directory (RFC 8555).
+    #[arg(
+        long,
+        env = "SWITCHYARD_ACME_DIRECTORY",
+        default_value = crate::acme::LETS_ENCRYPT_PRODUCTION
+    )]
+    pub acme_directory: String,
+
+    /// Contact address given to the ACME server for the account.
+    #[arg(long, env = "SWITCHYARD_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+
+    /// PEM root certificate of a private ACME server's HTTPS endpoint.
+    #[arg(long, env = "SWITCHYARD_ACME_CA_FILE")]
+    pub acme_ca_file: Option<PathBuf>,
+
+    /// Orders in flight at once across all replicas.
+    #[arg(long, env = "SWITCHYARD_ACME_MAX_CONCURRENT", default_value_t = 2)]
+    pub acme_max_concurrent: usize,
+}
+
 /// A validation failure: reported with exit code 64.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -384,6 +418,14 @@ pub enum ConfigError {
     CertsSecret(#[from] crate::tls::seal::SecretError),
     #[error("--tls-handshake-timeout must be at least 100ms")]
     HandshakeTimeout,
+    #[error("invalid --acme-domains pattern {pattern:?}: {reason}")]
+    AcmeDomain { pattern: String, reason: String },
+    #[error("invalid --acme-directory {0:?}: must be an https:// URL")]
+    AcmeDirectory(String),
+    #[error("--acme-ca-file {path}: {reason}")]
+    AcmeCaFile { path: String, reason: String },
+    #[error("--acme-max-concurrent must be at least 1")]
+    AcmeMaxConcurrent,
 }
 
 impl Cli {
@@ -600,12 +642,94 @@ impl TlsConfig {
     }
 }
 
+/// Everything automatic certificates need (README.md, "Automatic
+/// certificates"); `None` in [`Config::acme`] when `--acme-domains` is
+/// not given.
+#[derive(Debug, Clone)]
+pub struct AcmeConfig {
+    pub domains: crate::acme::DomainPatterns,
+    pub directory: String,
+    pub email: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    /// Orders in flight at once, cluster-wide.
+    pub max_concurrent: usize,
+    /// How often the route and certificate tables are looked at.
+    pub tick: Duration,
+    /// Life of a per-host order lock and of an in-flight lease; renewed
+    /// every third of it while the order runs, so a dead replica's lock
+    /// frees the host after at most this long.
+    pub lock_ttl: Duration,
+    /// Retry delay after a host's first failure, doubled after each
+    /// further failure up to `backoff_max`.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Time an order may take, from the new order to the certificate.
+    pub order_timeout: Duration,
+    /// Life of an HTTP-01 token in the challenges hash.
+    pub challenge_ttl: Duration,
+}
+
+impl AcmeConfig {
+    /// The production defaults for `domains` (tests shorten the durations).
+    pub fn new(domains: crate::acme::DomainPatterns) -> AcmeConfig {
+        AcmeConfig {
+            domains,
+            directory: crate::acme::LETS_ENCRYPT_PRODUCTION.to_owned(),
+            email: None,
+            ca_file: None,
+            max_concurrent: 2,
+            tick: Duration::from_secs(1),
+            lock_ttl: Duration::from_secs(30),
+            backoff_min: Duration::from_secs(60),
+            backoff_max: Duration::from_secs(6 * 3600),
+            order_timeout: Duration::from_secs(120),
+            challenge_ttl: Duration::from_secs(300),
+        }
+    }
+
+    /// Checks the ACME flags; `None` when `--acme-domains` is not given.
+    pub fn from_args(args: &AcmeArgs) -> Result<Option<AcmeConfig>, ConfigError> {
+        if args.acme_domains.is_empty() {
+            return Ok(None);
+        }
+        let domains = crate::acme::DomainPatterns::parse(&args.acme_domains).map_err(|e| {
+            ConfigError::AcmeDomain {
+                pattern: e.pattern,
+                reason: e.reason,
+            }
+        })?;
+        if !args.acme_directory.starts_with("https://") {
+            return Err(ConfigError::AcmeDirectory(args.acme_directory.clone()));
+        }
+        if args.acme_max_concurrent == 0 {
+            return Err(ConfigError::AcmeMaxConcurrent);
+        }
+        if let Some(path) = &args.acme_ca_file {
+            std::fs::File::open(path)
+                .map(drop)
+                .map_err(|e| ConfigError::AcmeCaFile {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(Some(AcmeConfig {
+            directory: args.acme_directory.clone(),
+            email: args.acme_email.clone(),
+            ca_file: args.acme_ca_file.clone(),
+            max_concurrent: args.acme_max_concurrent,
+            ..AcmeConfig::new(domains)
+        }))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub sync: SyncConfig,
     pub proxy: ProxyConfig,
     pub server: ServerConfig,
     pub tls: TlsConfig,
+    /// Automatic certificates; off (`None`) unless `--acme-domains` is given.
+    pub acme: Option<AcmeConfig>,
 }
 
 /// Parses and checks a Redis URL the way the sync loop will use it.
@@ -659,6 +783,7 @@ impl Config {
         let serve = cli.serve_args();
         Ok(Config {
             tls: TlsConfig::for_serving(&cli.tls, serve)?,
+            acme: AcmeConfig::from_args(&serve.acme)?,
             ..Config::from_args(redis_url, &cli.redis, serve)?
         })
     }
@@ -717,6 +842,7 @@ impl Config {
                     .max(1),
             },
             tls: TlsConfig::default(),
+            acme: None,
         })
     }
 }

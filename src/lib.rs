@@ -16,8 +16,10 @@
 //! - [`cli`]: the `route` and `status` commands, the exit codes.
 //! - [`reload`]: reload requests (SIGHUP) for parts that re-read files.
 //! - [`tls`]: certificates (files, the certs hash, sealed keys), SNI, the handshake, `cert`.
+//! - [`acme`]: automatic certificates: which hosts, one order per host across replicas.
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod admin;
 pub mod cli;
 pub mod config;

@@ -282,6 +282,12 @@ impl Metrics {
 
     /// Records a finished request: two atomic adds.
     #[inline]
+    /// The registry `/metrics` renders, for parts that register their own
+    /// metrics when they start (automatic certificates).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn observe_request(&self, status: u16, seconds: f64) {
         let class = (status / 100).clamp(1, 5) as usize - 1;
         self.requests_by_class[class].inc();

@@ -100,12 +100,15 @@ pub enum Purpose {
     /// The private key of a certificate in the certs hash; the context is
     /// the hash field (the host name or `*.suffix`, normalised).
     CertKey,
+    /// The ACME account key in Redis; the context is the account key's name.
+    AcmeAccountKey,
 }
 
 impl Purpose {
     fn label(self) -> &'static [u8] {
         match self {
             Purpose::CertKey => b"switchyard v1 certificate key",
+            Purpose::AcmeAccountKey => b"switchyard v1 acme account key",
         }
     }
 }

@@ -142,6 +142,12 @@ impl CertTable {
         None
     }
 
+    /// The certificate served under the host's own field, wildcards left
+    /// out (automatic certificates are only ever written there).
+    pub fn exact(&self, name: &str) -> Option<&Arc<LoadedCert>> {
+        self.exact.get(name).and_then(|h| h.serving())
+    }
+
     /// Hosts in the table (with or without a certificate served).
     pub fn len(&self) -> usize {
         self.exact.len() + self.wildcard.len()

@@ -7,6 +7,7 @@ mod support;
 mod tls_support;
 
 mod access_log;
+mod acme;
 mod changelog;
 mod cli;
 mod compat;
