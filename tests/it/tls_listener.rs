@@ -436,3 +436,51 @@ async fn redirect_https_for_hosts_with_a_certificate() {
     assert!(answer.starts_with(b"HTTP/1.1 200"));
     proxy.shutdown().await;
 }
+
+/// The binary: `--tls-listen` serves HTTPS with the files' certificate,
+/// and after the files change and SIGHUP, new handshakes get the new one.
+/// (The file watcher would also see the change within 2 s; that SIGHUP
+/// itself reloads is `cli::a_reload_request_reads_the_default_certificate_again`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_tls_and_sighup_reloads_the_files() {
+    let redis = RedisServer::start();
+    let backend = Backend::echo("tls-bin").await;
+    redis.hset("app.cloud.com", &backend.target());
+    let ca = TestCa::new();
+    let dir = Scratch::new("tls-listener-bin");
+    let (one, two) = (
+        ca.leaf(&["*.cloud.com"]),
+        ca.leaf(&["*.cloud.com", "cloud.com"]),
+    );
+    let cert = dir.write("cert.pem", &one.chain_pem);
+    let key = dir.write("key.pem", &one.key_pem);
+    let tls_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let proxy = ProxyProcess::start(|cmd| {
+        cmd.env("SWITCHYARD_REDIS_URL", redis.url())
+            .env("SWITCHYARD_WORKER_THREADS", "1")
+            .args(["--tls-listen", &tls_addr.to_string()])
+            .args(["--tls-cert", &display(&cert), "--tls-key", &display(&key)]);
+    });
+    proxy.wait_ready().await;
+    // Whether the certificate a new handshake gets names `cloud.com`
+    // itself (the second one): its DER holds the SAN dNSName `cloud.com`
+    // (context tag 2, length 9).
+    let served_names = || async {
+        let tls = connect(tls_addr, &ca.cert_pem, "app.cloud.com", &[b"http/1.1"]).await?;
+        let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+        let bare_domain = leaf.as_ref().windows(11).any(|w| w == b"\x82\x09cloud.com");
+        Ok::<_, std::io::Error>(bare_domain)
+    };
+    assert_eventually!(
+        served_names().await.is_ok_and(|two_names| !two_names),
+        "the first certificate was never served over TLS"
+    );
+    dir.write("key.pem", &two.key_pem);
+    dir.write("cert.pem", &two.chain_pem);
+    proxy.signal("HUP");
+    assert_eventually!(
+        served_names().await.is_ok_and(|two_names| two_names),
+        "the new certificate was not served after SIGHUP"
+    );
+    drop(proxy);
+}
