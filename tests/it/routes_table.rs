@@ -274,3 +274,53 @@ async fn a_booting_replica_takes_the_last_valid_route_from_its_snapshot() {
     );
     fresh.shutdown().await;
 }
+
+/// Issue 27.4: a damaged snapshot never leaves a replica booting without
+/// Redis with nothing, silently: it serves the previous version of the
+/// file and says why in `/readyz`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_snapshot_boots_from_its_previous_version_and_says_so() {
+    let dir = TempDir::new("damaged");
+    let snapshot = dir.path().join("routes.snap");
+    let mut redis = RedisServer::start();
+    let blue = Backend::echo("blue").await;
+    let green = Backend::echo("green").await;
+    redis.hset("a.snap.test", &blue.target());
+    let mut config = test_config(&redis.url());
+    config.sync.snapshot_file = Some(snapshot.clone());
+    let proxy = ProxyHandle::start(config.clone()).await;
+    assert_eventually!(
+        in_snapshot(&snapshot, "a.snap.test", false) == Some(blue.target()),
+        "snapshot not written"
+    );
+    redis.hset("a.snap.test", &green.target());
+    assert_eventually!(
+        in_snapshot(&snapshot, "a.snap.test", false) == Some(green.target()),
+        "snapshot not rewritten"
+    );
+    proxy.shutdown().await;
+    let previous = switchyard::snapshot::previous_path(&snapshot);
+    assert_eq!(
+        in_snapshot(&previous, "a.snap.test", false),
+        Some(blue.target())
+    );
+
+    // The newest file is cut short (a full disk, say), and Redis is down.
+    let bytes = std::fs::read(&snapshot).unwrap();
+    std::fs::write(&snapshot, &bytes[..bytes.len() / 2]).unwrap();
+    redis.kill();
+    let proxy = ProxyHandle::start(config).await;
+    assert_eventually!(proxy.ready().await, "not ready from the previous snapshot");
+    let body = proxy.admin_get("/readyz").await.json();
+    assert_eq!(body["source"], "snapshot", "{body}");
+    let error = body["snapshot_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("corrupt snapshot") && error.contains("previous version"),
+        "{body}"
+    );
+    assert_eq!(
+        served_by(&proxy, "a.snap.test").await.1.as_deref(),
+        Some("blue")
+    );
+    proxy.shutdown().await;
+}
