@@ -13,36 +13,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-
-/// A keep-alive raw backend answering every request with `200 ok`, and
-/// `capture` gets each request head as received.
-async fn capturing_backend(capture: mpsc::UnboundedSender<Vec<u8>>) -> Backend {
-    Backend::raw(move |mut stream| {
-        let capture = capture.clone();
-        async move {
-            loop {
-                let head = read_head(&mut stream).await;
-                if head.is_empty() {
-                    return;
-                }
-                let _ = capture.send(head);
-                if stream.write_all(OK).await.is_err() {
-                    return;
-                }
-            }
-        }
-    })
-    .await
-}
-
-async fn next_capture(rx: &mut mpsc::UnboundedReceiver<Vec<u8>>) -> String {
-    let bytes = tokio::time::timeout(CALL_TIMEOUT, rx.recv())
-        .await
-        .expect("the backend received nothing in time")
-        .expect("capture channel closed");
-    String::from_utf8_lossy(&bytes).into_owned()
-}
+// The capturing raw backend is the hardening module's (one copy).
+use crate::hardening::{capturing_backend, next_capture, OK};
 
 // ---------------------------------------------------------------------------
 // Keep-alive, pipelining, HTTP/1.0
