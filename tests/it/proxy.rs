@@ -1,4 +1,4 @@
-//! The request path end to end (DESIGN 4, issues 3 and 5): wildcards,
+//! The request path end to end (README.md, "Serving"): wildcards,
 //! balancing and dead backends, header rules, status codes, limits and
 //! timeouts, streaming, WebSockets, HTTP/2, metrics and graceful shutdown.
 //! Every test starts its own redis-server, its own backends and the real
