@@ -1,5 +1,5 @@
 //! The admin endpoint (README.md, "Admin endpoint"): `/healthz`, `/readyz`,
-//! `/routes`, `/certs`, `/metrics`. Loopback by default; reads shared
+//! `/routes`, `/certs`, `/tickets`, `/metrics`. Loopback by default; reads shared
 //! state, never writes it.
 
 use crate::routes::Entry;
@@ -54,6 +54,7 @@ fn respond(req: &Request<Incoming>, state: &SharedState) -> Response<Full<Bytes>
         "/readyz" => readyz(state),
         "/routes" => routes(state),
         "/certs" => json_response(StatusCode::OK, crate::tls::view::certs_json(&state.certs)),
+        "/tickets" => json_response(StatusCode::OK, state.tickets.view()),
         "/metrics" => {
             let mut r = Response::new(Full::new(Bytes::from(state.metrics.render())));
             r.headers_mut().insert(

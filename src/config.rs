@@ -322,6 +322,11 @@ pub struct ServeArgs {
     /// Time a client has to complete the TLS handshake.
     #[arg(long, env = "SWITCHYARD_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub tls_handshake_timeout: Duration,
+
+    /// How often a new TLS session ticket key, shared by all replicas
+    /// through Redis, is made; also how long a ticket is valid.
+    #[arg(long, env = "SWITCHYARD_TLS_TICKET_ROTATION", default_value = "12h", value_parser = humantime::parse_duration)]
+    pub tls_ticket_rotation: Duration,
 }
 
 /// A CIDR (`10.0.0.0/8`, `fd00::/8`) or a single address.
@@ -418,6 +423,8 @@ pub enum ConfigError {
     CertsSecret(#[from] crate::tls::seal::SecretError),
     #[error("--tls-handshake-timeout must be at least 100ms")]
     HandshakeTimeout,
+    #[error("--tls-ticket-rotation must be at least 1m")]
+    TicketRotation,
     #[error("invalid --acme-domains pattern {pattern:?}: {reason}")]
     AcmeDomain { pattern: String, reason: String },
     #[error("invalid --acme-directory {0:?}: must be an https:// URL")]
@@ -566,8 +573,15 @@ pub struct TlsConfig {
     pub handshake_timeout: Duration,
     /// The certs hash.
     pub certs_key: String,
-    /// Seals and opens private keys in the certs hash.
+    /// Seals and opens private keys in the certs hash (and the session
+    /// ticket keys).
     pub secret: Option<crate::tls::seal::Secret>,
+    /// A new session ticket key is made this often; tickets live as long
+    /// (`--tls-ticket-rotation`; see `tls::tickets::keys::Schedule`).
+    pub ticket_rotation: Duration,
+    /// How often each replica reads the ticket keys (and adds one when
+    /// due); a key encrypts three of these after it was made.
+    pub ticket_refresh: Duration,
 }
 
 impl Default for TlsConfig {
@@ -578,6 +592,8 @@ impl Default for TlsConfig {
             handshake_timeout: Duration::from_secs(10),
             certs_key: "routes:certs".into(),
             secret: None,
+            ticket_rotation: Duration::from_secs(12 * 3600),
+            ticket_refresh: Duration::from_secs(5),
         }
     }
 }
@@ -614,6 +630,9 @@ impl TlsConfig {
         if serve.tls_handshake_timeout < Duration::from_millis(100) {
             return Err(ConfigError::HandshakeTimeout);
         }
+        if serve.tls_ticket_rotation < Duration::from_secs(60) {
+            return Err(ConfigError::TicketRotation);
+        }
         let readable = |flag: &'static str, path: &PathBuf| {
             std::fs::File::open(path)
                 .map(drop)
@@ -637,6 +656,7 @@ impl TlsConfig {
         Ok(TlsConfig {
             default_files,
             handshake_timeout: serve.tls_handshake_timeout,
+            ticket_rotation: serve.tls_ticket_rotation,
             ..TlsConfig::from_args(args)?
         })
     }
@@ -1050,6 +1070,23 @@ mod tests {
         assert!(matches!(
             TlsConfig::for_serving(&cli.tls, cli.serve_args()),
             Err(ConfigError::HandshakeTimeout)
+        ));
+    }
+
+    #[test]
+    fn ticket_rotation_defaults_to_12h_and_is_at_least_a_minute() {
+        let serving = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["switchyard"], args].concat()).unwrap();
+            TlsConfig::for_serving(&cli.tls, cli.serve_args())
+        };
+        let tls = serving(&[]).unwrap();
+        assert_eq!(tls.ticket_rotation, Duration::from_secs(12 * 3600));
+        assert_eq!(tls.ticket_refresh, Duration::from_secs(5));
+        let tls = serving(&["--tls-ticket-rotation", "1h"]).unwrap();
+        assert_eq!(tls.ticket_rotation, Duration::from_secs(3600));
+        assert!(matches!(
+            serving(&["--tls-ticket-rotation", "30s"]),
+            Err(ConfigError::TicketRotation)
         ));
     }
 

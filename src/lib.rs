@@ -120,6 +120,14 @@ pub async fn run_with(
         state.clone(),
         stop.child_token(),
     ));
+    // Session ticket keys shared through Redis, for replicas that speak TLS.
+    let tickets_task = listeners.tls.is_some().then(|| {
+        tokio::spawn(tls::tickets::run(
+            config.clone(),
+            state.clone(),
+            stop.child_token(),
+        ))
+    });
     let tls = listeners.tls.map(|listener| server::TlsListener {
         listener,
         acceptor: std::sync::Arc::new(tls::TlsAcceptor::new(
@@ -139,4 +147,7 @@ pub async fn run_with(
     stop.cancel();
     let _ = sync_task.await;
     let _ = admin_task.await;
+    if let Some(task) = tickets_task {
+        let _ = task.await;
+    }
 }

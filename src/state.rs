@@ -110,10 +110,14 @@ pub struct SharedState {
     pub metrics: Metrics,
     /// The certificates served over TLS (see `tls::resolver`).
     pub certs: crate::tls::CertStore,
+    /// Session tickets under keys shared through Redis (see `tls::tickets`).
+    pub tickets: Arc<crate::tls::tickets::Ticketer>,
 }
 
 impl SharedState {
     pub fn new() -> Arc<SharedState> {
+        let metrics = Metrics::new();
+        let tickets = Arc::new(crate::tls::tickets::Ticketer::new(metrics.registry()));
         Arc::new(SharedState {
             table: ArcSwap::from_pointee(RouteTable::unloaded()),
             status: Mutex::new(SyncStatus {
@@ -128,8 +132,9 @@ impl SharedState {
                 restarts: 0,
                 stale_after: Duration::from_secs(60),
             }),
-            metrics: Metrics::new(),
+            metrics,
             certs: crate::tls::CertStore::default(),
+            tickets,
         })
     }
 

@@ -156,10 +156,9 @@ impl TlsAcceptor {
             .with_cert_resolver(Arc::new(Resolver(state.clone())));
         // Server preference: h2 when the client offers it.
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        // Stateless session tickets, keys rotated in this process. Issue
-        // 29 replaces this ticketer with keys shared through Redis, so a
-        // client resumes on any replica.
-        config.ticketer = rustls::crypto::ring::Ticketer::new().expect("the ring ticketer starts");
+        // Stateless session tickets under keys shared through Redis, so a
+        // client resumes on any replica (see `tls::tickets`).
+        config.ticketer = state.tickets.clone();
         TlsAcceptor {
             config: Arc::new(config),
             state,
@@ -177,7 +176,11 @@ impl TlsAcceptor {
         let result = self.handshake(io, deadline).await;
         let metrics = &self.state.metrics.tls;
         match &result {
-            Ok((_, info)) => metrics.handshake_completed(info.version, info.alpn),
+            Ok((stream, info)) => {
+                metrics.handshake_completed(info.version, info.alpn);
+                let kind = stream.get_ref().1.handshake_kind();
+                self.state.tickets.metrics.handshake(kind);
+            }
             Err(e) => metrics.handshake_failed(e.failure()),
         }
         result

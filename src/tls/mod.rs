@@ -9,6 +9,7 @@
 //! - [`files`]: the default certificate from `--tls-cert`/`--tls-key`, reloaded.
 //! - [`acceptor`]: the rustls configuration and the bounded, counted handshake.
 //! - [`view`]: what `/certs` shows.
+//! - [`tickets`]: session tickets under keys shared through Redis (resumption on any replica).
 //! - [`cli`]: `cert set`, `cert del`, `cert list`.
 
 pub mod acceptor;
@@ -18,6 +19,7 @@ pub mod files;
 pub mod resolver;
 pub mod seal;
 pub mod table;
+pub mod tickets;
 pub mod view;
 
 #[cfg(test)]

@@ -3,10 +3,10 @@
 //! `--certs-secret-file` secret, the host name bound as associated data so
 //! a sealed key cannot be moved to another host (README.md, "HTTPS").
 //!
-//! One secret serves several purposes (certificate keys now; the ACME
-//! account key and TLS ticket keys of issue 29 later): each [`Purpose`]
-//! gets its own AES key, derived with HKDF-SHA256, so a block sealed for
-//! one purpose never opens as another.
+//! One secret serves several purposes (certificate keys, the ACME account
+//! key, TLS session ticket keys): each [`Purpose`] gets its own AES key,
+//! derived with HKDF-SHA256, so a block sealed for one purpose never opens
+//! as another.
 //!
 //! The sealed form is a PEM-like block, so that it sits after the
 //! certificate chain in a hash value as a plaintext key would:
@@ -102,6 +102,9 @@ pub enum Purpose {
     CertKey,
     /// The ACME account key in Redis; the context is the account key's name.
     AcmeAccountKey,
+    /// A TLS session ticket key in Redis; the context is its key id (the
+    /// hash field), see `tls::tickets`.
+    TicketKey,
 }
 
 impl Purpose {
@@ -109,6 +112,7 @@ impl Purpose {
         match self {
             Purpose::CertKey => b"switchyard v1 certificate key",
             Purpose::AcmeAccountKey => b"switchyard v1 acme account key",
+            Purpose::TicketKey => b"switchyard v1 tls ticket key",
         }
     }
 }
