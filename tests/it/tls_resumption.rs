@@ -267,38 +267,47 @@ async fn a_client_resumes_on_any_of_three_replicas() {
 }
 
 /// Rotation with a short period: a new key becomes the one that encrypts
-/// while the previous one still opens its tickets (on another replica);
-/// once retired, its ticket gets a full handshake, never a failure.
+/// while the previous one still opens its tickets (on another replica),
+/// until it is retired, from Redis and from the replicas.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotation_keeps_tickets_until_their_key_is_retired() {
+async fn rotation_adds_a_key_and_keeps_the_previous_until_retired() {
     let cluster = Cluster::new().await;
     let mut config = cluster.config.clone();
     // Lead 300 ms: a key is added 2.7 s after the previous one, encrypts
-    // from 3 s, and is retired when 6.3 s old.
+    // from 3 s, and is retired when 6.3 s old. Tickets live 3 s.
     config.tls.ticket_rotation = Duration::from_secs(3);
     let replicas = cluster.replicas(2, &config).await;
     let (a, b) = (&replicas[0], &replicas[1]);
 
-    // Two clients holding tickets made with one known key: the encrypting
-    // key on `a` was the same before and after their handshakes.
-    let (old_key, keeps, retires) = {
+    // A client holding a ticket made with one known key: the key
+    // encrypting on `a` was the same before and after its handshake, and
+    // at least 1 s old (so the ticket, valid 3 s, is still valid when the
+    // next key takes over).
+    let (old_key, client) = {
         let mut found = None;
         assert_eventually!(
             {
-                let before = a.keys().await.1.unwrap();
-                let (keeps, retires) = (cluster.client(), cluster.client());
-                let full = (
-                    request(&keeps, a.tls).await.unwrap(),
-                    request(&retires, a.tls).await.unwrap(),
-                );
-                assert_eq!(full, (HandshakeKind::Full, HandshakeKind::Full));
-                let after = a.keys().await.1.unwrap();
-                if before == after {
-                    found = Some((before, keeps, retires));
+                let view = a.tickets().await;
+                let encrypting = view["keys"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|k| k["encrypting"] == true)
+                    .cloned()
+                    .unwrap();
+                let age = view["redis_time_ms"].as_i64().unwrap()
+                    - encrypting["created_ms"].as_i64().unwrap();
+                if age >= 1000 {
+                    let client = cluster.client();
+                    assert_eq!(request(&client, a.tls).await, Ok(HandshakeKind::Full));
+                    let after = a.keys().await.1.unwrap();
+                    if encrypting["id"] == after.as_str() {
+                        found = Some((after, client));
+                    }
                 }
                 found.is_some()
             },
-            "the encrypting key never held still across two handshakes"
+            "the encrypting key never held still across a handshake"
         );
         found.unwrap()
     };
@@ -312,26 +321,23 @@ async fn rotation_keeps_tickets_until_their_key_is_retired() {
         "no new key took over from {old_key}"
     );
     assert_eq!(
-        request(&keeps, b.tls).await,
+        request(&client, b.tls).await,
         Ok(HandshakeKind::Resumed),
         "a ticket of the previous key resumes on another replica"
     );
 
     // Retired: gone from Redis and from the replicas.
-    assert_eventually!(
-        !b.keys().await.0.contains(&old_key),
-        "{old_key} was never retired"
-    );
+    for r in &replicas {
+        assert_eventually!(
+            !r.keys().await.0.contains(&old_key),
+            "{old_key} was never retired"
+        );
+    }
     assert!(!cluster
         .redis
         .cli(&["HKEYS", TICKETS_KEY])
         .contains(&old_key));
-    assert_eq!(
-        request(&retires, b.tls).await,
-        Ok(HandshakeKind::Full),
-        "a ticket of a retired key: a full handshake"
-    );
-    // The hash stays small: at most the keys of two rotations and a new one.
+    // The hash stays small: the keys of two rotations and a new one.
     let held = cluster.redis.cli(&["HLEN", TICKETS_KEY]);
     assert!(held.trim().parse::<u32>().unwrap() <= 3, "{held}");
     let mut added = 0.0;
@@ -339,6 +345,44 @@ async fn rotation_keeps_tickets_until_their_key_is_retired() {
         added += r.metric("switchyard_tls_ticket_keys_added_total").await;
     }
     assert!(added >= 3.0, "{added} keys added");
+    // Resumption goes on under the new keys.
+    let client = cluster.client();
+    assert_eq!(request(&client, a.tls).await, Ok(HandshakeKind::Full));
+    assert_eq!(request(&client, b.tls).await, Ok(HandshakeKind::Resumed));
+    for r in replicas {
+        r.shutdown().await;
+    }
+}
+
+/// A ticket whose key is gone (retired while a client still holds a
+/// ticket, here deleted by hand) gets a full handshake, never a failure;
+/// a replica left without keys adds one, and resumption goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_of_a_deleted_key_gets_a_full_handshake() {
+    let cluster = Cluster::new().await;
+    let replicas = cluster.replicas(2, &cluster.config).await;
+    let client = cluster.client();
+    assert_eq!(request(&client, replicas[0].tls).await, Ok(HandshakeKind::Full));
+    let (old, _) = replicas[0].keys().await;
+    cluster.redis.cli(&["DEL", TICKETS_KEY]);
+    assert_eventually!(
+        {
+            let (a, b) = (replicas[0].keys().await, replicas[1].keys().await);
+            a == b && a.1.is_some() && !a.0.iter().any(|id| old.contains(id))
+        },
+        "the replicas did not move to a new key"
+    );
+    assert_eq!(
+        request(&client, replicas[1].tls).await,
+        Ok(HandshakeKind::Full),
+        "a ticket of a key that is gone: a full handshake"
+    );
+    assert_eq!(
+        request(&client, replicas[0].tls).await,
+        Ok(HandshakeKind::Resumed)
+    );
+    let failed = "switchyard_tls_handshakes_total{alpn=\"none\",outcome=\"failed\",version=\"none\"}";
+    assert_eq!(replicas[1].metric(failed).await, 0.0);
     for r in replicas {
         r.shutdown().await;
     }
