@@ -197,12 +197,20 @@ async fn request(client: &TlsConnector, addr: SocketAddr) -> Result<HandshakeKin
             .connect(name, tcp)
             .await
             .map_err(|e| format!("handshake: {e}"))?;
-        let kind = tls.get_ref().1.handshake_kind().ok_or("no handshake kind")?;
-        tls.write_all(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes())
+        let kind = tls
+            .get_ref()
+            .1
+            .handshake_kind()
+            .ok_or("no handshake kind")?;
+        tls.write_all(
+            format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut answer = Vec::new();
+        tls.read_to_end(&mut answer)
             .await
             .map_err(|e| e.to_string())?;
-        let mut answer = Vec::new();
-        tls.read_to_end(&mut answer).await.map_err(|e| e.to_string())?;
         let answer = String::from_utf8_lossy(&answer);
         if !answer.starts_with("HTTP/1.1 200") || !answer.contains("\"resumed\"") {
             return Err(format!("unexpected answer: {answer}"));
@@ -228,8 +236,14 @@ async fn a_client_resumes_on_any_of_three_replicas() {
 
     // Explicitly: a ticket from replica 0 resumes on replica 1.
     let client = cluster.client();
-    assert_eq!(request(&client, replicas[0].tls).await, Ok(HandshakeKind::Full));
-    assert_eq!(request(&client, replicas[1].tls).await, Ok(HandshakeKind::Resumed));
+    assert_eq!(
+        request(&client, replicas[0].tls).await,
+        Ok(HandshakeKind::Full)
+    );
+    assert_eq!(
+        request(&client, replicas[1].tls).await,
+        Ok(HandshakeKind::Resumed)
+    );
 
     // Round-robin: rustls's client store hands out the newest ticket, the
     // one the previous connection (another replica) sent.
@@ -362,7 +376,10 @@ async fn a_ticket_of_a_deleted_key_gets_a_full_handshake() {
     let cluster = Cluster::new().await;
     let replicas = cluster.replicas(2, &cluster.config).await;
     let client = cluster.client();
-    assert_eq!(request(&client, replicas[0].tls).await, Ok(HandshakeKind::Full));
+    assert_eq!(
+        request(&client, replicas[0].tls).await,
+        Ok(HandshakeKind::Full)
+    );
     let (old, _) = replicas[0].keys().await;
     cluster.redis.cli(&["DEL", TICKETS_KEY]);
     assert_eventually!(
@@ -381,7 +398,8 @@ async fn a_ticket_of_a_deleted_key_gets_a_full_handshake() {
         request(&client, replicas[0].tls).await,
         Ok(HandshakeKind::Resumed)
     );
-    let failed = "switchyard_tls_handshakes_total{alpn=\"none\",outcome=\"failed\",version=\"none\"}";
+    let failed =
+        "switchyard_tls_handshakes_total{alpn=\"none\",outcome=\"failed\",version=\"none\"}";
     assert_eq!(replicas[1].metric(failed).await, 0.0);
     for r in replicas {
         r.shutdown().await;
@@ -402,7 +420,10 @@ async fn resumption_keeps_working_while_redis_is_down() {
         );
     }
     let client = cluster.client();
-    assert_eq!(request(&client, replicas[0].tls).await, Ok(HandshakeKind::Full));
+    assert_eq!(
+        request(&client, replicas[0].tls).await,
+        Ok(HandshakeKind::Full)
+    );
     for i in 1..10 {
         assert_eq!(
             request(&client, replicas[i % 2].tls).await,
@@ -425,11 +446,15 @@ async fn a_replica_started_later_resumes_sessions_of_the_others() {
     let cluster = Cluster::new().await;
     let first = cluster.replicas(1, &cluster.config).await;
     let client = cluster.client();
-    assert_eq!(request(&client, first[0].tls).await, Ok(HandshakeKind::Full));
+    assert_eq!(
+        request(&client, first[0].tls).await,
+        Ok(HandshakeKind::Full)
+    );
 
     let later = Replica::start(cluster.config.clone()).await;
     later.wait_ready().await;
-    let all = [first, vec![later]].concat();
+    let mut all = first;
+    all.push(later);
     wait_same_keys(&all).await;
     assert_eq!(
         request(&client, all[1].tls).await,
@@ -454,10 +479,18 @@ async fn sealed_keys_open_only_with_the_secret_and_bad_entries_are_reported() {
     let stored = cluster.redis.cli(&["HGETALL", TICKETS_KEY]);
     assert!(stored.contains("BEGIN SWITCHYARD SEALED KEY"), "{stored}");
 
-    cluster.redis.cli(&["HSET", TICKETS_KEY, "junk", "not a key"]);
+    cluster
+        .redis
+        .cli(&["HSET", TICKETS_KEY, "junk", "not a key"]);
     let client = cluster.client();
-    assert_eq!(request(&client, replicas[0].tls).await, Ok(HandshakeKind::Full));
-    assert_eq!(request(&client, replicas[1].tls).await, Ok(HandshakeKind::Resumed));
+    assert_eq!(
+        request(&client, replicas[0].tls).await,
+        Ok(HandshakeKind::Full)
+    );
+    assert_eq!(
+        request(&client, replicas[1].tls).await,
+        Ok(HandshakeKind::Resumed)
+    );
     for r in &replicas {
         assert_eventually!(
             r.tickets().await["invalid"][0]["field"] == "junk",
@@ -516,8 +549,14 @@ async fn the_readme_acl_covers_ticket_keys() {
     assert_eq!(cluster.redis.cli(&["ACL", "LOG", "RESET"]).trim(), "OK");
     let replicas = cluster.replicas(2, &cluster.config).await;
     let client = cluster.client();
-    assert_eq!(request(&client, replicas[0].tls).await, Ok(HandshakeKind::Full));
-    assert_eq!(request(&client, replicas[1].tls).await, Ok(HandshakeKind::Resumed));
+    assert_eq!(
+        request(&client, replicas[0].tls).await,
+        Ok(HandshakeKind::Full)
+    );
+    assert_eq!(
+        request(&client, replicas[1].tls).await,
+        Ok(HandshakeKind::Resumed)
+    );
     for r in replicas {
         r.shutdown().await;
     }

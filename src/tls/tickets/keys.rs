@@ -351,7 +351,11 @@ mod tests {
         let read_at = Instant::now();
         // Old (past its lead), new (5 s old: 5 s to go), and an older one.
         let set = KeySet::new(
-            vec![key(now_ms - 50_000), key(now_ms - 5_000), key(now_ms - 150_000)],
+            vec![
+                key(now_ms - 50_000),
+                key(now_ms - 5_000),
+                key(now_ms - 150_000),
+            ],
             now_ms,
             read_at,
             SCHEDULE,
@@ -407,17 +411,16 @@ mod tests {
             Err(TicketKeyError::Sealed(SealError::Mismatch { .. }))
         ));
         assert_eq!(parse("nothex", &value, None), Err(TicketKeyError::Field));
-        assert_eq!(
-            parse(moved, "garbage", None),
-            Err(TicketKeyError::Created)
-        );
+        assert_eq!(parse(moved, "garbage", None), Err(TicketKeyError::Created));
         assert_eq!(parse(moved, "12 AAAA", None), Err(TicketKeyError::Material));
         // Plaintext keys are accepted with a secret too.
         let (field, material) = new_key(None);
         let plain = format!("5 {material}");
-        assert!(!TicketKey::parse(field.as_bytes(), plain.as_bytes(), Some(&sealer))
-            .unwrap()
-            .sealed);
+        assert!(
+            !TicketKey::parse(field.as_bytes(), plain.as_bytes(), Some(&sealer))
+                .unwrap()
+                .sealed
+        );
         assert_eq!(created_ms(b"123 x"), Some(123));
         assert_eq!(created_ms(b"x 123"), None);
     }

@@ -238,12 +238,21 @@ mod tests {
         assert_eq!(t.decrypt(&local).unwrap(), b"before");
         assert_eq!(t.view()["source"], "local");
 
-        t.install(Some(set_of(&[0], 10_000)), Vec::new(), 10_000, Instant::now());
+        t.install(
+            Some(set_of(&[0], 10_000)),
+            Vec::new(),
+            10_000,
+            Instant::now(),
+        );
         assert!(t.is_shared());
         assert_eq!(t.lifetime(), 3600);
         let shared = t.encrypt(b"after").unwrap();
         assert_eq!(t.decrypt(&shared).unwrap(), b"after");
-        assert_eq!(t.decrypt(&local).unwrap(), b"before", "local tickets still open");
+        assert_eq!(
+            t.decrypt(&local).unwrap(),
+            b"before",
+            "local tickets still open"
+        );
         assert_eq!(t.decrypt(b"anything a client sends"), None);
 
         // Another replica with the same keys opens the tickets; one with
@@ -253,16 +262,29 @@ mod tests {
         assert_eq!(view["keys"][0]["encrypting"], true);
         assert!(!view.to_string().contains("material"));
         let other = Ticketer::new(&prometheus::Registry::new());
-        other.install(Some(set_of(&[0], 10_000)), Vec::new(), 10_000, Instant::now());
+        other.install(
+            Some(set_of(&[0], 10_000)),
+            Vec::new(),
+            10_000,
+            Instant::now(),
+        );
         assert_eq!(other.decrypt(&shared), None);
         let text = metrics.render();
-        assert!(text.lines().any(|l| l == "switchyard_tls_ticket_keys 1"), "{text}");
+        assert!(
+            text.lines().any(|l| l == "switchyard_tls_ticket_keys 1"),
+            "{text}"
+        );
     }
 
     #[test]
     fn a_read_without_usable_keys_keeps_the_keys_held() {
         let t = Ticketer::new(&prometheus::Registry::new());
-        t.install(Some(set_of(&[0], 10_000)), Vec::new(), 10_000, Instant::now());
+        t.install(
+            Some(set_of(&[0], 10_000)),
+            Vec::new(),
+            10_000,
+            Instant::now(),
+        );
         let ticket = t.encrypt(b"s").unwrap();
         let invalid = vec![InvalidKey {
             field: "x".into(),
