@@ -434,7 +434,7 @@ fn redis_failures_are_reported_in_words_with_their_exit_code() {
 
 /// The `ACL SETUSER <user>` line of README.md (its first occurrence), as
 /// arguments, with `PASSWORD` replaced by `pw`.
-fn readme_acl(user: &str) -> Vec<String> {
+pub(crate) fn readme_acl(user: &str) -> Vec<String> {
     let readme = include_str!("../../README.md");
     let start = readme
         .find(&format!("ACL SETUSER {user} "))

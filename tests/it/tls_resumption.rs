@@ -531,19 +531,19 @@ async fn sealed_keys_open_only_with_the_secret_and_bad_entries_are_reported() {
     }
 }
 
-/// The rights README.md gives a replica for ticket keys are enough: keys
-/// are made and read with no denial in `ACL LOG`.
+/// The rights README.md gives a replica with `--tls-listen` (its replica
+/// line plus `~routes:tls:tickets +eval`) are enough: keys are made and
+/// read with no denial in `ACL LOG`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_acl_covers_ticket_keys() {
-    let rules = "on >proxy-pw resetkeys ~routes ~routes:log ~routes:accept-removal \
-        ~routes:replicas ~routes:tls:tickets resetchannels &__keyspace@0__:routes \
-        &__keyspace@0__:routes:log &__keyspace@0__:routes:accept-removal &routes:replicas \
-        -@all +select +ping +subscribe +config|get +config|set +multi +exec +time +hgetall \
-        +dump +hlen +hscan +xrange +xrevrange +exists +hset +hdel +publish +client|id +info +eval";
-    let redis = RedisServer::builder().acl_user("switchyard", rules).start();
+    let mut acl = crate::cli::readme_acl("switchyard");
+    acl.extend(["~routes:tls:tickets".to_owned(), "+eval".to_owned()]);
+    let redis = RedisServer::start();
+    let args: Vec<&str> = acl.iter().map(String::as_str).collect();
+    assert_eq!(redis.cli(&args).trim(), "OK", "{acl:?}");
     let port = redis.port;
     let cluster = Cluster::with_redis(redis, |_| {
-        test_config(&format!("redis://switchyard:proxy-pw@127.0.0.1:{port}/0"))
+        test_config(&format!("redis://switchyard:pw@127.0.0.1:{port}/0"))
     })
     .await;
     assert_eq!(cluster.redis.cli(&["ACL", "LOG", "RESET"]).trim(), "OK");
