@@ -1,6 +1,6 @@
 //! The admin endpoint (README.md, "Admin endpoint"): `/healthz`, `/readyz`,
-//! `/routes`, `/certs`, `/tickets`, `/metrics`. Loopback by default; reads shared
-//! state, never writes it.
+//! `/routes`, `/certs`, `/tickets`, `/metrics`. Loopback by default; reads
+//! shared state, never writes it.
 
 use crate::routes::Entry;
 use crate::state::SharedState;

@@ -154,13 +154,18 @@ impl Cluster {
 
     /// A TLS 1.3 client whose connections share one session store.
     fn client(&self) -> TlsConnector {
+        self.client_of(&rustls::version::TLS13)
+    }
+
+    /// A client of one TLS version whose connections share one session store.
+    fn client_of(&self, version: &'static rustls::SupportedProtocolVersion) -> TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(self.ca.cert_pem.as_bytes()) {
             roots.add(cert.unwrap()).unwrap();
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
+            .with_protocol_versions(&[version])
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
@@ -267,6 +272,17 @@ async fn a_client_resumes_on_any_of_three_replicas() {
         rate * 100.0
     );
     assert!(rate >= 0.95, "resumption rate {rate}: {kinds:?}");
+    // TLS 1.2 session tickets come from the same keys.
+    let tls12 = cluster.client_of(&rustls::version::TLS12);
+    assert_eq!(
+        request(&tls12, replicas[2].tls).await,
+        Ok(HandshakeKind::Full)
+    );
+    assert_eq!(
+        request(&tls12, replicas[0].tls).await,
+        Ok(HandshakeKind::Resumed),
+        "a TLS 1.2 ticket resumes on another replica"
+    );
     // Every replica resumed sessions, and counted them.
     for r in &replicas {
         let resumed = r
