@@ -110,6 +110,9 @@ pub struct SharedState {
     pub metrics: Metrics,
     /// The certificates served over TLS (see `tls::resolver`).
     pub certs: crate::tls::CertStore,
+    /// ACME HTTP-01 tokens, answered by the cleartext listener (stored
+    /// only by `sync`; see `acme::challenges`).
+    pub challenges: crate::acme::challenges::Challenges,
 }
 
 impl SharedState {
@@ -130,6 +133,7 @@ impl SharedState {
             }),
             metrics: Metrics::new(),
             certs: crate::tls::CertStore::default(),
+            challenges: Default::default(),
         })
     }
 
