@@ -1046,3 +1046,65 @@ async fn the_coordination_scripts_hold_against_a_real_redis() {
     let second = store.account_key(|| "KEY-2".into()).await.unwrap();
     assert_eq!((&first[..], &second[..]), (&b"KEY-1"[..], &b"KEY-1"[..]));
 }
+
+/// The binary with `--acme-domains` follows the challenges too: an answer
+/// is access-logged like any request (no backend), and HTTP/2 clients
+/// (prior knowledge, cleartext) get the same answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_answers_challenges_logs_them_and_answers_http2_too() {
+    use http_body_util::BodyExt;
+    let redis = RedisServer::start();
+    let app = Backend::echo("app").await;
+    redis.hset("app.cloud.com", &app.target());
+    let proxy = crate::support::ProxyProcess::start(|cmd| {
+        cmd.args(["--redis-url", &redis.url()])
+            .args(["--acme-domains", "*.nothing.test"])
+            .args(["--acme-directory", "https://127.0.0.1:1/dir"])
+            .args(["--log-format", "json"])
+            .env("RUST_LOG", "info");
+    });
+    proxy.wait_ready().await;
+    let path = "/.well-known/acme-challenge/tok";
+    redis.cli(&[
+        "HSET",
+        "routes:acme:challenges",
+        "tok",
+        &format!("{} tok.thumb", unix_ms() + 60_000),
+    ]);
+    assert_eventually!(
+        proxy.get("app.cloud.com", path).await.body == "tok.thumb",
+        "the token is not answered"
+    );
+    // (Requests made before the token arrived went to the app.)
+    let (line, seen) = proxy
+        .wait_json_line(|v| v["target"] == "access" && v["path"] == path && v["backend"] == "-");
+    let line = line.unwrap_or_else(|| panic!("no access line of the answer; saw {seen:?}"));
+    assert_eq!(line["status"], 200, "{line}");
+    assert_eq!(line["bytes"], "tok.thumb".len(), "{line}");
+    assert!(line["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    tokio::spawn(conn);
+    let ask = |path: &str| {
+        http::Request::builder()
+            .uri(format!("http://app.cloud.com{path}"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    };
+    let answer = sender.send_request(ask(path)).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(answer.headers().contains_key("x-request-id"));
+    let body = answer.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"tok.thumb");
+    let other = sender
+        .send_request(ask("/.well-known/acme-challenge/unknown"))
+        .await
+        .unwrap();
+    assert_eq!(other.headers()["x-backend"], "app");
+}
