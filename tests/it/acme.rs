@@ -397,7 +397,10 @@ async fn a_routed_matching_host_gets_a_certificate_validated_on_any_replica() {
     println!("FIGURES acme: route HSET -> certificate (real HTTP-01, 3 replicas): {issued_in:?}");
     // Pebble really validated, on the replica it talks to, which answered
     // from memory (its routes lead nowhere: a 2xx is its own answer).
-    assert!(cluster.replicas[0].metric(ANSWERED_2XX).await >= 1.0);
+    assert_eventually!(
+        cluster.replicas[0].metric(ANSWERED_2XX).await >= 1.0,
+        "the replica Pebble talks to answered no challenge"
+    );
 
     // What the order left: a record naming the leaf, no lock, no lease, no
     // token, one account key; one order, on one replica.
@@ -466,7 +469,11 @@ async fn three_replicas_order_twenty_new_hosts_exactly_once_each() {
     // and 20 hosts certified, so none was ordered twice; each validated
     // through the replica Pebble talks to.
     orders_stay_at(pebble, 20).await;
-    assert!(cluster.replicas[0].metric(ANSWERED_2XX).await >= 20.0);
+    assert_eventually!(
+        cluster.replicas[0].metric(ANSWERED_2XX).await >= 20.0,
+        "the replica Pebble talks to answered fewer than 20 challenges"
+    );
+    assert_eventually!(cluster.metric(ISSUED).await == 20.0, "issued metric");
     let mut issued = Vec::new();
     for replica in &cluster.replicas {
         issued.push(replica.metric(ISSUED).await);
@@ -547,7 +554,9 @@ async fn a_replica_killed_mid_order_leaves_the_host_to_another_once_its_lock_exp
         killed_at.elapsed()
     );
     assert_eq!(pebble.orders(), 1);
-    assert_eq!(survivor.metric(ISSUED).await, 1.0);
+    // (Counted once the order has released its lock, just after the
+    // write.)
+    assert_eventually!(survivor.metric(ISSUED).await == 1.0, "issued metric");
     survivor.stop().await;
 }
 
@@ -650,7 +659,7 @@ async fn a_refusing_ca_is_recorded_with_its_problem_and_retried_with_backoff() {
         retry(3) - retry(2) >= 1600,
         "backoff not respected: {seen:?}"
     );
-    assert!(replica.metric(FAILED).await >= 3.0);
+    assert_eventually!(replica.metric(FAILED).await >= 3.0, "failed metric");
     // Nothing else broke: the host is served, no certificate written, the
     // one set by hand kept, no token left behind.
     assert!(replica.serves("app.cloud.com", "app").await);
