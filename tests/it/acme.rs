@@ -753,11 +753,21 @@ async fn with_a_secret_the_account_key_and_the_certificate_key_are_sealed() {
 }
 
 /// The rights README.md ("Automatic certificates") adds for a replica with
-/// `--acme-domains`, beside the proxy's own.
-const ACME_ACL: &str = "~routes:acme:* ~routes:certs &__keyspace@0__:routes:acme:challenges \
-     &__keyspace@0__:routes:acme:challenges:log &__keyspace@0__:routes:acme:challenges:accept-removal \
-     +get +set +eval +hget +hset +hdel +hgetall +zcard +pexpire +del +zadd +zrem +zscore \
-     +zremrangebyscore +time";
+/// `--acme-domains`, beside the proxy's own: its code block, as written.
+fn readme_acme_acl() -> String {
+    let readme = include_str!("../../README.md");
+    let at = readme
+        .find("Redis rights of a replica with `--acme-domains`")
+        .expect("README has the ACME rights");
+    let block = &readme[at..];
+    let start = block.find("```\n").expect("a code block") + 4;
+    let end = start + block[start..].find("```").expect("its end");
+    block[start..end]
+        .replace("\\\n", " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 
 /// A replica running as a user with the proxy's ACL plus the documented
 /// ACME rights follows the challenges, orders, records and releases its
@@ -772,7 +782,7 @@ async fn the_documented_acl_is_enough() {
          -@all +select +ping +subscribe +config|get +config|set +multi +exec +time +hgetall \
          +dump +hlen +hscan +xrange +xrevrange +exists +hset +hdel +publish +client|id +info";
     let redis = RedisServer::builder()
-        .acl_user("switchyard", &format!("{proxy_acl} {ACME_ACL}"))
+        .acl_user("switchyard", &format!("{proxy_acl} {}", readme_acme_acl()))
         .start();
     assert_eq!(redis.cli(&["ACL", "LOG", "RESET"]).trim(), "OK");
     let url = format!("redis://switchyard:acme-pw@127.0.0.1:{}/0", redis.port);
