@@ -95,12 +95,21 @@ pub async fn run_with(
 ) {
     let state = state::SharedState::new();
     let stop = CancellationToken::new();
+    let acme_on = config.acme.is_some();
     // The followed hashes: the routes hash (more register here, each a
     // value: see `sync::hash`).
     let hashes: sync::HashesFactory = {
         let snapshot = sync::snapshot_writer(&config.sync, &state);
         let (config, state) = (config.sync.clone(), state.clone());
-        std::sync::Arc::new(move || vec![sync::routes_hash(&config, &state, snapshot.clone())])
+        std::sync::Arc::new(move || {
+            let mut hashes = vec![sync::routes_hash(&config, &state, snapshot.clone())];
+            // HTTP-01 tokens, answered from memory (README.md, "Automatic
+            // certificates").
+            if acme_on {
+                hashes.push(sync::challenges_hash(&config, &state));
+            }
+            hashes
+        })
     };
     let sync_task = tokio::spawn(sync::supervise(
         config.sync.clone(),
@@ -115,6 +124,9 @@ pub async fn run_with(
             let _ = files.reload(&state);
         });
     }
+    // Automatic certificates: the ACME task, when `--acme-domains` is set.
+    let acme_task =
+        acme_on.then(|| tokio::spawn(acme::run(config.clone(), state.clone(), stop.child_token())));
     let admin_task = tokio::spawn(admin::serve(
         listeners.admin,
         state.clone(),
@@ -149,5 +161,8 @@ pub async fn run_with(
     let _ = admin_task.await;
     if let Some(task) = tickets_task {
         let _ = task.await;
+    }
+    if let Some(acme_task) = acme_task {
+        let _ = acme_task.await;
     }
 }

@@ -112,6 +112,9 @@ pub struct SharedState {
     pub certs: crate::tls::CertStore,
     /// Session tickets under keys shared through Redis (see `tls::tickets`).
     pub tickets: Arc<crate::tls::tickets::Ticketer>,
+    /// ACME HTTP-01 tokens, answered by the cleartext listener (stored
+    /// only by `sync`; see `acme::challenges`).
+    pub challenges: crate::acme::challenges::Challenges,
 }
 
 impl SharedState {
@@ -135,6 +138,7 @@ impl SharedState {
             metrics,
             certs: crate::tls::CertStore::default(),
             tickets,
+            challenges: Default::default(),
         })
     }
 

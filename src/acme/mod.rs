@@ -8,10 +8,13 @@
 //!   renewal, backoff, certificates set by hand).
 //! - [`store`]: the Redis keys replicas share (account key, locks,
 //!   in-flight leases, HTTP-01 tokens, per-host records).
+//! - [`challenges`]: the HTTP-01 tokens as every replica holds them in
+//!   memory, answered by the cleartext listener.
 //! - [`order`]: one order with the CA, HTTP-01, key and CSR.
 //! - [`coordinator`]: the task ([`run`]) that ties them together.
 //! - [`metrics`]: orders by outcome, renewals, in-flight orders.
 
+pub mod challenges;
 pub mod coordinator;
 pub mod metrics;
 pub mod order;

@@ -1,15 +1,21 @@
 //! One ACME order, for one host, with HTTP-01: the talk with the CA
 //! (RFC 8555 through `instant-acme`), the challenge tokens published in
-//! Redis for whichever replica the CA reaches, a fresh ECDSA P-256 key and
+//! Redis for whichever replica the CA reaches (validation is asked for
+//! once every live replica follows the token into memory), a fresh ECDSA P-256 key and
 //! its CSR (`rcgen`). Locks, leases and writing the result are the
 //! caller's ([`super::coordinator`]).
 
 use super::store::Store;
+use crate::replicas::wait::Progress;
 use instant_acme::{
     Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, Problem,
     RetryPolicy,
 };
 use std::time::Duration;
+
+/// How long an order waits for every replica to hold its HTTP-01 token
+/// before the CA is told to validate.
+const REPLICAS_CATCH_UP: Duration = Duration::from_secs(10);
 
 /// Why an order did not give a certificate.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +110,7 @@ pub async fn order(
             OrderError::Refused(format!("the CA offers no http-01 challenge for {host}"))
         })?;
         let token = challenge.token.clone();
-        store
+        let written_at = store
             .put_challenge(
                 &token,
                 challenge.key_authorization().as_str(),
@@ -112,6 +118,21 @@ pub async fn order(
             )
             .await?;
         tokens.push(token);
+        // The CA may reach any replica: tell it to validate once every
+        // live replica holds the token in memory (or a replica lags: then
+        // after a while all the same, as the CA may reach another one).
+        match store
+            .replicas_caught_up(written_at, REPLICAS_CATCH_UP)
+            .await?
+        {
+            Progress::Live | Progress::NoReplicas => {}
+            Progress::Waiting => tracing::warn!(
+                host,
+                "automatic certificates: not every replica has the HTTP-01 token after {:?}; \
+                 asking the CA to validate anyway",
+                REPLICAS_CATCH_UP
+            ),
+        }
         challenge.set_ready().await?;
     }
 

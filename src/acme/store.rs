@@ -10,7 +10,8 @@
 //! - `inflight`: a sorted set of leases (member = holder and host, score =
 //!   expiry in Redis's own milliseconds), at most `--acme-max-concurrent`.
 //! - `challenges`: HTTP-01 tokens, field = token, value = `<expiry ms> <key
-//!   authorization>`; a reader ignores an expired value.
+//!   authorization>`; every replica follows it into memory and answers
+//!   from there, ignoring an expired value ([`super::challenges`]).
 //! - `hosts`: one [`HostRecord`] per host (which leaf is automatic, the
 //!   failures, when to retry, the last error).
 //!
@@ -18,6 +19,11 @@
 //! Redis's `TIME`, never a replica's clock.
 
 use super::plan::HostRecord;
+use crate::replicas::{
+    self,
+    wait::{Progress, Wait},
+};
+use crate::routes::RedisMicros;
 use bytes::Bytes;
 use fred::prelude::*;
 use std::collections::HashMap;
@@ -26,6 +32,8 @@ use std::time::Duration;
 /// The keys of one deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
+    /// The routes key they sit under (the replica registry's too).
+    routes_key: String,
     pub account: String,
     lock_prefix: String,
     pub inflight: String,
@@ -38,10 +46,11 @@ impl Keys {
     pub fn new(routes_key: &str, certs_key: &str) -> Keys {
         let base = format!("{routes_key}:acme:");
         Keys {
+            routes_key: routes_key.to_owned(),
             account: format!("{base}account"),
             lock_prefix: format!("{base}lock:"),
             inflight: format!("{base}inflight"),
-            challenges: format!("{base}challenges"),
+            challenges: challenges_key(routes_key),
             hosts: format!("{base}hosts"),
             certs: certs_key.to_owned(),
         }
@@ -50,6 +59,12 @@ impl Keys {
     pub fn lock(&self, host: &str) -> String {
         format!("{}{host}", self.lock_prefix)
     }
+}
+
+/// The challenges hash of a deployment, which every replica follows
+/// when automatic certificates are on.
+pub fn challenges_key(routes_key: &str) -> String {
+    format!("{routes_key}:acme:challenges")
 }
 
 /// Takes a lease if fewer than ARGV[2] live ones exist (or refreshes the
@@ -99,12 +114,14 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
 return 1
 ";
 
-/// Writes an HTTP-01 token with its expiry in Redis time.
+/// Writes an HTTP-01 token with its expiry in Redis time; returns the
+/// write's Redis time in microseconds (what replicas' watermarks are
+/// compared with).
 const CHALLENGE_PUT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[1], ARGV[1], (now + tonumber(ARGV[2])) .. ' ' .. ARGV[3])
-return 1
+return {tonumber(t[1]), tonumber(t[2])}
 ";
 
 /// Deletes expired tokens (a dead replica's).
@@ -120,13 +137,7 @@ end
 return n
 ";
 
-/// The key authorization of an HTTP-01 challenge value, if it has not
-/// expired at `now_ms` (Redis time): what the request path answers with.
-pub fn challenge_answer(value: &[u8], now_ms: i64) -> Option<&[u8]> {
-    let space = value.iter().position(|&b| b == b' ')?;
-    let expiry: i64 = std::str::from_utf8(&value[..space]).ok()?.parse().ok()?;
-    (expiry > now_ms).then_some(&value[space + 1..])
-}
+pub use super::challenges::challenge_answer;
 
 /// Redis operations of the ACME task.
 #[derive(Clone)]
@@ -144,6 +155,11 @@ pub enum Written {
     /// The lock expired and may be someone else's: nothing written.
     LockLost,
 }
+
+/// How often [`Store::replicas_caught_up`] reads the replica registry
+/// (one small `HGETALL`; a replica announces its watermark within
+/// milliseconds of reading a change).
+const REGISTRY_POLL: Duration = Duration::from_millis(20);
 
 fn ms(d: Duration) -> i64 {
     d.as_millis().min(i64::MAX as u128) as i64
@@ -235,18 +251,42 @@ impl Store {
         Ok(())
     }
 
+    /// Waits until every live replica's tables reflect Redis at
+    /// `write_time` (so each answers a token written then from memory),
+    /// until none is live, or until `timeout`: the replica registry read
+    /// every [`REGISTRY_POLL`] (README.md, "Replicas and `--wait`").
+    pub async fn replicas_caught_up(
+        &self,
+        write_time: RedisMicros,
+        timeout: Duration,
+    ) -> Result<Progress, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut wait = Wait::new(write_time);
+        loop {
+            wait.on_registry(&replicas::read(&self.client, &self.keys.routes_key).await?);
+            let progress = wait.progress();
+            if progress != Progress::Waiting || tokio::time::Instant::now() >= deadline {
+                return Ok(progress);
+            }
+            tokio::time::sleep(REGISTRY_POLL).await;
+        }
+    }
+
     /// Live leases, cluster-wide.
     pub async fn leases(&self) -> Result<u64, Error> {
         self.client.zcard(&self.keys.inflight).await
     }
 
+    /// Publishes an HTTP-01 token for every replica; returns the write's
+    /// Redis time (µs): a replica whose watermark is at or after it
+    /// answers the token.
     pub async fn put_challenge(
         &self,
         token: &str,
         key_authorization: &str,
         ttl: Duration,
-    ) -> Result<(), Error> {
-        let _: i64 = self
+    ) -> Result<RedisMicros, Error> {
+        let time: Vec<u64> = self
             .client
             .eval(
                 CHALLENGE_PUT,
@@ -258,7 +298,10 @@ impl Store {
                 ],
             )
             .await?;
-        Ok(())
+        match time[..] {
+            [secs, micros] => Ok(secs * 1_000_000 + micros),
+            _ => Err(Error::new(ErrorKind::Protocol, "TIME: unexpected reply")),
+        }
     }
 
     pub async fn del_challenges(&self, tokens: &[String]) -> Result<(), Error> {
@@ -375,17 +418,6 @@ mod tests {
         assert_eq!(k.inflight, "routes:acme:inflight");
         assert_eq!(k.challenges, "routes:acme:challenges");
         assert_eq!(k.hosts, "routes:acme:hosts");
-    }
-
-    #[test]
-    fn challenge_values_carry_their_expiry() {
-        assert_eq!(
-            challenge_answer(b"2000 tok.thumb", 1999),
-            Some(&b"tok.thumb"[..])
-        );
-        assert_eq!(challenge_answer(b"2000 tok.thumb", 2000), None);
-        assert_eq!(challenge_answer(b"garbage", 0), None);
-        assert_eq!(challenge_answer(b"x tok", 0), None);
     }
 
     #[test]

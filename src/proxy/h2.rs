@@ -101,6 +101,24 @@ pub async fn handle<D: Dialer>(
         started,
     };
     let hsts = info.tls.then_some(proxy.config.hsts).flatten();
+    if let Some(key_authorization) = policy::acme_challenge(
+        &proxy.state.challenges,
+        info.tls,
+        req.method().as_str(),
+        req.uri().path(),
+    ) {
+        record.log(&proxy, 200, key_authorization.len() as u64);
+        let mut response = Response::new(Either::Right(Full::new(key_authorization)));
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        );
+        if let Ok(id) = HeaderValue::from_bytes(&record.request_id) {
+            headers.insert("x-request-id", id);
+        }
+        return response;
+    }
     match forward(&proxy, req, &info, &mut record).await {
         Ok(answer) => {
             let mut response = answer.into_response(proxy, record);

@@ -2,14 +2,17 @@
 //! and the HTTP/2 path call it): which route serves a host, the order a
 //! route's backends are tried in (round-robin, healthy first), what a
 //! failed attempt means (failure kind, dead marks, retry or give up, the
-//! replay rule), and the access-log record.
+//! replay rule), the ACME HTTP-01 answers the proxy gives itself, and the
+//! access-log record.
 
 use super::upstream::UpstreamError;
 use super::ProxyError;
+use crate::acme::challenges::{Challenges, PATH_PREFIX};
 use crate::config::ProxyConfig;
 use crate::metrics::{Metrics, UpstreamErrorKind};
 use crate::routes::{Backend, Lookup, Route};
 use crate::state::SharedState;
+use bytes::Bytes;
 use http::uri::Authority;
 use http::Version;
 use std::net::IpAddr;
@@ -28,6 +31,25 @@ pub fn route(state: &SharedState, host: &str) -> Result<Arc<Route>, ProxyError> 
         Lookup::Invalid => Err(ProxyError::InvalidRoute),
         Lookup::NotFound => Err(ProxyError::NoRoute),
     }
+}
+
+/// The proxy's own answer to an ACME HTTP-01 challenge: the key
+/// authorization of a known, unexpired token, for `GET
+/// /.well-known/acme-challenge/<token>` on the cleartext listener
+/// (README.md, "Automatic certificates"). `None` sends the request to its
+/// route as usual (an app may run its own ACME client). Any other path
+/// costs one prefix comparison.
+pub fn acme_challenge(
+    challenges: &Challenges,
+    tls: bool,
+    method: &str,
+    path: &str,
+) -> Option<Bytes> {
+    let token = path.strip_prefix(PATH_PREFIX)?;
+    if tls || method != "GET" {
+        return None;
+    }
+    challenges.answer(token)
 }
 
 /// The backends of `route` in the order one request tries them:
@@ -192,6 +214,28 @@ impl Access {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acme_challenges_are_answered_on_cleartext_gets_of_known_tokens_only() {
+        let far = i64::MAX / 2;
+        let challenges = Challenges::answering(&[("tok", &format!("{far} tok.key"))]);
+        let path = "/.well-known/acme-challenge/tok";
+        assert_eq!(
+            acme_challenge(&challenges, false, "GET", path).as_deref(),
+            Some(&b"tok.key"[..])
+        );
+        assert_eq!(acme_challenge(&challenges, true, "GET", path), None, "TLS");
+        assert_eq!(acme_challenge(&challenges, false, "POST", path), None);
+        assert_eq!(acme_challenge(&challenges, false, "HEAD", path), None);
+        for other in [
+            "/.well-known/acme-challenge/other",
+            "/.well-known/acme-challenge/",
+            "/tok",
+            "/x/.well-known/acme-challenge/tok",
+        ] {
+            assert_eq!(acme_challenge(&challenges, false, "GET", other), None);
+        }
+    }
 
     #[test]
     fn idempotent_methods_are_rfc_9110s() {

@@ -12,6 +12,7 @@
 //! one starts again from "subscribe, then read", so a reconnect is always
 //! followed by a resync. A panic restarts the loop (`supervise`).
 
+pub mod challenges_hash;
 pub mod changelog;
 pub mod dump;
 mod error;
@@ -23,6 +24,7 @@ pub mod redis;
 pub mod routes_hash;
 pub mod tuning;
 
+pub use challenges_hash::challenges_hash;
 pub use error::SyncError;
 pub use hash::{Followed, FollowedHash, HashNames, Home, Outcome, Table, TableDiff};
 pub use tuning::Tuning;

@@ -1,24 +1,29 @@
-//! Automatic certificates against a real ACME server: Debian's `pebble`
-//! (and `pebble-challtestsrv` as its DNS), started per test on free ports
-//! with a TLS certificate made at test time; a private redis-server; the
-//! real sync loop and ACME task (`switchyard::acme::run`) of one or more
-//! coordinators. Phase 1: the proxy does not answer HTTP-01 yet, so Pebble
-//! runs with `PEBBLE_VA_ALWAYS_VALID=1` except where refusal is the point.
+//! Automatic certificates in the running proxy, against a real ACME
+//! server: Debian's `pebble` (and `pebble-challtestsrv` as its DNS, which
+//! resolves every name to 127.0.0.1), started per test on free ports with
+//! a TLS certificate made at test time; a private redis-server; real
+//! proxies (`switchyard::run_with`, each on a runtime of its own so that a
+//! test can kill one). Validation is real: Pebble's HTTP-01 port is one
+//! replica's cleartext listener, which answers from the challenge table it
+//! follows in memory, whichever replica placed the order.
+//!
+//! Debian's Pebble (2.4) has no `PEBBLE_VA_ALWAYS_INVALID`: a CA that
+//! refuses is one whose validation reaches nobody (nothing listens on its
+//! HTTP-01 port), which fails every authorization with a problem document.
 
-use crate::support::{free_port, patience, RedisServer};
+use crate::support::{
+    free_port, patience, request, send, test_config, Backend, Endpoints, ProxyHandle, RedisServer,
+};
 use crate::tls_support::{Scratch, TestCa};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard::acme::plan::HostRecord;
 use switchyard::config::{AcmeConfig, Config};
 use switchyard::routes::FieldKey;
-use switchyard::state::SharedState;
 use switchyard::tls::certs;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::oneshot;
 
-/// A Pebble ACME server (and optionally its DNS), killed on drop.
+/// A Pebble ACME server and its DNS, killed on drop.
 struct Pebble {
     child: Child,
     dns: Option<Child>,
@@ -29,8 +34,9 @@ struct Pebble {
 
 #[derive(Default)]
 struct PebbleOptions {
-    /// Validate every challenge without asking anyone (phase 1).
-    always_valid: bool,
+    /// Where Pebble sends HTTP-01 validation (a replica's cleartext
+    /// port); `None`: a free port where nothing answers.
+    validation_port: Option<u16>,
     /// Lifetime of issued certificates.
     validity: Option<Duration>,
 }
@@ -43,15 +49,13 @@ impl Pebble {
         let cert = dir.write("pebble-cert.pem", &leaf.chain_pem);
         let key = dir.write("pebble-key.pem", &leaf.key_pem);
         let ca_file = dir.write("pebble-ca.pem", &ca.cert_pem);
-        let (listen, management) = (free_port(), free_port());
+        let (listen, management, dns_port) = (free_port(), free_port(), free_port());
         let mut config = serde_json::json!({"pebble": {
             "listenAddress": format!("127.0.0.1:{listen}"),
             "managementListenAddress": format!("127.0.0.1:{management}"),
             "certificate": cert,
             "privateKey": key,
-            // Nothing listens there: validation that is really attempted
-            // fails with a connection problem.
-            "httpPort": free_port(),
+            "httpPort": options.validation_port.unwrap_or_else(free_port),
             "tlsPort": free_port(),
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
@@ -60,42 +64,34 @@ impl Pebble {
             config["pebble"]["certificateValidityPeriod"] = validity.as_secs().into();
         }
         let config_file = dir.write("pebble.json", config.to_string());
+        // Every name resolves to 127.0.0.1 (and no IPv6 address, where
+        // nothing listens).
+        let dns = Command::new("pebble-challtestsrv")
+            .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .args(["-management", &format!("127.0.0.1:{}", free_port())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pebble-challtestsrv is installed (apt-get install pebble)");
         let log = std::fs::File::create(dir.path("pebble.log")).unwrap();
-        let mut command = Command::new("pebble");
-        command
+        let child = Command::new("pebble")
             .arg("-config")
             .arg(&config_file)
+            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
             .env("PEBBLE_VA_NOSLEEP", "1")
             // Every good nonce accepted, no authorization reused: each
             // order is one new order with one fresh authorization.
             .env("PEBBLE_WFE_NONCEREJECT", "0")
             .env("PEBBLE_AUTHZREUSE", "0")
             .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        let mut dns = None;
-        if options.always_valid {
-            command.env("PEBBLE_VA_ALWAYS_VALID", "1");
-        } else {
-            // Every name resolves to 127.0.0.1, where nothing answers.
-            let dns_port = free_port();
-            dns = Some(
-                Command::new("pebble-challtestsrv")
-                    .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
-                    .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-                    .args(["-management", &format!("127.0.0.1:{}", free_port())])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("pebble-challtestsrv is installed (apt-get install pebble)"),
-            );
-            command.args(["-dnsserver", &format!("127.0.0.1:{dns_port}")]);
-        }
-        let child = command
+            .stderr(log)
             .spawn()
             .expect("pebble is installed (apt-get install pebble)");
         let pebble = Pebble {
             child,
-            dns,
+            dns: Some(dns),
             directory: format!("https://127.0.0.1:{listen}/dir"),
             ca_file,
             dir,
@@ -114,11 +110,6 @@ impl Pebble {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path("pebble.log")).unwrap_or_default()
-    }
-
-    /// Certificates Pebble issued.
-    fn issued(&self) -> usize {
-        self.log().matches("Issued certificate serial").count()
     }
 
     /// Orders Pebble was asked for.
@@ -152,75 +143,189 @@ fn acme_config(pebble: &Pebble, patterns: &[&str]) -> AcmeConfig {
     acme
 }
 
-/// One replica's worth of background work: the sync loop (routes) and the
-/// ACME task, on a state of its own.
-struct Coordinator {
-    state: Arc<SharedState>,
-    stop: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
+/// A replica's configuration: the tests' usual one, ACME on, one thread.
+fn replica_config(redis: &RedisServer, acme: AcmeConfig) -> Config {
+    let mut config = test_config(&redis.url());
+    config.acme = Some(acme);
+    config.server.worker_threads = 1;
+    config
 }
 
-impl Coordinator {
-    fn start(redis: &RedisServer, acme: AcmeConfig) -> Coordinator {
-        Coordinator::start_with(redis, acme, |_| {})
-    }
+/// The real proxy (`switchyard::run_with`) on a runtime of its own, so
+/// that it can be killed as a process dies: the runtime is dropped with
+/// every task in it, nothing released, nothing announced.
+struct Replica {
+    endpoints: Endpoints,
+    stop: Option<oneshot::Sender<()>>,
+    kill: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
 
-    fn start_with(
-        redis: &RedisServer,
-        acme: AcmeConfig,
-        configure: impl FnOnce(&mut Config),
-    ) -> Coordinator {
-        let mut config: Config = crate::support::test_config(&redis.url());
-        config.acme = Some(acme);
-        configure(&mut config);
-        let state = SharedState::new();
-        let stop = CancellationToken::new();
-        let tasks = vec![
-            tokio::spawn(switchyard::sync::run(
-                config.sync.clone(),
-                state.clone(),
-                vec![switchyard::sync::routes_hash(&config.sync, &state, None)],
-                stop.child_token(),
-            )),
-            tokio::spawn(switchyard::acme::run(
-                config,
-                state.clone(),
-                stop.child_token(),
-            )),
-        ];
-        Coordinator { state, stop, tasks }
-    }
+impl std::ops::Deref for Replica {
+    type Target = Endpoints;
 
-    fn metric(&self, name: &str) -> f64 {
-        let text = self.state.metrics.render();
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or(0.0)
+    fn deref(&self) -> &Endpoints {
+        &self.endpoints
     }
+}
 
-    /// Dies as a killed replica does: nothing released, nothing said.
-    async fn kill(self) {
-        for task in &self.tasks {
-            task.abort();
+impl Replica {
+    /// Starts a replica serving cleartext traffic on `proxy`; returns at
+    /// once.
+    fn start(config: Config, proxy: std::net::TcpListener) -> Replica {
+        let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoints = Endpoints {
+            addr: proxy.local_addr().unwrap(),
+            admin: admin.local_addr().unwrap(),
+        };
+        proxy.set_nonblocking(true).unwrap();
+        admin.set_nonblocking(true).unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (kill, killed) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let was_killed = runtime.block_on(async move {
+                let listeners = switchyard::Listeners {
+                    proxy: tokio::net::TcpListener::from_std(proxy).unwrap(),
+                    admin: tokio::net::TcpListener::from_std(admin).unwrap(),
+                    tls: None,
+                };
+                let run = switchyard::run_with(
+                    config,
+                    listeners,
+                    async {
+                        let _ = stopped.await;
+                    },
+                    switchyard::reload::Reload::new(),
+                );
+                tokio::select! {
+                    _ = run => false,
+                    Ok(()) = killed => true,
+                }
+            });
+            if was_killed {
+                runtime.shutdown_background();
+            }
+        });
+        Replica {
+            endpoints,
+            stop: Some(stop),
+            kill: Some(kill),
+            thread: Some(thread),
         }
-        for task in self.tasks {
-            let _ = task.await;
+    }
+
+    /// Stops gracefully (orders in flight release their lock) and waits.
+    async fn stop(mut self) {
+        drop(self.stop.take());
+        self.join().await;
+    }
+
+    /// Dies as a killed replica does.
+    async fn kill(mut self) {
+        let _ = self.kill.take().unwrap().send(());
+        self.join().await;
+    }
+
+    async fn join(&mut self) {
+        let thread = self.thread.take().unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::task::spawn_blocking(move || thread.join()),
+        )
+        .await
+        .expect("the replica stops")
+        .unwrap()
+        .unwrap();
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+    }
+}
+
+/// Replicas of one Redis, and the Pebble that validates against the first
+/// one's cleartext listener.
+struct Cluster {
+    pebble: Pebble,
+    redis: RedisServer,
+    replicas: Vec<Replica>,
+}
+
+impl Cluster {
+    /// `n` ready replicas with `--acme-domains *.cloud.com`; `tweak`
+    /// changes their ACME settings (and the Redis user's, `configure`).
+    async fn start(
+        n: usize,
+        validity: Option<Duration>,
+        tweak: impl Fn(&mut AcmeConfig),
+    ) -> Cluster {
+        Cluster::start_with(n, validity, RedisServer::start(), tweak, |_| {}).await
+    }
+
+    async fn start_with(
+        n: usize,
+        validity: Option<Duration>,
+        redis: RedisServer,
+        tweak: impl Fn(&mut AcmeConfig),
+        configure: impl Fn(&mut Config),
+    ) -> Cluster {
+        let listeners: Vec<_> = (0..n)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let pebble = Pebble::start(PebbleOptions {
+            validation_port: Some(listeners[0].local_addr().unwrap().port()),
+            validity,
+        });
+        let mut acme = acme_config(&pebble, &["*.cloud.com"]);
+        tweak(&mut acme);
+        let replicas: Vec<Replica> = listeners
+            .into_iter()
+            .map(|listener| {
+                let mut config = replica_config(&redis, acme.clone());
+                configure(&mut config);
+                Replica::start(config, listener)
+            })
+            .collect();
+        for replica in &replicas {
+            replica.wait_ready().await;
         }
+        Cluster {
+            pebble,
+            redis,
+            replicas,
+        }
+    }
+
+    /// A metric summed over the replicas.
+    async fn metric(&self, name: &str) -> f64 {
+        let mut sum = 0.0;
+        for replica in &self.replicas {
+            sum += replica.metric(name).await;
+        }
+        sum
     }
 
     async fn stop(self) {
-        self.stop.cancel();
-        for task in self.tasks {
-            tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .expect("the tasks stop")
-                .unwrap();
+        for replica in self.replicas {
+            replica.stop().await;
         }
     }
 }
 
 const ISSUED: &str = "switchyard_acme_orders_total{outcome=\"issued\"}";
 const FAILED: &str = "switchyard_acme_orders_total{outcome=\"failed\"}";
+/// Answers of the proxy's own 2xx class: with routes to a closed port, a
+/// 2xx is an HTTP-01 answer.
+const ANSWERED_2XX: &str = "switchyard_requests_total{class=\"2xx\"}";
+/// A route to a port where nothing listens.
+const NOWHERE: &str = "127.0.0.1:9";
 
 fn cert_value(redis: &RedisServer, host: &str) -> String {
     redis.cli(&["HGET", "routes:certs", host]).trim().to_owned()
@@ -244,13 +349,28 @@ fn loaded(redis: &RedisServer, host: &str) -> Option<certs::CertInfo> {
     .map(|c| c.info)
 }
 
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Asserts that Pebble's order count is `expected` and stays so while the
+/// replicas run many more ticks (a "nothing more happens" check needs a
+/// window; it is watched throughout, not slept through).
+async fn orders_stay_at(pebble: &Pebble, expected: usize) {
+    let until = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < until {
+        assert_eq!(pebble.orders(), expected, "pebble log:\n{}", pebble.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_routed_matching_host_gets_a_certificate_and_no_other_host_does() {
-    let pebble = Pebble::start(PebbleOptions {
-        always_valid: true,
-        ..Default::default()
-    });
-    let redis = RedisServer::start();
+async fn a_routed_matching_host_gets_a_certificate_validated_on_any_replica() {
+    let cluster = Cluster::start(3, None, |_| {}).await;
+    let (redis, pebble) = (&cluster.redis, &cluster.pebble);
     let hand = TestCa::new().leaf(&["manual.cloud.com"]);
     redis.cli(&[
         "HSET",
@@ -258,28 +378,33 @@ async fn a_routed_matching_host_gets_a_certificate_and_no_other_host_does() {
         "manual.cloud.com",
         &format!("{}{}", hand.chain_pem, hand.key_pem),
     ]);
-    let coordinator = Coordinator::start(&redis, acme_config(&pebble, &["*.cloud.com"]));
 
     let started = Instant::now();
-    redis.hset("app.cloud.com", "127.0.0.1:9");
-    redis.hset("other.example.net", "127.0.0.1:9");
-    redis.hset("manual.cloud.com", "127.0.0.1:9");
-    redis.hset("*.cloud.com", "127.0.0.1:9");
+    redis.hset("app.cloud.com", NOWHERE);
+    redis.hset("other.example.net", NOWHERE);
+    redis.hset("manual.cloud.com", NOWHERE);
+    redis.hset("*.cloud.com", NOWHERE);
     assert_eventually!(
-        loaded(&redis, "app.cloud.com").is_some(),
+        loaded(redis, "app.cloud.com").is_some(),
         "no certificate for app.cloud.com; pebble log:\n{}",
         pebble.log()
     );
     let issued_in = started.elapsed();
-    let info = loaded(&redis, "app.cloud.com").unwrap();
+    let info = loaded(redis, "app.cloud.com").unwrap();
     assert_eq!(info.names, ["app.cloud.com"]);
     assert!(info.issuer.contains("Pebble"), "issuer {}", info.issuer);
     assert!(issued_in < Duration::from_secs(10), "took {issued_in:?}");
-    println!("FIGURES acme: route HSET -> certificate in the certs hash: {issued_in:?}");
+    println!("FIGURES acme: route HSET -> certificate (real HTTP-01, 3 replicas): {issued_in:?}");
+    // Pebble really validated, on the replica it talks to, which answered
+    // from memory (its routes lead nowhere: a 2xx is its own answer).
+    assert_eventually!(
+        cluster.replicas[0].metric(ANSWERED_2XX).await >= 1.0,
+        "the replica Pebble talks to answered no challenge"
+    );
 
     // What the order left: a record naming the leaf, no lock, no lease, no
-    // token, one account key.
-    let record = record(&redis, "app.cloud.com").expect("a record");
+    // token, one account key; one order, on one replica.
+    let record = record(redis, "app.cloud.com").expect("a record");
     assert!(record.leaf_sha256.is_some());
     assert_eq!(record.failures, 0);
     assert_eventually!(
@@ -287,48 +412,33 @@ async fn a_routed_matching_host_gets_a_certificate_and_no_other_host_does() {
             .cli(&["EXISTS", "routes:acme:lock:app.cloud.com"])
             .trim()
             == "0"
-            && redis.cli(&["ZCARD", "routes:acme:inflight"]).trim() == "0",
-        "the lock and the lease are released"
+            && redis.cli(&["ZCARD", "routes:acme:inflight"]).trim() == "0"
+            && redis.cli(&["HLEN", "routes:acme:challenges"]).trim() == "0",
+        "the lock, the lease and the token are gone"
     );
-    assert_eq!(redis.cli(&["HLEN", "routes:acme:challenges"]).trim(), "0");
     assert_eq!(redis.cli(&["EXISTS", "routes:acme:account"]).trim(), "1");
-    assert_eventually!(coordinator.metric(ISSUED) == 1.0, "issued metric");
+    assert_eventually!(cluster.metric(ISSUED).await == 1.0, "issued metric");
 
     // Many more ticks: the non-matching host, the wildcard route and the
     // host whose certificate was set by hand get nothing.
-    orders_stay_at(&pebble, 1).await;
-    assert_eq!(cert_value(&redis, "other.example.net"), "");
-    assert_eq!(cert_value(&redis, "*.cloud.com"), "");
-    assert!(cert_value(&redis, "manual.cloud.com").starts_with(hand.chain_pem.trim()));
+    orders_stay_at(pebble, 1).await;
+    assert_eq!(cert_value(redis, "other.example.net"), "");
+    assert_eq!(cert_value(redis, "*.cloud.com"), "");
+    assert!(cert_value(redis, "manual.cloud.com").starts_with(hand.chain_pem.trim()));
     assert_eq!(redis.cli(&["HLEN", "routes:certs"]).trim(), "2");
-    assert_eq!(coordinator.metric(ISSUED), 1.0);
-    coordinator.stop().await;
+    assert_eq!(cluster.metric(ISSUED).await, 1.0);
+    cluster.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_coordinators_order_twenty_new_hosts_exactly_once_each() {
-    let pebble = Pebble::start(PebbleOptions {
-        always_valid: true,
-        ..Default::default()
-    });
-    let redis = RedisServer::start();
-    let mut acme = acme_config(&pebble, &["*.cloud.com"]);
-    acme.max_concurrent = 4;
-    let coordinators: Vec<Coordinator> = (0..3)
-        .map(|_| Coordinator::start(&redis, acme.clone()))
-        .collect();
-    // Every coordinator has its routes table before the hosts arrive.
-    redis.hset("ready.example.net", "127.0.0.1:9");
-    assert_eventually!(
-        coordinators.iter().all(|c| c.state.table().len() == 1),
-        "the coordinators load their tables"
-    );
-
+async fn three_replicas_order_twenty_new_hosts_exactly_once_each() {
+    let cluster = Cluster::start(3, None, |acme| acme.max_concurrent = 4).await;
+    let (redis, pebble) = (&cluster.redis, &cluster.pebble);
     let hosts: Vec<String> = (0..20).map(|i| format!("app{i}.cloud.com")).collect();
     let started = Instant::now();
     let mut hset = String::from("HSET routes");
     for host in &hosts {
-        hset.push_str(&format!(" {host} 127.0.0.1:9"));
+        hset.push_str(&format!(" {host} {NOWHERE}"));
     }
     redis.pipe(&format!("{hset}\n"));
 
@@ -341,7 +451,7 @@ async fn three_coordinators_order_twenty_new_hosts_exactly_once_each() {
             .parse()
             .unwrap();
         assert!(leases <= 4, "{leases} orders in flight, cap 4");
-        if hosts.iter().all(|h| loaded(&redis, h).is_some()) {
+        if hosts.iter().all(|h| loaded(redis, h).is_some()) {
             break;
         }
         assert!(
@@ -352,50 +462,120 @@ async fn three_coordinators_order_twenty_new_hosts_exactly_once_each() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     println!(
-        "FIGURES acme: 20 hosts, 3 coordinators, cap 4: all issued in {:?}",
+        "FIGURES acme: 20 hosts, 3 replicas, cap 4, real HTTP-01: all issued in {:?}",
         started.elapsed()
     );
-    orders_stay_at(&pebble, 20).await;
-    assert_eq!(pebble.issued(), 20);
-    let issued: f64 = coordinators.iter().map(|c| c.metric(ISSUED)).sum();
-    assert_eq!(issued, 20.0);
-    assert!(
-        coordinators
-            .iter()
-            .filter(|c| c.metric(ISSUED) > 0.0)
-            .count()
-            >= 2,
-        "the work is shared: {:?}",
-        coordinators
-            .iter()
-            .map(|c| c.metric(ISSUED))
-            .collect::<Vec<_>>()
+    // Exactly one order per host: 20 orders in all (watched for a while)
+    // and 20 hosts certified, so none was ordered twice; each validated
+    // through the replica Pebble talks to.
+    orders_stay_at(pebble, 20).await;
+    assert_eventually!(
+        cluster.replicas[0].metric(ANSWERED_2XX).await >= 20.0,
+        "the replica Pebble talks to answered fewer than 20 challenges"
     );
-    for c in coordinators {
-        c.stop().await;
+    assert_eventually!(cluster.metric(ISSUED).await == 20.0, "issued metric");
+    let mut issued = Vec::new();
+    for replica in &cluster.replicas {
+        issued.push(replica.metric(ISSUED).await);
     }
+    assert_eq!(issued.iter().sum::<f64>(), 20.0);
+    assert!(
+        issued.iter().filter(|n| **n > 0.0).count() >= 2,
+        "the work is shared: {issued:?}"
+    );
+    cluster.stop().await;
+}
+
+/// A replica takes the lock, then hangs talking to its CA (a server that
+/// accepts and never answers) and is killed. While it lives its lock is
+/// kept alive past its TTL and the other replica waits; once it is dead,
+/// the other orders when the lock expires, and the CA validates through
+/// the survivor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_order_leaves_the_host_to_another_once_its_lock_expires() {
+    let survivor_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let pebble = Pebble::start(PebbleOptions {
+        validation_port: Some(survivor_listener.local_addr().unwrap().port()),
+        ..Default::default()
+    });
+    let redis = RedisServer::start();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming() {
+            held.push(stream);
+        }
+    });
+    let good = acme_config(&pebble, &["*.cloud.com"]);
+    let mut hanging = good.clone();
+    hanging.directory = format!("https://127.0.0.1:{silent_port}/dir");
+    hanging.order_timeout = Duration::from_secs(60);
+    let lock_ttl = good.lock_ttl;
+
+    let doomed = Replica::start(
+        replica_config(&redis, hanging),
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+    );
+    doomed.wait_ready().await;
+    redis.hset("app.cloud.com", NOWHERE);
+    assert_eventually!(
+        redis
+            .cli(&["EXISTS", "routes:acme:lock:app.cloud.com"])
+            .trim()
+            == "1",
+        "the first replica takes the lock"
+    );
+    let survivor = Replica::start(replica_config(&redis, good), survivor_listener);
+    survivor.wait_ready().await;
+    // Longer than a lock's life: a live holder keeps it (watched
+    // throughout).
+    let until = Instant::now() + lock_ttl + lock_ttl / 2;
+    while Instant::now() < until {
+        assert_eq!(cert_value(&redis, "app.cloud.com"), "");
+        assert_eq!(pebble.orders(), 0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    doomed.kill().await;
+    let killed_at = Instant::now();
+    assert_eventually!(
+        loaded(&redis, "app.cloud.com").is_some(),
+        "no certificate after the holder died; pebble log:\n{}",
+        pebble.log()
+    );
+    // The lock expires within its TTL; the order then waits for the dead
+    // replica's registry entry to expire (3 s) before asking the CA to
+    // validate, as it waits for every live replica to hold the token.
+    let bound = lock_ttl.max(Duration::from_secs(3)) + Duration::from_secs(5);
+    assert!(
+        killed_at.elapsed() < bound,
+        "took {:?} after the kill",
+        killed_at.elapsed()
+    );
+    assert_eq!(pebble.orders(), 1);
+    // (Counted once the order has released its lock, just after the
+    // write.)
+    assert_eventually!(survivor.metric(ISSUED).await == 1.0, "issued metric");
+    survivor.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_holders_lock_and_lease_expire_then_another_replica_orders() {
-    let pebble = Pebble::start(PebbleOptions {
-        always_valid: true,
-        ..Default::default()
-    });
-    let redis = RedisServer::start();
+    let cluster_redis = RedisServer::start();
     // What a replica killed mid-order leaves: its lock on the host, its
     // lease (the cap is 1, so the lease alone blocks every order), and
     // nobody to renew them.
     let dead_for = Duration::from_millis(1500);
     let left_at = Instant::now();
-    redis.cli(&[
+    cluster_redis.cli(&[
         "SET",
         "routes:acme:lock:app.cloud.com",
         "dead-replica:1",
         "PX",
         &dead_for.as_millis().to_string(),
     ]);
-    redis.cli(&[
+    cluster_redis.cli(&[
         "EVAL",
         "local t = redis.call('TIME') \
          return redis.call('ZADD', KEYS[1], t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[1]), 'dead-replica:1|app.cloud.com')",
@@ -403,12 +583,18 @@ async fn a_dead_holders_lock_and_lease_expire_then_another_replica_orders() {
         "routes:acme:inflight",
         &dead_for.as_millis().to_string(),
     ]);
-    let mut acme = acme_config(&pebble, &["*.cloud.com"]);
-    acme.max_concurrent = 1;
-    let coordinator = Coordinator::start(&redis, acme);
-    redis.hset("app.cloud.com", "127.0.0.1:9");
+    let cluster = Cluster::start_with(
+        1,
+        None,
+        cluster_redis,
+        |acme| acme.max_concurrent = 1,
+        |_| {},
+    )
+    .await;
+    let (redis, pebble) = (&cluster.redis, &cluster.pebble);
+    redis.hset("app.cloud.com", NOWHERE);
     assert_eventually!(
-        loaded(&redis, "app.cloud.com").is_some(),
+        loaded(redis, "app.cloud.com").is_some(),
         "no certificate after the dead lock expired; pebble log:\n{}",
         pebble.log()
     );
@@ -418,21 +604,26 @@ async fn a_dead_holders_lock_and_lease_expire_then_another_replica_orders() {
         left_at.elapsed()
     );
     assert_eq!(pebble.orders(), 1);
-    coordinator.stop().await;
+    cluster.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusing_ca_is_recorded_with_its_problem_and_retried_with_backoff() {
-    // Real validation: Pebble resolves every name to 127.0.0.1, where
-    // nothing answers HTTP-01, so each authorization becomes invalid.
+    // Real validation that reaches nobody: each authorization becomes
+    // invalid with a problem document.
     let pebble = Pebble::start(PebbleOptions::default());
     let redis = RedisServer::start();
+    let app = Backend::echo("app").await;
     let hand = TestCa::new().leaf(&["manual.cloud.com"]);
     let hand_value = format!("{}{}", hand.chain_pem, hand.key_pem);
     redis.cli(&["HSET", "routes:certs", "manual.cloud.com", &hand_value]);
-    let coordinator = Coordinator::start(&redis, acme_config(&pebble, &["*.cloud.com"]));
-    redis.hset("app.cloud.com", "127.0.0.1:9");
-    redis.hset("manual.cloud.com", "127.0.0.1:9");
+    let replica = ProxyHandle::start_ready(replica_config(
+        &redis,
+        acme_config(&pebble, &["*.cloud.com"]),
+    ))
+    .await;
+    redis.hset("app.cloud.com", &app.target());
+    redis.hset("manual.cloud.com", NOWHERE);
 
     let mut seen: Vec<HostRecord> = Vec::new();
     let deadline = Instant::now() + patience() * 2;
@@ -468,35 +659,34 @@ async fn a_refusing_ca_is_recorded_with_its_problem_and_retried_with_backoff() {
         retry(3) - retry(2) >= 1600,
         "backoff not respected: {seen:?}"
     );
-    assert!(coordinator.metric(FAILED) >= 3.0);
-    // Nothing else broke: no certificate written, the one set by hand kept.
+    assert_eventually!(replica.metric(FAILED).await >= 3.0, "failed metric");
+    // Nothing else broke: the host is served, no certificate written, the
+    // one set by hand kept, no token left behind.
+    assert!(replica.serves("app.cloud.com", "app").await);
     assert_eq!(cert_value(&redis, "app.cloud.com"), "");
     assert_eq!(
         cert_value(&redis, "manual.cloud.com"),
         hand_value.trim_end()
     );
-    coordinator.stop().await;
+    replica.shutdown().await;
+    assert_eq!(redis.cli(&["HLEN", "routes:acme:challenges"]).trim(), "0");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_lived_certificate_is_renewed_before_it_expires() {
-    let pebble = Pebble::start(PebbleOptions {
-        always_valid: true,
-        validity: Some(Duration::from_secs(9)),
-    });
-    let redis = RedisServer::start();
-    let coordinator = Coordinator::start(&redis, acme_config(&pebble, &["*.cloud.com"]));
-    redis.hset("app.cloud.com", "127.0.0.1:9");
+    let cluster = Cluster::start(1, Some(Duration::from_secs(9)), |_| {}).await;
+    let redis = &cluster.redis;
+    redis.hset("app.cloud.com", NOWHERE);
     assert_eventually!(
-        record(&redis, "app.cloud.com").is_some_and(|r| r.leaf_sha256.is_some()),
+        record(redis, "app.cloud.com").is_some_and(|r| r.leaf_sha256.is_some()),
         "first certificate; pebble log:\n{}",
-        pebble.log()
+        cluster.pebble.log()
     );
-    let first = record(&redis, "app.cloud.com").unwrap();
-    let first_value = cert_value(&redis, "app.cloud.com");
+    let first = record(redis, "app.cloud.com").unwrap();
+    let first_value = cert_value(redis, "app.cloud.com");
     let deadline = Instant::now() + patience();
     loop {
-        let now = record(&redis, "app.cloud.com").unwrap();
+        let now = record(redis, "app.cloud.com").unwrap();
         if now.leaf_sha256 != first.leaf_sha256 {
             // Renewed while the first one was still valid, not before two
             // thirds of its lifetime.
@@ -512,40 +702,41 @@ async fn a_short_lived_certificate_is_renewed_before_it_expires() {
         assert!(Instant::now() < deadline, "not renewed: {first:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_ne!(cert_value(&redis, "app.cloud.com"), first_value);
-    assert!(loaded(&redis, "app.cloud.com").is_some());
+    assert_ne!(cert_value(redis, "app.cloud.com"), first_value);
+    assert!(loaded(redis, "app.cloud.com").is_some());
     assert_eventually!(
-        coordinator.metric("switchyard_acme_renewals_total") >= 1.0,
+        cluster.metric("switchyard_acme_renewals_total").await >= 1.0,
         "renewals metric"
     );
-    coordinator.stop().await;
+    cluster.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_secret_the_account_key_and_the_certificate_key_are_sealed() {
     use switchyard::tls::seal::{Purpose, Sealer, Secret, BEGIN};
-    let pebble = Pebble::start(PebbleOptions {
-        always_valid: true,
-        ..Default::default()
-    });
-    let redis = RedisServer::start();
     let secret = Secret::from_bytes(&[7u8; 32]).unwrap();
-    let coordinator = {
+    let cluster = {
         let secret = secret.clone();
-        Coordinator::start_with(&redis, acme_config(&pebble, &["*.cloud.com"]), move |c| {
-            c.tls.secret = Some(secret)
-        })
+        Cluster::start_with(
+            1,
+            None,
+            RedisServer::start(),
+            |_| {},
+            move |c| c.tls.secret = Some(secret.clone()),
+        )
+        .await
     };
-    redis.hset("app.cloud.com", "127.0.0.1:9");
+    let redis = &cluster.redis;
+    redis.hset("app.cloud.com", NOWHERE);
     assert_eventually!(
-        !cert_value(&redis, "app.cloud.com").is_empty(),
+        !cert_value(redis, "app.cloud.com").is_empty(),
         "no certificate; pebble log:\n{}",
-        pebble.log()
+        cluster.pebble.log()
     );
     let account = redis.cli(&["GET", "routes:acme:account"]);
     assert!(account.starts_with(BEGIN), "account key in plaintext");
     assert!(!account.contains("PRIVATE KEY"));
-    let value = cert_value(&redis, "app.cloud.com");
+    let value = cert_value(redis, "app.cloud.com");
     assert!(value.contains(BEGIN) && !value.contains("PRIVATE KEY"));
     // Loads with the secret, as every replica that has it will.
     let sealer = Sealer::new(&secret, Purpose::CertKey);
@@ -558,23 +749,31 @@ async fn with_a_secret_the_account_key_and_the_certificate_key_are_sealed() {
     )
     .expect("the sealed value loads with the secret");
     assert!(cert.info.sealed);
-    coordinator.stop().await;
+    cluster.stop().await;
 }
 
-/// The rights README.md ("Automatic certificates") gives the ACME task,
-/// beside the proxy's own.
-const ACME_ACL: &str = "~routes:acme:* ~routes:certs +get +set +eval +hget +hset +hdel +hgetall \
-     +zcard +pexpire +del +zadd +zrem +zscore +zremrangebyscore +time";
+/// The rights README.md ("Automatic certificates") adds for a replica with
+/// `--acme-domains`, beside the proxy's own: its code block, as written.
+fn readme_acme_acl() -> String {
+    let readme = include_str!("../../README.md");
+    let at = readme
+        .find("Redis rights of a replica with `--acme-domains`")
+        .expect("README has the ACME rights");
+    let block = &readme[at..];
+    let start = block.find("```\n").expect("a code block") + 4;
+    let end = start + block[start..].find("```").expect("its end");
+    block[start..end]
+        .replace("\\\n", " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 
 /// A replica running as a user with the proxy's ACL plus the documented
-/// ACME rights orders, renews state and releases its lock with no denial
-/// in `ACL LOG`.
+/// ACME rights follows the challenges, orders, records and releases its
+/// lock with no denial in `ACL LOG`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documented_acl_is_enough() {
-    let pebble = Pebble::start(PebbleOptions {
-        always_valid: true,
-        ..Default::default()
-    });
     // The proxy's line of README.md ("Redis permissions").
     let proxy_acl =
         "on >acme-pw resetkeys ~routes ~routes:log ~routes:accept-removal ~routes:replicas \
@@ -583,20 +782,28 @@ async fn the_documented_acl_is_enough() {
          -@all +select +ping +subscribe +config|get +config|set +multi +exec +time +hgetall \
          +dump +hlen +hscan +xrange +xrevrange +exists +hset +hdel +publish +client|id +info";
     let redis = RedisServer::builder()
-        .acl_user("switchyard", &format!("{proxy_acl} {ACME_ACL}"))
+        .acl_user("switchyard", &format!("{proxy_acl} {}", readme_acme_acl()))
         .start();
     assert_eq!(redis.cli(&["ACL", "LOG", "RESET"]).trim(), "OK");
     let url = format!("redis://switchyard:acme-pw@127.0.0.1:{}/0", redis.port);
-    let acme = acme_config(&pebble, &["*.cloud.com"]);
-    let coordinator = Coordinator::start_with(&redis, acme, |c| {
-        c.sync.redis = switchyard::config::parse_redis_url(&url).unwrap();
-        c.sync.redis_url = url.clone();
-    });
-    redis.hset("app.cloud.com", "127.0.0.1:9");
+    let cluster = Cluster::start_with(
+        1,
+        None,
+        redis,
+        |_| {},
+        |c| {
+            c.sync.redis = switchyard::config::parse_redis_url(&url).unwrap();
+            c.sync.redis_url = url.clone();
+        },
+    )
+    .await;
+    let redis = &cluster.redis;
+    redis.hset("app.cloud.com", NOWHERE);
     assert_eventually!(
-        loaded(&redis, "app.cloud.com").is_some(),
-        "no certificate; ACL LOG: {}",
-        redis.cli(&["ACL", "LOG"])
+        loaded(redis, "app.cloud.com").is_some(),
+        "no certificate; ACL LOG: {}; pebble log:\n{}",
+        redis.cli(&["ACL", "LOG"]),
+        cluster.pebble.log()
     );
     assert_eventually!(
         redis
@@ -605,9 +812,123 @@ async fn the_documented_acl_is_enough() {
             == "0",
         "the lock is released"
     );
-    coordinator.stop().await;
     let log = redis.cli(&["ACL", "LOG"]);
     assert!(log.trim().is_empty(), "denials: {log}");
+    let readyz = cluster.replicas[0].readyz().await;
+    assert_eq!(readyz.0, 200, "{readyz:?}");
+    cluster.stop().await;
+}
+
+/// The cleartext listener answers `GET /.well-known/acme-challenge/TOKEN`
+/// from the challenge table it follows: a known, unexpired token gets the
+/// key authorization (no backend, a request id); anything else goes to the
+/// route as usual (an app may run its own ACME client). Tokens come and go
+/// without the removal guard holding them, and the answers go on with
+/// Redis down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn challenges_are_answered_from_memory_even_with_redis_down() {
+    let mut redis = RedisServer::start();
+    let app = Backend::echo("app").await;
+    redis.hset("app.cloud.com", &app.target());
+    // Automatic certificates on, for hosts no route has (no order runs;
+    // the CA is never asked).
+    let mut acme =
+        AcmeConfig::new(switchyard::acme::DomainPatterns::parse(&["*.nothing.test"]).unwrap());
+    acme.directory = "https://127.0.0.1:1/dir".into();
+    let mut config = test_config(&redis.url());
+    config.acme = Some(acme);
+    config.proxy.access_log = true;
+    let proxy = ProxyHandle::start_ready(config).await;
+    let path = |token: &str| format!("/.well-known/acme-challenge/{token}");
+    let skew = switchyard::acme::challenges::CLOCK_SKEW_ALLOWANCE.as_millis() as i64;
+    let now = unix_ms();
+    redis.cli(&[
+        "HSET",
+        "routes:acme:challenges",
+        "tok",
+        &format!("{} tok.thumb", now + 60_000),
+        "expired",
+        &format!("{} expired.thumb", now - skew - 60_000),
+        "bad",
+        "nonsense",
+    ]);
+    assert_eventually!(
+        proxy.get("app.cloud.com", &path("tok")).await.status == 200
+            && proxy
+                .get("app.cloud.com", &path("tok"))
+                .await
+                .backend()
+                .is_none(),
+        "the token is not answered"
+    );
+    let answer = send(
+        proxy.addr,
+        request(
+            "GET",
+            "app.cloud.com",
+            &path("tok"),
+            &[("x-request-id", "req-1")],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(answer.body, "tok.thumb");
+    assert_eq!(answer.headers["content-type"], "text/plain");
+    assert_eq!(answer.headers["x-request-id"], "req-1");
+    assert!(proxy
+        .get("other.host", &path("tok"))
+        .await
+        .body
+        .contains("tok.thumb"));
+    // Everything else is the route's: unknown, expired and malformed
+    // tokens, other methods, other paths.
+    for token in ["unknown", "expired", "bad", ""] {
+        let r = proxy.get("app.cloud.com", &path(token)).await;
+        assert_eq!(r.backend().as_deref(), Some("app"), "{token}: {r:?}");
+    }
+    let post = send(
+        proxy.addr,
+        request("POST", "app.cloud.com", &path("tok"), &[], "x"),
+    )
+    .await;
+    assert_eq!(post.backend().as_deref(), Some("app"));
+    let prefix = proxy
+        .get("app.cloud.com", "/.well-known/acme-challenge-tok")
+        .await;
+    assert_eq!(prefix.backend().as_deref(), Some("app"));
+
+    // Removals are this hash's normal life: all its tokens deleted at once
+    // are not held back.
+    redis.cli(&["DEL", "routes:acme:challenges"]);
+    assert_eventually!(
+        proxy
+            .get("app.cloud.com", &path("tok"))
+            .await
+            .backend()
+            .as_deref()
+            == Some("app"),
+        "a deleted token is still answered"
+    );
+    redis.cli(&[
+        "HSET",
+        "routes:acme:challenges",
+        "again",
+        &format!("{} again.thumb", now + 60_000),
+    ]);
+    assert_eventually!(
+        proxy.get("app.cloud.com", &path("again")).await.body == "again.thumb",
+        "the token is not answered"
+    );
+
+    // Redis gone: the table in memory still answers.
+    redis.kill();
+    assert_eventually!(
+        proxy.readyz().await.1["redis"] != "connected",
+        "the proxy did not notice Redis is gone"
+    );
+    let r = proxy.get("app.cloud.com", &path("again")).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "again.thumb"));
+    proxy.shutdown().await;
 }
 
 /// The Redis operations the coordination rests on, one by one against a
@@ -707,8 +1028,10 @@ async fn the_coordination_scripts_hold_against_a_real_redis() {
     );
     assert_eq!(store.leases().await.unwrap(), 1);
 
-    // Tokens carry their expiry (Redis time); expired ones are swept.
-    store
+    // Tokens carry their expiry (Redis time); expired ones are swept. A
+    // write says its Redis time (what replicas' watermarks are compared
+    // with).
+    let written_at = store
         .put_challenge("live", "live.thumb", ttl)
         .await
         .unwrap();
@@ -722,6 +1045,10 @@ async fn the_coordination_scripts_hold_against_a_real_redis() {
         let mut parts = t.lines().map(|l| l.trim().parse::<i64>().unwrap());
         parts.next().unwrap() * 1000 + parts.next().unwrap() / 1000
     };
+    assert!(
+        (written_at / 1000) as i64 <= now_ms && (written_at / 1000) as i64 > now_ms - 1000,
+        "{written_at} vs {now_ms}"
+    );
     let live = redis.cli(&["HGET", "routes:acme:challenges", "live"]);
     assert_eq!(
         challenge_answer(live.trim().as_bytes(), now_ms),
@@ -739,70 +1066,125 @@ async fn the_coordination_scripts_hold_against_a_real_redis() {
     assert_eq!((&first[..], &second[..]), (&b"KEY-1"[..], &b"KEY-1"[..]));
 }
 
-/// A replica takes the lock, then hangs talking to its CA (a server that
-/// accepts and never answers) and is killed. While it lives its lock is
-/// kept alive past its TTL and the other replica waits; once it is dead,
-/// the other replica orders when the lock expires.
+/// The binary with `--acme-domains` follows the challenges too: an answer
+/// is access-logged like any request (no backend), and HTTP/2 clients
+/// (prior knowledge, cleartext) get the same answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_killed_mid_order_leaves_the_host_to_another_once_its_lock_expires() {
-    let pebble = Pebble::start(PebbleOptions {
-        always_valid: true,
-        ..Default::default()
-    });
+async fn the_binary_answers_challenges_logs_them_and_answers_http2_too() {
+    use http_body_util::BodyExt;
     let redis = RedisServer::start();
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let silent_port = silent.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in silent.incoming() {
-            held.push(stream);
-        }
+    let app = Backend::echo("app").await;
+    redis.hset("app.cloud.com", &app.target());
+    let proxy = crate::support::ProxyProcess::start(|cmd| {
+        cmd.args(["--redis-url", &redis.url()])
+            .args(["--acme-domains", "*.nothing.test"])
+            .args(["--acme-directory", "https://127.0.0.1:1/dir"])
+            .args(["--log-format", "json"])
+            .env("RUST_LOG", "info");
     });
-    let good = acme_config(&pebble, &["*.cloud.com"]);
-    let mut hanging = good.clone();
-    hanging.directory = format!("https://127.0.0.1:{silent_port}/dir");
-    hanging.order_timeout = Duration::from_secs(60);
-    let lock_ttl = good.lock_ttl;
-
-    let doomed = Coordinator::start(&redis, hanging);
-    redis.hset("app.cloud.com", "127.0.0.1:9");
+    proxy.wait_ready().await;
+    let path = "/.well-known/acme-challenge/tok";
+    redis.cli(&[
+        "HSET",
+        "routes:acme:challenges",
+        "tok",
+        &format!("{} tok.thumb", unix_ms() + 60_000),
+    ]);
     assert_eventually!(
-        redis
-            .cli(&["EXISTS", "routes:acme:lock:app.cloud.com"])
-            .trim()
-            == "1",
-        "the first replica takes the lock"
+        proxy.get("app.cloud.com", path).await.body == "tok.thumb",
+        "the token is not answered"
     );
-    let survivor = Coordinator::start(&redis, good);
-    // Longer than a lock's life: a live holder keeps it.
-    tokio::time::sleep(lock_ttl + lock_ttl / 2).await;
-    assert_eq!(cert_value(&redis, "app.cloud.com"), "");
-    assert_eq!(pebble.orders(), 0);
+    // (Requests made before the token arrived went to the app.)
+    let (line, seen) = proxy
+        .wait_json_line(|v| v["target"] == "access" && v["path"] == path && v["backend"] == "-");
+    let line = line.unwrap_or_else(|| panic!("no access line of the answer; saw {seen:?}"));
+    assert_eq!(line["status"], 200, "{line}");
+    assert_eq!(line["bytes"], "tok.thumb".len(), "{line}");
+    assert!(line["request_id"].as_str().is_some_and(|id| !id.is_empty()));
 
-    doomed.kill().await;
-    let killed_at = Instant::now();
-    assert_eventually!(
-        loaded(&redis, "app.cloud.com").is_some(),
-        "no certificate after the holder died; pebble log:\n{}",
-        pebble.log()
-    );
-    assert!(
-        killed_at.elapsed() < lock_ttl + Duration::from_secs(2),
-        "took {:?} after the kill",
-        killed_at.elapsed()
-    );
-    assert_eq!(pebble.orders(), 1);
-    assert_eq!(survivor.metric(ISSUED), 1.0);
-    survivor.stop().await;
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    tokio::spawn(conn);
+    let ask = |path: &str| {
+        http::Request::builder()
+            .uri(format!("http://app.cloud.com{path}"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    };
+    let answer = sender.send_request(ask(path)).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(answer.headers().contains_key("x-request-id"));
+    let body = answer.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"tok.thumb");
+    let other = sender
+        .send_request(ask("/.well-known/acme-challenge/unknown"))
+        .await
+        .unwrap();
+    assert_eq!(other.headers()["x-backend"], "app");
 }
 
-/// Asserts that Pebble's order count is `expected` and stays so while the
-/// coordinators run many more ticks (a "nothing more happens" check needs a
-/// window; it is watched throughout, not slept through).
-async fn orders_stay_at(pebble: &Pebble, expected: usize) {
-    let until = Instant::now() + Duration::from_millis(500);
-    while Instant::now() < until {
-        assert_eq!(pebble.orders(), expected, "pebble log:\n{}", pebble.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
+/// What an order waits for before it asks the CA to validate: once
+/// `replicas_caught_up` says every live replica has the token's write,
+/// every replica answers the token at once (no polling here), whichever
+/// the CA reaches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_the_replicas_have_caught_up_every_one_answers_the_token() {
+    use fred::prelude::*;
+    use switchyard::acme::store::{Keys, Store};
+    use switchyard::replicas::wait::Progress;
+    let redis = RedisServer::start();
+    let app = Backend::echo("app").await;
+    redis.hset("app.cloud.com", &app.target());
+    let client = Builder::from_config(fred::prelude::Config::from_url(&redis.url()).unwrap())
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    let store = Store {
+        client,
+        keys: Keys::new("routes", "routes:certs"),
+    };
+    let ttl = Duration::from_secs(60);
+    // Nobody to wait for yet.
+    let t = store.put_challenge("early", "early.k", ttl).await.unwrap();
+    assert_eq!(
+        store.replicas_caught_up(t, ttl).await.unwrap(),
+        Progress::NoReplicas
+    );
+
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let mut acme =
+            AcmeConfig::new(switchyard::acme::DomainPatterns::parse(&["*.nothing.test"]).unwrap());
+        acme.directory = "https://127.0.0.1:1/dir".into();
+        replicas.push(ProxyHandle::start_ready(replica_config(&redis, acme)).await);
+    }
+    for round in 0..5 {
+        let token = format!("tok{round}");
+        let key_authorization = format!("{token}.thumb");
+        let t = store
+            .put_challenge(&token, &key_authorization, ttl)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.replicas_caught_up(t, ttl).await.unwrap(),
+            Progress::Live
+        );
+        for replica in &replicas {
+            let r = replica
+                .get(
+                    "app.cloud.com",
+                    &format!("/.well-known/acme-challenge/{token}"),
+                )
+                .await;
+            assert_eq!(r.body, key_authorization, "round {round}: {r:?}");
+        }
+    }
+    for replica in replicas {
+        replica.shutdown().await;
     }
 }

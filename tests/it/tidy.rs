@@ -78,6 +78,22 @@ fn only_sync_swaps_the_table() {
     assert!(state.contains("pub(crate) fn swap_table("));
 }
 
+/// Only the sync module stores the ACME challenge table (the table type
+/// defines the method).
+#[test]
+fn only_sync_installs_the_challenge_table() {
+    let found: Vec<_> = occurrences(&[""], &["install_challenge_table("])
+        .into_iter()
+        .filter(|(file, _, line)| {
+            let allowed = ["/src/sync/", "/src/acme/challenges.rs"];
+            !allowed.iter().any(|a| file.contains(a)) && !line.starts_with("//")
+        })
+        .collect();
+    assert!(found.is_empty(), "{found:#?}");
+    let challenges = std::fs::read_to_string(src("acme/challenges.rs")).unwrap();
+    assert!(challenges.contains("pub(crate) fn install_challenge_table("));
+}
+
 /// The sync module cites the repo's own documents, not a design document
 /// outside it.
 #[test]

@@ -710,6 +710,21 @@ pub fn write_error(
     out.extend_from_slice(body.as_bytes());
 }
 
+/// A `200` of the proxy's own with a plain-text body (an ACME HTTP-01
+/// key authorization).
+pub fn write_plain_ok(out: &mut Vec<u8>, body: &[u8], close: bool, request_id: &[u8]) {
+    write_status_line(out, 200, "OK");
+    out.extend_from_slice(b"Content-Type: text/plain\r\nContent-Length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    put_header(out, b"X-Request-Id", request_id);
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
 /// The client address as `X-Forwarded-For` spells it.
 pub fn client_text(ip: IpAddr) -> Vec<u8> {
     crate::proxy::headers::client_ip(ip)

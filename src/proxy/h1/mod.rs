@@ -292,10 +292,22 @@ struct Refusal {
     location: Option<Box<[u8]>>,
 }
 
+/// The key authorization of an ACME HTTP-01 challenge, answered from
+/// memory ([`policy::acme_challenge`]).
+struct ChallengeReply {
+    key_authorization: Bytes,
+    access: Option<Access>,
+    /// Where the request ends, when the connection can go on.
+    head_len: Option<usize>,
+    request_id: RequestId,
+    started: Instant,
+}
+
 enum Step {
     Ready(Box<Prepared>),
     Partial,
     Refuse(Box<Refusal>),
+    Challenge(Box<ChallengeReply>),
 }
 
 /// What the connection does after an exchange.
@@ -395,6 +407,17 @@ impl<'a, C: Socket, D: Dialer> Conn<'a, C, D> {
                     match self.prepare() {
                         Step::Ready(p) => break p,
                         Step::Partial => {}
+                        Step::Challenge(reply) => {
+                            let keep = reply.head_len.filter(|_| !self.stop.is_stopping());
+                            self.answer_challenge(&reply, keep.is_none()).await;
+                            if let Some(len) = keep {
+                                self.inbuf.advance(len);
+                                first = false;
+                                continue 'requests;
+                            }
+                            self.linger().await;
+                            return Ended::Closed;
+                        }
                         Step::Refuse(refusal) => {
                             let keep = refusal.head_len.is_some() && !self.stop.is_stopping();
                             self.answer_error(&refusal, !keep).await;
@@ -462,7 +485,7 @@ impl<'a, C: Socket, D: Dialer> Conn<'a, C, D> {
     /// ACME HTTP-01 challenge, which must be answered over cleartext.
     fn https_redirect(&self, facts: &head::RequestFacts<'_>) -> Option<Box<[u8]>> {
         let port = self.proxy.config.redirect_https?;
-        if self.info.tls || facts.path.starts_with("/.well-known/acme-challenge/") {
+        if self.info.tls || facts.path.starts_with(crate::acme::challenges::PATH_PREFIX) {
             return None;
         }
         let authority = http::uri::Authority::try_from(facts.host.as_ref()).ok()?;
@@ -566,6 +589,23 @@ impl<'a, C: Socket, D: Dialer> Conn<'a, C, D> {
         };
         let access = access(&facts.host, facts.path, facts.user_agent);
         let request_id = RequestId::new(facts.request_id);
+        if facts.framing == Framing::Empty {
+            let method = req.method.unwrap_or_default();
+            if let Some(key_authorization) = policy::acme_challenge(
+                &self.proxy.state.challenges,
+                self.info.tls,
+                method,
+                facts.path,
+            ) {
+                return Step::Challenge(Box::new(ChallengeReply {
+                    key_authorization,
+                    access,
+                    head_len: facts.keep_alive.then_some(head_len),
+                    request_id,
+                    started,
+                }));
+            }
+        }
         if let Some(location) = self.https_redirect(&facts) {
             let resumable =
                 (facts.framing == Framing::Empty && facts.keep_alive).then_some(head_len);
@@ -1154,6 +1194,16 @@ impl<'a, C: Socket, D: Dialer> Conn<'a, C, D> {
         let (status, bytes) = (error.status().as_u16(), error.body().len() as u64);
         let access = refusal.access.as_ref();
         self.record(refusal.started, access, status, bytes, request_id);
+    }
+
+    /// The proxy's own `200` to an ACME HTTP-01 challenge.
+    async fn answer_challenge(&mut self, reply: &ChallengeReply, close: bool) {
+        let request_id = reply.request_id.as_bytes();
+        self.out.clear();
+        head::write_plain_ok(&mut self.out, &reply.key_authorization, close, request_id);
+        let _ = self.client.write_all(&self.out).await;
+        let bytes = reply.key_authorization.len() as u64;
+        self.record(reply.started, reply.access.as_ref(), 200, bytes, request_id);
     }
 
     /// Closes a connection the proxy decided to end: the write side first
