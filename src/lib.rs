@@ -98,8 +98,9 @@ pub async fn run_with(
     let acme_on = config.acme.is_some();
     // The followed hashes: the routes hash (more register here, each a
     // value: see `sync::hash`).
+    let snapshot = sync::snapshot_writer(&config.sync, &state);
     let hashes: sync::HashesFactory = {
-        let snapshot = sync::snapshot_writer(&config.sync, &state);
+        let snapshot = snapshot.clone();
         let (config, state) = (config.sync.clone(), state.clone());
         std::sync::Arc::new(move || {
             let mut hashes = vec![sync::routes_hash(&config, &state, snapshot.clone())];
@@ -164,5 +165,15 @@ pub async fn run_with(
     }
     if let Some(acme_task) = acme_task {
         let _ = acme_task.await;
+    }
+    if let Some(snapshot) = snapshot {
+        // The last table swapped in reaches the file before the process
+        // exits (the writer thread would be cut off mid-write otherwise).
+        let written =
+            tokio::task::spawn_blocking(move || snapshot.flush(std::time::Duration::from_secs(5)))
+                .await;
+        if !matches!(written, Ok(true)) {
+            tracing::warn!("the snapshot file may miss the last table: its write did not finish");
+        }
     }
 }
