@@ -800,7 +800,8 @@ if ! skip propagation; then
     PROP_HOST=$(cpu_stat)
     start_redis --hash-max-listpack-entries "$PROP_LISTPACK_ENTRIES"
     PROP_REDIS=$REDIS_PORT; PROP_REDIS_PID=$REDIS_PID
-    for case in "$N_MID" "$N_MID hashtable" "$N_BIG" "$N_BIG hashtable"; do
+    IFS=, read -r -a prop_cases <<<"${BENCH_PROP_CASES:-$N_MID,$N_MID hashtable,$N_BIG,$N_BIG hashtable}"
+    for case in "${prop_cases[@]}"; do
         n=${case%% *}
         key=prop_${case// /_}
         if [ "$case" != "$n" ]; then
@@ -839,26 +840,29 @@ if ! skip propagation; then
             done
         done
     done
-    # N_HUGE routes in Redis's default encoding, logged changes only,
-    # three replicas.
-    key=prop_huge
-    fill "$PROP_REDIS" "$key" "$N_HUGE"
-    log "propagation: $N_HUGE routes (logged changes), encoding $(redis-cli -p "$PROP_REDIS" object encoding "$key")"
-    for rep in $(seq "$PROP_REPS"); do
-        log "propagation: $N_HUGE routes, 3 replicas, logged, repetition $rep of $PROP_REPS"
-        replicas=()
-        rpids=()
-        for i in 1 2 3; do
-            start_switchyard "prop-$key-r$i" "$PROP_REDIS" "$key"
-            replicas+=(--proxy "127.0.0.1:$SY_PORT"); rpids+=("$SY_PID")
+    # BENCH_PROP_HUGE=0 leaves this part out.
+    if [ "${BENCH_PROP_HUGE:-1}" = 1 ]; then
+        # N_HUGE routes in Redis's default encoding, logged changes only,
+        # three replicas.
+        key=prop_huge
+        fill "$PROP_REDIS" "$key" "$N_HUGE"
+        log "propagation: $N_HUGE routes (logged changes), encoding $(redis-cli -p "$PROP_REDIS" object encoding "$key")"
+        for rep in $(seq "$PROP_REPS"); do
+            log "propagation: $N_HUGE routes, 3 replicas, logged, repetition $rep of $PROP_REPS"
+            replicas=()
+            rpids=()
+            for i in 1 2 3; do
+                start_switchyard "prop-$key-r$i" "$PROP_REDIS" "$key"
+                replicas+=(--proxy "127.0.0.1:$SY_PORT"); rpids+=("$SY_PID")
+            done
+            "$PROP" --redis "127.0.0.1:$PROP_REDIS" --key "$key" "${replicas[@]}" \
+                --backends "${BACKENDS[0]},${BACKENDS[1]}" --changes "$PROP_HUGE_CHANGES" \
+                --only-logged --poll-interval-us "$POLL_US" --label "$N_HUGE" \
+                --samples "$PROP_SAMPLES" | tee -a "$PROP_RESULTS" >&2
+            for p in "${rpids[@]}"; do stop_pid "$p"; done
         done
-        "$PROP" --redis "127.0.0.1:$PROP_REDIS" --key "$key" "${replicas[@]}" \
-            --backends "${BACKENDS[0]},${BACKENDS[1]}" --changes "$PROP_HUGE_CHANGES" \
-            --only-logged --poll-interval-us "$POLL_US" --label "$N_HUGE" \
-            --samples "$PROP_SAMPLES" | tee -a "$PROP_RESULTS" >&2
-        for p in "${rpids[@]}"; do stop_pid "$p"; done
-    done
-    redis-cli -p "$PROP_REDIS" del "$key" >/dev/null
+        redis-cli -p "$PROP_REDIS" del "$key" >/dev/null
+    fi
     prop_aggregate >"$PROP_AGG"
     stop_pid "$PROP_REDIS_PID"
 
