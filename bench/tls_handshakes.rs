@@ -100,8 +100,7 @@ fn main() {
     let tallies: Vec<Tally> = runtime.block_on(async {
         let clients: Vec<_> = (0..args.conns)
             .map(|_| {
-                let (connector, name, request) =
-                    (connector.clone(), name.clone(), request.clone());
+                let (connector, name, request) = (connector.clone(), name.clone(), request.clone());
                 tokio::spawn(client(args.addr, connector, name, request, deadline))
             })
             .collect();
