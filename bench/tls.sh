@@ -194,6 +194,7 @@ start_nginx() { # dir -> NGINX_PID (the master, in this session)
 # The backend: nginx answering `200 ok`, a worker per core, cleartext.
 BACKEND_PORT=$(free_port)
 d=$RUN/backend
+mkdir -p "$d/tmp"
 {
     nginx_head "$d"
     cat <<EOF
@@ -216,6 +217,7 @@ wait_for 10 curl -sf "http://127.0.0.1:$BACKEND_PORT/" || { log "backend did not
 # and cache left at nginx's defaults (the handshake client never resumes).
 NG_PORT=$(free_port)
 d=$RUN/nginx-tls
+mkdir -p "$d/tmp"
 if printf '%s\n%s\n' "1.25.1" "$("$NGINX" -v 2>&1 | sed 's|.*nginx/||')" | sort -V -C; then
     h2_listen=""; h2_directive="        http2 on;"
 else
@@ -289,7 +291,7 @@ for t in "${TARGET_LIST[@]}"; do
         { log "$t does not answer https://$HOST:$p/"; cat "$RUN"/nginx-tls/error.log "$RUN"/sy-*.log >&2; exit 1; }
     code=$(curl -s --http2 --cacert "$C/ca.pem" --resolve "$HOST:$p:127.0.0.1" -o /dev/null -w '%{http_code} %{http_version}' "https://$HOST:$p/")
     [ "$code" = "200 2" ] || { log "$t: h2 over TLS answered '$code'"; exit 1; }
-    s=$(openssl s_client -connect "127.0.0.1:$p" -servername "$HOST" -CAfile "$C/ca.pem" -alpn h2,http/1.1 </dev/null 2>&1 || true)
+    s=$(openssl s_client -connect "127.0.0.1:$p" -servername "$HOST" -CAfile "$C/ca.pem" -alpn h2,http/1.1 </dev/null 2>&1 | tr -d '\000' || true)
     proto=$(sed -n 's/^New, \(TLSv[0-9.]*\), Cipher is \(.*\)/\1 \2/p' <<<"$s" | head -1)
     kx=$(sed -n 's/^Server Temp Key: //p' <<<"$s" | head -1)
     subject=$(sed -n 's/^subject=//p' <<<"$s" | head -1)
@@ -332,7 +334,7 @@ measure() { # scenario target seconds
             ;;
         h2)
             rm -f "$RUN/h2.log"
-            out=$(h2load -c "$H2_CONNS" -m "$H2_STREAMS" -D "$secs" -H "Host: $HOST" \
+            out=$(h2load -c "$H2_CONNS" -m "$H2_STREAMS" -D "$secs" -H ":authority: $HOST" \
                 --log-file="$RUN/h2.log" "https://127.0.0.1:$p/" 2>&1) || true
             # "requests: N total, N started, N done, N succeeded, F failed, E errored, T timeout"
             line=$(grep '^requests:' <<<"$out" || true)
