@@ -11,7 +11,7 @@
 # every log), BENCH_PERF=1 (perf profiles of Switchyard and nginx under load,
 # bench/results/perf-*.txt), BENCH_UPDATE_README=1 (copy the tables into
 # bench/README.md),
-# BENCH_SKIP=throughput,cost,propagation,scale,lookup,quickack (phases to skip),
+# BENCH_SKIP=throughput,cost,propagation,scale,lookup,quickack,tls (phases to skip),
 # BENCH_STEAL_MAX / BENCH_STEAL_ATTEMPTS (a wrk run with at least that much
 # host steal, in percent, is repeated, up to that many attempts; default 0.5, 4).
 #
@@ -1034,6 +1034,16 @@ if ! skip quickack; then
     log "delayed-ACK scenario (bench/quickack.sh)"
     echo >>"$REPORT"
     QUICKACK_BIN=$BIN QUICKACK_TARGETS=$TARGETS bash bench/quickack.sh >>"$REPORT"
+fi
+
+# ========================================================== 7. TLS
+# Switchyard's --tls-listen against nginx with the same certificate (issue
+# 26 item 9); bench/tls.sh runs on its own too.
+if ! skip tls; then
+    log "TLS: handshakes, keep-alive and h2 against nginx (bench/tls.sh)"
+    echo >>"$REPORT"
+    TLSBENCH_BIN=$BIN TLSBENCH_HANDSHAKES=$ROOT/target/release/examples/tls_handshakes TLSBENCH_TARGETS=$TARGETS \
+        BENCH_QUICK=$QUICK bash bench/tls.sh >>"$REPORT"
 fi
 
 # ---------------------------------------------------------------- report

@@ -1,7 +1,9 @@
 //! The TLS listener (`--tls-listen`) over real sockets: the handshake with
 //! the default certificate (from files), `unrecognized_name` when no
 //! certificate fits, HTTP/1.1 with `X-Forwarded-Proto: https`, HTTP/2 by
-//! ALPN, a WebSocket upgrade, and curl with a test CA.
+//! ALPN, a WebSocket upgrade, curl with a test CA, and `openssl s_client`
+//! (TLS 1.3 and 1.2, the certificate by SNI, ALPN, `unrecognized_name`,
+//! TLS 1.1 refused, a request typed through it).
 
 use crate::support::*;
 use crate::tls_support::{display, Scratch, TestCa};
@@ -483,4 +485,257 @@ async fn the_binary_serves_tls_and_sighup_reloads_the_files() {
         "the new certificate was not served after SIGHUP"
     );
     drop(proxy);
+}
+
+/// Whether the `openssl` command is missing; then the calling test skips,
+/// saying why (`.ci/run` and `make test` install or require it).
+fn openssl_missing() -> bool {
+    let found = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("skipped: the openssl command is missing (apt-get install openssl)");
+    }
+    !found
+}
+
+/// `openssl s_client -connect addr ARGS` with `input` on its stdin, then
+/// end of input: what it printed, stdout then stderr.
+async fn s_client(addr: SocketAddr, args: &[&str], input: &[u8]) -> String {
+    let mut child = tokio::process::Command::new("openssl")
+        .args(["s_client", "-connect", &addr.to_string()])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("openssl s_client starts");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).await.unwrap();
+    drop(stdin);
+    let output = tokio::time::timeout(CALL_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("openssl s_client did not finish")
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Waits until the default certificate, which the proxy loads from its
+/// files in the background, is served to s_client.
+async fn default_certificate_served(tls: SocketAddr) {
+    assert_eventually!(
+        s_client(tls, &["-servername", "app.cloud.com"], b"")
+            .await
+            .contains("subject=CN = *.cloud.com\n"),
+        "the default certificate was never served"
+    );
+}
+
+/// `openssl s_client` over TLS 1.3 and 1.2 gets the default certificate
+/// (the wildcard `*.cloud.com`, from files) for names it covers, verified
+/// against the test CA for the name sent, and the protocol ALPN chose;
+/// the proxy counts each handshake by version and protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_s_client_gets_the_default_certificate_over_tls13_and_tls12() {
+    if openssl_missing() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let setup = setup(&redis);
+    let proxy = TlsProxy::start(setup.config.clone()).await;
+    let ca = display(&setup.dir.path("ca.pem"));
+    default_certificate_served(proxy.tls).await;
+    for name in ["app.cloud.com", "shop.cloud.com"] {
+        let subject = "CN = *.cloud.com";
+        for (flag, version, alpn, chosen) in [
+            ("-tls1_3", "TLSv1.3", "h2,http/1.1", "h2"),
+            ("-tls1_3", "TLSv1.3", "http/1.1", "http/1.1"),
+            ("-tls1_2", "TLSv1.2", "h2,http/1.1", "h2"),
+            ("-tls1_2", "TLSv1.2", "http/1.1", "http/1.1"),
+        ] {
+            let out = s_client(
+                proxy.tls,
+                &[
+                    "-servername",
+                    name,
+                    "-CAfile",
+                    &ca,
+                    "-verify_hostname",
+                    name,
+                    "-verify_return_error",
+                    flag,
+                    "-alpn",
+                    alpn,
+                ],
+                b"",
+            )
+            .await;
+            let case = format!("{name} {flag} -alpn {alpn}");
+            assert!(
+                out.contains(&format!("subject={subject}\n")),
+                "{case}: {out}"
+            );
+            assert!(
+                out.contains(&format!("New, {version}, Cipher is ")),
+                "{case}: {out}"
+            );
+            assert!(
+                out.contains(&format!("ALPN protocol: {chosen}\n")),
+                "{case}: {out}"
+            );
+            assert!(out.contains("Verify return code: 0 (ok)"), "{case}: {out}");
+        }
+    }
+    for (version, alpn) in [
+        ("tls1.3", "h2"),
+        ("tls1.3", "http/1.1"),
+        ("tls1.2", "h2"),
+        ("tls1.2", "http/1.1"),
+    ] {
+        let metric = format!(
+            "switchyard_tls_handshakes_total{{alpn=\"{alpn}\",outcome=\"ok\",version=\"{version}\"}}"
+        );
+        // One handshake per name (counted once the server has the
+        // client's Finished, maybe after s_client has exited).
+        assert_eventually!(
+            proxy.endpoints.metric(&metric).await == 2.0,
+            "{metric}: {}",
+            proxy.endpoints.metric(&metric).await
+        );
+    }
+    proxy.shutdown().await;
+}
+
+/// No certificate for the name (no default certificate, nothing in the
+/// hash): s_client gets the `unrecognized_name` alert (112) and no
+/// certificate, over TLS 1.3 and 1.2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_s_client_gets_unrecognized_name_without_a_certificate() {
+    if openssl_missing() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let proxy = TlsProxy::start(test_config(&redis.url())).await;
+    for (name, version) in [
+        ("nobody.example.org", "-tls1_3"),
+        ("app.cloud.com", "-tls1_2"),
+    ] {
+        let out = s_client(proxy.tls, &["-servername", name, version], b"").await;
+        assert!(
+            out.contains("unrecognized name") && out.contains("alert number 112"),
+            "{name}: {out}"
+        );
+        assert!(
+            !out.contains("subject="),
+            "{name}: a certificate was sent: {out}"
+        );
+    }
+    assert_eventually!(
+        proxy
+            .endpoints
+            .metric("switchyard_tls_handshakes_total{alpn=\"none\",outcome=\"no_certificate\",version=\"none\"}")
+            .await
+            == 2.0,
+        "the refused handshakes were not counted"
+    );
+    proxy.shutdown().await;
+}
+
+/// A client that offers TLS 1.1 at most is refused by the proxy with a
+/// fatal alert and no certificate. The client is made able to offer it
+/// (`@SECLEVEL=0`: OpenSSL 3 will not otherwise), so the refusal is the
+/// server's. The alert is rustls's `handshake_failure` (40), not
+/// `protocol_version`: a TLS 1.1 ClientHello has no
+/// `signature_algorithms` extension, which rustls requires before it
+/// looks at versions. The listener then serves TLS 1.2 as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_s_client_offering_tls11_is_refused() {
+    if openssl_missing() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let setup = setup(&redis);
+    let proxy = TlsProxy::start(setup.config.clone()).await;
+    default_certificate_served(proxy.tls).await;
+    let out = s_client(
+        proxy.tls,
+        &[
+            "-servername",
+            "app.cloud.com",
+            "-tls1_1",
+            "-cipher",
+            "DEFAULT:@SECLEVEL=0",
+        ],
+        b"",
+    )
+    .await;
+    assert!(out.contains("Protocol  : TLSv1.1"), "not offered: {out}");
+    assert!(
+        out.contains("alert handshake failure") && out.contains("alert number 40"),
+        "{out}"
+    );
+    assert!(!out.contains("subject="), "a certificate was sent: {out}");
+    assert_eventually!(
+        proxy
+            .endpoints
+            .metric("switchyard_tls_handshakes_total{alpn=\"none\",outcome=\"failed\",version=\"none\"}")
+            .await
+            == 1.0,
+        "the refused handshake was not counted"
+    );
+    let out = s_client(proxy.tls, &["-servername", "app.cloud.com", "-tls1_2"], b"").await;
+    assert!(out.contains("New, TLSv1.2, Cipher is "), "{out}");
+    proxy.shutdown().await;
+}
+
+/// An HTTP/1.1 request typed into s_client reaches the backend, which is
+/// told the client came over https.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_request_through_openssl_s_client_arrives_as_https() {
+    if openssl_missing() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let backend = Backend::echo("tls-s-client").await;
+    redis.hset("app.cloud.com", &backend.target());
+    let setup = setup(&redis);
+    let proxy = TlsProxy::start(setup.config.clone()).await;
+    let ca = display(&setup.dir.path("ca.pem"));
+    default_certificate_served(proxy.tls).await;
+    // -quiet: only the answer on stdout, and no hang-up at the end of the
+    // input (the proxy closes after the answer: `Connection: close`).
+    let out = s_client(
+        proxy.tls,
+        &[
+            "-quiet",
+            "-servername",
+            "app.cloud.com",
+            "-CAfile",
+            &ca,
+            "-verify_return_error",
+            "-alpn",
+            "http/1.1",
+        ],
+        b"GET /typed?by=hand HTTP/1.1\r\nHost: app.cloud.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let start = out
+        .find("HTTP/1.1 ")
+        .unwrap_or_else(|| panic!("no answer: {out}"));
+    let answer = &out[start..];
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body_start = answer.find("\r\n\r\n").expect("a whole head") + 4;
+    let body_end = answer.rfind('}').expect("a JSON body") + 1;
+    let echo: serde_json::Value =
+        serde_json::from_str(&answer[body_start..body_end]).expect(answer);
+    assert_eq!(echo["backend"], "tls-s-client");
+    assert_eq!(echo["path"], "/typed?by=hand");
+    assert_eq!(echo["headers"]["x-forwarded-proto"], "https", "{echo}");
+    proxy.shutdown().await;
 }
