@@ -12,7 +12,7 @@
 //! - [`admin`]: `/healthz`, `/readyz`, `/routes`, `/metrics`.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`replicas`]: the replica registry, `status`, `--wait`.
-//! - [`snapshot`]: the on-disk copy of the last table.
+//! - [`snapshot`]: the on-disk copy of the last tables (routes and certificates).
 //! - [`cli`]: the `route` and `status` commands, the exit codes.
 //! - [`reload`]: reload requests (SIGHUP) for parts that re-read files.
 //! - [`tls`]: certificates (files, the certs hash, sealed keys), SNI, the handshake, `cert`.
@@ -95,12 +95,18 @@ pub async fn run_with(
 ) {
     let state = state::SharedState::new();
     let stop = CancellationToken::new();
-    // The followed hashes: the routes hash (more register here, each a
-    // value: see `sync::hash`).
+    // The followed hashes: the routes hash, then the certs hash (more
+    // register here, each a value: see `sync::hash`). Ready once every
+    // one is loaded.
     let hashes: sync::HashesFactory = {
         let snapshot = sync::snapshot_writer(&config.sync, &state);
-        let (config, state) = (config.sync.clone(), state.clone());
-        std::sync::Arc::new(move || vec![sync::routes_hash(&config, &state, snapshot.clone())])
+        let (config, tls, state) = (config.sync.clone(), config.tls.clone(), state.clone());
+        std::sync::Arc::new(move || {
+            vec![
+                sync::routes_hash(&config, &state, snapshot.clone()),
+                sync::certs_hash(&config, &tls, &state, snapshot.clone()),
+            ]
+        })
     };
     let sync_task = tokio::spawn(sync::supervise(
         config.sync.clone(),

@@ -30,3 +30,4 @@ mod tidy;
 mod tls_admin;
 mod tls_cli;
 mod tls_listener;
+mod tls_sync;
