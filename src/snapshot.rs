@@ -250,7 +250,7 @@ pub fn load_into(path: &Path, key: &str, state: &SharedState) {
         warn!(path = %loaded.path.display(), key, "the snapshot holds no table of this key");
         return;
     };
-    if state.is_ready() {
+    if state.table().is_loaded() {
         return;
     }
     info!(path = %loaded.path.display(), routes = table.len(), version = table.version, "serving the snapshot until Redis answers");
