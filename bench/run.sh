@@ -11,7 +11,7 @@
 # every log), BENCH_PERF=1 (perf profiles of Switchyard and nginx under load,
 # bench/results/perf-*.txt), BENCH_UPDATE_README=1 (copy the tables into
 # bench/README.md),
-# BENCH_SKIP=throughput,cost,propagation,scale,lookup,quickack,tls (phases to skip),
+# BENCH_SKIP=throughput,cost,propagation,certs,scale,lookup,quickack,tls (phases to skip),
 # BENCH_STEAL_MAX / BENCH_STEAL_ATTEMPTS (a wrk run with at least that much
 # host steal, in percent, is repeated, up to that many attempts; default 0.5, 4).
 #
@@ -932,6 +932,54 @@ if ! skip propagation; then
             target_row "(shown) propagation p99, $n routes in Redis's default hash encoding, $r replica(s)" "${p99:-nan} ms (all samples: ${all:-nan})" "≤ $limit ms" "not graded"
         done
     done
+fi
+
+# ========================================================== 3b. certificates
+# A certificate change live on every replica's TLS listener
+# (bench/cert_propagation.rs): CERT_N certificates in the certs hash, three
+# replicas with --tls-listen, the probe host's certificate written plain
+# (HSET) and logged (what `cert set` writes); polled by full handshakes.
+CERT_PROP=$ROOT/target/release/examples/cert_propagation
+CERT_N=${BENCH_CERT_N:-1000}
+CERT_CHANGES=$([ "$QUICK" = 1 ] && echo 20 || echo 200)
+if ! skip certs; then
+    CERT_HOST=$(cpu_stat)
+    start_redis; CERT_REDIS=$REDIS_PORT; CERT_REDIS_PID=$REDIS_PID
+    CERT_RESULTS=$RUN/certs.txt
+    : >"$CERT_RESULTS"
+    cert_tls=(); cert_pids=()
+    for i in 1 2 3; do
+        next_port; cert_port=$PORT
+        start_switchyard "certs-r$i" "$CERT_REDIS" certs_routes \
+            --certs-key certs_routes:certs --tls-listen "127.0.0.1:$cert_port"
+        cert_tls+=(--tls "127.0.0.1:$cert_port"); cert_pids+=("$SY_PID")
+    done
+    log "certs: $CERT_N certificates, 3 replicas"
+    "$CERT_PROP" --redis "127.0.0.1:$CERT_REDIS" --key certs_routes:certs "${cert_tls[@]}" \
+        --certs "$CERT_N" --changes "$CERT_CHANGES" --poll-interval-us "$POLL_US" \
+        --label "$CERT_N" | tee -a "$CERT_RESULTS" >&2
+    for p in "${cert_pids[@]}"; do stop_pid "$p"; done
+    stop_pid "$CERT_REDIS_PID"
+    section "Certificate propagation (write → served by every replica's TLS listener)"
+    {
+        host_note "$CERT_HOST"
+        echo
+        echo "$CERT_N certificates (ECDSA P-256) in the certs hash, 3 replicas; the probe host's certificate changed $CERT_CHANGES times, plain (HSET: every replica reads the hash) and logged (MULTI HSET XADD EXEC, as \`cert set\` writes: every replica reads the log); after each write every replica is polled with fresh full handshakes until it returns the new leaf. A poll round is one full handshake per replica, one after the other, so the reference column bounds how soon a change can be seen."
+        echo
+        echo "| certs | change | n | p50 ms | p99 ms | max ms | each replica p50 / p99 ms | ref: write reply p50 / p99 ms | ref: handshake round p50 / p99 ms | timeouts | wrong |"
+        echo "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        while read -r line; do
+            f() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
+            kind=$(sed -n 's/.*kind=\([^ ]*\).*/\1/p' <<<"$line")
+            printf '| %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s / %s | %s | %s |\n' "$CERT_N" "$kind" \
+                "$(f n)" "$(f p50_ms)" "$(f p99_ms)" "$(f max_ms)" "$(f each_p50_ms)" "$(f each_p99_ms)" \
+                "$(f write_p50_ms)" "$(f write_p99_ms)" "$(f poll_p50_ms)" "$(f poll_p99_ms)" "$(f timeouts)" "$(f wrong)"
+        done < <(grep '^RESULT' "$CERT_RESULTS")
+    } >>"$REPORT"
+    p99=$(grep '^RESULT kind=cert-logged ' "$CERT_RESULTS" | sed -n 's/.* p99_ms=\([^ ]*\).*/\1/p' | head -1)
+    target_row "certificate change p99 (logged, as \`cert set\` writes), $CERT_N certs, 3 replicas" "${p99:-nan} ms" "≤ 2 ms" "$(verdict "${p99:-nan}" 2)"
+    p99=$(grep '^RESULT kind=cert-plain ' "$CERT_RESULTS" | sed -n 's/.* p99_ms=\([^ ]*\).*/\1/p' | head -1)
+    target_row "certificate change p99 (plain HSET), $CERT_N certs, 3 replicas" "${p99:-nan} ms" "≤ 2 ms" "$(verdict "${p99:-nan}" 2)"
 fi
 
 # ========================================================== 4. scale

@@ -75,11 +75,24 @@ pub enum CertAction {
         /// The PEM private key (PKCS#8, SEC1 or PKCS#1).
         #[arg(long)]
         key: PathBuf,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Delete HOST's certificate.
-    Del { host: String },
-    /// List every certificate: names, issuer, expiry, sealed or not, problems.
+    #[command(after_help = crate::cli::exit_codes_help())]
+    Del {
+        host: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// List every certificate: names, issuer, expiry, sealed or not, problems,
+    /// automatic or not, and which live replicas serve it.
     List,
+    /// Confirm a mass removal of certificates that replicas are holding back
+    /// (the removal guard): for the next 60 s, a read that removes many
+    /// certificates at once applies.
+    #[command(after_help = crate::cli::exit_codes_help())]
+    AcceptRemoval,
 }
 
 #[derive(Debug, Subcommand)]
@@ -1108,7 +1121,9 @@ mod tests {
         assert_eq!(cli.tls.certs_key, "certs");
         match cli.command {
             Some(Command::Cert {
-                action: CertAction::Set { host, cert, key },
+                action: CertAction::Set {
+                    host, cert, key, ..
+                },
             }) => {
                 assert_eq!(host, "*.cloud.com");
                 assert_eq!(

@@ -12,7 +12,7 @@
 //! - [`admin`]: `/healthz`, `/readyz`, `/routes`, `/metrics`.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`replicas`]: the replica registry, `status`, `--wait`.
-//! - [`snapshot`]: the on-disk copy of the last table.
+//! - [`snapshot`]: the on-disk copy of the last tables (routes and certificates).
 //! - [`cli`]: the `route` and `status` commands, the exit codes.
 //! - [`reload`]: reload requests (SIGHUP) for parts that re-read files.
 //! - [`tls`]: certificates (files, the certs hash, sealed keys), SNI, the handshake, `cert`.
@@ -96,14 +96,18 @@ pub async fn run_with(
     let state = state::SharedState::new();
     let stop = CancellationToken::new();
     let acme_on = config.acme.is_some();
-    // The followed hashes: the routes hash (more register here, each a
-    // value: see `sync::hash`).
+    // The followed hashes: the routes hash, the certs hash and, with ACME,
+    // the HTTP-01 tokens (more register here, each a value: see
+    // `sync::hash`). Ready once every one is loaded.
     let snapshot = sync::snapshot_writer(&config.sync, &state);
     let hashes: sync::HashesFactory = {
         let snapshot = snapshot.clone();
-        let (config, state) = (config.sync.clone(), state.clone());
+        let (config, tls, state) = (config.sync.clone(), config.tls.clone(), state.clone());
         std::sync::Arc::new(move || {
-            let mut hashes = vec![sync::routes_hash(&config, &state, snapshot.clone())];
+            let mut hashes = vec![
+                sync::routes_hash(&config, &state, snapshot.clone()),
+                sync::certs_hash(&config, &tls, &state, snapshot.clone()),
+            ];
             // HTTP-01 tokens, answered from memory (README.md, "Automatic
             // certificates").
             if acme_on {

@@ -42,9 +42,7 @@ fn main() -> ExitCode {
         }),
         Some(Command::Cert { action }) => runtime.block_on(async {
             let ctx = Context::new(&redis_url, &cli.redis)?;
-            let out = switchyard::tls::cli::cert(&ctx, &cli.tls, action).await?;
-            print!("{out}");
-            Ok(())
+            switchyard::tls::cli::cert(&ctx, &cli.tls, action, &mut std::io::stdout()).await
         }),
     };
     match result {

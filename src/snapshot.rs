@@ -84,6 +84,26 @@ impl SnapshotSource for RouteTable {
     }
 }
 
+impl SnapshotSource for crate::tls::CertTable {
+    fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn watermark(&self) -> Option<RedisMicros> {
+        self.watermark
+    }
+
+    fn for_each_field(&self, visit: &mut dyn FnMut(&[u8], &[u8])) {
+        for (field, value) in self.raw_entries() {
+            visit(&field[..], &value[..]);
+        }
+    }
+
+    fn for_each_last_valid(&self, visit: &mut dyn FnMut(&[u8], &[u8])) {
+        crate::tls::CertTable::for_each_last_valid(self, visit)
+    }
+}
+
 /// One followed hash as a snapshot holds it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HashImage {
@@ -117,6 +137,25 @@ impl HashImage {
     pub fn route_table(&self) -> RouteTable {
         let last_valid = RouteTable::build(&self.last_valid, &RouteTable::unloaded());
         let mut table = RouteTable::build(&self.entries, &last_valid);
+        table.version = self.version;
+        table.watermark = self.watermark;
+        table.source = TableSource::Snapshot;
+        table
+    }
+}
+
+impl HashImage {
+    /// The certificate table the image was taken of, as [`HashImage::route_table`]
+    /// does for routes: validity checked at `now`, sealed keys opened with
+    /// the sealer `seed` carries (the table follows `seed`'s).
+    pub fn cert_table(
+        &self,
+        seed: &crate::tls::CertTable,
+        now: SystemTime,
+    ) -> crate::tls::CertTable {
+        use crate::tls::CertTable;
+        let last_valid = CertTable::build(&self.last_valid, seed, seed.context_at(now)).0;
+        let mut table = CertTable::build(&self.entries, &last_valid, seed.context_at(now)).0;
         table.version = self.version;
         table.watermark = self.watermark;
         table.source = TableSource::Snapshot;
@@ -211,7 +250,7 @@ pub fn load_into(path: &Path, key: &str, state: &SharedState) {
         warn!(path = %loaded.path.display(), key, "the snapshot holds no table of this key");
         return;
     };
-    if state.is_ready() {
+    if state.table().is_loaded() {
         return;
     }
     info!(path = %loaded.path.display(), routes = table.len(), version = table.version, "serving the snapshot until Redis answers");
@@ -467,7 +506,15 @@ fn write_file(
     temp: &Path,
     tables: &BTreeMap<String, Arc<dyn SnapshotSource>>,
 ) -> std::io::Result<()> {
-    let file = std::fs::File::create(temp)?;
+    // Owner-only: the file may hold private keys (the certs hash's, in
+    // plaintext unless sealed: README.md, "Private keys at rest").
+    let file = {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(temp)?
+    };
     let written = (|| {
         let mut out = std::io::BufWriter::with_capacity(256 * 1024, file);
         // The header's fields have a fixed width: room for the real one,

@@ -82,9 +82,11 @@ impl SyncStatus {
     }
 
     /// Every followed hash has a table (the routes table is checked by
-    /// [`SharedState::is_ready`] itself).
+    /// [`SharedState::is_ready`] itself). Before the followed hashes are
+    /// registered, none has: a replica is never ready in between (the
+    /// snapshot's routes may be in while its certificates are not yet).
     pub fn all_loaded(&self) -> bool {
-        self.hashes.iter().all(|h| h.loaded)
+        !self.hashes.is_empty() && self.hashes.iter().all(|h| h.loaded)
     }
 
     /// The sync loop has not read Redis for longer than it should have

@@ -2,7 +2,7 @@
 //! scripts (controllers) working on the same Redis as the proxies; and the
 //! exit codes of the binary, one table for every command.
 
-mod route;
+pub(crate) mod route;
 mod status;
 
 pub use route::route;

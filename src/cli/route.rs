@@ -35,7 +35,7 @@ pub async fn route(
     }
 }
 
-fn print(out: &mut dyn Write, text: std::fmt::Arguments) {
+pub(crate) fn print(out: &mut dyn Write, text: std::fmt::Arguments) {
     // A closed stdout (`| head`) is no reason to fail a write that was made.
     let _ = out.write_fmt(text);
     let _ = out.flush();
@@ -49,7 +49,7 @@ fn normalized_field(host: &str) -> Result<String, CliError> {
 
 /// The connections a write needs: commands, and with `--wait` the
 /// announcements, subscribed before the write so none is missed.
-async fn connect_for_write(
+pub(crate) async fn connect_for_write(
     ctx: &Context,
     wait: Option<WaitOptions>,
 ) -> Result<(Connection, Option<Watch>), CliError> {
@@ -79,7 +79,7 @@ async fn queue_del(trx: &Transaction, key: &str, field: &str) -> Result<(), Erro
 /// time of the write: every table whose watermark is at or after it has
 /// the write. (A `TIME` read after the transaction could be later than a
 /// fast replica's read of the write, and a wait for it might never end.)
-async fn run_write(
+pub(crate) async fn run_write(
     ctx: &Context,
     trx: Transaction,
 ) -> Result<(Option<String>, Value, RedisMicros), CliError> {
@@ -185,7 +185,7 @@ async fn del(
     }
 }
 
-async fn wait_for_replicas(
+pub(crate) async fn wait_for_replicas(
     ctx: &Context,
     client: &Client,
     watch: Watch,

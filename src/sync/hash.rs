@@ -474,19 +474,26 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
                     self.state.metrics.removal_holds.inc();
                 }
                 self.held = Some(Held::new(removed, serving, in_redis, self.held.as_ref()));
-                self.state.metrics.removals_held.set(1);
                 self.follower.set_held(true);
                 self.report();
+                self.set_held_gauge();
                 return Ok(false);
             }
             info!(key = %self.names.key, removed, serving, "mass removal confirmed (accept-removal): applying it");
         }
         if self.held.take().is_some() {
             info!(key = %self.names.key, "hold lifted");
-            self.state.metrics.removals_held.set(0);
             self.follower.set_held(false);
+            self.report();
+            self.set_held_gauge();
         }
         Ok(true)
+    }
+
+    /// `switchyard_removals_held`: 1 while any followed hash holds one.
+    fn set_held_gauge(&self) {
+        let any = self.state.status().held().next().is_some();
+        self.state.metrics.removals_held.set(i64::from(any));
     }
 
     fn read_done(&mut self, position: LogPosition, len: usize) {

@@ -12,6 +12,7 @@
 //! one starts again from "subscribe, then read", so a reconnect is always
 //! followed by a resync. A panic restarts the loop (`supervise`).
 
+pub mod certs_hash;
 pub mod challenges_hash;
 pub mod changelog;
 pub mod dump;
@@ -73,6 +74,31 @@ pub fn routes_hash(
     Box::new(FollowedHash::<RouteTable, _>::new(
         HashNames::new(&config.routes_key, database(config)),
         RoutesHome::new(state.clone(), &config.routes_key, snapshot),
+        state.clone(),
+        config.tuning,
+        config.max_removal_fraction,
+    ))
+}
+
+/// The certs hash of `tls` (README.md, "Certificates in Redis"), served
+/// from `state`'s `CertStore`, saved to `snapshot`. Followed whether or not
+/// this replica listens for TLS (cheap when empty; `/certs` and `cert
+/// list` report it either way). Before anything is loaded, the snapshot's
+/// certificates serve (a cold boot with Redis down).
+pub fn certs_hash(
+    config: &SyncConfig,
+    tls: &crate::config::TlsConfig,
+    state: &Arc<SharedState>,
+    snapshot: Option<Arc<snapshot::SnapshotWriter>>,
+) -> Box<dyn Followed> {
+    let home =
+        certs_hash::CertsHome::new(state.clone(), &tls.certs_key, tls.cert_sealer(), snapshot);
+    if let Some(path) = &config.snapshot_file {
+        home.restore(path);
+    }
+    Box::new(FollowedHash::<crate::tls::CertTable, _>::new(
+        HashNames::new(&tls.certs_key, database(config)),
+        home,
         state.clone(),
         config.tuning,
         config.max_removal_fraction,

@@ -107,6 +107,11 @@ impl CertStore {
         self.table.load()
     }
 
+    /// The table as an owned `Arc`, for holders across awaits.
+    pub fn table_full(&self) -> Arc<CertTable> {
+        self.table.load_full()
+    }
+
     pub fn default_cert(&self) -> Option<Arc<DefaultCert>> {
         self.default.load_full()
     }
@@ -116,8 +121,9 @@ impl CertStore {
     }
 
     /// Installs a table built from the certs hash. The sync loop's to
-    /// call (ARCHITECTURE.md: only the sync module stores tables).
-    pub fn install_table(&self, table: Arc<CertTable>, metrics: &TlsMetrics) {
+    /// call (ARCHITECTURE.md: only the sync module stores tables; the tidy
+    /// tests check it).
+    pub(crate) fn install_table(&self, table: Arc<CertTable>, metrics: &TlsMetrics) {
         self.table.store(table);
         self.update_gauges(metrics);
     }

@@ -14,7 +14,7 @@
 
 use super::certs::{self, CertError, LoadedCert};
 use super::seal::Sealer;
-use crate::routes::{parse_field, Diff, FieldKey, TableSource};
+use crate::routes::{parse_field, Diff, FieldKey, RedisMicros, TableSource};
 use bytes::Bytes;
 use compact_str::CompactString;
 use serde::Serialize;
@@ -52,6 +52,10 @@ pub struct HostCert {
     serving: Option<Arc<LoadedCert>>,
     /// Why the first field's value is not served, if it is not.
     problem: Option<CertError>,
+    /// The value `serving` was loaded from: the first field's, or the
+    /// host's last valid one (what the snapshot keeps, so a replica that
+    /// boots from it serves what this one served).
+    served_value: Option<Bytes>,
 }
 
 impl HostCert {
@@ -103,6 +107,12 @@ pub struct CertTable {
     pub version: u64,
     pub built_at: SystemTime,
     pub source: TableSource,
+    /// Redis time (µs) such that every write to the hash before it is in
+    /// the table (set by the sync loop when it installs the table).
+    pub watermark: Option<RedisMicros>,
+    /// What opens sealed keys for the builds and patches that follow this
+    /// table (the sync side's load context, carried from table to table).
+    sealer: Option<Arc<Sealer>>,
 }
 
 impl CertTable {
@@ -115,6 +125,30 @@ impl CertTable {
             version: 0,
             built_at: SystemTime::now(),
             source: TableSource::None,
+            watermark: None,
+            sealer: None,
+        }
+    }
+
+    /// The table before anything is loaded, whose builds and patches open
+    /// sealed keys with `sealer` (`--certs-secret-file`).
+    pub fn unloaded_with(sealer: Option<Arc<Sealer>>) -> CertTable {
+        CertTable {
+            sealer,
+            ..CertTable::unloaded()
+        }
+    }
+
+    /// What opens sealed keys for the builds and patches that follow.
+    pub fn sealer(&self) -> Option<&Arc<Sealer>> {
+        self.sealer.as_ref()
+    }
+
+    /// The load context of the tables that follow this one, at `now`.
+    pub fn context_at(&self, now: SystemTime) -> LoadContext<'_> {
+        LoadContext {
+            sealer: self.sealer.as_deref(),
+            now,
         }
     }
 
@@ -146,6 +180,17 @@ impl CertTable {
     /// out (automatic certificates are only ever written there).
     pub fn exact(&self, name: &str) -> Option<&Arc<LoadedCert>> {
         self.exact.get(name).and_then(|h| h.serving())
+    }
+
+    /// Whether the hash this table was made from has this very field.
+    pub fn has_field(&self, field: &[u8]) -> bool {
+        if self.bad_fields.iter().any(|b| &b.field[..] == field) {
+            return true;
+        }
+        host_key(field).is_ok_and(|(wildcard, name)| {
+            self.get(wildcard, &name)
+                .is_some_and(|h| h.fields.iter().any(|(f, _)| &f[..] == field))
+        })
     }
 
     /// Hosts in the table (with or without a certificate served).
@@ -187,6 +232,8 @@ impl CertTable {
             version: previous.version,
             built_at: SystemTime::now(),
             source: TableSource::Redis,
+            watermark: previous.watermark,
+            sealer: previous.sealer.clone(),
         };
         for ((wildcard, name), fields) in groups {
             let host = settle(wildcard, &name, fields, previous.get(wildcard, &name), ctx);
@@ -236,6 +283,8 @@ impl CertTable {
             version: self.version,
             built_at: SystemTime::now(),
             source: TableSource::Redis,
+            watermark: self.watermark,
+            sealer: self.sealer.clone(),
         };
         let mut keys: Vec<_> = touched.into_iter().collect();
         keys.sort_by(|a, b| a.0.cmp(&b.0));
@@ -384,6 +433,16 @@ impl CertTable {
         stats
     }
 
+    /// Each field whose value is not served while its host serves its last
+    /// valid value instead, with that value (for the snapshot file).
+    pub fn for_each_last_valid(&self, mut visit: impl FnMut(&[u8], &[u8])) {
+        for host in self.exact.values().chain(self.wildcard.values()) {
+            if let (Some(_), Some(value)) = (&host.problem, &host.served_value) {
+                visit(host.field(), value);
+            }
+        }
+    }
+
     /// Every entry of the hash as read, for the snapshot file (sealed keys
     /// stay sealed there).
     pub fn raw_entries(&self) -> Vec<(Bytes, Bytes)> {
@@ -474,15 +533,6 @@ fn settle(
             certs::load(value, Some(&field_key(wildcard, name)), ctx.sealer, ctx.now).map(Arc::new)
         }
     };
-    let (serving, problem) = match loaded {
-        Ok(cert) => (Some(cert), None),
-        Err(problem) => (
-            before
-                .and_then(|b| b.serving.clone())
-                .filter(|c| in_time(c)),
-            Some(problem),
-        ),
-    };
     // Keep the bytes already held for unchanged fields: only new values
     // are copied out of the read.
     let held = |field: &[u8], value: &[u8]| {
@@ -493,16 +543,24 @@ fn settle(
                 .cloned()
         })
     };
-    let fields = fields
+    let fields: Vec<(Bytes, Bytes)> = fields
         .into_iter()
         .map(|(f, v)| {
             held(f, v).unwrap_or_else(|| (Bytes::copy_from_slice(f), Bytes::copy_from_slice(v)))
         })
         .collect();
+    let (serving, served_value, problem) = match loaded {
+        Ok(cert) => (Some(cert), Some(fields[0].1.clone()), None),
+        Err(problem) => match before.filter(|b| b.serving.as_ref().is_some_and(in_time)) {
+            Some(b) => (b.serving.clone(), b.served_value.clone(), Some(problem)),
+            None => (None, None, Some(problem)),
+        },
+    };
     Arc::new(HostCert {
         fields,
         serving,
         problem,
+        served_value,
     })
 }
 
@@ -556,8 +614,9 @@ impl CertTable {
                     .map(|(f, v)| format!("{}={}", String::from_utf8_lossy(f), digest(v)))
                     .collect();
                 format!(
-                    "{host} {fields:?} serving={:?} problem={:?}",
+                    "{host} {fields:?} serving={:?} from={:?} problem={:?}",
                     h.serving.as_ref().map(|c| digest(c.leaf())),
+                    h.served_value.as_ref().map(|v| digest(v)),
                     h.problem.as_ref().map(ToString::to_string)
                 )
             })
@@ -699,6 +758,43 @@ mod tests {
             v4.lookup("b.com").unwrap(),
             v2.lookup("b.com").unwrap()
         ));
+    }
+
+    #[test]
+    fn the_last_valid_value_is_what_a_snapshot_rebuilds_from() {
+        let ca = TestCa::new();
+        let (a1, b1) = (ca.leaf(&["a.com"]), ca.leaf(&["b.com"]));
+        let v1 = CertTable::build(
+            &raw(&[("a.com", &a1.value()), ("b.com", &b1.value())]),
+            &CertTable::unloaded(),
+            ctx(),
+        )
+        .0;
+        let mut last_valid = Vec::new();
+        v1.for_each_last_valid(|f, v| last_valid.push((f.to_vec(), v.to_vec())));
+        assert!(last_valid.is_empty(), "every value is served as written");
+        let v2 = CertTable::build(
+            &raw(&[("a.com", "garbage"), ("b.com", &b1.value())]),
+            &v1,
+            ctx(),
+        )
+        .0;
+        v2.for_each_last_valid(|f, v| last_valid.push((f.to_vec(), v.to_vec())));
+        assert_eq!(
+            last_valid,
+            [(b"a.com".to_vec(), a1.value().into_bytes())],
+            "a.com serves its last valid value"
+        );
+        // Rebuilt elsewhere from the entries with the last valid values as
+        // the previous table: the same certificates.
+        let previous = CertTable::build(
+            &raw(&[("a.com", &a1.value())]),
+            &CertTable::unloaded(),
+            ctx(),
+        )
+        .0;
+        let rebuilt = CertTable::build(&v2.raw_entries(), &previous, ctx()).0;
+        assert_eq!(rebuilt.served(), v2.served());
     }
 
     #[test]

@@ -59,6 +59,7 @@ pub fn certs_json(store: &CertStore) -> Value {
         "version": table.version,
         "source": table.source,
         "built_at_ms": unix_ms(table.built_at),
+        "table_watermark_us": table.watermark,
         "loaded": stats.loaded,
         "earliest_not_after": stats.earliest_not_after.map(rfc3339),
         "hosts": hosts,

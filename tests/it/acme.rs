@@ -777,8 +777,10 @@ async fn the_documented_acl_is_enough() {
     // The proxy's line of README.md ("Redis permissions").
     let proxy_acl =
         "on >acme-pw resetkeys ~routes ~routes:log ~routes:accept-removal ~routes:replicas \
+         ~routes:certs ~routes:certs:log ~routes:certs:accept-removal \
          resetchannels &__keyspace@0__:routes &__keyspace@0__:routes:log \
-         &__keyspace@0__:routes:accept-removal &routes:replicas \
+         &__keyspace@0__:routes:accept-removal &routes:replicas &__keyspace@0__:routes:certs \
+         &__keyspace@0__:routes:certs:log &__keyspace@0__:routes:certs:accept-removal \
          -@all +select +ping +subscribe +config|get +config|set +multi +exec +time +hgetall \
          +dump +hlen +hscan +xrange +xrevrange +exists +hset +hdel +publish +client|id +info";
     let redis = RedisServer::builder()

@@ -671,9 +671,10 @@ async fn redis_password_auth_works() {
 }
 
 /// The smallest ACL the proxy needs (the README lists it). Keys: the routes
-/// hash, its change log and its removal-confirmation key (read only, by
-/// the commands below), and the replica registry; channels: the keyspace
-/// channels of those three and the registry's; commands: SELECT (the `/0`
+/// hash and the certs hash, each with its change log and its
+/// removal-confirmation key (read only, by the commands below), and the
+/// replica registry; channels: the keyspace channels of those six and the
+/// registry's; commands: SELECT (the `/0`
 /// of the URL), CONFIG GET/SET (notification setup and its periodic
 /// recheck), SUBSCRIBE + PING (the subscription barrier and the
 /// heartbeat), MULTI TIME HGETALL XREVRANGE EXEC (the atomic read with the
@@ -683,8 +684,10 @@ async fn redis_password_auth_works() {
 /// confirmation key), HSET + PUBLISH + HDEL (the replica registry and its
 /// channel).
 const PROXY_ACL_STRICT: &str = "on >proxy-pw resetkeys ~routes ~routes:log ~routes:accept-removal \
-     ~routes:replicas resetchannels &__keyspace@0__:routes &__keyspace@0__:routes:log \
-     &__keyspace@0__:routes:accept-removal &routes:replicas -@all +select +ping +subscribe \
+     ~routes:replicas ~routes:certs ~routes:certs:log ~routes:certs:accept-removal \
+     resetchannels &__keyspace@0__:routes &__keyspace@0__:routes:log \
+     &__keyspace@0__:routes:accept-removal &routes:replicas &__keyspace@0__:routes:certs \
+     &__keyspace@0__:routes:certs:log &__keyspace@0__:routes:certs:accept-removal -@all +select +ping +subscribe \
      +config|get +config|set +multi +exec +time +hgetall +dump +hlen +hscan +xrange +xrevrange \
      +exists +hset +hdel +publish";
 

@@ -31,3 +31,4 @@ mod tls_admin;
 mod tls_cli;
 mod tls_listener;
 mod tls_resumption;
+mod tls_sync;

@@ -101,3 +101,32 @@ fn sync_cites_the_repos_own_documents() {
     let found = occurrences(&["sync", "state.rs", "admin.rs", "lib.rs"], &["DESIGN "]);
     assert!(found.is_empty(), "{found:#?}");
 }
+
+/// Only the sync module installs certificate tables (its snapshot restore
+/// included; `tls/resolver.rs` defines it). Unit-test modules set tables
+/// up directly.
+#[test]
+fn only_sync_installs_certificate_tables() {
+    let found: Vec<_> = occurrences(&[""], &["install_table("])
+        .into_iter()
+        .filter(|(file, line_no, line)| {
+            let allowed = ["/src/sync/", "/src/tls/resolver.rs"];
+            !allowed.iter().any(|a| file.contains(a))
+                && !line.starts_with("//")
+                && !in_test_module(file, *line_no)
+        })
+        .collect();
+    assert!(found.is_empty(), "{found:#?}");
+    let resolver = std::fs::read_to_string(src("tls/resolver.rs")).unwrap();
+    assert!(resolver.contains("pub(crate) fn install_table("));
+}
+
+/// Whether line `line_no` of `file` comes after the file's `#[cfg(test)]`
+/// module.
+fn in_test_module(file: &str, line_no: usize) -> bool {
+    let text = std::fs::read_to_string(file).unwrap();
+    let lines: Vec<&str> = text.lines().take(line_no).collect();
+    lines
+        .windows(2)
+        .any(|w| w[0].trim() == "#[cfg(test)]" && w[1].trim_start().starts_with("mod tests"))
+}
