@@ -90,9 +90,11 @@ pub struct Metrics {
     pub invalid_routes: IntGauge,
     resyncs: [IntCounter; 6],
     pub drift: IntCounter,
-    /// How reloads built their table: from the change log, or by
-    /// comparing every entry (boot, safety-net reads, plain writes).
+    /// How reloads built their table: from the change log, from the DUMP
+    /// payload diff, or by comparing every entry (boot, safety-net reads,
+    /// HGETALL reads, bulk rewrites).
     pub reload_by_log: IntCounter,
+    pub reload_by_payload_diff: IntCounter,
     pub reload_by_compare: IntCounter,
     /// Change-log entries applied.
     pub log_entries: IntCounter,
@@ -167,7 +169,7 @@ impl Metrics {
         let reload_builds = IntCounterVec::new(
             Opts::new(
                 "reload_builds_total",
-                "How reloads built their table: log (change-log entries) or compare (a whole read, every entry compared with the table).",
+                "How reloads built their table: log (change-log entries), payload_diff (only the entries a DUMP diff names) or compare (every entry).",
             ),
             &["how"],
         )
@@ -197,6 +199,7 @@ impl Metrics {
                 "Periodic resyncs that found a difference (a lost notification).",
             ),
             reload_by_log: reload_builds.with_label_values(&["log"]),
+            reload_by_payload_diff: reload_builds.with_label_values(&["payload_diff"]),
             reload_by_compare: reload_builds.with_label_values(&["compare"]),
             sync_duration,
             redis_connected: gauge("redis_connected", "1 while both Redis connections are up."),

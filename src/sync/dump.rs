@@ -27,6 +27,7 @@
 
 use bytes::Bytes;
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 
 /// A hash entry borrowed from the payload (or decoded into its own buffer
 /// when Redis stored it as an integer or compressed it).
@@ -67,6 +68,10 @@ pub enum DumpError {
     Unsupported(u8),
     #[error("malformed DUMP payload: {0}")]
     Malformed(&'static str),
+    /// Two payloads to compare hold the hash in different encodings (Redis
+    /// converted it between the reads).
+    #[error("the payloads hold the hash in different encodings")]
+    EncodingChanged,
 }
 
 /// Puts a DUMP payload in the form the other functions here read: a
@@ -182,6 +187,141 @@ fn listpack_elements(listpack: &[u8]) -> Result<(Option<usize>, &[u8]), DumpErro
     Ok((count, &listpack[LISTPACK_HEADER_LEN..listpack.len() - 1]))
 }
 
+/// What changed between two DUMP payloads of the same hash.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PayloadDiff<'a> {
+    /// Entries of the new payload that are new or whose value changed
+    /// (and possibly some unchanged ones that moved).
+    pub upserts: Vec<DumpedEntry<'a>>,
+    /// Fields of the old payload that the new one no longer has.
+    pub removed: Vec<Cow<'a, [u8]>>,
+}
+
+/// Finds what changed from `old` to `new` without decoding either whole.
+///
+/// Redis serializes a hash by walking its dict (or copies its listpack): an
+/// `HSET` of an existing field changes its value in place, a new field or
+/// an `HDEL` touches one spot, so two successive payloads are equal but for
+/// a region in the middle. The payloads are compared byte-wise from both
+/// ends (memcmp speed) and the entry boundaries walked (skipping, not
+/// decoding) to find that region. Inside it, entries are matched by their
+/// encoded bytes, not by position: while Redis incrementally rehashes a
+/// dict that grew past a power of two (which lasts until about as many
+/// more writes have reached that hash), every write also moves a bucket's
+/// entries to the new table, so the region spans much of the payload while
+/// holding the same entries in another order. Only the entries without a
+/// byte-equal twin on the other side are decoded.
+pub fn diff_payloads<'a>(old: &'a [u8], new: &'a [u8]) -> Result<PayloadDiff<'a>, DumpError> {
+    let (mut old, mut new) = (entries_region(old)?.1, entries_region(new)?.1);
+    if old.format != new.format {
+        return Err(DumpError::EncodingChanged);
+    }
+    let (old_len, new_len) = (old.buf.len(), new.buf.len());
+    let prefix = common_prefix(old.buf, new.buf);
+    // The entries wholly inside the common prefix are the same in both.
+    let mut start = 0;
+    loop {
+        let before = new.pos;
+        if !new.skip_entry()? || new.pos > prefix {
+            new.pos = before;
+            break;
+        }
+        start = new.pos;
+    }
+    old.pos = start;
+    let suffix = common_suffix(&old.buf[start..], &new.buf[start..]);
+    // Walk both to boundaries inside the common suffix that sit at the same
+    // distance from the end: from there on the entries are the same bytes.
+    let mut old_entries = Vec::new();
+    let mut new_entries = Vec::new();
+    let (mut old_at, mut new_at) = (start, start);
+    while old_len - old_at > suffix {
+        old.skip_entry()?;
+        old_entries.push(old_at..old.pos);
+        old_at = old.pos;
+    }
+    while new_len - new_at > suffix {
+        new.skip_entry()?;
+        new_entries.push(new_at..new.pos);
+        new_at = new.pos;
+    }
+    while old_len - old_at != new_len - new_at {
+        if old_len - old_at > new_len - new_at {
+            old.skip_entry()?;
+            old_entries.push(old_at..old.pos);
+            old_at = old.pos;
+        } else {
+            new.skip_entry()?;
+            new_entries.push(new_at..new.pos);
+            new_at = new.pos;
+        }
+    }
+    // Old entries by their bytes; what the new side matches is unchanged.
+    let mut unmatched: HashMap<&'a [u8], usize, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(old_entries.len(), Default::default());
+    for range in &old_entries {
+        unmatched.insert(&old.buf[range.clone()], range.start);
+    }
+    let mut diff = PayloadDiff::default();
+    for range in new_entries {
+        if unmatched.remove(&new.buf[range.clone()]).is_none() {
+            new.pos = range.start;
+            diff.upserts.push((new.string()?, new.string()?));
+        }
+    }
+    let upserted: HashSet<&[u8], foldhash::fast::RandomState> = diff
+        .upserts
+        .iter()
+        .map(|(field, _)| field.as_ref())
+        .collect();
+    let mut removed = Vec::new();
+    for &at in unmatched.values() {
+        old.pos = at;
+        let field = old.string()?;
+        if !upserted.contains(field.as_ref()) {
+            removed.push(field);
+        }
+    }
+    diff.removed = removed;
+    Ok(diff)
+}
+
+/// Compared this many bytes at a time (one `memcmp` each) before the
+/// differing byte is looked for: megabytes of equal payload go by at
+/// memory speed, not a byte per step.
+const COMPARE_BLOCK: usize = 256;
+
+/// Length of the longest common prefix of `a` and `b`.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut at = 0;
+    while at + COMPARE_BLOCK <= n && a[at..at + COMPARE_BLOCK] == b[at..at + COMPARE_BLOCK] {
+        at += COMPARE_BLOCK;
+    }
+    at + a[at..n]
+        .iter()
+        .zip(&b[at..n])
+        .position(|(x, y)| x != y)
+        .unwrap_or(n - at)
+}
+
+/// Length of the longest common suffix of `a` and `b`.
+fn common_suffix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[a.len() - n..], &b[b.len() - n..]);
+    let mut end = n;
+    while end >= COMPARE_BLOCK && a[end - COMPARE_BLOCK..end] == b[end - COMPARE_BLOCK..end] {
+        end -= COMPARE_BLOCK;
+    }
+    n - end
+        + a[..end]
+            .iter()
+            .rev()
+            .zip(b[..end].iter().rev())
+            .position(|(x, y)| x != y)
+            .unwrap_or(end)
+}
+
 /// How the strings of a payload are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -282,6 +422,36 @@ impl<'a> Reader<'a> {
         }
         self.pos = start;
         Ok(None)
+    }
+
+    /// Moves past one string without decoding it.
+    fn skip_string(&mut self) -> Result<(), DumpError> {
+        if self.format == Format::Listpack {
+            return self.element().map(|_| ());
+        }
+        let n = match self.length_or_encoding()? {
+            Ok(len) => len,
+            Err(RDB_ENC_INT8) => 1,
+            Err(RDB_ENC_INT16) => 2,
+            Err(RDB_ENC_INT32) => 4,
+            Err(RDB_ENC_LZF) => {
+                let compressed_len = self.length()?;
+                self.length()?;
+                compressed_len
+            }
+            Err(_) => return Err(DumpError::Malformed("unknown string encoding")),
+        };
+        self.take(n).map(|_| ())
+    }
+
+    /// Moves past one entry (field and value); false at the end.
+    fn skip_entry(&mut self) -> Result<bool, DumpError> {
+        if self.remaining() == 0 {
+            return Ok(false);
+        }
+        self.skip_string()?;
+        self.skip_string()?;
+        Ok(true)
     }
 
     /// `rdbGenericLoadStringObject`: raw, integer-encoded or LZF-compressed
@@ -399,6 +569,26 @@ fn int_text(n: i64) -> Cow<'static, [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn common_prefix_and_suffix_at_every_position() {
+        let base: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for at in [0, 1, 255, 256, 257, 511, 512, 999] {
+            let mut other = base.clone();
+            other[at] ^= 0xff;
+            assert_eq!(common_prefix(&base, &other), at, "prefix, change at {at}");
+            assert_eq!(
+                common_suffix(&base, &other),
+                999 - at,
+                "suffix, change at {at}"
+            );
+        }
+        assert_eq!(common_prefix(&base, &base), 1000);
+        assert_eq!(common_suffix(&base, &base), 1000);
+        assert_eq!(common_prefix(&base[..300], &base), 300);
+        assert_eq!(common_suffix(&base[700..], &base), 300);
+        assert_eq!(common_prefix(&[], &base), 0);
+    }
 
     /// A payload as Redis would write it: type, body, then version + CRC
     /// (not checked here, so zeros).
@@ -697,7 +887,116 @@ mod tests {
         }
     }
 
+    /// A payload of `entries` in raw string encoding.
+    fn encode(entries: &[(String, String)]) -> Vec<u8> {
+        fn length(out: &mut Vec<u8>, n: usize) {
+            if n < 64 {
+                out.push(n as u8);
+            } else if n < 16384 {
+                out.extend_from_slice(&[0x40 | (n >> 8) as u8, n as u8]);
+            } else {
+                out.push(RDB_32BITLEN);
+                out.extend_from_slice(&(n as u32).to_be_bytes());
+            }
+        }
+        let mut body = Vec::new();
+        length(&mut body, entries.len());
+        for (f, v) in entries {
+            length(&mut body, f.len());
+            body.extend_from_slice(f.as_bytes());
+            length(&mut body, v.len());
+            body.extend_from_slice(v.as_bytes());
+        }
+        payload(&body)
+    }
+
+    /// `old` with the payload diff applied, as a sorted map.
+    fn patched(old: &[(String, String)], diff: &PayloadDiff) -> Vec<(String, String)> {
+        let mut map: std::collections::BTreeMap<String, String> = old.iter().cloned().collect();
+        for f in &diff.removed {
+            assert!(
+                map.remove(&*String::from_utf8_lossy(f)).is_some(),
+                "removed twice"
+            );
+        }
+        for (f, v) in text(&diff.upserts) {
+            map.insert(f, v);
+        }
+        map.into_iter().collect()
+    }
+
+    fn sorted(entries: &[(String, String)]) -> Vec<(String, String)> {
+        let mut out = entries.to_vec();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn payload_diff_finds_a_change_an_insert_and_a_delete() {
+        let old: Vec<(String, String)> = (0..100)
+            .map(|i| (format!("h{i}.com"), format!("10.0.0.{i}:80")))
+            .collect();
+        let mut changed = old.clone();
+        changed[40].1 = "10.9.9.9:80".into();
+        let mut inserted = old.clone();
+        inserted.insert(70, ("new.com".into(), "10.1.1.1:80".into()));
+        let mut deleted = old.clone();
+        deleted.remove(0);
+        for encoder in [encode, encode_listpack] {
+            for new in [&old, &changed, &inserted, &deleted] {
+                let (a, b) = (encoder(&old), encoder(new));
+                let diff = diff_payloads(&a, &b).unwrap();
+                assert!(diff.upserts.len() + diff.removed.len() <= 1, "{diff:?}");
+                assert_eq!(patched(&old, &diff), sorted(new));
+            }
+        }
+        // Redis converted the hash between two reads: no diff.
+        assert_eq!(
+            diff_payloads(&encode(&old), &encode_listpack(&old)),
+            Err(DumpError::EncodingChanged)
+        );
+        // Everything reordered (a rehash): the same entries, no change; and
+        // a change inside the reordering is found.
+        let mut reversed = old.clone();
+        reversed.reverse();
+        let (a, b) = (encode(&old), encode(&reversed));
+        assert_eq!(diff_payloads(&a, &b).unwrap(), PayloadDiff::default());
+        reversed[10].1 = "10.7.7.7:80".into();
+        reversed.remove(50);
+        let b = encode(&reversed);
+        let diff = diff_payloads(&a, &b).unwrap();
+        assert_eq!((diff.upserts.len(), diff.removed.len()), (1, 1), "{diff:?}");
+        assert_eq!(patched(&old, &diff), sorted(&reversed));
+    }
+
     proptest::proptest! {
+        /// Any edits of a payload, with its entries moved around as a
+        /// rehash moves them: the diff applied to the old entries gives the
+        /// new ones.
+        #[test]
+        fn payload_diff_applied_gives_the_new_entries(
+            n in 0usize..120,
+            edits in proptest::collection::vec((0u8..4, 0usize..200, 0u32..1000), 0..6),
+        ) {
+            let old: Vec<(String, String)> = (0..n).map(|i| (format!("h{i}.com"), format!("v{i}"))).collect();
+            let mut new = old.clone();
+            let mut fresh = 0;
+            for (kind, at, value) in edits {
+                match kind {
+                    0 if !new.is_empty() => { let i = at % new.len(); new[i].1 = format!("x{value}"); }
+                    1 => { fresh += 1; let i = at % (new.len() + 1); new.insert(i, (format!("n{fresh}.com"), format!("y{value}"))); }
+                    2 if !new.is_empty() => { let i = at % new.len(); new.remove(i); }
+                    3 if !new.is_empty() => { let i = at % new.len(); let moved = new.remove(i); new.insert((at * 7) % (new.len() + 1), moved); }
+                    _ => {}
+                }
+            }
+            for encoder in [encode, encode_listpack] {
+                let (a, b) = (encoder(&old), encoder(&new));
+                let diff = diff_payloads(&a, &b).unwrap();
+                proptest::prop_assert_eq!(patched(&old, &diff), sorted(&new));
+            }
+        }
+
         #[test]
         fn arbitrary_payloads_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
             for kind in [RDB_TYPE_HASH, PREPARED_LISTPACK] {

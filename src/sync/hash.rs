@@ -8,7 +8,7 @@
 //! object-safe [`Followed`] (ARCHITECTURE.md, "Followed hashes").
 
 use super::changelog::{self, Change, StreamId};
-use super::dump::DumpError;
+use super::dump::{self, DumpError};
 use super::error::SyncError;
 use super::follower::{Follower, KeyRole};
 use super::guard::{self, Guard, Held, Verdict};
@@ -20,7 +20,7 @@ use crate::routes::RedisMicros;
 use crate::state::{HashStatus, SharedState};
 use bytes::Bytes;
 use fred::prelude::Client;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Instant, SystemTime};
 use tracing::{debug, error, info, warn};
 
@@ -157,6 +157,12 @@ pub trait Followed: Send + Sync {
     fn loaded(&self) -> bool;
 }
 
+/// A `DUMP` payload and (weakly) the table made from it.
+struct LastDump<T> {
+    payload: Bytes,
+    table: Weak<T>,
+}
+
 /// A followed hash of table type `T` served from `H`.
 pub struct FollowedHash<T: Table, H: Home<T>> {
     names: HashNames,
@@ -166,6 +172,9 @@ pub struct FollowedHash<T: Table, H: Home<T>> {
     guard: Guard,
     follower: Follower,
     method: MethodChoice,
+    /// The payload of the last `DUMP` read, so that the next event-driven
+    /// read is compared with it rather than with the whole table.
+    last_dump: Option<LastDump<T>>,
     /// Where the change log stood at the read the table reflects.
     log: LogPosition,
     /// The hash's length at the read the table reflects (whether it
@@ -175,7 +184,6 @@ pub struct FollowedHash<T: Table, H: Home<T>> {
     log_off: Option<String>,
     held: Option<Held>,
     last_read: Option<SystemTime>,
-    table: std::marker::PhantomData<fn() -> T>,
 }
 
 impl<T: Table, H: Home<T>> FollowedHash<T, H> {
@@ -194,12 +202,12 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
             guard: Guard::new(max_removal_fraction),
             follower: Follower::new(true),
             method: MethodChoice::default(),
+            last_dump: None,
             log: LogPosition::NotRead,
             len_at_read: None,
             log_off: None,
             held: None,
             last_read: None,
-            table: std::marker::PhantomData,
         };
         hash.report();
         hash
@@ -398,9 +406,19 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         }
         let (watermark, position) = (read.watermark, read.log);
         let previous = self.home.current();
+        // The payload diff only for reads an event asked for: a safety-net
+        // read (boot, reconnect, periodic, ping-tick check) compares every
+        // entry with the table as served (ARCHITECTURE.md, "A safety net
+        // compares with the truth").
+        let last_dump = self
+            .last_dump
+            .take()
+            .filter(|_| reason == ResyncReason::Event)
+            .filter(|last| Weak::ptr_eq(&last.table, &Arc::downgrade(&previous)));
+        let max_changes = self.tuning.payload_diff_max_changes;
         let build = {
             let previous = previous.clone();
-            move || build(read, &*previous)
+            move || build(read, last_dump, &previous, max_changes)
         };
         let built = if self.method.last_size() > self.tuning.build_off_reactor_above {
             tokio::task::spawn_blocking(build)
@@ -420,7 +438,11 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
             }
         };
         let metrics = &self.state.metrics;
-        metrics.reload_by_compare.inc();
+        if built.by_payload_diff {
+            metrics.reload_by_payload_diff.inc();
+        } else {
+            metrics.reload_by_compare.inc();
+        }
         let len = built.table.len();
         self.method.read_size(len);
         if reason.is_safety_net() && !built.diff.is_empty() && self.home.serves_redis() {
@@ -432,8 +454,13 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
             self.mark_read();
             return Ok(Outcome::NOTHING);
         }
-        self.home
+        let installed = self
+            .home
             .install(built.table, &built.diff, watermark, reason.as_str());
+        self.last_dump = built.dump.map(|payload| LastDump {
+            payload,
+            table: Arc::downgrade(&installed),
+        });
         self.read_done(position, len);
         self.state
             .metrics
@@ -578,6 +605,7 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
             return Ok(None);
         }
         self.home.install(table, &diff, watermark, "log");
+        self.last_dump = None;
         metrics.reload_by_log.inc();
         metrics.log_entries.inc_by(entries as u64);
         self.read_done(position, len);
@@ -598,6 +626,7 @@ impl<T: Table, H: Home<T>> Followed for FollowedHash<T, H> {
 
     fn new_session(&mut self, log_events: bool) {
         self.method.new_session();
+        self.last_dump = None;
         self.log_off = (!log_events).then(|| {
             "notify-keyspace-events lacks `t` (stream events): log appends send no event".to_owned()
         });
@@ -676,22 +705,87 @@ impl<T: Table, H: Home<T>> Followed for FollowedHash<T, H> {
 struct Built<T: Table> {
     table: T,
     diff: T::Diff,
+    /// The DUMP payload read, copied out of the client's read buffer.
+    dump: Option<Bytes>,
+    /// Built from the payload diff (else by comparing every entry).
+    by_payload_diff: bool,
 }
 
-/// The next table from a read, by comparing every entry with the table
-/// served (ARCHITECTURE.md, "A safety net compares with the truth"). No
-/// copy of the last `DUMP` payload is kept to diff against: at 100,000
-/// routes it would cost more memory than the table's hosts, and the
-/// change log makes field-level changes cheap without it.
-fn build<T: Table>(read: HashRead, previous: &T) -> Result<Built<T>, DumpError> {
+/// The next table from a read: from the difference with the last DUMP when
+/// there is one and it is small, else by comparing every entry.
+fn build<T: Table>(
+    read: HashRead,
+    last_dump: Option<LastDump<T>>,
+    previous: &T,
+    max_changes: usize,
+) -> Result<Built<T>, DumpError> {
+    // An exact-size copy: the payload is a slice of the client's read
+    // buffer, which may be twice as large.
+    let dump = read.dump_payload().map(|p| Bytes::copy_from_slice(p));
+    if let (Some(last), Some(payload)) = (&last_dump, &dump) {
+        let changes = dump::diff_payloads(&last.payload, payload)
+            .map_err(|e| debug!(error = %e, "payload diff failed; comparing every entry"))
+            .ok()
+            .filter(|c| c.upserts.len() + c.removed.len() <= max_changes);
+        if let Some(changes) = changes {
+            let changes: Vec<Change> = changes
+                .removed
+                .iter()
+                .map(|f| Change {
+                    field: share(&last.payload, f),
+                    value: None,
+                })
+                .chain(changes.upserts.iter().map(|(f, v)| Change {
+                    field: share(payload, f),
+                    value: Some(share(payload, v)),
+                }))
+                .collect();
+            if let Some((table, diff)) = previous.patch(&changes) {
+                return Ok(Built {
+                    table,
+                    diff,
+                    dump,
+                    by_payload_diff: true,
+                });
+            }
+        }
+    }
     let entries = read.entries()?;
     let (table, diff) = T::from_entries(&entries, previous);
-    Ok(Built { table, diff })
+    Ok(Built {
+        table,
+        diff,
+        dump,
+        by_payload_diff: false,
+    })
+}
+
+/// `part` as a slice of `buf` when it lies inside it (no copy), else a copy.
+fn share(buf: &Bytes, part: &[u8]) -> Bytes {
+    let (start, end) = (buf.as_ptr() as usize, buf.as_ptr() as usize + buf.len());
+    let at = part.as_ptr() as usize;
+    if at >= start && at + part.len() <= end {
+        buf.slice(at - start..at - start + part.len())
+    } else {
+        Bytes::copy_from_slice(part)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn share_slices_what_lies_inside_and_copies_the_rest() {
+        let buf = Bytes::from_static(b"0123456789");
+        let inside = share(&buf, &buf[3..6]);
+        assert_eq!(&inside[..], b"345");
+        assert_eq!(inside.as_ptr(), buf[3..].as_ptr(), "no copy");
+        let elsewhere = b"345".to_vec();
+        let copied = share(&buf, &elsewhere);
+        assert_eq!(&copied[..], b"345");
+        assert_ne!(copied.as_ptr(), elsewhere.as_ptr());
+    }
 
     #[test]
     fn names_and_channels_of_a_hash() {

@@ -42,6 +42,9 @@ pub struct Tuning {
     /// Above this many entries a table is built or patched on a blocking
     /// thread, so the reactor keeps serving while a large hash is parsed.
     pub build_off_reactor_above: usize,
+    /// Most changes a `DUMP` payload diff hands to the table's patch; a
+    /// bulk rewrite past this compares every entry instead.
+    pub payload_diff_max_changes: usize,
     /// Change-log entries read per `XRANGE`.
     pub log_read_batch: usize,
     /// Most change-log entries replayed at once (after a reconnect, or a
@@ -71,6 +74,7 @@ impl Default for Tuning {
             scan_threshold: 250_000,
             scan_count: 10_000,
             build_off_reactor_above: 10_000,
+            payload_diff_max_changes: 4096,
             log_read_batch: 1000,
             log_replay_max: 10_000,
             subscriber_event_capacity: 1024,
