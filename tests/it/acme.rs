@@ -395,6 +395,19 @@ async fn a_routed_matching_host_gets_a_certificate_validated_on_any_replica() {
     assert!(info.issuer.contains("Pebble"), "issuer {}", info.issuer);
     assert!(issued_in < Duration::from_secs(10), "took {issued_in:?}");
     println!("FIGURES acme: route HSET -> certificate (real HTTP-01, 3 replicas): {issued_in:?}");
+    // Every replica follows the certs hash: each serves the issued
+    // certificate (what its TLS resolver reads, shown by `/certs`).
+    for (i, replica) in cluster.replicas.iter().enumerate() {
+        assert_eventually!(
+            {
+                let certs = replica.admin_get("/certs").await.json();
+                certs["hosts"]["app.cloud.com"]["serving"]["issuer"]
+                    .as_str()
+                    .is_some_and(|issuer| issuer.contains("Pebble"))
+            },
+            "replica {i} does not serve the issued certificate"
+        );
+    }
     // Pebble really validated, on the replica it talks to, which answered
     // from memory (its routes lead nowhere: a 2xx is its own answer).
     assert_eventually!(
