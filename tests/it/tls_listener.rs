@@ -6,7 +6,7 @@
 //! TLS 1.1 refused, a request typed through it).
 
 use crate::support::*;
-use crate::tls_support::{display, Scratch, TestCa};
+use crate::tls_support::{display, Scratch, TestCa, TlsProxy};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
@@ -15,67 +15,12 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use switchyard::config::{CertFilePaths, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-/// A proxy started with `switchyard::run_with` and a TLS listener.
-struct TlsProxy {
-    endpoints: Endpoints,
-    tls: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl TlsProxy {
-    async fn start(config: Config) -> TlsProxy {
-        let bind = || TcpListener::bind("127.0.0.1:0");
-        let (proxy, admin, tls) = (
-            bind().await.unwrap(),
-            bind().await.unwrap(),
-            bind().await.unwrap(),
-        );
-        let endpoints = Endpoints {
-            addr: proxy.local_addr().unwrap(),
-            admin: admin.local_addr().unwrap(),
-        };
-        let tls_addr = tls.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let listeners = switchyard::Listeners {
-            proxy,
-            admin,
-            tls: Some(tls),
-        };
-        let task = tokio::spawn(switchyard::run_with(
-            config,
-            listeners,
-            async {
-                let _ = rx.await;
-            },
-            switchyard::reload::Reload::new(),
-        ));
-        endpoints.wait_ready().await;
-        TlsProxy {
-            endpoints,
-            tls: tls_addr,
-            shutdown: Some(tx),
-            task,
-        }
-    }
-
-    async fn shutdown(mut self) {
-        let _ = self.shutdown.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("proxy did not stop")
-            .unwrap();
-    }
-}
 
 /// A test CA, a wildcard default certificate `*.cloud.com` in files, and a
 /// config serving it.
@@ -134,7 +79,7 @@ async fn http1_over_tls_reaches_the_backend_as_https() {
     let backend = Backend::echo("tls-one").await;
     redis.hset("app.cloud.com", &backend.target());
     let setup = setup(&redis);
-    let proxy = TlsProxy::start(setup.config.clone()).await;
+    let proxy = TlsProxy::start_ready(setup.config.clone()).await;
     let mut tls = connect(
         proxy.tls,
         &setup.ca.cert_pem,
@@ -173,7 +118,7 @@ async fn h2_over_tls_by_alpn() {
     let backend = Backend::echo("tls-h2").await;
     redis.hset("app.cloud.com", &backend.target());
     let setup = setup(&redis);
-    let proxy = TlsProxy::start(setup.config.clone()).await;
+    let proxy = TlsProxy::start_ready(setup.config.clone()).await;
     let tls = connect(
         proxy.tls,
         &setup.ca.cert_pem,
@@ -214,7 +159,7 @@ async fn h2_over_tls_by_alpn() {
 async fn no_certificate_for_the_name_is_unrecognized_name() {
     let redis = RedisServer::start();
     let ca = TestCa::new();
-    let proxy = TlsProxy::start(test_config(&redis.url())).await;
+    let proxy = TlsProxy::start_ready(test_config(&redis.url())).await;
     for _ in 0..2 {
         let error = connect(proxy.tls, &ca.cert_pem, "nobody.test", &[b"http/1.1"])
             .await
@@ -246,7 +191,7 @@ async fn websocket_over_tls() {
     let echo = Backend::websocket_echo().await;
     redis.hset("ws.cloud.com", &echo.target());
     let setup = setup(&redis);
-    let proxy = TlsProxy::start(setup.config.clone()).await;
+    let proxy = TlsProxy::start_ready(setup.config.clone()).await;
     let tls = connect(
         proxy.tls,
         &setup.ca.cert_pem,
@@ -282,7 +227,7 @@ async fn curl_with_the_test_ca() {
     let backend = Backend::echo("tls-curl").await;
     redis.hset("app.cloud.com", &backend.target());
     let setup = setup(&redis);
-    let proxy = TlsProxy::start(setup.config.clone()).await;
+    let proxy = TlsProxy::start_ready(setup.config.clone()).await;
     let port = proxy.tls.port();
     let ca = display(&setup.dir.path("ca.pem"));
     for version in ["--http1.1", "--http2"] {
@@ -336,7 +281,7 @@ async fn hsts_on_answers_over_tls_only() {
     redis.hset("app.cloud.com", &backend.target());
     let mut setup = setup(&redis);
     setup.config.proxy.hsts = Some(31_536_000);
-    let proxy = TlsProxy::start(setup.config.clone()).await;
+    let proxy = TlsProxy::start_ready(setup.config.clone()).await;
     let mut tls = connect(
         proxy.tls,
         &setup.ca.cert_pem,
@@ -398,7 +343,7 @@ async fn redirect_https_for_hosts_with_a_certificate() {
     redis.hset("plain.test", &backend.target());
     let mut setup = setup(&redis);
     setup.config.proxy.redirect_https = Some(8443);
-    let proxy = TlsProxy::start(setup.config.clone()).await;
+    let proxy = TlsProxy::start_ready(setup.config.clone()).await;
     // The default certificate loads in the background.
     assert_eventually!(
         proxy.endpoints.get("app.cloud.com", "/").await.status == 308,
@@ -548,7 +493,7 @@ async fn openssl_s_client_gets_the_default_certificate_over_tls13_and_tls12() {
     }
     let redis = RedisServer::start();
     let setup = setup(&redis);
-    let proxy = TlsProxy::start(setup.config.clone()).await;
+    let proxy = TlsProxy::start_ready(setup.config.clone()).await;
     let ca = display(&setup.dir.path("ca.pem"));
     default_certificate_served(proxy.tls).await;
     for name in ["app.cloud.com", "shop.cloud.com"] {
@@ -621,7 +566,7 @@ async fn openssl_s_client_gets_unrecognized_name_without_a_certificate() {
         return;
     }
     let redis = RedisServer::start();
-    let proxy = TlsProxy::start(test_config(&redis.url())).await;
+    let proxy = TlsProxy::start_ready(test_config(&redis.url())).await;
     for (name, version) in [
         ("nobody.example.org", "-tls1_3"),
         ("app.cloud.com", "-tls1_2"),
@@ -661,7 +606,7 @@ async fn openssl_s_client_offering_tls11_is_refused() {
     }
     let redis = RedisServer::start();
     let setup = setup(&redis);
-    let proxy = TlsProxy::start(setup.config.clone()).await;
+    let proxy = TlsProxy::start_ready(setup.config.clone()).await;
     default_certificate_served(proxy.tls).await;
     let out = s_client(
         proxy.tls,
@@ -705,7 +650,7 @@ async fn http_request_through_openssl_s_client_arrives_as_https() {
     let backend = Backend::echo("tls-s-client").await;
     redis.hset("app.cloud.com", &backend.target());
     let setup = setup(&redis);
-    let proxy = TlsProxy::start(setup.config.clone()).await;
+    let proxy = TlsProxy::start_ready(setup.config.clone()).await;
     let ca = display(&setup.dir.path("ca.pem"));
     default_certificate_served(proxy.tls).await;
     // -quiet: only the answer on stdout, and no hang-up at the end of the

@@ -4,7 +4,7 @@
 //! for all connections) that makes a real request on every connection.
 
 use crate::support::*;
-use crate::tls_support::{Scratch, TestCa};
+use crate::tls_support::{Scratch, TestCa, TlsProxy as Replica};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::HandshakeKind;
@@ -13,64 +13,19 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchyard::config::{CertFilePaths, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 const HOST: &str = "app.cloud.com";
 const TICKETS_KEY: &str = "routes:tls:tickets";
 
-/// One replica: `switchyard::run_with` with a TLS listener.
-struct Replica {
-    endpoints: Endpoints,
-    tls: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+/// What a replica's `/tickets` view tells.
+trait TicketsView {
+    async fn tickets(&self) -> serde_json::Value;
+    async fn keys(&self) -> (Vec<String>, Option<String>);
 }
 
-impl std::ops::Deref for Replica {
-    type Target = Endpoints;
-
-    fn deref(&self) -> &Endpoints {
-        &self.endpoints
-    }
-}
-
-impl Replica {
-    async fn start(config: Config) -> Replica {
-        let bind = || TcpListener::bind("127.0.0.1:0");
-        let (proxy, admin, tls) = (
-            bind().await.unwrap(),
-            bind().await.unwrap(),
-            bind().await.unwrap(),
-        );
-        let endpoints = Endpoints {
-            addr: proxy.local_addr().unwrap(),
-            admin: admin.local_addr().unwrap(),
-        };
-        let tls_addr = tls.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let listeners = switchyard::Listeners {
-            proxy,
-            admin,
-            tls: Some(tls),
-        };
-        let task = tokio::spawn(switchyard::run_with(
-            config,
-            listeners,
-            async {
-                let _ = rx.await;
-            },
-            switchyard::reload::Reload::new(),
-        ));
-        Replica {
-            endpoints,
-            tls: tls_addr,
-            shutdown: Some(tx),
-            task,
-        }
-    }
-
+impl TicketsView for Replica {
     /// `/tickets`.
     async fn tickets(&self) -> serde_json::Value {
         self.admin_get("/tickets").await.json()
@@ -90,14 +45,6 @@ impl Replica {
             ids.push(id);
         }
         (ids, encrypting)
-    }
-
-    async fn shutdown(mut self) {
-        let _ = self.shutdown.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("replica did not stop")
-            .unwrap();
     }
 }
 

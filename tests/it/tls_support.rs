@@ -96,3 +96,85 @@ impl Drop for Scratch {
 pub fn display(path: &Path) -> String {
     path.display().to_string()
 }
+
+/// A proxy with a TLS listener (and its cleartext and admin ones), run by
+/// `switchyard::run_with` on this test's runtime. Dropping it asks it to
+/// stop; [`TlsProxy::shutdown`] also waits until it has.
+pub struct TlsProxy {
+    pub endpoints: crate::support::Endpoints,
+    /// The TLS listener's address.
+    pub tls: std::net::SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::ops::Deref for TlsProxy {
+    type Target = crate::support::Endpoints;
+    fn deref(&self) -> &crate::support::Endpoints {
+        &self.endpoints
+    }
+}
+
+impl TlsProxy {
+    /// Starts a proxy; returns at once (not waiting for readiness).
+    pub async fn start(config: switchyard::config::Config) -> TlsProxy {
+        let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
+        let (proxy, admin, tls) = (
+            bind().await.unwrap(),
+            bind().await.unwrap(),
+            bind().await.unwrap(),
+        );
+        let endpoints = crate::support::Endpoints {
+            addr: proxy.local_addr().unwrap(),
+            admin: admin.local_addr().unwrap(),
+        };
+        let tls_addr = tls.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let listeners = switchyard::Listeners {
+            proxy,
+            admin,
+            tls: Some(tls),
+        };
+        let task = tokio::spawn(switchyard::run_with(
+            config,
+            listeners,
+            async {
+                let _ = rx.await;
+            },
+            switchyard::reload::Reload::new(),
+        ));
+        TlsProxy {
+            endpoints,
+            tls: tls_addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Starts a proxy and waits until `/readyz` says ready.
+    pub async fn start_ready(config: switchyard::config::Config) -> TlsProxy {
+        let proxy = TlsProxy::start(config).await;
+        proxy.wait_ready().await;
+        proxy
+    }
+
+    /// Stops the proxy and waits until it has (in-flight requests drained).
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.take().unwrap().send(());
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            self.task.take().unwrap(),
+        )
+        .await
+        .expect("proxy did not stop")
+        .unwrap();
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -7,7 +7,7 @@
 //! `cert set --wait` / `cert list`.
 
 use crate::support::*;
-use crate::tls_support::{display, Leaf, Scratch, TestCa, DAY};
+use crate::tls_support::{display, Leaf, Scratch, TestCa, TlsProxy as Replica, DAY};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::net::SocketAddr;
@@ -15,86 +15,12 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use switchyard::config::{CertFilePaths, Config};
+use switchyard::config::CertFilePaths;
 use switchyard::tls::seal::{Purpose, Sealer, Secret};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 const CERTS: &str = "routes:certs";
-
-/// A replica with a TLS listener (`switchyard::run_with`), stopped on drop.
-struct Replica {
-    endpoints: Endpoints,
-    tls: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl std::ops::Deref for Replica {
-    type Target = Endpoints;
-    fn deref(&self) -> &Endpoints {
-        &self.endpoints
-    }
-}
-
-impl Replica {
-    /// Starts a replica; returns at once (not waiting for readiness).
-    async fn start(config: Config) -> Replica {
-        let bind = || TcpListener::bind("127.0.0.1:0");
-        let (proxy, admin, tls) = (
-            bind().await.unwrap(),
-            bind().await.unwrap(),
-            bind().await.unwrap(),
-        );
-        let endpoints = Endpoints {
-            addr: proxy.local_addr().unwrap(),
-            admin: admin.local_addr().unwrap(),
-        };
-        let tls_addr = tls.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(switchyard::run_with(
-            config,
-            switchyard::Listeners {
-                proxy,
-                admin,
-                tls: Some(tls),
-            },
-            async {
-                let _ = rx.await;
-            },
-            switchyard::reload::Reload::new(),
-        ));
-        Replica {
-            endpoints,
-            tls: tls_addr,
-            shutdown: Some(tx),
-            task: Some(task),
-        }
-    }
-
-    async fn start_ready(config: Config) -> Replica {
-        let replica = Replica::start(config).await;
-        replica.wait_ready().await;
-        replica
-    }
-
-    async fn shutdown(mut self) {
-        let _ = self.shutdown.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task.take().unwrap())
-            .await
-            .expect("replica did not stop")
-            .unwrap();
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
 
 fn connector(ca: &TestCa) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
