@@ -7,7 +7,7 @@
 
 use super::changelog::Change;
 use super::hash::{Home, Table};
-use crate::routes::{Diff, Names, RedisMicros, TableSource};
+use crate::routes::{Diff, RedisMicros, TableSource};
 use crate::snapshot::{self, SnapshotWriter};
 use crate::state::SharedState;
 use crate::tls::seal::Sealer;
@@ -17,8 +17,6 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use tracing::{info, warn};
 
-/// How many host names a diff log line names per category.
-const DIFF_LOG_NAMES: usize = 20;
 /// At most this many invalid entries are logged one by one per swap.
 const INVALID_LOG_LINES: usize = 50;
 
@@ -191,19 +189,7 @@ fn log_new_invalid(previous: &CertTable, table: &CertTable) {
 }
 
 fn log_diff(reason: &str, diff: &Diff, table: &CertTable) {
-    let names = |v: &Names| {
-        let mut s = v
-            .kept()
-            .iter()
-            .take(DIFF_LOG_NAMES)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(",");
-        if v.len() > DIFF_LOG_NAMES {
-            s.push_str(&format!(",… ({} more)", v.len() - DIFF_LOG_NAMES));
-        }
-        s
-    };
+    let names = super::routes_hash::logged_names;
     let stats = table.stats();
     info!(
         reason,

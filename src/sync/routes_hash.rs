@@ -177,20 +177,23 @@ fn log_new_invalid(previous: &RouteTable, table: &RouteTable) {
     }
 }
 
+/// The first names of a diff category for a log line, and how many more.
+pub(super) fn logged_names(v: &Names) -> String {
+    let mut s = v
+        .kept()
+        .iter()
+        .take(DIFF_LOG_NAMES)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(",");
+    if v.len() > DIFF_LOG_NAMES {
+        s.push_str(&format!(",… ({} more)", v.len() - DIFF_LOG_NAMES));
+    }
+    s
+}
+
 fn log_diff(reason: &str, diff: &Diff, table: &RouteTable) {
-    let names = |v: &Names| {
-        let mut s = v
-            .kept()
-            .iter()
-            .take(DIFF_LOG_NAMES)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(",");
-        if v.len() > DIFF_LOG_NAMES {
-            s.push_str(&format!(",… ({} more)", v.len() - DIFF_LOG_NAMES));
-        }
-        s
-    };
+    let names = logged_names;
     info!(
         reason,
         version = table.version,
