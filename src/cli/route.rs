@@ -152,18 +152,12 @@ async fn del(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let field = normalized_field(host)?;
-    let (client, watch) = connect_for_write(ctx, wait).await?;
-    let trx = client.multi();
-    let queued: Result<(), Error> = async {
-        let _: () = trx.hget(&ctx.routes_key, field.as_str()).await?;
-        queue_del(&trx, &ctx.routes_key, &field).await
-    }
-    .await;
-    queued.map_err(|e| ctx.redis_error(&e))?;
-    let (previous, deleted, write_time) = run_write(ctx, trx).await?;
-    if deleted.as_u64() == Some(0) {
-        // Redis announces no event for it and no replica will re-read:
-        // waiting would wait for a change that never comes.
+    let deleted = logged_del(ctx, &ctx.routes_key, &field, wait, out, |previous| {
+        let was = previous.map(|v| format!(" (was {v})")).unwrap_or_default();
+        format!("deleted {field}{was}")
+    })
+    .await?;
+    if !deleted {
         let note = if wait.is_some() {
             " (no change to wait for)"
         } else {
@@ -173,16 +167,40 @@ async fn del(
             out,
             format_args!("no route for {field}: nothing deleted{note}\n"),
         );
-        return Ok(());
     }
-    let was = previous.map(|v| format!(" (was {v})")).unwrap_or_default();
-    print(out, format_args!("deleted {field}{was}\n"));
-    match (watch, wait) {
-        (Some(watch), Some(options)) => {
-            wait_for_replicas(ctx, &client, watch, write_time, options, out).await
-        }
-        _ => Ok(()),
+    Ok(())
+}
+
+/// Deletes `field` of the followed hash `key` through the change log
+/// (`route del`, `cert del`); prints `said(previous value)` and, with
+/// `--wait`, waits for the replicas. False when the hash had no such
+/// field: Redis announces no event for it and no replica will re-read,
+/// so there is nothing to wait for.
+pub(crate) async fn logged_del(
+    ctx: &Context,
+    key: &str,
+    field: &str,
+    wait: Option<WaitOptions>,
+    out: &mut dyn Write,
+    said: impl FnOnce(Option<String>) -> String,
+) -> Result<bool, CliError> {
+    let (client, watch) = connect_for_write(ctx, wait).await?;
+    let trx = client.multi();
+    let queued: Result<(), Error> = async {
+        let _: () = trx.hget(key, field).await?;
+        queue_del(&trx, key, field).await
     }
+    .await;
+    queued.map_err(|e| ctx.redis_error(&e))?;
+    let (previous, deleted, write_time) = run_write(ctx, trx).await?;
+    if deleted.as_u64() == Some(0) {
+        return Ok(false);
+    }
+    print(out, format_args!("{}\n", said(previous)));
+    if let (Some(watch), Some(options)) = (watch, wait) {
+        wait_for_replicas(ctx, &client, watch, write_time, options, out).await?;
+    }
+    Ok(true)
 }
 
 pub(crate) async fn wait_for_replicas(

@@ -11,7 +11,7 @@
 use super::certs::{self, CertError, CertInfo};
 use super::seal::{SealError, Sealer};
 use crate::acme::plan::{self, HostRecord};
-use crate::cli::route::{connect_for_write, print, run_write, wait_for_replicas};
+use crate::cli::route::{connect_for_write, logged_del, print, run_write, wait_for_replicas};
 use crate::cli::{CliError, Context, Exit};
 use crate::config::{CertAction, TlsArgs, TlsConfig};
 use crate::replicas::{self, parse_time, Registry};
@@ -102,17 +102,11 @@ pub async fn cert(
         CertAction::Del { host, wait } => {
             let field = field_of(&host)?.display();
             let wait = wait.options();
-            let (client, watch) = connect_for_write(ctx, wait).await?;
-            let trx = client.multi();
-            let queued: Result<(), Error> = async {
-                let _: () = trx.hget(&config.certs_key, field.as_str()).await?;
-                changelog::queue_del(&trx, &config.certs_key, &field).await
-            }
-            .await;
-            queued.map_err(|e| ctx.redis_error(&e))?;
-            let (_, deleted, write_time) = run_write(ctx, trx).await?;
-            if deleted.as_u64() == Some(0) {
-                // No event, no re-read: nothing to wait for.
+            let deleted = logged_del(ctx, &config.certs_key, &field, wait, out, |_| {
+                format!("deleted the certificate of {field}")
+            })
+            .await?;
+            if !deleted {
                 let note = if wait.is_some() {
                     " (no change to wait for)"
                 } else {
@@ -122,15 +116,8 @@ pub async fn cert(
                     out,
                     format_args!("no certificate for {field}: nothing deleted{note}\n"),
                 );
-                return Ok(());
             }
-            print(out, format_args!("deleted the certificate of {field}\n"));
-            match (watch, wait) {
-                (Some(watch), Some(options)) => {
-                    wait_for_replicas(ctx, &client, watch, write_time, options, out).await
-                }
-                _ => Ok(()),
-            }
+            Ok(())
         }
         CertAction::List => {
             let client = ctx.connect().await?;
