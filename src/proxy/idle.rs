@@ -58,7 +58,8 @@ impl<'a, T> Counted<'a, T> {
 
     fn touch(&self) {
         let count = self.activity.load(Ordering::Relaxed);
-        self.activity.store(count.wrapping_add(1), Ordering::Relaxed);
+        self.activity
+            .store(count.wrapping_add(1), Ordering::Relaxed);
     }
 
     fn moved(&self, result: &Poll<io::Result<usize>>) {
@@ -137,6 +138,10 @@ mod tests {
         assert_eq!(activity.load(Ordering::Relaxed), 2);
         drop(far);
         assert_eq!(counted.read(&mut got).await.unwrap(), 0);
-        assert_eq!(activity.load(Ordering::Relaxed), 2, "end of stream moves nothing");
+        assert_eq!(
+            activity.load(Ordering::Relaxed),
+            2,
+            "end of stream moves nothing"
+        );
     }
 }
