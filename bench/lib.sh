@@ -108,6 +108,19 @@ steal_since() { # cpu_stat sample -> "steal idle" in percent, then busy ticks
 le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "nan" && b != "nan" && a + 0 <= b + 0) }'; }
 verdict() { if le "$@"; then echo PASS; else echo FAIL; fi; }
 
+# wrk's `done` hook: one line, `WRKRESULT requests=… duration_us=… p50_us=…
+# p99_us=… non2xx=… sockerr=…`, for the scripts to parse.
+wrk_done_lua() {
+    cat <<'EOF'
+function done(summary, latency, requests)
+    local e = summary.errors
+    io.write(string.format("WRKRESULT requests=%d duration_us=%d p50_us=%d p99_us=%d non2xx=%d sockerr=%d\n",
+        summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+        e.status, e.connect + e.read + e.write + e.timeout))
+end
+EOF
+}
+
 # ---------------------------------------------------------------- nginx
 # The top of an nginx.conf of ours: everything in `dir`, no daemon user
 # switch unless root.

@@ -219,14 +219,7 @@ host_note() { # cpu_stat sample at the phase start
 }
 
 # wrk scripts: a fixed Host, or per-request Hosts rotating / uniformly random.
-cat >"$RUN/done.lua" <<'EOF'
-function done(summary, latency, requests)
-    local e = summary.errors
-    io.write(string.format("WRKRESULT requests=%d duration_us=%d p50_us=%d p99_us=%d non2xx=%d sockerr=%d\n",
-        summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-        e.status, e.connect + e.read + e.write + e.timeout))
-end
-EOF
+wrk_done_lua >"$RUN/done.lua"
 {
     cat <<'EOF'
 function init(args)

@@ -204,14 +204,7 @@ for t in "${TARGET_LIST[@]}"; do
 done
 
 # ---------------------------------------------------------------- runs
-cat >"$RUN/done.lua" <<'EOF'
-function done(summary, latency, requests)
-    local e = summary.errors
-    io.write(string.format("WRKRESULT requests=%d duration_us=%d p50_us=%d p99_us=%d non2xx=%d sockerr=%d\n",
-        summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-        e.status, e.connect + e.read + e.write + e.timeout))
-end
-EOF
+wrk_done_lua >"$RUN/done.lua"
 
 # One measured run of a scenario against a target; prints
 # "requests duration_us p50_us p99_us errors" (errors: failed requests,

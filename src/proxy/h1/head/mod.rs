@@ -71,6 +71,21 @@ pub(crate) fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// The framing line of a request body forwarded upstream: the proxy's own
+/// `Content-Length` or `Transfer-Encoding: chunked`, never the client's
+/// (the same for both client protocols).
+pub(crate) fn put_framing(out: &mut Vec<u8>, framing: Framing) {
+    match framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::Empty | Framing::UntilClose => {}
+    }
+}
+
 /// `HTTP/1.1 STATUS REASON` and its line end.
 fn write_status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
     out.extend_from_slice(b"HTTP/1.1 ");

@@ -4,7 +4,7 @@
 //! forwarding ones).
 
 use super::fields::{classify, content_length, list, request_coding, ConnectionTokens, Name};
-use super::{put_header, Framing};
+use super::{put_framing, put_header, Framing};
 use crate::proxy::ProxyError;
 use crate::routes::HostError;
 use std::borrow::Cow;
@@ -263,15 +263,7 @@ pub fn write_request_head(
     put_header(out, b"X-Forwarded-Proto", prior_proto.unwrap_or(fwd.proto));
     put_header(out, b"X-Forwarded-Host", facts.original_host);
     put_header(out, b"X-Request-Id", fwd.request_id);
-    match facts.framing {
-        Framing::Length(n) => {
-            out.extend_from_slice(b"Content-Length: ");
-            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-        Framing::Empty | Framing::UntilClose => {}
-    }
+    put_framing(out, facts.framing);
     if te_trailers {
         out.extend_from_slice(b"TE: trailers\r\n");
     }
