@@ -22,24 +22,23 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 pub(crate) const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
 /// A keep-alive raw backend answering every request with `200 ok`, and
-/// `capture` gets each request head as received.
-pub(crate) async fn capturing_backend(capture: mpsc::UnboundedSender<Vec<u8>>) -> Backend {
-    Backend::raw(move |mut stream| {
-        let capture = capture.clone();
-        async move {
-            loop {
-                let head = read_head(&mut stream).await;
-                if head.is_empty() {
-                    return;
-                }
-                let _ = capture.send(head);
-                if stream.write_all(OK).await.is_err() {
-                    return;
-                }
+/// the receiver of each request head as it arrived ([`next_capture`]).
+pub(crate) async fn capturing_backend() -> (Backend, mpsc::UnboundedReceiver<Vec<u8>>) {
+    let (capture, received) = mpsc::unbounded_channel();
+    let backend = Backend::raw_sharing(capture, |mut stream, capture| async move {
+        loop {
+            let head = read_head(&mut stream).await;
+            if head.is_empty() {
+                return;
+            }
+            let _ = capture.send(head);
+            if stream.write_all(OK).await.is_err() {
+                return;
             }
         }
     })
-    .await
+    .await;
+    (backend, received)
 }
 
 pub(crate) async fn next_capture(rx: &mut mpsc::UnboundedReceiver<Vec<u8>>) -> String {
@@ -152,8 +151,7 @@ async fn request_that_reached_a_dying_pooled_connection_is_not_sent_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_encoding_other_than_exactly_chunked_is_refused() {
     let redis = RedisServer::start();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let backend = capturing_backend(tx).await;
+    let (backend, mut rx) = capturing_backend().await;
     let proxy = ProxyHandle::start_routing(&redis, "te.test", &backend).await;
 
     let body = "0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: te.test\r\n\r\n";
@@ -460,8 +458,7 @@ async fn a_silent_websocket_tunnel_is_closed_after_its_idle_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_names_with_underscores_are_dropped() {
     let redis = RedisServer::start();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let backend = capturing_backend(tx).await;
+    let (backend, mut rx) = capturing_backend().await;
     let proxy = ProxyHandle::start_routing(&redis, "u.test", &backend).await;
     let r = raw_request(
         proxy.addr,
@@ -526,10 +523,8 @@ async fn interim_answers_are_rewritten_and_bad_status_codes_are_502() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_targets_and_host_follow_rfc_9112() {
     let redis = RedisServer::start();
-    let (app_tx, mut app_rx) = mpsc::unbounded_channel();
-    let app = capturing_backend(app_tx).await;
-    let (other_tx, _other_rx) = mpsc::unbounded_channel();
-    let other = capturing_backend(other_tx).await;
+    let (app, mut app_rx) = capturing_backend().await;
+    let (other, _other_rx) = capturing_backend().await;
     redis.hset("app.test", &app.target());
     let proxy = ProxyHandle::start_routing(&redis, "other.test", &other).await;
 

@@ -72,6 +72,35 @@ async fn until_subscribed(redis: &RedisServer, subscribers: u32) {
     );
 }
 
+/// `route set HOST VALUE --wait --timeout 60s` in a task of its own,
+/// returned once it waits (subscribed to the registry's channel), so that
+/// the test can change the registry under it.
+async fn set_and_wait_subscribed(
+    redis: &RedisServer,
+    host: &str,
+    value: &str,
+) -> tokio::task::JoinHandle<std::process::Output> {
+    let url = redis.url();
+    let args = [
+        "route",
+        "set",
+        host,
+        value,
+        "--wait",
+        "--timeout",
+        "60s",
+        "--redis-url",
+        &url,
+    ]
+    .map(str::to_owned);
+    let waiting = tokio::spawn(async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        switchyard_async(&args).await
+    });
+    until_subscribed(redis, 1).await;
+    waiting
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_returns_once_every_replica_serves_the_change() {
     let redis = RedisServer::start();
@@ -126,24 +155,7 @@ async fn wait_returns_once_every_replica_serves_the_change() {
 async fn a_wait_is_told_by_announcements_not_only_by_polling() {
     let redis = RedisServer::start();
     let entry = ghost(&redis, "ghost", 1, None);
-    let waiting = tokio::spawn({
-        let url = redis.url();
-        async move {
-            switchyard_async(&[
-                "route",
-                "set",
-                "a.cloud.com",
-                "10.0.0.1:80",
-                "--wait",
-                "--timeout",
-                "60s",
-                "--redis-url",
-                &url,
-            ])
-            .await
-        }
-    });
-    until_subscribed(&redis, 1).await;
+    let waiting = set_and_wait_subscribed(&redis, "a.cloud.com", "10.0.0.1:80").await;
     // Announce a watermark past any write, on the channel only: the
     // registry keeps the old one, so only the announcement can end the wait.
     let mut announced = entry.clone();
@@ -324,24 +336,7 @@ async fn a_replica_stopped_gracefully_leaves_status_and_wait_at_once() {
 
     // A replica leaving while a wait waits for it is no longer waited for.
     ghost(&redis, "ghost", 1, None);
-    let waiting = tokio::spawn({
-        let url = redis.url();
-        async move {
-            switchyard_async(&[
-                "route",
-                "set",
-                "app.cloud.com",
-                "10.0.0.3:80",
-                "--wait",
-                "--timeout",
-                "60s",
-                "--redis-url",
-                &url,
-            ])
-            .await
-        }
-    });
-    until_subscribed(&redis, 1).await;
+    let waiting = set_and_wait_subscribed(&redis, "app.cloud.com", "10.0.0.3:80").await;
     redis.cli(&["HDEL", REGISTRY, "ghost"]);
     redis.cli(&["PUBLISH", REGISTRY, r#"{"event":"left","id":"ghost"}"#]);
     let out = waiting.await.unwrap();

@@ -102,6 +102,14 @@ async fn start_tls_proxy(
     (redis, backend, setup, proxy)
 }
 
+/// Handshakes the proxy counted as refused (no version or protocol agreed)
+/// with this outcome.
+async fn refused_handshakes(proxy: &TlsProxy, outcome: &str) -> f64 {
+    let labels = format!("alpn=\"none\",outcome=\"{outcome}\",version=\"none\"");
+    let name = format!("switchyard_tls_handshakes_total{{{labels}}}");
+    proxy.endpoints.metric(&name).await
+}
+
 /// Sends a whole HTTP/1.1 request that closes the connection, and reads
 /// the answer to its end.
 async fn exchange(tls: &mut TlsStream<TcpStream>, request: &[u8]) -> String {
@@ -197,11 +205,7 @@ async fn no_certificate_for_the_name_is_unrecognized_name() {
         );
     }
     assert_eventually!(
-        proxy
-            .endpoints
-            .metric("switchyard_tls_handshakes_total{alpn=\"none\",outcome=\"no_certificate\",version=\"none\"}")
-            .await
-            == 2.0,
+        refused_handshakes(&proxy, "no_certificate").await == 2.0,
         "the refused handshakes were not counted"
     );
     proxy.shutdown().await;
@@ -571,11 +575,7 @@ async fn openssl_s_client_gets_unrecognized_name_without_a_certificate() {
         );
     }
     assert_eventually!(
-        proxy
-            .endpoints
-            .metric("switchyard_tls_handshakes_total{alpn=\"none\",outcome=\"no_certificate\",version=\"none\"}")
-            .await
-            == 2.0,
+        refused_handshakes(&proxy, "no_certificate").await == 2.0,
         "the refused handshakes were not counted"
     );
     proxy.shutdown().await;
@@ -616,11 +616,7 @@ async fn openssl_s_client_offering_tls11_is_refused() {
     );
     assert!(!out.contains("subject="), "a certificate was sent: {out}");
     assert_eventually!(
-        proxy
-            .endpoints
-            .metric("switchyard_tls_handshakes_total{alpn=\"none\",outcome=\"failed\",version=\"none\"}")
-            .await
-            == 1.0,
+        refused_handshakes(&proxy, "failed").await == 1.0,
         "the refused handshake was not counted"
     );
     let out = s_client(proxy.tls, &["-servername", "app.cloud.com", "-tls1_2"], b"").await;
