@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Everything automatic certificates need (README.md, "Automatic
-/// certificates"); `None` in [`Config::acme`] when `--acme-domains` is
+/// certificates"); `None` in [`super::Config::acme`] when `--acme-domains` is
 /// not given.
 #[derive(Debug, Clone)]
 pub struct AcmeConfig {

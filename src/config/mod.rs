@@ -4,10 +4,10 @@
 //! environment; only the binary's own parse does (clap's flag lookup and
 //! the `REDIS_URL` fallback in [`Cli::redis_url`]).
 //!
-//! In parts: [`cli`] (the command tree) and [`flags`] (the flag groups) are
+//! In parts: `cli` (the command tree) and `flags` (the flag groups) are
 //! what clap parses; this module checks them into [`Config`] and its
 //! sub-configs for the sync loop, the request path and the listeners;
-//! [`tls`] and [`acme`] hold the typed TLS and ACME configs.
+//! `tls` and `acme` hold the typed TLS and ACME configs.
 
 mod acme;
 mod cli;

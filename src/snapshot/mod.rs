@@ -20,7 +20,7 @@
 //!
 //! In parts: this module owns what is stored ([`SnapshotSource`],
 //! [`HashImage`]) and the reading at boot ([`load`], [`load_into`]);
-//! [`format`] the bytes of a file, [`writer`] the thread that writes it.
+//! `format` the bytes of a file, `writer` the thread that writes it.
 
 mod format;
 #[cfg(test)]

@@ -23,9 +23,9 @@
 //! here awaits Redis.
 
 //! The driver in parts, one concept each: this module owns the connection
-//! (its state, the request loop, closing); [`request`] reads and routes a
-//! head, [`exchange`] forwards it to a backend, [`upload`] streams a body up
-//! while the answer is awaited, [`response`] relays the answer, [`wait`]
+//! (its state, the request loop, closing); `request` reads and routes a
+//! head, `exchange` forwards it to a backend, `upload` streams a body up
+//! while the answer is awaited, `response` relays the answer, `wait`
 //! holds the deadlines; [`head`] and [`chunked`] are the pure rules.
 
 pub mod chunked;

@@ -9,9 +9,9 @@
 //! headers. The rules are the same as the HTTP/2 path's
 //! ([`crate::proxy::headers`]).
 //!
-//! In parts: [`fields`] (the header fields acted on, and the framing they
-//! give), [`request`] and [`response`] (each head's facts and the head
-//! written in its place), [`answer`] (the proxy's own answers); this module
+//! In parts: `fields` (the header fields acted on, and the framing they
+//! give), `request` and `response` (each head's facts and the head
+//! written in its place), `answer` (the proxy's own answers); this module
 //! holds what they share.
 
 mod answer;
