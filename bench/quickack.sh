@@ -22,26 +22,10 @@ N=${QUICKACK_N:-300}
 ROUNDS=${QUICKACK_ROUNDS:-3}
 RUN=$(mktemp -d /tmp/switchyard-quickack.XXXXXX)
 PIDS=()
-log() { echo "quickack: $*" >&2; }
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$RUN"
-}
-trap cleanup EXIT
+LOG_TAG=quickack
+. "$ROOT/bench/lib.sh"
+trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
-
-wait_for() { # seconds command...
-    local deadline=$((SECONDS + $1)); shift
-    until "$@" >/dev/null 2>&1; do
-        [ "$SECONDS" -lt "$deadline" ] || return 1
-        sleep 0.05
-    done
-}
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 if [ -n "${QUICKACK_BIN:-}" ]; then
     BIN=$QUICKACK_BIN
@@ -58,10 +42,7 @@ PIDS+=($!)
 wait_for 10 curl -sf "http://127.0.0.1:$BACKEND_PORT/" || { log "backend did not start"; exit 1; }
 
 REDIS_PORT=$(free_port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --dir "$RUN" --logfile "$RUN/redis.log" &
-PIDS+=($!)
-wait_for 10 redis-cli -p "$REDIS_PORT" ping || { log "redis-server did not start"; exit 1; }
+start_redis_on "$REDIS_PORT"
 redis-cli -p "$REDIS_PORT" HSET routes "$HOST" "127.0.0.1:$BACKEND_PORT" >/dev/null
 
 SY_PORT=$(free_port)
@@ -77,43 +58,26 @@ TARGETS=(direct sy-nt)
 declare -A URL=([direct]="http://127.0.0.1:$BACKEND_PORT/" [sy-nt]="http://127.0.0.1:$SY_PORT/")
 if [ -n "$NGINX" ]; then
     NG_PORT=$(free_port)
-    mkdir -p "$RUN/nginx/tmp"
+    d=$RUN/nginx
     {
-        [ "$(id -u)" = 0 ] && echo "user root;"
+        nginx_head "$d"
         cat <<EOF
-pid $RUN/nginx/nginx.pid;
-error_log $RUN/nginx/error.log warn;
 worker_processes 1;
 events { worker_connections 1024; }
 http {
-    access_log off;
-    client_body_temp_path $RUN/nginx/tmp/body;
-    proxy_temp_path $RUN/nginx/tmp/proxy;
-    fastcgi_temp_path $RUN/nginx/tmp/fastcgi;
-    uwsgi_temp_path $RUN/nginx/tmp/uwsgi;
-    scgi_temp_path $RUN/nginx/tmp/scgi;
-    keepalive_requests 1000000;
-    keepalive_timeout 120s;
+$(nginx_http_head "$d")
     upstream be0 { server 127.0.0.1:$BACKEND_PORT; keepalive 256; keepalive_requests 1000000; keepalive_timeout 120s; }
     server {
         listen 127.0.0.1:$NG_PORT;
         location / {
             proxy_pass http://be0;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$http_host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$http_host;
-            proxy_set_header X-Request-Id \$request_id;
-            add_header X-Request-Id \$request_id;
+$(nginx_proxy_headers)
         }
     }
 }
 EOF
-    } >"$RUN/nginx/nginx.conf"
-    "$NGINX" -e "$RUN/nginx/error.log" -p "$RUN/nginx" -c "$RUN/nginx/nginx.conf" -g 'daemon off;' &
-    PIDS+=($!)
+    } >"$d/nginx.conf"
+    start_nginx "$d"
     wait_for 10 curl -sf -H "Host: $HOST" "http://127.0.0.1:$NG_PORT/" || { log "nginx did not start"; cat "$RUN/nginx/error.log" >&2; exit 1; }
     TARGETS=(direct nginx sy-nt)
     URL[nginx]="http://127.0.0.1:$NG_PORT/"

@@ -85,38 +85,10 @@ RUN=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
 chmod 755 "$RUN"
 PIDS=()
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-cleanup() {
-    local rc=$?
-    trap - INT TERM EXIT
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    if [ "${BENCH_KEEP:-0}" = 1 ] || [ "$rc" != 0 ]; then
-        log "run directory kept: $RUN"
-    else
-        rm -rf "$RUN"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
+LOG_TAG=bench
+. "$ROOT/bench/lib.sh"
+trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
-
-# Stops one process this script started (and forgets it).
-stop_pid() {
-    local pid=$1 keep=() p
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
 
 # ---------------------------------------------------------------- tools
 need_pkgs=()
@@ -125,20 +97,7 @@ command -v nginx >/dev/null || need_pkgs+=(nginx-light)
 command -v redis-server >/dev/null || need_pkgs+=(redis-server)
 command -v redis-cli >/dev/null || need_pkgs+=(redis-tools)
 if [ "${BENCH_PERF:-0}" = 1 ] && ! command -v perf >/dev/null; then need_pkgs+=(linux-perf); fi
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-    log "installing ${need_pkgs[*]}"
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-    # Packages must not start services of their own (nginx would grab :80).
-    policy_created=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-        $SUDO chmod 755 /usr/sbin/policy-rc.d
-        policy_created=1
-    fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
-    [ "$policy_created" = 1 ] && $SUDO rm -f /usr/sbin/policy-rc.d
-fi
+install_missing "${need_pkgs[@]}"
 NGINX=$(command -v nginx)
 
 log "building (release)"
@@ -153,53 +112,9 @@ port_i=0
 next_port() { PORT=${PORTS[$port_i]}; port_i=$((port_i + 1)); }
 
 # ---------------------------------------------------------------- helpers
-wait_for() { # seconds command...
-    local deadline=$((SECONDS + $1)); shift
-    until "$@" >/dev/null 2>&1; do
-        [ "$SECONDS" -lt "$deadline" ] || return 1
-        sleep 0.05
-    done
-}
-
-start_redis() { # [redis-server args...] -> REDIS_PORT
+start_redis() { # [redis-server args...] -> REDIS_PORT REDIS_PID
     next_port; REDIS_PORT=$PORT
-    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-        --dir "$RUN" --logfile "$RUN/redis-$REDIS_PORT.log" "$@" &
-    REDIS_PID=$!
-    PIDS+=("$REDIS_PID")
-    wait_for 10 redis-cli -p "$REDIS_PORT" ping || { log "redis-server did not start"; exit 1; }
-}
-
-nginx_common() { # dir
-    local d=$1
-    mkdir -p "$d/tmp"
-    [ "$(id -u)" = 0 ] && echo "user root;"
-    cat <<EOF
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-worker_rlimit_nofile 65536;
-EOF
-}
-
-nginx_http_common() { # dir
-    local d=$1
-    cat <<EOF
-    access_log off;
-    client_body_temp_path $d/tmp/body;
-    proxy_temp_path $d/tmp/proxy;
-    fastcgi_temp_path $d/tmp/fastcgi;
-    uwsgi_temp_path $d/tmp/uwsgi;
-    scgi_temp_path $d/tmp/scgi;
-    keepalive_requests 1000000;
-    keepalive_timeout 120s;
-EOF
-}
-
-start_nginx() { # dir -> NGINX_PID (master)
-    local d=$1
-    "$NGINX" -e "$d/error.log" -p "$d" -c "$d/nginx.conf" -g 'daemon off;' &
-    NGINX_PID=$!
-    PIDS+=("$NGINX_PID")
+    start_redis_on "$REDIS_PORT" "$@"
 }
 
 # The fast backends: one nginx answering `200 ok` on N_BACKENDS ports, each
@@ -214,12 +129,12 @@ start_backends() {
         listen+="        listen 127.0.0.1:$PORT backlog=4096;"$'\n'
     done
     {
-        nginx_common "$d"
+        nginx_head "$d"
         cat <<EOF
 worker_processes ${BENCH_BACKEND_WORKERS:-$(nproc)};
 events { worker_connections 8192; }
 http {
-$(nginx_http_common "$d")
+$(nginx_http_head "$d")
     server {
 $listen
         location / {
@@ -254,12 +169,12 @@ write_nginx_proxy() { # dir port nroutes workers
     local hash_max=1024
     while [ "$hash_max" -lt $((n * 2)) ]; do hash_max=$((hash_max * 2)); done
     {
-        nginx_common "$d"
+        nginx_head "$d"
         cat <<EOF
 worker_processes $workers;
 events { worker_connections 8192; }
 http {
-$(nginx_http_common "$d")
+$(nginx_http_head "$d")
     map_hash_max_size $hash_max;
     map_hash_bucket_size 128;
     map \$host \$sy_upstream {
@@ -272,14 +187,7 @@ $upstreams
         location / {
             if (\$sy_upstream = "") { return 404 "no route\n"; }
             proxy_pass http://\$sy_upstream;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$http_host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$http_host;
-            proxy_set_header X-Request-Id \$request_id;
-            add_header X-Request-Id \$request_id;
+$(nginx_proxy_headers)
         }
     }
 }
@@ -304,32 +212,6 @@ fill() { # redis_port key count [--listpack]
     "$KIT" fill --redis "127.0.0.1:$1" --key "$2" --count "$3" --backends "$BACKENDS_CSV" "${@:4}" 2>>"$RUN/fill.log"
 }
 
-# CPU ticks (utime+stime) of a process and its children.
-cpu_ticks() { # pid...
-    local total=0 p t
-    for p in "$@"; do
-        for t in $p $(ps -o pid= --ppid "$p" 2>/dev/null); do
-            [ -r "/proc/$t/stat" ] || continue
-            total=$((total + $(sed 's/.*) //' "/proc/$t/stat" | awk '{ print $12 + $13 }')))
-        done
-    done
-    echo "$total"
-}
-
-# The VM's CPU time since a `cpu_stat` sample: the share other guests took
-# (steal) and the share left idle. A shared host's bad minute shows here, so
-# a slow figure can be told from a slow proxy.
-cpu_stat() { sed -n 's/^cpu  *//p' /proc/stat | head -1; }
-steal_since() { # cpu_stat sample -> "steal idle" in percent, then busy ticks
-    awk -v a="$1" -v b="$(cpu_stat)" 'BEGIN {
-        split(a, x); split(b, y); t = 0
-        for (i = 1; i <= 8; i++) t += y[i] - x[i]
-        if (t <= 0) { print "nan nan 0"; exit }
-        # busy: user, nice, system, irq, softirq (not idle, iowait, steal)
-        busy = (y[1] - x[1]) + (y[2] - x[2]) + (y[3] - x[3]) + (y[6] - x[6]) + (y[7] - x[7])
-        printf "%.1f %.1f %d\n", 100 * (y[8] - x[8]) / t, 100 * (y[4] - x[4]) / t, busy
-    }'
-}
 host_note() { # cpu_stat sample at the phase start
     local s
     read -r -a s <<<"$(steal_since "$1")"
@@ -337,14 +219,7 @@ host_note() { # cpu_stat sample at the phase start
 }
 
 # wrk scripts: a fixed Host, or per-request Hosts rotating / uniformly random.
-cat >"$RUN/done.lua" <<'EOF'
-function done(summary, latency, requests)
-    local e = summary.errors
-    io.write(string.format("WRKRESULT requests=%d duration_us=%d p50_us=%d p99_us=%d non2xx=%d sockerr=%d\n",
-        summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-        e.status, e.connect + e.read + e.write + e.timeout))
-end
-EOF
+wrk_done_lua >"$RUN/done.lua"
 {
     cat <<'EOF'
 function init(args)
@@ -485,8 +360,6 @@ tp_ratio() { # scenario variant column [reference, default nginx]
         awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit } m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.2f", m }'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "nan" || b == "nan") print "nan"; else printf "%.2f", a / b }'; }
-le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "nan" && b != "nan" && a + 0 <= b + 0) }'; }
-verdict() { if le "$@"; then echo PASS; else echo FAIL; fi; }
 
 TARGETS=$RUN/targets.md
 : >"$TARGETS"

@@ -53,20 +53,9 @@ RESULTS_DIR=$ROOT/bench/results
 RUN=$(mktemp -d /tmp/switchyard-tlsbench.XXXXXX)
 chmod 755 "$RUN"
 PIDS=()
-log() { printf '[tls %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-cleanup() {
-    local rc=$? p
-    trap - INT TERM EXIT
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    if [ "${BENCH_KEEP:-0}" = 1 ] || [ "$rc" != 0 ]; then log "run directory kept: $RUN"; else rm -rf "$RUN"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
+LOG_TAG=tls
+. "$ROOT/bench/lib.sh"
+trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- tools
@@ -83,20 +72,7 @@ if ! command -v nginx >/dev/null || ! nginx_has http_ssl_module || ! nginx_has h
     need_pkgs+=(nginx-full)
 fi
 if [ "${BENCH_PERF:-0}" = 1 ] && ! command -v perf >/dev/null; then need_pkgs+=(linux-perf); fi
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-    log "installing ${need_pkgs[*]}"
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-    # Packages must not start services of their own (nginx would grab :80).
-    policy_created=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-        $SUDO chmod 755 /usr/sbin/policy-rc.d
-        policy_created=1
-    fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
-    [ "$policy_created" = 1 ] && $SUDO rm -f /usr/sbin/policy-rc.d
-fi
+install_missing "${need_pkgs[@]}"
 NGINX=$(command -v nginx)
 nginx_has http_ssl_module && nginx_has http_v2_module || { log "$NGINX lacks ssl or http2"; exit 1; }
 
@@ -110,40 +86,6 @@ else
     HS=$ROOT/target/release/examples/tls_handshakes
 fi
 CLK_TCK=$(getconf CLK_TCK)
-
-# ---------------------------------------------------------------- helpers
-wait_for() { # seconds command...
-    local deadline=$((SECONDS + $1)); shift
-    until "$@" >/dev/null 2>&1; do
-        [ "$SECONDS" -lt "$deadline" ] || return 1
-        sleep 0.05
-    done
-}
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-# CPU ticks (utime+stime, every thread) of processes and their children.
-cpu_ticks() { # pid...
-    local total=0 p t
-    for p in "$@"; do
-        for t in $p $(ps -o pid= --ppid "$p" 2>/dev/null); do
-            [ -r "/proc/$t/stat" ] || continue
-            total=$((total + $(sed 's/.*) //' "/proc/$t/stat" | awk '{ print $12 + $13 }')))
-        done
-    done
-    echo "$total"
-}
-cpu_stat() { sed -n 's/^cpu  *//p' /proc/stat | head -1; }
-steal_since() { # cpu_stat sample -> "steal% idle%"
-    awk -v a="$1" -v b="$(cpu_stat)" 'BEGIN {
-        split(a, x); split(b, y); t = 0
-        for (i = 1; i <= 8; i++) t += y[i] - x[i]
-        if (t <= 0) { print "nan nan"; exit }
-        printf "%.1f %.1f\n", 100 * (y[8] - x[8]) / t, 100 * (y[4] - x[4]) / t
-    }'
-}
-le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "nan" && b != "nan" && a + 0 <= b + 0) }'; }
-verdict() { if le "$@"; then echo PASS; else echo FAIL; fi; }
 
 # ---------------------------------------------------------------- certificate
 # A CA and a leaf for $HOST, both ECDSA P-256; both proxies serve the leaf
@@ -162,35 +104,6 @@ openssl x509 -req -in "$C/leaf.csr" -CA "$C/ca.pem" -CAkey "$C/ca.key" -CAcreate
     -extfile "$C/leaf.ext" -out "$C/cert.pem" 2>/dev/null
 
 # ---------------------------------------------------------------- processes
-nginx_head() { # dir
-    local d=$1
-    mkdir -p "$d/tmp"
-    [ "$(id -u)" = 0 ] && echo "user root;"
-    cat <<EOF
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-worker_rlimit_nofile 65536;
-EOF
-}
-nginx_http_head() { # dir
-    local d=$1
-    cat <<EOF
-    access_log off;
-    client_body_temp_path $d/tmp/body;
-    proxy_temp_path $d/tmp/proxy;
-    fastcgi_temp_path $d/tmp/fastcgi;
-    uwsgi_temp_path $d/tmp/uwsgi;
-    scgi_temp_path $d/tmp/scgi;
-    keepalive_requests 1000000;
-    keepalive_timeout 120s;
-EOF
-}
-start_nginx() { # dir -> NGINX_PID (the master, in this session)
-    "$NGINX" -e "$1/error.log" -p "$1" -c "$1/nginx.conf" -g 'daemon off;' &
-    NGINX_PID=$!
-    PIDS+=("$NGINX_PID")
-}
-
 # The backend: nginx answering `200 ok`, a worker per core, cleartext.
 BACKEND_PORT=$(free_port)
 d=$RUN/backend
@@ -239,14 +152,7 @@ $h2_directive
         ssl_protocols TLSv1.2 TLSv1.3;
         location / {
             proxy_pass http://be;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$http_host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$http_host;
-            proxy_set_header X-Request-Id \$request_id;
-            add_header X-Request-Id \$request_id;
+$(nginx_proxy_headers)
         }
     }
 }
@@ -256,10 +162,7 @@ start_nginx "$d"
 NG_PID=$NGINX_PID
 
 REDIS_PORT=$(free_port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --dir "$RUN" --logfile "$RUN/redis.log" &
-PIDS+=($!)
-wait_for 10 redis-cli -p "$REDIS_PORT" ping || { log "redis-server did not start"; exit 1; }
+start_redis_on "$REDIS_PORT"
 redis-cli -p "$REDIS_PORT" HSET routes "$HOST" "127.0.0.1:$BACKEND_PORT" >/dev/null
 
 start_switchyard() { # name [args...] -> SY_PID SY_TLS
@@ -301,14 +204,7 @@ for t in "${TARGET_LIST[@]}"; do
 done
 
 # ---------------------------------------------------------------- runs
-cat >"$RUN/done.lua" <<'EOF'
-function done(summary, latency, requests)
-    local e = summary.errors
-    io.write(string.format("WRKRESULT requests=%d duration_us=%d p50_us=%d p99_us=%d non2xx=%d sockerr=%d\n",
-        summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-        e.status, e.connect + e.read + e.write + e.timeout))
-end
-EOF
+wrk_done_lua >"$RUN/done.lua"
 
 # One measured run of a scenario against a target; prints
 # "requests duration_us p50_us p99_us errors" (errors: failed requests,
@@ -376,7 +272,7 @@ run() {
         host_before=$(cpu_stat)
         read -r req dur p50 p99 bad <<<"$(measure "$scenario" "$target" "$secs")"
         after=$(cpu_ticks "${PID_OF[$target]}")
-        read -r steal idle <<<"$(steal_since "$host_before")"
+        read -r steal idle _ <<<"$(steal_since "$host_before")"
         [ "$record" = 1 ] || return 0
         row=$(awk -v s="$scenario" -v t="$target" -v r="$rep" -v req="$req" -v d="$dur" -v p50="$p50" -v p99="$p99" \
             -v ticks=$((after - before)) -v hz="$CLK_TCK" -v bad="$bad" -v steal="$steal" -v idle="$idle" 'BEGIN {
@@ -426,7 +322,7 @@ for scenario in "${SCENARIOS[@]}"; do
         done
     fi
 done
-read -r RUN_STEAL RUN_IDLE <<<"$(steal_since "$HOST_START")"
+read -r RUN_STEAL RUN_IDLE _ <<<"$(steal_since "$HOST_START")"
 
 # ---------------------------------------------------------------- report
 median() { # scenario target column

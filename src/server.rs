@@ -19,6 +19,7 @@
 //! handshaken streams to it on the worker's thread; nothing else changes.
 
 use crate::config::{ProxyConfig, ServerConfig};
+use crate::proxy::idle::{silence, Counted};
 use crate::proxy::io::Socket;
 use crate::proxy::{h1, h2, proxy_protocol, ConnInfo, Proxy};
 use crate::state::SharedState;
@@ -42,11 +43,6 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
-
-/// The idle checker looks at a connection's activity counter this many
-/// times per idle period, so an idle connection is closed between 1 and
-/// 1 + 1/IDLE_CHECKS_PER_PERIOD idle periods after its last byte.
-const IDLE_CHECKS_PER_PERIOD: u32 = 4;
 
 /// The TLS listener and the acceptor that runs its handshakes.
 pub struct TlsListener {
@@ -501,26 +497,15 @@ async fn serve_http2<S: Socket>(shared: &Connections, stream: Prefixed<S>, info:
     let peer = info.peer;
     let stop: &CancellationToken = shared.stop.token();
     let idle_timeout = shared.idle_timeout;
-    let activity = Arc::new(AtomicU64::new(0));
-    let io = TokioIo::new(ActivityIo {
-        inner: stream,
-        activity: activity.clone(),
-    });
+    let activity = AtomicU64::new(0);
+    let io = TokioIo::new(Counted::new(stream, &activity));
     let proxy = shared.proxy.clone();
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
         async move { Ok::<_, std::convert::Infallible>(h2::handle(proxy, req, info).await) }
     });
     let mut conn = pin!(shared.http2.serve_connection(io, service));
-    // The idle check compares the activity counter between ticks instead of
-    // reading the clock on every socket operation: the connection is idle
-    // once the counter has not moved for IDLE_CHECKS_PER_PERIOD ticks in a
-    // row, i.e. for a whole idle period.
-    let tick = (idle_timeout / IDLE_CHECKS_PER_PERIOD).max(Duration::from_millis(1));
-    let mut idle_checks = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
-    idle_checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seen = activity.load(Ordering::Relaxed);
-    let mut quiet_ticks = 0;
+    let mut idle = pin!(silence(&activity, idle_timeout));
     let mut closing = false;
     loop {
         tokio::select! {
@@ -534,20 +519,11 @@ async fn serve_http2<S: Socket>(shared: &Connections, stream: Prefixed<S>, info:
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = idle_checks.tick(), if !closing => {
-                let now = activity.load(Ordering::Relaxed);
-                if now != seen {
-                    seen = now;
-                    quiet_ticks = 0;
-                    continue;
-                }
-                quiet_ticks += 1;
-                if quiet_ticks >= IDLE_CHECKS_PER_PERIOD {
-                    debug!(%peer, "closing idle connection");
-                    closing = true;
-                    // Graceful: a request still in flight is allowed to finish.
-                    conn.as_mut().graceful_shutdown();
-                }
+            _ = idle.as_mut(), if !closing => {
+                debug!(%peer, "closing idle connection");
+                closing = true;
+                // Graceful: a request still in flight is allowed to finish.
+                conn.as_mut().graceful_shutdown();
             }
         }
     }
@@ -591,78 +567,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// A socket that counts the operations that moved bytes (for the idle
-/// timeout).
-struct ActivityIo<T> {
-    inner: T,
-    /// Bumped on every read or write that moved bytes; only its changes
-    /// matter, never its value.
-    activity: Arc<AtomicU64>,
-}
-
-impl<T> ActivityIo<T> {
-    fn touch(&self) {
-        // This IO object is the only writer, so a plain load and store is
-        // enough (no locked read-modify-write on every socket operation).
-        let count = self.activity.load(Ordering::Relaxed);
-        self.activity
-            .store(count.wrapping_add(1), Ordering::Relaxed);
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.touch();
-        }
-        result
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        result
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        result
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -4,7 +4,7 @@
 //! names left out, forwarding headers, request id, framing), and request
 //! ids.
 
-use super::h1::head::{put_header, Forwarding, Framing};
+use super::h1::head::{put_framing, put_header, Forwarding, Framing};
 use crate::routes::{normalize_host, HostError};
 use http::header::{self, HeaderMap, HeaderName};
 use http::Request;
@@ -138,15 +138,7 @@ pub fn write_upstream_head(
     put_header(out, b"X-Forwarded-Proto", prior_proto.unwrap_or(fwd.proto));
     put_header(out, b"X-Forwarded-Host", authority);
     put_header(out, b"X-Request-Id", fwd.request_id);
-    match framing {
-        Framing::Length(n) => {
-            out.extend_from_slice(b"Content-Length: ");
-            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-        Framing::Empty | Framing::UntilClose => {}
-    }
+    put_framing(out, framing);
     let te_trailers = headers
         .get_all(header::TE)
         .iter()

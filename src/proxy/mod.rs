@@ -16,6 +16,7 @@ mod error;
 pub mod h1;
 pub mod h2;
 pub mod headers;
+pub mod idle;
 pub mod io;
 pub mod policy;
 pub mod proxy_protocol;

@@ -30,6 +30,19 @@ pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Asserts that a command exited with `code`; the message is its stderr.
+#[track_caller]
+pub fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(o.status.code(), Some(code), "{}", stderr(o));
+}
+
+/// Asserts that `text` (a command's output) contains `part`; the message
+/// is the whole text.
+#[track_caller]
+pub fn assert_contains(text: &str, part: &str) {
+    assert!(text.contains(part), "no {part:?} in:\n{text}");
+}
+
 #[test]
 fn usage_errors_exit_64_with_a_clear_message() {
     for args in [
@@ -69,7 +82,7 @@ fn usage_errors_exit_64_with_a_clear_message() {
         "--redis-url",
         "redis://127.0.0.1:1/0",
     ]);
-    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert_exit(&out, 64);
     assert!(stderr(&out).contains("--routes-key"), "{}", stderr(&out));
 }
 
@@ -275,7 +288,7 @@ async fn sighup_reloads_the_log_filter_and_never_kills() {
 #[test]
 fn an_unreadable_log_filter_file_is_a_usage_error() {
     let out = switchyard(&["--log-filter-file", "/nonexistent/filter"]);
-    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert_exit(&out, 64);
     assert!(
         stderr(&out).contains("/nonexistent/filter"),
         "{}",
@@ -400,7 +413,7 @@ fn redis_failures_are_reported_in_words_with_their_exit_code() {
     let redis = RedisServer::builder().password("right").start();
     let wrong = format!("redis://:wrong@127.0.0.1:{}/0", redis.port);
     let out = switchyard(&["status", "--redis-url", &wrong]);
-    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
+    assert_exit(&out, 77);
     assert!(
         stderr(&out).contains("refused the credentials"),
         "{}",
@@ -425,11 +438,11 @@ fn redis_failures_are_reported_in_words_with_their_exit_code() {
         "--redis-url",
         &reader,
     ]);
-    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
+    assert_exit(&out, 77);
     assert!(stderr(&out).contains("(ACL)"), "{}", stderr(&out));
     assert!(!stderr(&out).contains("Error {"), "{}", stderr(&out));
     let out = switchyard(&["route", "list", "--redis-url", &reader]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
 }
 
 /// The `ACL SETUSER <user>` line of README.md (its first occurrence), as

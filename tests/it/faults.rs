@@ -447,6 +447,9 @@ async fn corrupt_snapshot_is_reported_and_ignored() {
         proxy.serves("a.snap.test", "blue").await,
         "not served once Redis came"
     );
+    // Ready once every followed hash is loaded: the certs hash may be read
+    // just after the routes that already serve.
+    proxy.wait_ready().await;
     let (code, body) = proxy.readyz().await;
     assert_eq!((code, &body["source"]), (200, &serde_json::json!("redis")));
     // The corrupt file was replaced by a good one.

@@ -23,8 +23,7 @@ const SPOOFED: &str = "GET / HTTP/1.1\r\nHost: fw.test\r\nX-Forwarded-For: 203.0
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_are_kept_only_from_trusted_proxies() {
     let redis = RedisServer::start();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let backend = capturing_backend(tx).await;
+    let (backend, mut rx) = capturing_backend().await;
     redis.hset("fw.test", &backend.target());
 
     let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
@@ -59,8 +58,7 @@ async fn forwarding_headers_are_kept_only_from_trusted_proxies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_protocol_names_the_client() {
     let redis = RedisServer::start();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let backend = capturing_backend(tx).await;
+    let (backend, mut rx) = capturing_backend().await;
     redis.hset("fw.test", &backend.target());
     let mut config = test_config(&redis.url());
     config.server.proxy_protocol = true;

@@ -22,24 +22,23 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 pub(crate) const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
 /// A keep-alive raw backend answering every request with `200 ok`, and
-/// `capture` gets each request head as received.
-pub(crate) async fn capturing_backend(capture: mpsc::UnboundedSender<Vec<u8>>) -> Backend {
-    Backend::raw(move |mut stream| {
-        let capture = capture.clone();
-        async move {
-            loop {
-                let head = read_head(&mut stream).await;
-                if head.is_empty() {
-                    return;
-                }
-                let _ = capture.send(head);
-                if stream.write_all(OK).await.is_err() {
-                    return;
-                }
+/// the receiver of each request head as it arrived ([`next_capture`]).
+pub(crate) async fn capturing_backend() -> (Backend, mpsc::UnboundedReceiver<Vec<u8>>) {
+    let (capture, received) = mpsc::unbounded_channel();
+    let backend = Backend::raw_sharing(capture, |mut stream, capture| async move {
+        loop {
+            let head = read_head(&mut stream).await;
+            if head.is_empty() {
+                return;
+            }
+            let _ = capture.send(head);
+            if stream.write_all(OK).await.is_err() {
+                return;
             }
         }
     })
-    .await
+    .await;
+    (backend, received)
 }
 
 pub(crate) async fn next_capture(rx: &mut mpsc::UnboundedReceiver<Vec<u8>>) -> String {
@@ -108,28 +107,21 @@ async fn request_that_reached_a_dying_pooled_connection_is_not_sent_twice() {
     ] {
         let redis = RedisServer::start();
         let seen = Arc::new(AtomicUsize::new(0));
-        let backend = Backend::raw({
-            let seen = seen.clone();
-            move |mut stream| {
-                let seen = seen.clone();
-                async move {
-                    let mut carry = Vec::new();
-                    while let Some(req) = read_request(&mut stream, &mut carry).await {
-                        if find(&req, b" /pay ").is_some() {
-                            seen.fetch_add(1, Ordering::SeqCst);
-                            let _ = stream.write_all(answer).await;
-                            return;
-                        }
-                        if stream.write_all(OK).await.is_err() {
-                            return;
-                        }
-                    }
+        let backend = Backend::raw_sharing(seen.clone(), move |mut stream, seen| async move {
+            let mut carry = Vec::new();
+            while let Some(req) = read_request(&mut stream, &mut carry).await {
+                if find(&req, b" /pay ").is_some() {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    let _ = stream.write_all(answer).await;
+                    return;
+                }
+                if stream.write_all(OK).await.is_err() {
+                    return;
                 }
             }
         })
         .await;
-        redis.hset("pay.test", &backend.target());
-        let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+        let proxy = ProxyHandle::start_routing(&redis, "pay.test", &backend).await;
 
         let mut client = RawClient::connect(proxy.addr).await;
         // A first exchange leaves a pooled backend connection behind.
@@ -159,10 +151,8 @@ async fn request_that_reached_a_dying_pooled_connection_is_not_sent_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_encoding_other_than_exactly_chunked_is_refused() {
     let redis = RedisServer::start();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let backend = capturing_backend(tx).await;
-    redis.hset("te.test", &backend.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (backend, mut rx) = capturing_backend().await;
+    let proxy = ProxyHandle::start_routing(&redis, "te.test", &backend).await;
 
     let body = "0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: te.test\r\n\r\n";
     for (te, status) in [
@@ -270,8 +260,7 @@ async fn ambiguous_response_framing_is_normalised_or_refused() {
     ];
     let redis = RedisServer::start();
     let backend = scripted_raw_backend(ANSWERS).await;
-    redis.hset("frame.test", &backend.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let proxy = ProxyHandle::start_routing(&redis, "frame.test", &backend).await;
 
     let mut client = RawClient::connect(proxy.addr).await;
     for (path, status) in [
@@ -469,10 +458,8 @@ async fn a_silent_websocket_tunnel_is_closed_after_its_idle_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_names_with_underscores_are_dropped() {
     let redis = RedisServer::start();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let backend = capturing_backend(tx).await;
-    redis.hset("u.test", &backend.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let (backend, mut rx) = capturing_backend().await;
+    let proxy = ProxyHandle::start_routing(&redis, "u.test", &backend).await;
     let r = raw_request(
         proxy.addr,
         b"GET / HTTP/1.1\r\nHost: u.test\r\nX_Forwarded_Host: evil.test\r\nX_Forwarded_Proto: https\r\nX-Kept: 1\r\nConnection: close\r\n\r\n",
@@ -503,8 +490,7 @@ async fn interim_answers_are_rewritten_and_bad_status_codes_are_502() {
     ];
     let redis = RedisServer::start();
     let backend = scripted_raw_backend(ANSWERS).await;
-    redis.hset("s.test", &backend.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let proxy = ProxyHandle::start_routing(&redis, "s.test", &backend).await;
     let mut client = RawClient::connect(proxy.addr).await;
     client
         .send(b"GET /hints HTTP/1.1\r\nHost: s.test\r\n\r\n")
@@ -537,13 +523,10 @@ async fn interim_answers_are_rewritten_and_bad_status_codes_are_502() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_targets_and_host_follow_rfc_9112() {
     let redis = RedisServer::start();
-    let (app_tx, mut app_rx) = mpsc::unbounded_channel();
-    let app = capturing_backend(app_tx).await;
-    let (other_tx, _other_rx) = mpsc::unbounded_channel();
-    let other = capturing_backend(other_tx).await;
+    let (app, mut app_rx) = capturing_backend().await;
+    let (other, _other_rx) = capturing_backend().await;
     redis.hset("app.test", &app.target());
-    redis.hset("other.test", &other.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let proxy = ProxyHandle::start_routing(&redis, "other.test", &other).await;
 
     for raw in [
         "GET http://other.test#@app.test/x HTTP/1.1\r\nHost: app.test\r\n\r\n",
@@ -588,19 +571,12 @@ async fn request_targets_and_host_follow_rfc_9112() {
 async fn huge_lengths_and_chunk_sizes_are_400() {
     let redis = RedisServer::start();
     let received = Arc::new(Mutex::new(Vec::new()));
-    let backend = Backend::raw({
-        let received = received.clone();
-        move |mut stream| {
-            let received = received.clone();
-            async move {
-                let all = read_to_close(&mut stream).await;
-                received.lock().unwrap().extend_from_slice(&all);
-            }
-        }
+    let backend = Backend::raw_sharing(received.clone(), |mut stream, received| async move {
+        let all = read_to_close(&mut stream).await;
+        received.lock().unwrap().extend_from_slice(&all);
     })
     .await;
-    redis.hset("big.test", &backend.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let proxy = ProxyHandle::start_routing(&redis, "big.test", &backend).await;
     let r = raw_request(
         proxy.addr,
         b"POST / HTTP/1.1\r\nHost: big.test\r\nContent-Length: 9999999999999999999\r\n\r\nx",
@@ -642,33 +618,26 @@ async fn huge_lengths_and_chunk_sizes_are_400() {
 async fn trailers_are_checked_and_filtered_both_ways() {
     let redis = RedisServer::start();
     let received = Arc::new(Mutex::new(Vec::new()));
-    let backend = Backend::raw({
-        let received = received.clone();
-        move |mut stream| {
-            let received = received.clone();
-            async move {
-                let mut got = Vec::new();
-                let mut chunk = [0u8; 4096];
-                // The head, then a chunked body up to its empty last line.
-                while !(got.ends_with(b"\r\n\r\n")
-                    && find(&got, b"\r\n0\r\n").is_some())
-                {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                *received.lock().unwrap() = got;
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n2\r\nok\r\n0\r\nX-Sum: 2\r\nSet-Cookie: s=1\r\nContent-Length: 9\r\n\r\n")
-                    .await;
-                let _ = read_to_close(&mut stream).await;
+    let backend = Backend::raw_sharing(received.clone(), |mut stream, received| async move {
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // The head, then a chunked body up to its empty last line.
+        while !(got.ends_with(b"\r\n\r\n")
+            && find(&got, b"\r\n0\r\n").is_some())
+        {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
             }
         }
+        *received.lock().unwrap() = got;
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n2\r\nok\r\n0\r\nX-Sum: 2\r\nSet-Cookie: s=1\r\nContent-Length: 9\r\n\r\n")
+            .await;
+        let _ = read_to_close(&mut stream).await;
     })
     .await;
-    redis.hset("tr.test", &backend.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let proxy = ProxyHandle::start_routing(&redis, "tr.test", &backend).await;
 
     let mut client = RawClient::connect(proxy.addr).await;
     client
@@ -742,8 +711,7 @@ async fn a_connection_that_announced_a_body_where_none_may_follow_is_not_reused(
             }
         })
         .await;
-        redis.hset("late.test", &backend.target());
-        let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+        let proxy = ProxyHandle::start_routing(&redis, "late.test", &backend).await;
         let mut client = RawClient::connect(proxy.addr).await;
         client.send(first.as_bytes()).await;
         let r = client.response(first.starts_with("HEAD")).await;
@@ -770,8 +738,7 @@ async fn http2_host_differing_from_authority_is_400() {
     let a = Backend::echo("a").await;
     let b = Backend::echo("b").await;
     redis.hset("a.test", &a.target());
-    redis.hset("b.test", &b.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let proxy = ProxyHandle::start_routing(&redis, "b.test", &b).await;
     let stream = TcpStream::connect(proxy.addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -827,8 +794,7 @@ async fn a_backend_writing_head_and_body_apart_is_not_stalled_by_delayed_acks() 
         }
     })
     .await;
-    redis.hset("nagle.test", &backend.target());
-    let proxy = ProxyHandle::start_ready(test_config(&redis.url())).await;
+    let proxy = ProxyHandle::start_routing(&redis, "nagle.test", &backend).await;
     let mut client = RawClient::connect(proxy.addr).await;
     let mut took = Vec::new();
     for _ in 0..30 {

@@ -635,8 +635,7 @@ async fn malformed_chunked_request_body_is_400_and_closes_the_connection() {
 /// one Host header, the one the proxy routed by.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_order_and_spelling_reach_the_backend_unchanged() {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let backend = capturing_backend(tx).await;
+    let (backend, mut rx) = capturing_backend().await;
     let (_redis, proxy, []) = Scenario::new()
         .route("order.test", &backend.target())
         .start()

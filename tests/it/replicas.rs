@@ -6,7 +6,7 @@
 //! proxies (in-process, or the binary when a signal matters); "ghost"
 //! entries written by hand stand for a replica that lags or holds.
 
-use crate::cli::{stderr, stdout, switchyard_async};
+use crate::cli::{assert_contains, assert_exit, stderr, stdout, switchyard_async};
 use crate::support::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -72,6 +72,35 @@ async fn until_subscribed(redis: &RedisServer, subscribers: u32) {
     );
 }
 
+/// `route set HOST VALUE --wait --timeout 60s` in a task of its own,
+/// returned once it waits (subscribed to the registry's channel), so that
+/// the test can change the registry under it.
+async fn set_and_wait_subscribed(
+    redis: &RedisServer,
+    host: &str,
+    value: &str,
+) -> tokio::task::JoinHandle<std::process::Output> {
+    let url = redis.url();
+    let args = [
+        "route",
+        "set",
+        host,
+        value,
+        "--wait",
+        "--timeout",
+        "60s",
+        "--redis-url",
+        &url,
+    ]
+    .map(str::to_owned);
+    let waiting = tokio::spawn(async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        switchyard_async(&args).await
+    });
+    until_subscribed(redis, 1).await;
+    waiting
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_returns_once_every_replica_serves_the_change() {
     let redis = RedisServer::start();
@@ -105,11 +134,7 @@ async fn wait_returns_once_every_replica_serves_the_change() {
         .await;
         took.push(started.elapsed());
         assert!(out.status.success(), "run {i}: {}", stderr(&out));
-        assert!(
-            stdout(&out).contains("live on 3 replica(s)"),
-            "{}",
-            stdout(&out)
-        );
+        assert_contains(&stdout(&out), "live on 3 replica(s)");
         // The whole promise of --wait: no polling needed afterwards.
         for r in &replicas {
             assert_eq!(
@@ -130,24 +155,7 @@ async fn wait_returns_once_every_replica_serves_the_change() {
 async fn a_wait_is_told_by_announcements_not_only_by_polling() {
     let redis = RedisServer::start();
     let entry = ghost(&redis, "ghost", 1, None);
-    let waiting = tokio::spawn({
-        let url = redis.url();
-        async move {
-            switchyard_async(&[
-                "route",
-                "set",
-                "a.cloud.com",
-                "10.0.0.1:80",
-                "--wait",
-                "--timeout",
-                "60s",
-                "--redis-url",
-                &url,
-            ])
-            .await
-        }
-    });
-    until_subscribed(&redis, 1).await;
+    let waiting = set_and_wait_subscribed(&redis, "a.cloud.com", "10.0.0.1:80").await;
     // Announce a watermark past any write, on the channel only: the
     // registry keeps the old one, so only the announcement can end the wait.
     let mut announced = entry.clone();
@@ -155,12 +163,8 @@ async fn a_wait_is_told_by_announcements_not_only_by_polling() {
     announced["event"] = json!("status");
     redis.cli(&["PUBLISH", REGISTRY, &announced.to_string()]);
     let out = waiting.await.unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("live on 1 replica(s)"),
-        "{}",
-        stdout(&out)
-    );
+    assert_exit(&out, 0);
+    assert_contains(&stdout(&out), "live on 1 replica(s)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,7 +184,7 @@ async fn deleting_a_missing_route_with_wait_is_a_no_op_at_once() {
         ],
     )
     .await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert_eq!(
         stdout(&out),
         "no route for never-existed.cloud.com: nothing deleted (no change to wait for)\n"
@@ -202,7 +206,7 @@ async fn an_unchanged_set_says_so_and_its_wait_completes() {
         &["route", "set", "app.cloud.com", "10.0.0.1:80", "--wait"],
     )
     .await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     let text = stdout(&out);
     assert!(
         text.starts_with("app.cloud.com -> 10.0.0.1:80 (unchanged)\n"),
@@ -219,17 +223,9 @@ async fn a_wait_with_no_live_replica_fails_with_68_unless_allowed() {
         &["route", "set", "a.cloud.com", "10.0.0.1:80", "--wait"],
     )
     .await;
-    assert_eq!(out.status.code(), Some(68), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("no replica is live"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(
-        stderr(&out).contains("--allow-no-replicas"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit(&out, 68);
+    assert_contains(&stderr(&out), "no replica is live");
+    assert_contains(&stderr(&out), "--allow-no-replicas");
     assert!(
         stdout(&out).contains("a.cloud.com -> 10.0.0.1:80"),
         "the write is reported"
@@ -244,7 +240,7 @@ async fn a_wait_with_no_live_replica_fails_with_68_unless_allowed() {
     dead["expires_us"] = json!(redis_time_us(&redis) - 1);
     redis.cli(&["HSET", REGISTRY, "dead", &dead.to_string()]);
     let out = run(&redis, &["route", "del", "a.cloud.com", "--wait"]).await;
-    assert_eq!(out.status.code(), Some(68), "{}", stderr(&out));
+    assert_exit(&out, 68);
 
     let out = run(
         &redis,
@@ -258,12 +254,8 @@ async fn a_wait_with_no_live_replica_fails_with_68_unless_allowed() {
         ],
     )
     .await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("no live replica: nothing to wait for"),
-        "{}",
-        stdout(&out)
-    );
+    assert_exit(&out, 0);
+    assert_contains(&stdout(&out), "no live replica: nothing to wait for");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,7 +274,7 @@ async fn a_lagging_replica_is_named_and_the_wait_costs_redis_a_few_reads() {
     .await;
     let waited = started.elapsed();
     let after = redis.command_calls();
-    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    assert_exit(&out, 75);
     let text = stderr(&out);
     assert!(
         text.contains("2 of 2 live replica(s) had not caught up after 2s"),
@@ -339,42 +331,17 @@ async fn a_replica_stopped_gracefully_leaves_status_and_wait_at_once() {
         &["route", "set", "app.cloud.com", "10.0.0.2:80", "--wait=5s"],
     )
     .await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("live on 1 replica(s)"),
-        "{}",
-        stdout(&out)
-    );
+    assert_exit(&out, 0);
+    assert_contains(&stdout(&out), "live on 1 replica(s)");
 
     // A replica leaving while a wait waits for it is no longer waited for.
     ghost(&redis, "ghost", 1, None);
-    let waiting = tokio::spawn({
-        let url = redis.url();
-        async move {
-            switchyard_async(&[
-                "route",
-                "set",
-                "app.cloud.com",
-                "10.0.0.3:80",
-                "--wait",
-                "--timeout",
-                "60s",
-                "--redis-url",
-                &url,
-            ])
-            .await
-        }
-    });
-    until_subscribed(&redis, 1).await;
+    let waiting = set_and_wait_subscribed(&redis, "app.cloud.com", "10.0.0.3:80").await;
     redis.cli(&["HDEL", REGISTRY, "ghost"]);
     redis.cli(&["PUBLISH", REGISTRY, r#"{"event":"left","id":"ghost"}"#]);
     let out = waiting.await.unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("not waited for: ghost (left)"),
-        "{}",
-        stdout(&out)
-    );
+    assert_exit(&out, 0);
+    assert_contains(&stdout(&out), "not waited for: ghost (left)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -405,12 +372,8 @@ async fn a_replica_that_died_stops_counting_within_seconds() {
         ],
     )
     .await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("not waited for: dies (stopped reporting)"),
-        "{}",
-        stdout(&out)
-    );
+    assert_exit(&out, 0);
+    assert_contains(&stdout(&out), "not waited for: dies (stopped reporting)");
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
@@ -472,11 +435,7 @@ async fn status_costs_the_same_with_500000_unrelated_keys() {
         let started = Instant::now();
         let out = run(&redis, &["status"]).await;
         let took = started.elapsed();
-        assert!(
-            stdout(&out).contains("2 live replica(s)"),
-            "{}",
-            stdout(&out)
-        );
+        assert_contains(&stdout(&out), "2 live replica(s)");
         let calls = redis.command_calls();
         assert!(
             !calls.contains_key("scan") && !calls.contains_key("keys"),
@@ -500,12 +459,8 @@ async fn status_costs_the_same_with_500000_unrelated_keys() {
 async fn accept_removal_writes_a_short_lived_confirmation_and_status_shows_holds() {
     let redis = RedisServer::start();
     let out = run(&redis, &["route", "accept-removal"]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("no replica holds one right now"),
-        "{}",
-        stdout(&out)
-    );
+    assert_exit(&out, 0);
+    assert_contains(&stdout(&out), "no replica holds one right now");
     let value: u64 = redis
         .cli(&["GET", "routes:accept-removal"])
         .trim()
@@ -530,11 +485,7 @@ async fn accept_removal_writes_a_short_lived_confirmation_and_status_shows_holds
         Some((1000, 0)),
     );
     let out = run(&redis, &["route", "accept-removal"]).await;
-    assert!(
-        stdout(&out).contains("holder (1000 -> 0 routes)"),
-        "{}",
-        stdout(&out)
-    );
+    assert_contains(&stdout(&out), "holder (1000 -> 0 routes)");
     let status = stdout(&run(&redis, &["status"]).await);
     assert!(
         status.contains("held: removal of 1000 to 0 routes"),
@@ -546,10 +497,6 @@ async fn accept_removal_writes_a_short_lived_confirmation_and_status_shows_holds
         &["route", "set", "a.cloud.com", "10.0.0.1:80", "--wait=600ms"],
     )
     .await;
-    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("holder (holds a removal of 1000 to 0 routes"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit(&out, 75);
+    assert_contains(&stderr(&out), "holder (holds a removal of 1000 to 0 routes");
 }

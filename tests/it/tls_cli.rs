@@ -2,6 +2,7 @@
 //! values checked with the proxy's own loader before anything is written,
 //! keys sealed with `--certs-secret-file`, refusals with their exit codes.
 
+use crate::cli::{assert_exit, stderr, stdout};
 use crate::support::*;
 use crate::tls_support::{display, Scratch, TestCa, DAY};
 use std::process::{Command, Output};
@@ -18,14 +19,6 @@ fn switchyard(redis: &RedisServer, args: &[&str]) -> Output {
         .env_remove("SWITCHYARD_CERTS_SECRET_FILE")
         .output()
         .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// The value in the certs hash for a field ("" when there is none).
@@ -56,7 +49,7 @@ fn set_list_del_round_trip() {
             &display(&key),
         ],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert!(
         stdout(&out).starts_with("app.cloud.com: app.cloud.com, www.app.cloud.com until 20"),
         "{}",
@@ -79,7 +72,7 @@ fn set_list_del_round_trip() {
     // A bad value written by hand shows in the list with its reason.
     redis.cli(&["HSET", "routes:certs", "broken.cloud.com", "garbage"]);
     let out = switchyard(&redis, &["cert", "list"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     let list = stdout(&out);
     let lines: Vec<&str> = list.lines().collect();
     assert!(lines[0].starts_with("HOST"), "{list}");
@@ -103,7 +96,7 @@ fn set_list_del_round_trip() {
     assert_eq!(lines[3], "2 certificate(s)");
 
     let out = switchyard(&redis, &["cert", "del", "app.cloud.com"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert_eq!(stdout(&out), "deleted the certificate of app.cloud.com\n");
     assert_eq!(stored(&redis, "app.cloud.com"), "");
     let out = switchyard(&redis, &["cert", "del", "app.cloud.com"]);
@@ -183,7 +176,7 @@ fn nothing_is_written_when_the_pair_would_not_load() {
             "cert", "set", "a.com", "--cert", &missing, "--key", &missing,
         ],
     );
-    assert_eq!(out.status.code(), Some(66), "{}", stderr(&out));
+    assert_exit(&out, 66);
     assert!(stderr(&out).contains("cannot read"), "{}", stderr(&out));
     assert_eq!(redis.cli(&["HLEN", "routes:certs"]).trim(), "0");
 }
@@ -213,7 +206,7 @@ fn keys_are_sealed_with_the_secret_and_bound_to_their_host() {
             &secret,
         ],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert!(stdout(&out).contains("(key sealed)"), "{}", stdout(&out));
     let value = stored(&redis, "a.com");
     assert!(
@@ -237,7 +230,7 @@ fn keys_are_sealed_with_the_secret_and_bound_to_their_host() {
         let mut args = vec!["cert", "list"];
         args.extend(extra);
         let out = switchyard(&redis, &args);
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_exit(&out, 0);
         stdout(&out)
     };
     let with_secret = list(&["--certs-secret-file", &secret]);
@@ -274,7 +267,7 @@ fn keys_are_sealed_with_the_secret_and_bound_to_their_host() {
     // A secret file that is not 32 bytes is a usage error.
     let short = display(&dir.write("short", "not 32 bytes"));
     let out = switchyard(&redis, &["cert", "list", "--certs-secret-file", &short]);
-    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert_exit(&out, 64);
     assert!(
         stderr(&out).contains("--certs-secret-file: must hold 32 random bytes"),
         "{}",

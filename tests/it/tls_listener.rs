@@ -22,6 +22,9 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+/// `GET /` for `app.cloud.com`, the last request of its connection.
+const GET_CLOSE: &[u8] = b"GET / HTTP/1.1\r\nHost: app.cloud.com\r\nConnection: close\r\n\r\n";
+
 /// A test CA, a wildcard default certificate `*.cloud.com` in files, and a
 /// config serving it.
 struct Setup {
@@ -71,33 +74,69 @@ async fn connect(
         .expect("handshake timed out")
 }
 
-/// HTTP/1.1 over TLS reaches the backend, which is told the client came
-/// over https; the default certificate answers a name its wildcard covers.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http1_over_tls_reaches_the_backend_as_https() {
+impl Setup {
+    /// A TLS connection to `addr` for `name`, trusting the test CA.
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        name: &str,
+        alpn: &[&[u8]],
+    ) -> std::io::Result<TlsStream<TcpStream>> {
+        connect(addr, &self.ca.cert_pem, name, alpn).await
+    }
+}
+
+/// The prologue of most tests here: a Redis, an echo backend answering as
+/// `name` routed at `app.cloud.com`, the default certificate in files, and
+/// a ready TLS proxy with that config, changed by `change` first.
+async fn start_tls_proxy(
+    name: &str,
+    change: impl FnOnce(&mut Config),
+) -> (RedisServer, Backend, Setup, TlsProxy) {
     let redis = RedisServer::start();
-    let backend = Backend::echo("tls-one").await;
+    let backend = Backend::echo(name).await;
     redis.hset("app.cloud.com", &backend.target());
-    let setup = setup(&redis);
+    let mut setup = setup(&redis);
+    change(&mut setup.config);
     let proxy = TlsProxy::start_ready(setup.config.clone()).await;
-    let mut tls = connect(
-        proxy.tls,
-        &setup.ca.cert_pem,
-        "app.cloud.com",
-        &[b"http/1.1"],
-    )
-    .await
-    .expect("handshake with the default certificate");
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
-    tls.write_all(b"GET /hello?x=1 HTTP/1.1\r\nHost: app.cloud.com\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    (redis, backend, setup, proxy)
+}
+
+/// Handshakes the proxy counted as refused (no version or protocol agreed)
+/// with this outcome.
+async fn refused_handshakes(proxy: &TlsProxy, outcome: &str) -> f64 {
+    let labels = format!("alpn=\"none\",outcome=\"{outcome}\",version=\"none\"");
+    let name = format!("switchyard_tls_handshakes_total{{{labels}}}");
+    proxy.endpoints.metric(&name).await
+}
+
+/// Sends a whole HTTP/1.1 request that closes the connection, and reads
+/// the answer to its end.
+async fn exchange(tls: &mut TlsStream<TcpStream>, request: &[u8]) -> String {
+    tls.write_all(request).await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(CALL_TIMEOUT, tls.read_to_end(&mut answer))
         .await
         .unwrap()
         .unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// HTTP/1.1 over TLS reaches the backend, which is told the client came
+/// over https; the default certificate answers a name its wildcard covers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_over_tls_reaches_the_backend_as_https() {
+    let (_redis, _backend, setup, proxy) = start_tls_proxy("tls-one", |_| {}).await;
+    let mut tls = setup
+        .connect(proxy.tls, "app.cloud.com", &[b"http/1.1"])
+        .await
+        .expect("handshake with the default certificate");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let answer = exchange(
+        &mut tls,
+        b"GET /hello?x=1 HTTP/1.1\r\nHost: app.cloud.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
     let echo: serde_json::Value = serde_json::from_str(body).expect(body);
@@ -114,19 +153,11 @@ async fn http1_over_tls_reaches_the_backend_as_https() {
 /// needed), through the same request path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_over_tls_by_alpn() {
-    let redis = RedisServer::start();
-    let backend = Backend::echo("tls-h2").await;
-    redis.hset("app.cloud.com", &backend.target());
-    let setup = setup(&redis);
-    let proxy = TlsProxy::start_ready(setup.config.clone()).await;
-    let tls = connect(
-        proxy.tls,
-        &setup.ca.cert_pem,
-        "app.cloud.com",
-        &[b"h2", b"http/1.1"],
-    )
-    .await
-    .unwrap();
+    let (_redis, _backend, setup, proxy) = start_tls_proxy("tls-h2", |_| {}).await;
+    let tls = setup
+        .connect(proxy.tls, "app.cloud.com", &[b"h2", b"http/1.1"])
+        .await
+        .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
@@ -174,11 +205,7 @@ async fn no_certificate_for_the_name_is_unrecognized_name() {
         );
     }
     assert_eventually!(
-        proxy
-            .endpoints
-            .metric("switchyard_tls_handshakes_total{alpn=\"none\",outcome=\"no_certificate\",version=\"none\"}")
-            .await
-            == 2.0,
+        refused_handshakes(&proxy, "no_certificate").await == 2.0,
         "the refused handshakes were not counted"
     );
     proxy.shutdown().await;
@@ -192,14 +219,10 @@ async fn websocket_over_tls() {
     redis.hset("ws.cloud.com", &echo.target());
     let setup = setup(&redis);
     let proxy = TlsProxy::start_ready(setup.config.clone()).await;
-    let tls = connect(
-        proxy.tls,
-        &setup.ca.cert_pem,
-        "ws.cloud.com",
-        &[b"http/1.1"],
-    )
-    .await
-    .unwrap();
+    let tls = setup
+        .connect(proxy.tls, "ws.cloud.com", &[b"http/1.1"])
+        .await
+        .unwrap();
     let req = "wss://ws.cloud.com/chat".into_client_request().unwrap();
     let (mut ws, _) = tokio::time::timeout(CALL_TIMEOUT, tokio_tungstenite::client_async(req, tls))
         .await
@@ -223,11 +246,7 @@ async fn websocket_over_tls() {
 /// curl, checking the chain against the test CA, over HTTP/1.1 and HTTP/2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_with_the_test_ca() {
-    let redis = RedisServer::start();
-    let backend = Backend::echo("tls-curl").await;
-    redis.hset("app.cloud.com", &backend.target());
-    let setup = setup(&redis);
-    let proxy = TlsProxy::start_ready(setup.config.clone()).await;
+    let (_redis, _backend, setup, proxy) = start_tls_proxy("tls-curl", |_| {}).await;
     let port = proxy.tls.port();
     let ca = display(&setup.dir.path("ca.pem"));
     for version in ["--http1.1", "--http2"] {
@@ -276,36 +295,21 @@ async fn curl_with_the_test_ca() {
 /// `Strict-Transport-Security`; cleartext answers do not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hsts_on_answers_over_tls_only() {
-    let redis = RedisServer::start();
-    let backend = Backend::echo("tls-hsts").await;
-    redis.hset("app.cloud.com", &backend.target());
-    let mut setup = setup(&redis);
-    setup.config.proxy.hsts = Some(31_536_000);
-    let proxy = TlsProxy::start_ready(setup.config.clone()).await;
-    let mut tls = connect(
-        proxy.tls,
-        &setup.ca.cert_pem,
-        "app.cloud.com",
-        &[b"http/1.1"],
-    )
-    .await
-    .unwrap();
-    tls.write_all(b"GET / HTTP/1.1\r\nHost: app.cloud.com\r\nConnection: close\r\n\r\n")
+    let (_redis, _backend, setup, proxy) =
+        start_tls_proxy("tls-hsts", |c| c.proxy.hsts = Some(31_536_000)).await;
+    let mut tls = setup
+        .connect(proxy.tls, "app.cloud.com", &[b"http/1.1"])
         .await
         .unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(CALL_TIMEOUT, tls.read_to_end(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = exchange(&mut tls, GET_CLOSE).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(
         answer.contains("\r\nStrict-Transport-Security: max-age=31536000\r\n"),
         "{answer}"
     );
 
-    let tls = connect(proxy.tls, &setup.ca.cert_pem, "app.cloud.com", &[b"h2"])
+    let tls = setup
+        .connect(proxy.tls, "app.cloud.com", &[b"h2"])
         .await
         .unwrap();
     let (mut sender, conn) =
@@ -364,23 +368,12 @@ async fn redirect_https_for_hosts_with_a_certificate() {
     let plain = proxy.endpoints.get("plain.test", "/").await;
     assert_eq!(plain.status, 200, "a host without a certificate is proxied");
     // Over TLS the same host is proxied.
-    let mut tls = connect(
-        proxy.tls,
-        &setup.ca.cert_pem,
-        "app.cloud.com",
-        &[b"http/1.1"],
-    )
-    .await
-    .unwrap();
-    tls.write_all(b"GET / HTTP/1.1\r\nHost: app.cloud.com\r\nConnection: close\r\n\r\n")
+    let mut tls = setup
+        .connect(proxy.tls, "app.cloud.com", &[b"http/1.1"])
         .await
         .unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(CALL_TIMEOUT, tls.read_to_end(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    let answer = exchange(&mut tls, GET_CLOSE).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     proxy.shutdown().await;
 }
 
@@ -582,11 +575,7 @@ async fn openssl_s_client_gets_unrecognized_name_without_a_certificate() {
         );
     }
     assert_eventually!(
-        proxy
-            .endpoints
-            .metric("switchyard_tls_handshakes_total{alpn=\"none\",outcome=\"no_certificate\",version=\"none\"}")
-            .await
-            == 2.0,
+        refused_handshakes(&proxy, "no_certificate").await == 2.0,
         "the refused handshakes were not counted"
     );
     proxy.shutdown().await;
@@ -627,11 +616,7 @@ async fn openssl_s_client_offering_tls11_is_refused() {
     );
     assert!(!out.contains("subject="), "a certificate was sent: {out}");
     assert_eventually!(
-        proxy
-            .endpoints
-            .metric("switchyard_tls_handshakes_total{alpn=\"none\",outcome=\"failed\",version=\"none\"}")
-            .await
-            == 1.0,
+        refused_handshakes(&proxy, "failed").await == 1.0,
         "the refused handshake was not counted"
     );
     let out = s_client(proxy.tls, &["-servername", "app.cloud.com", "-tls1_2"], b"").await;
@@ -646,11 +631,7 @@ async fn http_request_through_openssl_s_client_arrives_as_https() {
     if openssl_missing() {
         return;
     }
-    let redis = RedisServer::start();
-    let backend = Backend::echo("tls-s-client").await;
-    redis.hset("app.cloud.com", &backend.target());
-    let setup = setup(&redis);
-    let proxy = TlsProxy::start_ready(setup.config.clone()).await;
+    let (_redis, _backend, setup, proxy) = start_tls_proxy("tls-s-client", |_| {}).await;
     let ca = display(&setup.dir.path("ca.pem"));
     default_certificate_served(proxy.tls).await;
     // -quiet: only the answer on stdout, and no hang-up at the end of the

@@ -342,9 +342,17 @@ async fn readiness_waits_for_the_routes_and_the_certificates() {
     redis.hset("app.cloud.com", "127.0.0.1:9");
     redis.cli(&["SET", CERTS, "not a hash"]);
     let replica = Replica::start(test_config(&redis.url())).await;
+    // The routes load, and the certs hash's failed read (just after) is
+    // reported.
     assert_eventually!(
-        replica.readyz().await.1["hashes"][0]["loaded"] == true,
-        "the routes load"
+        {
+            let body = replica.readyz().await.1;
+            body["hashes"][0]["loaded"] == true
+                && body["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains(CERTS))
+        },
+        "the routes load and the certs hash's error is reported"
     );
     let (code, body) = replica.readyz().await;
     assert_eq!(code, 503, "{body}");

@@ -9,6 +9,7 @@ use crate::proxy::io::DialError;
 use crate::routes::RouteTable;
 use crate::state::SharedState;
 use http::uri::Authority;
+use std::io;
 use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 

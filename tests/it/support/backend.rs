@@ -103,6 +103,18 @@ impl Backend {
         .await
     }
 
+    /// [`Backend::raw`] with a value every connection and the test share
+    /// (a record of the bytes that arrived, a counter): `on_connection`
+    /// gets the socket and its own clone of `shared`.
+    pub async fn raw_sharing<S, F, Fut>(shared: S, on_connection: F) -> Backend
+    where
+        S: Clone + Send + Sync + 'static,
+        F: Fn(TcpStream, S) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Backend::raw(move |stream| on_connection(stream, shared.clone())).await
+    }
+
     /// A WebSocket echo: greets each client with `"welcome"`, then sends
     /// back every text and binary message it receives.
     pub async fn websocket_echo() -> Backend {

@@ -2,7 +2,9 @@
 //! ephemeral ports, stopped on drop) or as the built binary
 //! ([`ProxyProcess`], killed on drop), both asked through [`Endpoints`].
 
+use super::backend::Backend;
 use super::client::{HttpClient, HttpResponse};
+use super::redis::RedisServer;
 use super::{free_port, patience};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -164,6 +166,13 @@ impl ProxyHandle {
         let proxy = ProxyHandle::start(config).await;
         proxy.wait_ready().await;
         proxy
+    }
+
+    /// `HSET routes host backend` on `redis`, then a ready proxy with
+    /// [`test_config`]: the prologue of a test about one backend's bytes.
+    pub async fn start_routing(redis: &RedisServer, host: &str, backend: &Backend) -> ProxyHandle {
+        redis.hset(host, &backend.target());
+        ProxyHandle::start_ready(test_config(&redis.url())).await
     }
 
     /// Sends the shutdown signal and waits for `run` to return.
