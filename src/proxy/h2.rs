@@ -167,7 +167,7 @@ pub fn error_response<D: Dialer>(
 /// A backend's answer head, and the connection its body comes on.
 struct Answer<D: Dialer> {
     upstream: D::Stream,
-    backend: http::uri::Authority,
+    backend: crate::routes::BackendAddr,
     /// What was read past the head.
     rest: BytesMut,
     status: StatusCode,
@@ -648,7 +648,7 @@ enum BodyState {
 pub struct BackendBody<D: Dialer> {
     proxy: Arc<Proxy<D>>,
     upstream: Option<D::Stream>,
-    backend: http::uri::Authority,
+    backend: crate::routes::BackendAddr,
     buf: BytesMut,
     state: BodyState,
     reusable: bool,

@@ -9,7 +9,7 @@
 //!   connection is still usable.
 //! - [`Dialer`]: opens backend streams ([`TcpDialer`] in production).
 
-use http::uri::Authority;
+use crate::routes::BackendAddr;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -49,7 +49,7 @@ pub trait Dialer: Send + Sync + 'static {
     type Stream: BackendSocket;
     fn dial(
         &self,
-        backend: &Authority,
+        backend: &BackendAddr,
         connect_timeout: Duration,
     ) -> impl Future<Output = Result<Self::Stream, DialError>> + Send;
 }
@@ -116,12 +116,10 @@ impl Dialer for TcpDialer {
 
     async fn dial(
         &self,
-        backend: &Authority,
+        backend: &BackendAddr,
         connect_timeout: Duration,
     ) -> Result<TcpStream, DialError> {
-        // An IPv6 authority keeps its brackets; the resolver wants them off.
-        let host = backend.host().trim_start_matches('[').trim_end_matches(']');
-        let port = backend.port_u16().unwrap_or(80);
+        let (host, port) = (backend.host(), backend.port());
         let stream = tokio::time::timeout(connect_timeout, TcpStream::connect((host, port)))
             .await
             .map_err(|_| DialError::Timeout)?

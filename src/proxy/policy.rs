@@ -10,18 +10,16 @@ use super::ProxyError;
 use crate::acme::challenges::{Challenges, PATH_PREFIX};
 use crate::config::ProxyConfig;
 use crate::metrics::{Metrics, UpstreamErrorKind};
-use crate::routes::{Backend, Lookup, Route};
+use crate::routes::{Backend, BackendAddr, Lookup, Route, SharedRoute};
 use crate::state::SharedState;
 use bytes::Bytes;
-use http::uri::Authority;
 use http::Version;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The route serving `host` (normalised), or the answer when there is
 /// none: `503` before the first table, `502` for an invalid value, `404`.
-pub fn route(state: &SharedState, host: &str) -> Result<Arc<Route>, ProxyError> {
+pub fn route(state: &SharedState, host: &str) -> Result<SharedRoute, ProxyError> {
     let table = state.table();
     if !table.is_loaded() {
         return Err(ProxyError::NotReady);
@@ -168,7 +166,7 @@ pub struct Access {
     pub version: Version,
     pub user_agent: String,
     /// The backend of the last attempt.
-    pub backend: Option<Authority>,
+    pub backend: Option<BackendAddr>,
     /// From the request's first byte sent to the backend until its answer
     /// head arrived.
     pub backend_time: Option<Duration>,

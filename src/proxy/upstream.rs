@@ -14,7 +14,7 @@
 
 use super::io::{BackendSocket, DialError, Dialer};
 use crate::metrics::UpstreamErrorKind;
-use http::uri::Authority;
+use crate::routes::BackendAddr;
 use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, Mutex, Weak};
@@ -77,8 +77,7 @@ struct Idle<S> {
 }
 
 struct Shared<S> {
-    /// Keyed by the authority's text: `Authority`'s own hash lowercases
-    /// byte by byte, and route values are lowercased already.
+    /// Keyed by the backend's `host:port` text.
     idle: Mutex<HashMap<Box<str>, Vec<Idle<S>>, foldhash::fast::RandomState>>,
     config: PoolConfig,
 }
@@ -109,7 +108,7 @@ impl<D: Dialer> Pool<D> {
     /// request that may not be replayed).
     pub fn checkout(
         &self,
-        backend: &Authority,
+        backend: &BackendAddr,
         now: Instant,
         known_good: bool,
     ) -> Option<D::Stream> {
@@ -130,7 +129,7 @@ impl<D: Dialer> Pool<D> {
 
     /// Returns a connection that sits at a clean message boundary (`now`:
     /// when its last response ended).
-    pub fn put_back(&self, backend: &Authority, stream: D::Stream, now: Instant) {
+    pub fn put_back(&self, backend: &BackendAddr, stream: D::Stream, now: Instant) {
         let mut idle = self.shared.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = match idle.get_mut(backend.as_str()) {
             Some(list) => list,
@@ -144,7 +143,7 @@ impl<D: Dialer> Pool<D> {
     }
 
     /// A new connection, within the connect timeout.
-    pub async fn connect(&self, backend: &Authority) -> Result<D::Stream, UpstreamError> {
+    pub async fn connect(&self, backend: &BackendAddr) -> Result<D::Stream, UpstreamError> {
         self.sweeper.call_once(|| {
             start_sweeper(
                 Arc::downgrade(&self.shared),

@@ -122,9 +122,8 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::super::testing::{fields, raw, served};
-    use super::super::{Entry, Lookup, Names, RawEntry};
+    use super::super::{Entry, Lookup, Names, RawEntry, SharedRoute};
     use super::*;
-    use std::sync::Arc;
 
     fn backend_of(table: &RouteTable, host: &str) -> Option<String> {
         match table.lookup(host) {
@@ -253,7 +252,7 @@ mod tests {
         else {
             panic!("routes expected");
         };
-        assert!(Arc::ptr_eq(r1, r2));
+        assert!(SharedRoute::ptr_eq(r1, r2));
         assert!(v2.diff(&v1).is_empty());
     }
 

@@ -20,7 +20,7 @@ pub use diff::{Diff, Names};
 pub use field::{parse_field, FieldKey};
 pub use host::{normalize_host, HostError};
 pub use parse::{parse_backends, parse_backends_bytes, RouteError, MAX_BACKENDS, MAX_VALUE_LEN};
-pub use route::{ms_at, now_ms, Backend, Backends, Route};
+pub use route::{ms_at, now_ms, Backend, BackendAddr, Backends, Route, SharedRoute};
 
 use compact_str::CompactString;
 use field::Kind;
@@ -47,7 +47,7 @@ type Hasher = foldhash::fast::RandomState;
 /// pointer wide.
 #[derive(Debug, Clone)]
 enum Held {
-    Route(Arc<Route>),
+    Route(SharedRoute),
     Invalid,
 }
 
@@ -56,13 +56,13 @@ impl Held {
     fn same(&self, other: &Held) -> bool {
         match (self, other) {
             // Carried-over routes are the same `Arc`: no string compare.
-            (Held::Route(a), Held::Route(b)) => Arc::ptr_eq(a, b) || a.value() == b.value(),
+            (Held::Route(a), Held::Route(b)) => SharedRoute::ptr_eq(a, b) || a.value() == b.value(),
             (Held::Invalid, Held::Invalid) => true,
             _ => false,
         }
     }
 
-    fn route(&self) -> Option<&Arc<Route>> {
+    fn route(&self) -> Option<&SharedRoute> {
         match self {
             Held::Route(route) => Some(route),
             Held::Invalid => None,
@@ -218,7 +218,7 @@ impl Delta {
         let hash = base.hasher.hash_one(key);
         let same_as_base = match (base.get(kind, hash, key), &held) {
             (None, None) => true,
-            (Some(Held::Route(a)), Some(Held::Route(b))) => Arc::ptr_eq(a, b),
+            (Some(Held::Route(a)), Some(Held::Route(b))) => SharedRoute::ptr_eq(a, b),
             (Some(Held::Invalid), Some(Held::Invalid)) => true,
             _ => false,
         };
@@ -260,7 +260,7 @@ impl Delta {
 /// is invalid (which answers 502 rather than 404).
 #[derive(Debug, Clone, Copy)]
 pub enum Entry<'a> {
-    Valid(&'a Arc<Route>),
+    Valid(&'a SharedRoute),
     Invalid,
 }
 
@@ -300,7 +300,7 @@ pub enum TableSource {
 /// The result of a lookup.
 #[derive(Debug)]
 pub enum Lookup<'a> {
-    Route(&'a Arc<Route>),
+    Route(&'a SharedRoute),
     Invalid,
     NotFound,
 }

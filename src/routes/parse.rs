@@ -1,7 +1,7 @@
 //! Route value parsing: `host:port[, host:port ...]` into backend addresses.
 //! Pure and total: any bytes give either backends or a typed reason.
 
-use http::uri::Authority;
+use super::route::BackendAddr;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// A value longer than this is refused outright rather than parsed: no real
@@ -33,7 +33,7 @@ pub enum RouteError {
 }
 
 /// Parses a route value from Redis bytes.
-pub fn parse_backends_bytes(value: &[u8]) -> Result<Vec<Authority>, RouteError> {
+pub fn parse_backends_bytes(value: &[u8]) -> Result<Vec<BackendAddr>, RouteError> {
     if value.len() > MAX_VALUE_LEN {
         return Err(RouteError::TooLong);
     }
@@ -43,7 +43,7 @@ pub fn parse_backends_bytes(value: &[u8]) -> Result<Vec<Authority>, RouteError> 
 
 /// Parses `host:port` items separated by commas; spaces around items are
 /// ignored. Hosts are IPv4 addresses, bracketed IPv6 addresses or DNS names.
-pub fn parse_backends(value: &str) -> Result<Vec<Authority>, RouteError> {
+pub fn parse_backends(value: &str) -> Result<Vec<BackendAddr>, RouteError> {
     if value.len() > MAX_VALUE_LEN {
         return Err(RouteError::TooLong);
     }
@@ -64,7 +64,7 @@ pub fn parse_backends(value: &str) -> Result<Vec<Authority>, RouteError> {
     Ok(backends)
 }
 
-fn parse_backend(item: &str) -> Result<Authority, RouteError> {
+fn parse_backend(item: &str) -> Result<BackendAddr, RouteError> {
     let (host, port) = if let Some(rest) = item.strip_prefix('[') {
         let (inner, after) = rest
             .split_once(']')
@@ -91,15 +91,12 @@ fn parse_backend(item: &str) -> Result<Authority, RouteError> {
     if !port_ok {
         return Err(RouteError::BadPort(item.to_owned()));
     }
-    // Both halves are validated; the authority parser only copies the
-    // bytes, into one allocation of their exact size (a table holds one
-    // per backend).
-    let authority = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Authority::try_from(format!("{}:{port}", host.to_ascii_lowercase()).as_bytes())
+    // Both halves are validated: what is left is to lowercase the host.
+    Ok(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        BackendAddr::validated(&format!("{}:{port}", host.to_ascii_lowercase()))
     } else {
-        Authority::try_from(item.as_bytes())
-    };
-    authority.map_err(|_| RouteError::BadHost(item.to_owned()))
+        BackendAddr::validated(item)
+    })
 }
 
 /// An IPv4 address, or a DNS name of letter-digit-hyphen labels. A name made
@@ -199,7 +196,7 @@ mod tests {
             prop_assert_eq!(parsed.len(), items.len());
             for (authority, (host, port)) in parsed.iter().zip(&items) {
                 prop_assert_eq!(authority.host(), host.as_str());
-                prop_assert_eq!(authority.port_u16(), Some(*port));
+                prop_assert_eq!(authority.port(), *port);
             }
         }
     }

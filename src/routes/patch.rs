@@ -199,7 +199,7 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::super::testing::{fields, raw, served};
-    use super::super::{Lookup, RawEntry};
+    use super::super::{Lookup, RawEntry, SharedRoute};
     use super::*;
     use bytes::Bytes;
     use proptest::prelude::*;
@@ -366,7 +366,10 @@ mod tests {
         else {
             panic!("routes expected");
         };
-        assert!(Arc::ptr_eq(a1, a2), "health marks travel with the route");
+        assert!(
+            SharedRoute::ptr_eq(a1, a2),
+            "health marks travel with the route"
+        );
         assert_eq!(value_at(&v2, "b.com").as_deref(), Some("10.0.0.3:80"));
         // Removing a key that only the delta has leaves no tombstone.
         let (v3, diff) = RouteTable::update(

@@ -12,11 +12,11 @@
 
 use super::field::{parse_field_bytes, spell, winner, Kind};
 use super::parse::parse_backends_bytes;
+use super::route::SharedRoute;
 use super::{Held, InvalidEntry, Route};
 use bytes::Bytes;
 use compact_str::CompactString;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 /// Fields of a key, sorted by field bytes.
 pub(super) type Fields = Vec<(Bytes, Bytes)>;
@@ -71,10 +71,10 @@ pub(super) fn resolve(
 /// The route a valid value gives a key: the `previous` route when its
 /// value is the same (so health marks and the round-robin cursor carry
 /// over), else a new one; `None` for an invalid value.
-pub(super) fn route_for(value: &[u8], previous: Option<&Held>) -> Option<Arc<Route>> {
+pub(super) fn route_for(value: &[u8], previous: Option<&Held>) -> Option<SharedRoute> {
     match previous {
         Some(Held::Route(route)) if route.value().as_bytes() == value => Some(route.clone()),
-        _ => Route::parse(value).ok().map(Arc::new),
+        _ => Route::parse(value).ok().map(SharedRoute::new),
     }
 }
 

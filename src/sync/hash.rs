@@ -719,9 +719,13 @@ fn build<T: Table>(
     previous: &T,
     max_changes: usize,
 ) -> Result<Built<T>, DumpError> {
-    // An exact-size copy: the payload is a slice of the client's read
-    // buffer, which may be twice as large.
-    let dump = read.dump_payload().map(|p| Bytes::copy_from_slice(p));
+    // Kept as read, no copy: a hashtable payload is a slice of the
+    // client's read buffer, which the slice pins (up to twice the
+    // payload's size, as the buffer grew); a copy would cost the payload's
+    // size on top of that buffer, which the client keeps at its largest
+    // size for its next reply (4 MB at 100,000 routes). A listpack payload
+    // is its own buffer, inflated by `prepare`.
+    let dump = read.dump_payload().cloned();
     if let (Some(last), Some(payload)) = (&last_dump, &dump) {
         let changes = dump::diff_payloads(&last.payload, payload)
             .map_err(|e| debug!(error = %e, "payload diff failed; comparing every entry"))

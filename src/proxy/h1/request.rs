@@ -7,7 +7,7 @@ use super::head::{self, Forwarding, Framing, HeadError, MAX_HEADERS};
 use super::{Conn, Dialer, Socket};
 use crate::proxy::policy::{self, Access};
 use crate::proxy::{ProxyError, REPLAY_BUFFER_LIMIT};
-use crate::routes::Route;
+use crate::routes::SharedRoute;
 use bytes::Bytes;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use std::time::Instant;
 /// A request ready to go: its upstream head is in `Conn::out`.
 pub(super) struct Prepared {
     pub(super) head_len: usize,
-    pub(super) route: Arc<Route>,
+    pub(super) route: SharedRoute,
     pub(super) framing: Framing,
     pub(super) keep_alive: bool,
     pub(super) http10: bool,

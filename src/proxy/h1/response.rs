@@ -205,7 +205,7 @@ impl<'a, C: Socket, D: Dialer> Conn<'a, C, D> {
         response: ResponseHead,
         p: &Prepared,
         request_body_done: bool,
-        backend: &http::uri::Authority,
+        backend: &crate::routes::BackendAddr,
     ) -> Next<D::Stream> {
         let status = response.facts.status;
         self.upbuf.advance(response.len);

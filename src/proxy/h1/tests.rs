@@ -6,9 +6,9 @@
 use super::*;
 use crate::config::Config;
 use crate::proxy::io::DialError;
+use crate::routes::BackendAddr;
 use crate::routes::RouteTable;
 use crate::state::SharedState;
-use http::uri::Authority;
 use std::io;
 use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
@@ -19,7 +19,7 @@ struct PipeDialer(mpsc::UnboundedSender<DuplexStream>);
 impl Dialer for PipeDialer {
     type Stream = DuplexStream;
 
-    async fn dial(&self, _: &Authority, _: Duration) -> Result<DuplexStream, DialError> {
+    async fn dial(&self, _: &BackendAddr, _: Duration) -> Result<DuplexStream, DialError> {
         let (ours, theirs) = duplex(256 * 1024);
         self.0
             .send(theirs)
