@@ -786,8 +786,8 @@ if ! skip propagation; then
             poll=$(prop_field change "$n" "$r" poll_p99_ms)
             target_row "propagation p99, $n routes, $r replica(s) (median of $PROP_REPS repetitions)" "${p99:-nan} ms (all samples: ${all:-nan}; a poll round alone: ${poll:-nan})" "≤ $limit ms" "$(verdict "${p99:-nan}" "$limit")"
         done
-        wrong=$(grep -E "^RESULT .*label=\"$n( hashtable)?\"" "$PROP_RESULTS" | sed -n 's/.* wrong=\([0-9]*\).*/\1/p' | awk '{ x += $1 } END { print x + 0 }')
-        timeouts=$(grep -E "^RESULT .*label=\"$n( hashtable)?\"" "$PROP_RESULTS" | sed -n 's/.* timeouts=\([0-9]*\).*/\1/p' | awk '{ x += $1 } END { print x + 0 }')
+        wrong=$({ grep -E "^RESULT .*label=\"$n( hashtable)?\"" "$PROP_RESULTS" || true; } | sed -n 's/.* wrong=\([0-9]*\).*/\1/p' | awk '{ x += $1 } END { print x + 0 }')
+        timeouts=$({ grep -E "^RESULT .*label=\"$n( hashtable)?\"" "$PROP_RESULTS" || true; } | sed -n 's/.* timeouts=\([0-9]*\).*/\1/p' | awk '{ x += $1 } END { print x + 0 }')
         target_row "wrong answers after the first right one, $n routes" "$wrong (timeouts: $timeouts)" "0" "$(verdict "$((wrong + timeouts))" 0)"
     done
     # Logged changes (issue 27): live on every replica within 5 ms p99 at
