@@ -174,9 +174,7 @@ impl rustls::client::danger::ServerCertVerifier for LeafOnly {
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -247,8 +245,12 @@ impl Pollers {
             .enumerate()
             .map(|(i, addr)| {
                 let (tx, rx) = mpsc::channel::<Arc<Vec<u8>>>();
-                let (client, addr, host, answer_tx) =
-                    (client.clone(), addr.clone(), host.to_owned(), answer_tx.clone());
+                let (client, addr, host, answer_tx) = (
+                    client.clone(),
+                    addr.clone(),
+                    host.to_owned(),
+                    answer_tx.clone(),
+                );
                 std::thread::spawn(move || {
                     for want in rx {
                         let got = client.leaf(&addr, &host).map(|leaf| leaf == *want);
@@ -270,7 +272,8 @@ impl Pollers {
         for &i in which {
             self.jobs[i].send(want.clone()).expect("poller thread");
         }
-        let mut got: Vec<Option<(io::Result<bool>, Instant)>> = which.iter().map(|_| None).collect();
+        let mut got: Vec<Option<(io::Result<bool>, Instant)>> =
+            which.iter().map(|_| None).collect();
         for _ in which {
             let (i, answer) = self.answers.recv().expect("poller thread");
             let at = which.iter().position(|&w| w == i).expect("asked");

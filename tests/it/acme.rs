@@ -15,11 +15,11 @@ use crate::support::{
     free_port, patience, request, send, test_config, Backend, Endpoints, ProxyHandle, RedisServer,
 };
 use crate::tls_support::{Scratch, TestCa};
+use bytes::Bytes;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use switchyard::acme::plan::HostRecord;
 use switchyard::config::{AcmeConfig, Config};
-use bytes::Bytes;
 use switchyard::routes::FieldKey;
 use switchyard::sync::changelog::{self, Change};
 use switchyard::tls::certs;
