@@ -8,15 +8,25 @@
 //! certificate back and forth between two leaves, written either plain
 //! (`HSET`: every replica reads the whole hash) or logged (`MULTI HSET
 //! XADD EXEC`, what `switchyard cert set` writes: every replica reads the
-//! change log). After each write it polls every replica with fresh full
-//! handshakes (no resumption) until each returns the new leaf. The clock
-//! starts just before the write is sent.
+//! change log). The clock starts just before the write is sent.
 //!
-//! A polling round is one full handshake per replica still behind, one
-//! after the other: a change cannot be seen sooner than a handshake takes,
-//! so each `RESULT` carries `poll_*`, the length of a round of handshakes
-//! to every replica with no change in flight (the same run's reference),
-//! and `write_*`, the write's own round trip.
+//! "Served" means the TLS listener itself hands out the new leaf, so every
+//! poll is a fresh TLS handshake (no resumption) with the probe host as
+//! SNI. The poll only needs the leaf, so it costs less than a client's
+//! handshake: a client verifier that takes the leaf and stops the
+//! handshake there (returning it as an error: no chain or signature
+//! verification, no Finished), `TCP_NODELAY`, one `ClientConfig` for
+//! every poll. The server's side is a whole first flight (certificate
+//! chosen, key exchange, signature), as for any client. A polling round
+//! asks every replica still behind at once, one thread per replica, and
+//! lasts as long as the slowest answer; a replica's time is when its first
+//! answer with the new leaf came back.
+//!
+//! References in each `RESULT`: `poll_*`, the length of a round asking
+//! every replica with no change in flight (a change cannot be seen sooner
+//! than a round takes), and `write_*`, the write's own round trip. After
+//! each change, `--verify` such rounds check that no replica flaps back to
+//! the old leaf (`wrong`); they are the `poll_*` samples.
 //!
 //! Output: `RESULT kind=cert-plain|cert-logged ...` lines (bench/run.sh,
 //! phase `certs`).
@@ -30,11 +40,10 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::io;
 use std::net::TcpStream;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -112,22 +121,79 @@ impl Ca {
     }
 }
 
-/// A client that makes one full handshake per call.
+/// The leaf a server sent, carried out of the handshake by the error that
+/// stops it.
+#[derive(Debug)]
+struct SeenLeaf(Vec<u8>);
+
+impl std::fmt::Display for SeenLeaf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "leaf seen ({} bytes); handshake stopped", self.0.len())
+    }
+}
+
+impl std::error::Error for SeenLeaf {}
+
+/// A certificate "verifier" that only reads the leaf: it returns it as an
+/// error, so the client stops right after the server's first flight (no
+/// chain or signature verification, no Finished). The server has already
+/// chosen the certificate and signed for it, as for any client.
+#[derive(Debug)]
+struct LeafOnly(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for LeafOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Err(rustls::Error::Other(rustls::OtherError(Arc::new(
+            SeenLeaf(end_entity.to_vec()),
+        ))))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("the leaf was never accepted".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("the leaf was never accepted".into()))
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A client that reads the leaf a TLS listener serves for a name: a fresh
+/// handshake per call, stopped once the leaf is seen.
+#[derive(Clone)]
 struct Handshaker {
+    /// Shared by every call and thread (the verifier holds no state).
     config: Arc<rustls::ClientConfig>,
 }
 
 impl Handshaker {
-    fn new(ca: &Ca) -> Handshaker {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
-            roots.add(cert.expect("CA PEM")).expect("CA");
-        }
+    fn new() -> Handshaker {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .expect("versions")
-            .with_root_certificates(roots)
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(LeafOnly(provider)))
             .with_no_client_auth();
         // Every poll is a full handshake: a resumed one would not show a
         // new certificate.
@@ -146,14 +212,74 @@ impl Handshaker {
         let mut conn =
             rustls::ClientConnection::new(self.config.clone(), name).map_err(io::Error::other)?;
         while conn.is_handshaking() {
-            conn.complete_io(&mut sock)?;
+            if let Err(e) = conn.complete_io(&mut sock) {
+                let seen = e
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<rustls::Error>())
+                    .and_then(|e| match e {
+                        rustls::Error::Other(other) => other.0.downcast_ref::<SeenLeaf>(),
+                        _ => None,
+                    });
+                return match seen {
+                    Some(SeenLeaf(leaf)) => Ok(leaf.clone()),
+                    None => Err(e),
+                };
+            }
         }
-        let leaf = conn
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .ok_or_else(|| io::Error::other("no certificate"))?
-            .to_vec();
-        Ok(leaf)
+        Err(io::Error::other("handshake done without a certificate"))
+    }
+}
+
+/// One thread per replica, so that a polling round asks every replica at
+/// once and lasts as long as the slowest answer.
+struct Pollers {
+    jobs: Vec<mpsc::Sender<Arc<Vec<u8>>>>,
+    answers: mpsc::Receiver<(usize, io::Result<bool>)>,
+}
+
+impl Pollers {
+    fn start(client: &Handshaker, replicas: &[String], host: &str) -> Pollers {
+        let (answer_tx, answers) = mpsc::channel();
+        let jobs = replicas
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| {
+                let (tx, rx) = mpsc::channel::<Arc<Vec<u8>>>();
+                let (client, addr, host, answer_tx) = (
+                    client.clone(),
+                    addr.clone(),
+                    host.to_owned(),
+                    answer_tx.clone(),
+                );
+                std::thread::spawn(move || {
+                    for want in rx {
+                        let got = client.leaf(&addr, &host).map(|leaf| leaf == *want);
+                        if answer_tx.send((i, got)).is_err() {
+                            return;
+                        }
+                    }
+                });
+                tx
+            })
+            .collect();
+        Pollers { jobs, answers }
+    }
+
+    /// One handshake with each replica in `which`, all at once: whether
+    /// each returned `want`, and when its answer came, in the order of
+    /// `which`.
+    fn round(&self, which: &[usize], want: &Arc<Vec<u8>>) -> Vec<(io::Result<bool>, Instant)> {
+        for &i in which {
+            self.jobs[i].send(want.clone()).expect("poller thread");
+        }
+        let mut got: Vec<Option<(io::Result<bool>, Instant)>> =
+            which.iter().map(|_| None).collect();
+        for _ in which {
+            let (i, answer) = self.answers.recv().expect("poller thread");
+            let at = which.iter().position(|&w| w == i).expect("asked");
+            got[at] = Some((answer, Instant::now()));
+        }
+        got.into_iter().map(|a| a.expect("answered")).collect()
     }
 }
 
@@ -203,7 +329,7 @@ impl Kind {
 struct Bench {
     args: Args,
     redis: Redis,
-    client: Handshaker,
+    pollers: Pollers,
     probe: String,
 }
 
@@ -220,8 +346,8 @@ struct Series {
 
 impl Bench {
     /// Writes `value` for the probe host and times until every replica's
-    /// handshake returns `want`.
-    fn measure(&mut self, kind: Kind, value: &str, want: &[u8], series: &mut Series) {
+    /// listener returns `want`.
+    fn measure(&mut self, kind: Kind, value: &str, want: &Arc<Vec<u8>>, series: &mut Series) {
         let commands = kind.write(&self.args.key, &self.probe, value);
         let mut encoded = Vec::new();
         for command in &commands {
@@ -239,17 +365,15 @@ impl Bench {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         series.writes.push(ms(started.elapsed()));
         while first.iter().any(Option::is_none) && started.elapsed() < timeout {
-            for (i, addr) in self.args.replicas.iter().enumerate() {
-                if first[i].is_some() {
-                    continue;
-                }
-                match self.client.leaf(addr, &self.probe) {
-                    Ok(leaf) if leaf == want => first[i] = Some(ms(started.elapsed())),
-                    Ok(_) => {}
+            let behind: Vec<usize> = (0..n).filter(|&i| first[i].is_none()).collect();
+            for (&i, (answer, at)) in behind.iter().zip(self.pollers.round(&behind, want)) {
+                match answer {
+                    Ok(true) => first[i] = Some(ms(at - started)),
+                    Ok(false) => {}
                     Err(_) => series.errors += 1,
                 }
             }
-            if self.args.poll_interval_us > 0 {
+            if self.args.poll_interval_us > 0 && first.iter().any(Option::is_none) {
                 std::thread::sleep(Duration::from_micros(self.args.poll_interval_us));
             }
         }
@@ -263,12 +387,13 @@ impl Bench {
         series.each.extend(first.iter().flatten());
         // Verification rounds: every replica keeps the new leaf; each
         // round's length is the reference for what polling alone costs.
+        let every: Vec<usize> = (0..n).collect();
         for _ in 0..self.args.verify {
             let round = Instant::now();
-            for addr in &self.args.replicas {
-                match self.client.leaf(addr, &self.probe) {
-                    Ok(leaf) if leaf == want => {}
-                    Ok(_) => series.wrong += 1,
+            for (answer, _) in self.pollers.round(&every, want) {
+                match answer {
+                    Ok(true) => {}
+                    Ok(false) => series.wrong += 1,
                     Err(_) => series.errors += 1,
                 }
             }
@@ -277,19 +402,19 @@ impl Bench {
     }
 
     /// Polls until every replica serves `want`, untimed (setup).
-    fn settle(&self, want: &[u8]) -> io::Result<()> {
+    fn settle(&self, want: &Arc<Vec<u8>>) -> io::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
-        for addr in &self.args.replicas {
-            while !self
-                .client
-                .leaf(addr, &self.probe)
-                .is_ok_and(|leaf| leaf == want)
-            {
-                if Instant::now() > deadline {
-                    return Err(io::Error::other(format!("{addr} never served the probe")));
-                }
-                std::thread::sleep(Duration::from_millis(5));
+        let every: Vec<usize> = (0..self.args.replicas.len()).collect();
+        while !self
+            .pollers
+            .round(&every, want)
+            .iter()
+            .all(|(answer, _)| matches!(answer, Ok(true)))
+        {
+            if Instant::now() > deadline {
+                return Err(io::Error::other("a replica never served the probe"));
             }
+            std::thread::sleep(Duration::from_millis(5));
         }
         Ok(())
     }
@@ -357,13 +482,14 @@ fn main() -> io::Result<()> {
     );
     let probe = format!("probe-{}.certbench.test", std::process::id());
     let leaves = [ca.leaf(&probe), ca.leaf(&probe)];
-    let client = Handshaker::new(&ca);
+    let leaves = leaves.map(|(value, der)| (value, Arc::new(der)));
+    let pollers = Pollers::start(&Handshaker::new(), &args.replicas, &probe);
     let label = args.label.clone();
     let replicas = args.replicas.len();
     let mut bench = Bench {
         args,
         redis,
-        client,
+        pollers,
         probe,
     };
     for kind in kinds {

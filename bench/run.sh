@@ -821,7 +821,8 @@ fi
 # A certificate change live on every replica's TLS listener
 # (bench/cert_propagation.rs): CERT_N certificates in the certs hash, three
 # replicas with --tls-listen, the probe host's certificate written plain
-# (HSET) and logged (what `cert set` writes); polled by full handshakes.
+# (HSET) and logged (what `cert set` writes); polled by handshakes that
+# stop at the leaf, the three replicas at once.
 CERT_PROP=$ROOT/target/release/examples/cert_propagation
 CERT_N=${BENCH_CERT_N:-1000}
 CERT_CHANGES=$([ "$QUICK" = 1 ] && echo 20 || echo 200)
@@ -847,9 +848,9 @@ if ! skip certs; then
     {
         host_note "$CERT_HOST"
         echo
-        echo "$CERT_N certificates (ECDSA P-256) in the certs hash, 3 replicas; the probe host's certificate changed $CERT_CHANGES times, plain (HSET: every replica reads the hash) and logged (MULTI HSET XADD EXEC, as \`cert set\` writes: every replica reads the log); after each write every replica is polled with fresh full handshakes until it returns the new leaf. A poll round is one full handshake per replica, one after the other, so the reference column bounds how soon a change can be seen."
+        echo "$CERT_N certificates (ECDSA P-256) in the certs hash, 3 replicas; the probe host's certificate changed $CERT_CHANGES times, plain (HSET: every replica reads the hash) and logged (MULTI HSET XADD EXEC, as \`cert set\` writes: every replica reads the log); after each write every replica is polled with fresh handshakes (no resumption) that stop once the leaf is read, until it returns the new leaf. A poll round asks the three replicas at once and lasts as long as the slowest; its length with no change in flight (the reference column) bounds how soon a change can be seen."
         echo
-        echo "| certs | change | n | p50 ms | p99 ms | max ms | each replica p50 / p99 ms | ref: write reply p50 / p99 ms | ref: handshake round p50 / p99 ms | timeouts | wrong |"
+        echo "| certs | change | n | p50 ms | p99 ms | max ms | each replica p50 / p99 ms | ref: write reply p50 / p99 ms | ref: poll round p50 / p99 ms | timeouts | wrong |"
         echo "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         while read -r line; do
             f() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }

@@ -24,6 +24,7 @@ use crate::replicas::{
     wait::{Progress, Wait},
 };
 use crate::routes::RedisMicros;
+use crate::sync::changelog::{self, Change};
 use bytes::Bytes;
 use fred::prelude::*;
 use std::collections::HashMap;
@@ -98,11 +99,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
-/// Writes a certificate value to the certs hash (KEYS[1]) and the host's
+/// Writes a certificate value to the certs hash (KEYS[1]), its change-log
+/// entry (KEYS[4], the `XADD` arguments after the key in ARGV[6..], as
+/// `cert set` writes them: `sync::changelog::encode`) and the host's
 /// record (KEYS[2]) if the holder (ARGV[5]) still holds the lock (KEYS[3])
 /// and the certs field is still what the order started from (ARGV[2]:
 /// SHA-1 of the old value, empty for none): a certificate set by hand
-/// meanwhile wins.
+/// meanwhile wins. The `XADD` comes right after the `HSET`, so replicas
+/// patch the field from the log (ARCHITECTURE.md, "The change log is
+/// trusted only where Redis's order proves it").
 const WRITE_CERT: &str = r"
 if redis.call('GET', KEYS[3]) ~= ARGV[5] then return -1 end
 local old = redis.call('HGET', KEYS[1], ARGV[1])
@@ -110,6 +115,7 @@ local seen = ''
 if old then seen = redis.sha1hex(old) end
 if seen ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XADD', KEYS[4], unpack(ARGV, 6))
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
 return 1
 ";
@@ -373,6 +379,18 @@ impl Store {
     ) -> Result<Written, Error> {
         let seen = previous.map(sha1_hex).unwrap_or_default();
         let json = serde_json::to_string(record).expect("a record serialises");
+        let entry = changelog::encode(&Change {
+            field: Bytes::copy_from_slice(host.as_bytes()),
+            value: Some(Bytes::copy_from_slice(value.as_bytes())),
+        });
+        let mut args: Vec<Value> = vec![
+            host.into(),
+            seen.into(),
+            value.into(),
+            json.into(),
+            holder.into(),
+        ];
+        args.extend(entry);
         let written: i64 = self
             .client
             .eval(
@@ -381,14 +399,9 @@ impl Store {
                     self.keys.certs.clone(),
                     self.keys.hosts.clone(),
                     self.keys.lock(host),
+                    changelog::log_key(&self.keys.certs),
                 ],
-                vec![
-                    host.to_owned(),
-                    seen,
-                    value.to_owned(),
-                    json,
-                    holder.to_owned(),
-                ],
+                args,
             )
             .await?;
         Ok(match written {

@@ -52,6 +52,12 @@ pub trait Table: Send + Sync + Sized + 'static {
     /// must be `None` when a deletion names a field the hash did not
     /// have (see `follower`: such a logged deletion sent no hash event).
     fn patch(&self, changes: &[Change]) -> Option<(Self, Self::Diff)>;
+    /// Whether a full read of a large hash may use `DUMP` (else
+    /// `HGETALL`, and `HSCAN` for a huge one). `DUMP` pays when values are
+    /// short; Redis LZF-compresses every value it dumps, which for values
+    /// of kilobytes it cannot shrink costs its one thread more than
+    /// sending them.
+    const READ_BY_DUMP: bool = true;
     /// Entries served: what the removal guard measures.
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
@@ -201,7 +207,7 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
             tuning,
             guard: Guard::new(max_removal_fraction),
             follower: Follower::new(true),
-            method: MethodChoice::default(),
+            method: MethodChoice::new(T::READ_BY_DUMP),
             last_dump: None,
             log: LogPosition::NotRead,
             len_at_read: None,

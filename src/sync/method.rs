@@ -18,9 +18,19 @@ pub struct MethodChoice {
     /// ziplist, say) at this size: `HGETALL` until the hash is twice as
     /// large (the server may keep hashes above our threshold that way).
     dump_unreadable_up_to: usize,
+    /// The table never wants `DUMP` (`Table::READ_BY_DUMP`).
+    dump_off: bool,
 }
 
 impl MethodChoice {
+    /// `by_dump`: whether a large hash may be read with `DUMP`.
+    pub fn new(by_dump: bool) -> MethodChoice {
+        MethodChoice {
+            dump_off: !by_dump,
+            ..MethodChoice::default()
+        }
+    }
+
     /// A new connection may come with other rights (or be another server
     /// with other settings).
     pub fn new_session(&mut self) {
@@ -55,6 +65,7 @@ impl MethodChoice {
         } else if self.last_size > tuning.dump_threshold
             && self.last_size > self.dump_unreadable_up_to.saturating_mul(2)
             && !self.dump_refused
+            && !self.dump_off
         {
             ReadMethod::Dump
         } else {
@@ -79,6 +90,18 @@ mod tests {
         assert_eq!(m.choose(&tuning), ReadMethod::HScan);
         m.read_size(10);
         assert_eq!(m.choose(&tuning), ReadMethod::HGetAll);
+    }
+
+    #[test]
+    fn a_table_without_dump_reads_large_hashes_with_hgetall() {
+        let tuning = Tuning::default();
+        let mut m = MethodChoice::new(false);
+        m.read_size(tuning.dump_threshold + 1);
+        assert_eq!(m.choose(&tuning), ReadMethod::HGetAll);
+        m.new_session();
+        assert_eq!(m.choose(&tuning), ReadMethod::HGetAll);
+        m.read_size(tuning.scan_threshold + 1);
+        assert_eq!(m.choose(&tuning), ReadMethod::HScan);
     }
 
     #[test]

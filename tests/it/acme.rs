@@ -15,11 +15,13 @@ use crate::support::{
     free_port, patience, request, send, test_config, Backend, Endpoints, ProxyHandle, RedisServer,
 };
 use crate::tls_support::{Scratch, TestCa};
+use bytes::Bytes;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use switchyard::acme::plan::HostRecord;
 use switchyard::config::{AcmeConfig, Config};
 use switchyard::routes::FieldKey;
+use switchyard::sync::changelog::{self, Change};
 use switchyard::tls::certs;
 use tokio::sync::oneshot;
 
@@ -331,6 +333,46 @@ fn cert_value(redis: &RedisServer, host: &str) -> String {
     redis.cli(&["HGET", "routes:certs", host]).trim().to_owned()
 }
 
+/// Reloads that patched the table from a change log.
+const BY_LOG: &str = "switchyard_reload_builds_total{how=\"log\"}";
+
+/// The newest entry of the certs hash's change log, decoded as replicas
+/// decode it, and what the hash holds for that entry's field.
+async fn last_cert_log_entry(redis: &RedisServer) -> Option<(Change, Option<Bytes>)> {
+    use fred::prelude::*;
+    use fred::types::{CustomCommand, Value};
+    let client = Builder::from_config(fred::prelude::Config::from_url(&redis.url()).unwrap())
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    let reply: Value = client
+        .custom(
+            CustomCommand::new_static("XREVRANGE", None, false),
+            vec!["routes:certs:log", "+", "-", "COUNT", "1"],
+        )
+        .await
+        .unwrap();
+    let (id, body) = changelog::decode_range(reply).unwrap().into_iter().next()?;
+    let entry = changelog::decode(id, &body.into_array()).expect("cert set's format");
+    let held: Option<Bytes> = client
+        .hget("routes:certs", &entry.change.field[..])
+        .await
+        .unwrap();
+    client.quit().await.unwrap();
+    Some((entry.change, held))
+}
+
+/// `switchyard cert list` against `redis`.
+fn cert_list(redis: &RedisServer) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["cert", "list", "--redis-url", &redis.url()])
+        .env_remove("REDIS_URL")
+        .env_remove("SWITCHYARD_CERTS_SECRET_FILE")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn record(redis: &RedisServer, host: &str) -> Option<HostRecord> {
     serde_json::from_str(redis.cli(&["HGET", "routes:acme:hosts", host]).trim()).ok()
 }
@@ -408,6 +450,30 @@ async fn a_routed_matching_host_gets_a_certificate_validated_on_any_replica() {
             "replica {i} does not serve the issued certificate"
         );
     }
+    // The certificate came with its change-log entry, as `cert set`
+    // writes it: each replica patched that field from the log (every
+    // other write of this test is a plain HSET), and `cert list` names
+    // every replica as serving it.
+    let (entry, held) = last_cert_log_entry(redis)
+        .await
+        .expect("a change-log entry");
+    assert_eq!(&entry.field[..], b"app.cloud.com");
+    assert_eq!(entry.value, held, "the entry sets what the hash holds");
+    for (i, replica) in cluster.replicas.iter().enumerate() {
+        assert_eventually!(
+            replica.metric(BY_LOG).await >= 1.0,
+            "replica {i} did not patch the certificate from the log"
+        );
+    }
+    assert_eventually!(
+        {
+            let list = cert_list(redis);
+            list.lines()
+                .any(|l| l.starts_with("app.cloud.com ") && l.contains("all (3)"))
+        },
+        "cert list does not name every replica: {}",
+        cert_list(redis)
+    );
     // Pebble really validated, on the replica it talks to, which answered
     // from memory (its routes lead nowhere: a 2xx is its own answer).
     assert_eventually!(
@@ -1025,6 +1091,15 @@ async fn the_coordination_scripts_hold_against_a_real_redis() {
     );
     assert_eq!(cert_value(&redis, host), "VALUE");
     assert_eq!(store.record(host).await.unwrap(), Some(record));
+    // Only the write that happened is in the change log, in `cert set`'s
+    // format (what replicas patch from).
+    assert_eq!(redis.cli(&["XLEN", "routes:certs:log"]).trim(), "1");
+    let (entry, held) = last_cert_log_entry(&redis).await.expect("an entry");
+    assert_eq!(
+        (&entry.field[..], entry.value.as_deref()),
+        (host.as_bytes(), Some(&b"VALUE"[..]))
+    );
+    assert_eq!(held.as_deref(), Some(&b"VALUE"[..]));
 
     // Release: only the holder's lock goes; the lease goes with it.
     store.release(host, "b", "b|2").await.unwrap();
