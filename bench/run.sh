@@ -658,7 +658,7 @@ prop_aggregate() {
         }' "$PROP_SAMPLES"
 }
 prop_field() { # kind label replicas field (of the AGG line)
-    grep "^AGG kind=$1 label=\"$2\" replicas=$3 " "$PROP_AGG" | sed -n "s/.* $4=\([^ ]*\).*/\1/p" | head -1
+    { grep "^AGG kind=$1 label=\"$2\" replicas=$3 " "$PROP_AGG" || true; } | sed -n "s/.* $4=\([^ ]*\).*/\1/p" | head -1
 }
 # Redis keeps a hash of up to hash-max-listpack-entries fields (default 128)
 # as one listpack, which it DUMPs by copying a buffer instead of walking a
@@ -805,7 +805,7 @@ if ! skip propagation; then
     done
     p99=$(prop_field logged "$N_HUGE" 3 p99_ms)
     target_row "logged change p99, $N_HUGE routes, 3 replicas" "${p99:-nan} ms" "≤ 10 ms" "$(verdict "${p99:-nan}" 10)"
-    read_us=$(grep "^COST kind=logged label=\"$N_BIG hashtable\" replicas=3 " "$PROP_RESULTS" | head -1 | sed -n 's/.* read_us=\([^ ]*\).*/\1/p')
+    read_us=$({ grep "^COST kind=logged label=\"$N_BIG hashtable\" replicas=3 " "$PROP_RESULTS" || true; } | head -1 | sed -n 's/.* read_us=\([^ ]*\).*/\1/p')
     target_row "Redis CPU per logged change per replica, $N_BIG routes" "${read_us:-nan} µs" "≤ 100 µs" "$(verdict "${read_us:-nan}" 100)"
     for n in "$N_MID" "$N_BIG"; do
         limit=2; [ "$n" = "$N_MID" ] || limit=50
