@@ -287,7 +287,12 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         }
         let mut refusal = None;
         for (i, (method, log)) in attempts.iter().enumerate() {
-            match redis::read_hash(client, &key, *log, *method, scan).await {
+            let read = if *method == ReadMethod::HScan {
+                self.scan_following_log(client, &key, *log, scan).await
+            } else {
+                redis::read_hash(client, &key, *log, *method, scan).await
+            };
+            match read {
                 Ok(read) => {
                     if i > 0 {
                         let refused = refusal.unwrap_or_default();
@@ -314,6 +319,32 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         error!(%error, key = %key, "reading the hash failed; keeping the current table");
         self.state.status().last_error = Some(format!("read {key}: {error}"));
         Ok(None)
+    }
+
+    /// A whole read by `HSCAN`, which at 1,000,000 routes takes seconds:
+    /// between its pages the table follows the change log as it does
+    /// between reads, so that a logged change made meanwhile goes live
+    /// within a page, not after the whole scan. The replay after the scan
+    /// ([`Self::replay_over_scan`]) reads the log from where it stood when
+    /// the scan began, so it covers every entry applied here, and the
+    /// table it builds replaces the patched one without losing any.
+    async fn scan_following_log(
+        &mut self,
+        client: &Client,
+        key: &str,
+        log: Option<&str>,
+        scan_count: usize,
+    ) -> Result<HashRead, SyncError> {
+        let mut scan = redis::HashScan::start(client, key, log, scan_count).await?;
+        // Only a table read before (a patch needs one), and only while the
+        // log answers: else the scan decides alone.
+        let mut follow = log.is_some() && self.len_at_read.is_some();
+        while !scan.next_page(client).await? {
+            if follow {
+                follow = self.try_log(client).await?.is_some();
+            }
+        }
+        Ok(scan.finish())
     }
 
     /// After an `HSCAN` (not atomic): the log entries written during the

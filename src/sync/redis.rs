@@ -440,69 +440,114 @@ async fn read_in_transaction(
     }))
 }
 
+/// A whole read by `HSCAN`, page by page, so that the caller can do other
+/// work between pages (a scan of 1,000,000 routes takes seconds).
+pub struct HashScan {
+    key: String,
+    count: String,
+    cursor: String,
+    watermark: RedisMicros,
+    position: LogPosition,
+    entries: Vec<RawEntry>,
+}
+
+impl HashScan {
+    /// `MULTI TIME [XREVRANGE log + - COUNT 1] EXEC`: the watermark (the
+    /// time before the scan, which keeps its promise: every write before
+    /// it is seen) and where the log stood.
+    pub async fn start(
+        client: &Client,
+        key: &str,
+        log: Option<&str>,
+        scan_count: usize,
+    ) -> Result<HashScan, SyncError> {
+        let trx = client.multi();
+        let _: () = trx.custom(cmd("TIME"), Vec::<Value>::new()).await?;
+        if let Some(log) = log {
+            let _: () = trx
+                .custom(cmd("XREVRANGE"), vec![log, "+", "-", "COUNT", "1"])
+                .await?;
+        }
+        let results: Value = trx.exec(true).await?;
+        let mut items = results.into_array().into_iter();
+        let watermark = items
+            .next()
+            .as_ref()
+            .and_then(parse_time)
+            .ok_or_else(|| SyncError::protocol("unexpected TIME reply"))?;
+        let position = match log {
+            Some(_) => log_position(items.next().unwrap_or(Value::Null))?,
+            None => LogPosition::NotRead,
+        };
+        Ok(HashScan {
+            key: key.to_owned(),
+            count: scan_count.to_string(),
+            cursor: String::from("0"),
+            watermark,
+            position,
+            entries: Vec::new(),
+        })
+    }
+
+    /// Reads the next page; `true` once the scan is complete.
+    pub async fn next_page(&mut self, client: &Client) -> Result<bool, SyncError> {
+        let reply: Value = client
+            .custom(
+                cmd("HSCAN"),
+                vec![
+                    self.key.as_str(),
+                    self.cursor.as_str(),
+                    "COUNT",
+                    &self.count,
+                ],
+            )
+            .await?;
+        let mut parts = reply.into_array().into_iter();
+        let (Some(next), Some(page)) = (parts.next(), parts.next()) else {
+            return Err(SyncError::protocol("unexpected HSCAN reply"));
+        };
+        push_pairs(page, &mut self.entries)?;
+        self.cursor = next
+            .as_str()
+            .map(|s| s.into_owned())
+            .ok_or_else(|| SyncError::protocol("unexpected HSCAN cursor"))?;
+        Ok(self.cursor == "0")
+    }
+
+    /// The read, each field once.
+    pub fn finish(self) -> HashRead {
+        let mut entries = self.entries;
+        // HSCAN may return a field twice (rehashing); keep the last of each.
+        let mut keep = vec![false; entries.len()];
+        {
+            let mut seen = std::collections::HashSet::with_capacity_and_hasher(
+                entries.len(),
+                foldhash::fast::RandomState::default(),
+            );
+            for (i, (field, _)) in entries.iter().enumerate().rev() {
+                keep[i] = seen.insert(&field[..]);
+            }
+        }
+        if keep.iter().any(|k| !k) {
+            let mut i = 0;
+            entries.retain(|_| {
+                i += 1;
+                keep[i - 1]
+            });
+        }
+        HashRead::from_pairs(entries, self.watermark, self.position)
+    }
+}
+
 async fn scan_hash(
     client: &Client,
     key: &str,
     log: Option<&str>,
     scan_count: usize,
 ) -> Result<HashRead, SyncError> {
-    let trx = client.multi();
-    let _: () = trx.custom(cmd("TIME"), Vec::<Value>::new()).await?;
-    if let Some(log) = log {
-        let _: () = trx
-            .custom(cmd("XREVRANGE"), vec![log, "+", "-", "COUNT", "1"])
-            .await?;
-    }
-    let results: Value = trx.exec(true).await?;
-    let mut items = results.into_array().into_iter();
-    let watermark = items
-        .next()
-        .as_ref()
-        .and_then(parse_time)
-        .ok_or_else(|| SyncError::protocol("unexpected TIME reply"))?;
-    let position = match log {
-        Some(_) => log_position(items.next().unwrap_or(Value::Null))?,
-        None => LogPosition::NotRead,
-    };
-    let count = scan_count.to_string();
-    let mut entries = Vec::new();
-    let mut cursor = String::from("0");
-    loop {
-        let reply: Value = client
-            .custom(cmd("HSCAN"), vec![key, cursor.as_str(), "COUNT", &count])
-            .await?;
-        let mut parts = reply.into_array().into_iter();
-        let (Some(next), Some(page)) = (parts.next(), parts.next()) else {
-            return Err(SyncError::protocol("unexpected HSCAN reply"));
-        };
-        push_pairs(page, &mut entries)?;
-        cursor = next
-            .as_str()
-            .map(|s| s.into_owned())
-            .ok_or_else(|| SyncError::protocol("unexpected HSCAN cursor"))?;
-        if cursor == "0" {
-            break;
-        }
-    }
-    // HSCAN may return a field twice (rehashing); keep the last of each.
-    let mut keep = vec![false; entries.len()];
-    {
-        let mut seen = std::collections::HashSet::with_capacity_and_hasher(
-            entries.len(),
-            foldhash::fast::RandomState::default(),
-        );
-        for (i, (field, _)) in entries.iter().enumerate().rev() {
-            keep[i] = seen.insert(&field[..]);
-        }
-    }
-    if keep.iter().any(|k| !k) {
-        let mut i = 0;
-        entries.retain(|_| {
-            i += 1;
-            keep[i - 1]
-        });
-    }
-    Ok(HashRead::from_pairs(entries, watermark, position))
+    let mut scan = HashScan::start(client, key, log, scan_count).await?;
+    while !scan.next_page(client).await? {}
+    Ok(scan.finish())
 }
 
 /// A read of the change log from a known entry.

@@ -344,3 +344,53 @@ async fn a_reconnect_replays_the_log_then_reads_the_hash() {
     );
     proxy.shutdown().await;
 }
+
+/// A whole read by `HSCAN` of a large hash takes seconds (~4 s at
+/// 1,000,000 routes); the periodic one must not hold logged changes back
+/// until it ends. With scans of thousands of pages running back to back, a
+/// logged change written in the middle of one goes live before that scan
+/// completes (the completed periodic reads, counted at their end, have not
+/// moved).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logged_change_goes_live_during_a_long_scan() {
+    const PERIODIC_DONE: &str = "switchyard_sync_duration_seconds_count{reason=\"periodic\"}";
+    let redis = RedisServer::start();
+    let blue = Backend::echo("blue").await;
+    let green = Backend::echo("green").await;
+    let mut fill = String::new();
+    for i in 0..20_000 {
+        fill.push_str(&format!("HSET routes h{i}.scan.test {}\n", blue.target()));
+    }
+    fill.push_str(&format!("HSET routes app.cloud.com {}\n", blue.target()));
+    redis.pipe(&fill);
+    let mut config = test_config(&redis.url());
+    config.sync.tuning.scan_threshold = 0;
+    // 5 fields a page: a scan is ~4,000 round trips, a second or more.
+    config.sync.tuning.scan_count = 5;
+    config.sync.resync_interval = Duration::from_millis(100);
+    let proxy = ready_proxy(config).await;
+    // Wait for a periodic scan to be under way: HSCAN calls still rising
+    // after one completed.
+    let done = proxy.metric(PERIODIC_DONE).await;
+    assert_eventually!(
+        proxy.metric(PERIODIC_DONE).await > done,
+        "no periodic read completed"
+    );
+    let calls = redis.calls("hscan");
+    assert_eventually!(redis.calls("hscan") > calls + 100, "no scan under way");
+    let done = proxy.metric(PERIODIC_DONE).await;
+    Controller::new(&redis)
+        .await
+        .write(&[("app.cloud.com", Some(&green.target()))])
+        .await;
+    assert_eventually!(
+        serves(&proxy, "app.cloud.com", "green").await,
+        "logged change not live"
+    );
+    assert_eq!(
+        proxy.metric(PERIODIC_DONE).await,
+        done,
+        "the change went live only after the scan under way had ended"
+    );
+    proxy.shutdown().await;
+}
