@@ -12,6 +12,7 @@ use super::tuning::Tuning;
 use crate::config::SyncConfig;
 use crate::routes::{RawEntry, RedisMicros};
 use bytes::Bytes;
+use fred::clients::Transaction;
 use fred::prelude::*;
 use fred::types::{ConnectHandle, CustomCommand, Value};
 use std::time::Duration;
@@ -380,6 +381,29 @@ fn log_position(value: Value) -> Result<LogPosition, SyncError> {
     })
 }
 
+/// A transaction whose first command is `TIME`: Redis's clock when it
+/// runs is the watermark of everything it reads (see [`exec_timed`]).
+async fn timed(client: &Client) -> Result<Transaction, SyncError> {
+    let trx = client.multi();
+    let _: () = trx.custom(cmd("TIME"), Vec::<Value>::new()).await?;
+    Ok(trx)
+}
+
+/// Runs a [`timed`] transaction: the watermark, then the other replies in
+/// the order queued.
+async fn exec_timed(
+    trx: Transaction,
+) -> Result<(RedisMicros, std::vec::IntoIter<Value>), SyncError> {
+    let results: Value = trx.exec(true).await?;
+    let mut items = results.into_array().into_iter();
+    let watermark = items
+        .next()
+        .as_ref()
+        .and_then(parse_time)
+        .ok_or_else(|| SyncError::protocol("unexpected TIME reply"))?;
+    Ok((watermark, items))
+}
+
 /// `MULTI TIME (HGETALL|DUMP) [XREVRANGE log + - COUNT 1] EXEC`. The
 /// inner error is a DUMP payload that could not be decoded. (No `HLEN`:
 /// on a large listpack it costs Redis as much as the `DUMP`.)
@@ -389,8 +413,7 @@ async fn read_in_transaction(
     log: Option<&str>,
     method: ReadMethod,
 ) -> Result<Result<HashRead, DumpError>, SyncError> {
-    let trx = client.multi();
-    let _: () = trx.custom(cmd("TIME"), Vec::<Value>::new()).await?;
+    let trx = timed(client).await?;
     if method == ReadMethod::Dump {
         let _: () = trx.custom(cmd("DUMP"), vec![key]).await?;
     } else {
@@ -401,17 +424,14 @@ async fn read_in_transaction(
             .custom(cmd("XREVRANGE"), vec![log, "+", "-", "COUNT", "1"])
             .await?;
     }
-    let results: Value = trx.exec(true).await?;
-    let mut items = results.into_array().into_iter();
-    let (Some(time), Some(hash)) = (items.next(), items.next()) else {
+    let (watermark, mut items) = exec_timed(trx).await?;
+    let Some(hash) = items.next() else {
         return Err(SyncError::protocol("unexpected EXEC reply"));
     };
     let position = match log {
         Some(_) => log_position(items.next().unwrap_or(Value::Null))?,
         None => LogPosition::NotRead,
     };
-    let watermark =
-        parse_time(&time).ok_or_else(|| SyncError::protocol("unexpected TIME reply"))?;
     let contents = match (method, hash) {
         // No key: an empty hash.
         (ReadMethod::Dump, Value::Null) => Contents::Pairs(Vec::new()),
@@ -461,20 +481,13 @@ impl HashScan {
         log: Option<&str>,
         scan_count: usize,
     ) -> Result<HashScan, SyncError> {
-        let trx = client.multi();
-        let _: () = trx.custom(cmd("TIME"), Vec::<Value>::new()).await?;
+        let trx = timed(client).await?;
         if let Some(log) = log {
             let _: () = trx
                 .custom(cmd("XREVRANGE"), vec![log, "+", "-", "COUNT", "1"])
                 .await?;
         }
-        let results: Value = trx.exec(true).await?;
-        let mut items = results.into_array().into_iter();
-        let watermark = items
-            .next()
-            .as_ref()
-            .and_then(parse_time)
-            .ok_or_else(|| SyncError::protocol("unexpected TIME reply"))?;
+        let (watermark, mut items) = exec_timed(trx).await?;
         let position = match log {
             Some(_) => log_position(items.next().unwrap_or(Value::Null))?,
             None => LogPosition::NotRead,
@@ -567,20 +580,13 @@ pub async fn read_log(
     from: StreamId,
     count: usize,
 ) -> Result<LogRead, SyncError> {
-    let trx = client.multi();
-    let _: () = trx.custom(cmd("TIME"), Vec::<Value>::new()).await?;
+    let trx = timed(client).await?;
     let from = from.to_string();
     let count = count.to_string();
     let _: () = trx
         .custom(cmd("XRANGE"), vec![log, &from, "+", "COUNT", &count])
         .await?;
-    let results: Value = trx.exec(true).await?;
-    let mut items = results.into_array().into_iter();
-    let watermark = items
-        .next()
-        .as_ref()
-        .and_then(parse_time)
-        .ok_or_else(|| SyncError::protocol("unexpected TIME reply"))?;
+    let (watermark, mut items) = exec_timed(trx).await?;
     let entries = super::changelog::decode_range(items.next().unwrap_or(Value::Null))
         .map_err(SyncError::Protocol)?;
     Ok(LogRead { watermark, entries })
