@@ -324,10 +324,10 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
     /// A whole read by `HSCAN`, which at 1,000,000 routes takes seconds:
     /// between its pages the table follows the change log as it does
     /// between reads, so that a logged change made meanwhile goes live
-    /// within a page, not after the whole scan. The replay after the scan
-    /// ([`Self::replay_over_scan`]) reads the log from where it stood when
-    /// the scan began, so it covers every entry applied here, and the
-    /// table it builds replaces the patched one without losing any.
+    /// within a few pages, not after the whole scan. The replay after the
+    /// scan ([`Self::replay_over_scan`]) reads the log from where it stood
+    /// when the scan began, so it covers every entry applied here
+    /// (ARCHITECTURE.md, "Large hashes").
     async fn scan_following_log(
         &mut self,
         client: &Client,
@@ -339,65 +339,125 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         // Only a table read before (a patch needs one), and only while the
         // log answers: else the scan decides alone.
         let mut follow = log.is_some() && self.len_at_read.is_some();
+        let mut followed = Instant::now();
         while !scan.next_page(client).await? {
-            if follow {
+            if follow && followed.elapsed() >= self.tuning.follow_log_every {
                 follow = self.try_log(client).await?.is_some();
+                followed = Instant::now();
             }
         }
         Ok(scan.finish())
     }
 
-    /// After an `HSCAN` (not atomic): the log entries written during the
-    /// scan, applied to what it read, so that the table is exact as of the
-    /// end of the replay.
+    /// Runs `work` (a build or a patch of a large table) on a blocking
+    /// thread, the served table following the change log meanwhile: at
+    /// 1,000,000 entries a build takes seconds, and a logged change must
+    /// not wait for it. The caller reconciles what it built with what was
+    /// served meanwhile ([`Self::full_read_inner`]).
+    async fn following_log<R: Send + 'static>(
+        &mut self,
+        client: &Client,
+        work: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, SyncError> {
+        let mut task = tokio::task::spawn_blocking(work);
+        let mut follow = self.log_key().is_some() && self.len_at_read.is_some();
+        loop {
+            if !follow {
+                return (&mut task)
+                    .await
+                    .map_err(|e| SyncError::protocol(format!("build: {e}")));
+            }
+            tokio::select! {
+                done = &mut task => {
+                    return done.map_err(|e| SyncError::protocol(format!("build: {e}")));
+                }
+                _ = tokio::time::sleep(self.tuning.follow_log_every) => {
+                    follow = self.try_log(client).await?.is_some();
+                }
+            }
+        }
+    }
+
+    /// After an `HSCAN` (not atomic): the log entries written since the
+    /// scan began, to apply to what it read (on the build's thread, see
+    /// [`replayed`]), so that the table is exact as of the last of them,
+    /// and that entry's position. No entries and the position unchanged
+    /// when there is no log; `LogPosition::Empty` when the log moved past
+    /// the scan's start (the scan stands, and the next log event means a
+    /// full read).
     async fn replay_over_scan(
         &self,
         client: &Client,
-        read: HashRead,
-    ) -> Result<HashRead, SyncError> {
-        let (LogPosition::At(from), Some(log)) = (read.log, self.log_key()) else {
-            return Ok(read);
+        read: &HashRead,
+    ) -> Result<(Vec<Change>, LogPosition), SyncError> {
+        let from = match read.log {
+            LogPosition::At(from) => Some(from),
+            // Empty when the scan began, and nothing trimmed since: every
+            // entry came after.
+            LogPosition::Empty if !self.follower.trimmed() => None,
+            _ => return Ok((Vec::new(), read.log)),
         };
-        let watermark = read.watermark;
-        let Some(pairs) = read.into_pairs() else {
-            unreachable!("an HSCAN read is pairs")
+        let Some(log) = self.log_key() else {
+            return Ok((Vec::new(), read.log));
         };
-        let Ok(Some((changes, Some(last), _))) = self.read_entries(client, log, Some(from)).await
-        else {
-            // The log moved past the scan's start: the scan stands, and
-            // the next log event means a full read.
-            return Ok(HashRead::from_pairs(pairs, watermark, LogPosition::Empty));
-        };
-        let mut map: std::collections::HashMap<Bytes, Bytes> = pairs.into_iter().collect();
-        for change in changes {
-            match change.value {
-                Some(value) => map.insert(change.field, value),
-                None => map.remove(&change.field),
-            };
+        match self.read_entries(client, log, from, None).await {
+            Ok(Some((changes, Some(last), _))) => Ok((changes, LogPosition::At(last))),
+            Err(SyncError::Connection(e)) => Err(SyncError::Connection(e)),
+            _ => Ok((Vec::new(), LogPosition::Empty)),
         }
-        Ok(HashRead::from_pairs(
-            map.into_iter().collect(),
-            watermark,
-            LogPosition::At(last),
-        ))
+    }
+
+    /// Brings the served table to `to`, the log position of a whole read,
+    /// before the read is compared with it: a logged change that the
+    /// table had not applied yet (its event still queued, or written
+    /// during a scan) is not drift (ARCHITECTURE.md, "A safety net
+    /// compares with the truth"). `false` when the served table is not as
+    /// of `to` (the log cannot say, or the patch was refused): the
+    /// comparison may then find logged changes, which are not drift.
+    async fn catch_up_to(&mut self, client: &Client, to: LogPosition) -> Result<bool, SyncError> {
+        if self.log == to || self.log_key().is_none() {
+            return Ok(true);
+        }
+        let LogPosition::At(to) = to else {
+            return Ok(false);
+        };
+        let from = match self.log {
+            LogPosition::At(from) if from < to => Some(from),
+            LogPosition::Empty if !self.follower.trimmed() => None,
+            _ => return Ok(false),
+        };
+        if self.held.is_some() || self.len_at_read.is_none() {
+            return Ok(false);
+        }
+        let log = self.names.log.clone();
+        match self.read_entries(client, &log, from, Some(to)).await {
+            Ok(Some((changes, last, watermark))) => {
+                let position = last.map_or(LogPosition::Empty, LogPosition::At);
+                let applied = self.apply_log(changes, position, watermark).await?;
+                Ok(applied.is_some() && self.log == LogPosition::At(to))
+            }
+            Err(SyncError::Connection(e)) => Err(SyncError::Connection(e)),
+            _ => Ok(false),
+        }
     }
 
     /// The log entries after `from` (all of them for `None`: the log was
-    /// empty at the last full read and has not been trimmed since), with
-    /// the last id read (`None`: still empty) and the transaction's
-    /// watermark. `Ok(None)`: the log cannot be used from there (`from`
+    /// empty at the last full read and has not been trimmed since), up to
+    /// `to` (else to the end), with the last id read (`None`: still empty)
+    /// and the transaction's watermark. `Ok(None)`: the log cannot be used from there (`from`
     /// trimmed, an entry we do not read, more than we replay).
     async fn read_entries(
         &self,
         client: &Client,
         log: &str,
         mut from: Option<StreamId>,
+        to: Option<StreamId>,
     ) -> Result<Option<(Vec<Change>, Option<StreamId>, RedisMicros)>, SyncError> {
         let batch = self.tuning.log_read_batch;
         let mut changes = Vec::new();
         loop {
             let start = from.unwrap_or(StreamId { ms: 0, seq: 0 });
-            let read = redis::read_log(client, log, start, batch + 1).await?;
+            let read = redis::read_log(client, log, start, to, batch + 1).await?;
             let more = read.entries.len() > batch;
             let mut entries = read.entries.into_iter();
             if from.is_some() && entries.next().map(|(id, _)| id) != from {
@@ -432,16 +492,19 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         // Every event received so far is covered by this read.
         self.follower.covered();
         self.state.metrics.resync(reason);
-        let Some(mut read) = self.read_with_fallbacks(client).await? else {
+        let Some(read) = self.read_with_fallbacks(client).await? else {
             return Ok(Outcome::NOTHING);
         };
         if read.dump_unreadable {
             self.method.dump_unreadable();
         }
-        if self.method.choose(&self.tuning) == ReadMethod::HScan {
-            read = self.replay_over_scan(client, read).await?;
-        }
-        let (watermark, position) = (read.watermark, read.log);
+        let (replay, position) = if self.method.choose(&self.tuning) == ReadMethod::HScan {
+            self.replay_over_scan(client, &read).await?
+        } else {
+            (Vec::new(), read.log)
+        };
+        let watermark = read.watermark;
+        let comparable = self.catch_up_to(client, position).await?;
         let previous = self.home.current();
         // The payload diff only for reads an event asked for: a safety-net
         // read (boot, reconnect, periodic, ping-tick check) compares every
@@ -455,12 +518,10 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         let max_changes = self.tuning.payload_diff_max_changes;
         let build = {
             let previous = previous.clone();
-            move || build(read, last_dump, &previous, max_changes)
+            move || build(replayed(read, replay), last_dump, &previous, max_changes)
         };
         let built = if self.method.last_size() > self.tuning.build_off_reactor_above {
-            tokio::task::spawn_blocking(build)
-                .await
-                .map_err(|e| SyncError::protocol(format!("build: {e}")))?
+            self.following_log(client, build).await?
         } else {
             build()
         };
@@ -482,7 +543,11 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         }
         let len = built.table.len();
         self.method.read_size(len);
-        if reason.is_safety_net() && !built.diff.is_empty() && self.home.serves_redis() {
+        if reason.is_safety_net()
+            && comparable
+            && !built.diff.is_empty()
+            && self.home.serves_redis()
+        {
             metrics.drift.inc();
             warn!(key = %self.names.key, reason = reason.as_str(),
                   "resync found drift: the table differed from Redis (a change that sent no event, or a lost one)");
@@ -491,23 +556,89 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
             self.mark_read();
             return Ok(Outcome::NOTHING);
         }
-        let installed = self
-            .home
-            .install(built.table, &built.diff, watermark, reason.as_str());
-        self.last_dump = built.dump.map(|payload| LastDump {
-            payload,
-            table: Arc::downgrade(&installed),
-        });
-        self.read_done(position, len);
+        let outcome = Outcome {
+            watermark: Some(watermark),
+        };
+        if !Arc::ptr_eq(&self.home.current(), &previous) {
+            // The served table followed the log while this one was built.
+            self.last_dump = None;
+            if built.diff.is_empty() {
+                // The read found what `previous` held, so the table
+                // served (`previous` and the entries logged since) is
+                // exact: nothing to install.
+                self.mark_read();
+            } else {
+                // Installed as built, it would undo those entries.
+                let (table, position) = self.to_log_end(client, built.table, position).await?;
+                let len = table.len();
+                self.home
+                    .install(table, &built.diff, watermark, reason.as_str());
+                self.read_done(position, len);
+            }
+        } else {
+            let installed = self
+                .home
+                .install(built.table, &built.diff, watermark, reason.as_str());
+            self.last_dump = built.dump.map(|payload| LastDump {
+                payload,
+                table: Arc::downgrade(&installed),
+            });
+            self.read_done(position, len);
+        }
         self.state
             .metrics
             .sync_duration
             .with_label_values(&[reason.as_str()])
             .observe(started.elapsed().as_secs_f64());
         debug!(key = %self.names.key, reason = reason.as_str(), took = ?started.elapsed(), "full read done");
-        Ok(Outcome {
-            watermark: Some(watermark),
-        })
+        Ok(outcome)
+    }
+
+    /// `table`, exact as of the log's `position`, with the entries logged
+    /// after it, and the position it is then exact as of. As it was when
+    /// the log cannot say (the next log read finds out and reads again).
+    async fn to_log_end(
+        &self,
+        client: &Client,
+        table: T,
+        position: LogPosition,
+    ) -> Result<(T, LogPosition), SyncError> {
+        let from = match position {
+            LogPosition::At(from) => Some(from),
+            LogPosition::Empty if !self.follower.trimmed() => None,
+            _ => return Ok((table, position)),
+        };
+        let Some(log) = self.log_key() else {
+            return Ok((table, position));
+        };
+        let (changes, last) = match self.read_entries(client, log, from, None).await {
+            Ok(Some((changes, Some(last), _))) if !changes.is_empty() => (changes, last),
+            Err(SyncError::Connection(e)) => return Err(SyncError::Connection(e)),
+            _ => return Ok((table, position)),
+        };
+        let patched = self
+            .sized_work(table.len(), move || match table.patch(&changes) {
+                Some((patched, _)) => (patched, LogPosition::At(last)),
+                None => (table, position),
+            })
+            .await?;
+        Ok(patched)
+    }
+
+    /// `work` on a blocking thread when the table is large (so that the
+    /// reactor keeps serving), else here.
+    async fn sized_work<R: Send + 'static>(
+        &self,
+        size: usize,
+        work: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, SyncError> {
+        if size > self.tuning.build_off_reactor_above {
+            tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|e| SyncError::protocol(format!("table work: {e}")))
+        } else {
+            Ok(work())
+        }
     }
 
     /// The guard's verdict on a change from `previous`: true to install.
@@ -594,7 +725,7 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         if self.held.is_some() {
             return Ok(None);
         }
-        let read = match self.read_entries(client, &log, from).await {
+        let read = match self.read_entries(client, &log, from, None).await {
             Ok(Some(read)) => read,
             Ok(None) => return Ok(None),
             Err(SyncError::Connection(e)) => return Err(SyncError::Connection(e)),
@@ -605,30 +736,36 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         };
         let (changes, last, watermark) = read;
         let position = last.map_or(LogPosition::Empty, LogPosition::At);
+        self.apply_log(changes, position, watermark).await
+    }
+
+    /// Patches the served table with `changes`, the log's entries up to
+    /// `position` read at `watermark`. `None`: the table or the guard
+    /// refused them (a full read decides).
+    async fn apply_log(
+        &mut self,
+        changes: Vec<Change>,
+        position: LogPosition,
+        watermark: RedisMicros,
+    ) -> Result<Option<Outcome>, SyncError> {
         let Some(expected) = self.len_at_read else {
             return Ok(None);
         };
-        let metrics = &self.state.metrics;
+        let outcome = Outcome {
+            watermark: Some(watermark),
+        };
         if changes.is_empty() {
             // Nothing new (the entries were read with an earlier event):
             // still exact as of this read.
             self.read_done(position, expected);
-            return Ok(Some(Outcome {
-                watermark: Some(watermark),
-            }));
+            return Ok(Some(outcome));
         }
         let previous = self.home.current();
         let entries = changes.len();
-        let patch = {
+        let patched = {
             let previous = previous.clone();
-            move || previous.patch(&changes)
-        };
-        let patched = if previous.len() > self.tuning.build_off_reactor_above {
-            tokio::task::spawn_blocking(patch)
-                .await
-                .map_err(|e| SyncError::protocol(format!("patch: {e}")))?
-        } else {
-            patch()
+            self.sized_work(previous.len(), move || previous.patch(&changes))
+                .await?
         };
         let Some((table, diff)) = patched else {
             debug!(key = %self.names.key, "the table refused the patch; reading the whole hash");
@@ -643,12 +780,11 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         }
         self.home.install(table, &diff, watermark, "log");
         self.last_dump = None;
+        let metrics = &self.state.metrics;
         metrics.reload_by_log.inc();
         metrics.log_entries.inc_by(entries as u64);
         self.read_done(position, len);
-        Ok(Some(Outcome {
-            watermark: Some(watermark),
-        }))
+        Ok(Some(outcome))
     }
 }
 
@@ -799,6 +935,26 @@ fn build<T: Table>(
         dump,
         by_payload_diff: false,
     })
+}
+
+/// `read` (a scan) with the log `changes` written since it began applied
+/// in order.
+fn replayed(read: HashRead, changes: Vec<Change>) -> HashRead {
+    if changes.is_empty() {
+        return read;
+    }
+    let (watermark, log) = (read.watermark, read.log);
+    let Some(pairs) = read.into_pairs() else {
+        unreachable!("only an HSCAN read is replayed")
+    };
+    let mut map: std::collections::HashMap<Bytes, Bytes> = pairs.into_iter().collect();
+    for change in changes {
+        match change.value {
+            Some(value) => map.insert(change.field, value),
+            None => map.remove(&change.field),
+        };
+    }
+    HashRead::from_pairs(map.into_iter().collect(), watermark, log)
 }
 
 /// `part` as a slice of `buf` when it lies inside it (no copy), else a copy.

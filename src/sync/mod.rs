@@ -346,6 +346,7 @@ impl Syncer {
                     Err(RecvError::Closed) => return Err(SyncError::Connection("event stream closed".into())),
                 },
                 _ = periodic.tick() => {
+                    let started = tokio::time::Instant::now();
                     let (mode, _) = self.setup_notifications(&command.client).await?;
                     self.set_notification_mode(mode);
                     self.drain(events)?;
@@ -353,6 +354,8 @@ impl Syncer {
                         let outcome = hash.full_read(&command.client, ResyncReason::Periodic).await?;
                         self.round.extend(outcome.watermark);
                     }
+                    let spaced = self.periodic_interval(started.elapsed());
+                    periodic.reset_after(spaced);
                 }
                 _ = ping.tick() => {
                     // Finds half-open connections; a subscriber is otherwise silent.
@@ -371,6 +374,20 @@ impl Syncer {
                 _ = status_tick.tick() => self.publish_status(&command.client).await,
             }
         }
+    }
+
+    /// The time to the next periodic resync, after one that took `took`:
+    /// `--resync-interval`, or longer for hashes that take long to read
+    /// (`Tuning::periodic_spacing`). Sync liveness (`/readyz`) allows for
+    /// it.
+    fn periodic_interval(&self, took: Duration) -> Duration {
+        let interval = self
+            .config
+            .resync_interval
+            .max(took * self.tuning.periodic_spacing);
+        self.state.status().stale_after =
+            interval * self.tuning.stale_after_resyncs + self.tuning.ping_interval;
+        interval
     }
 
     /// Something is pending: an event not yet reflected, or reads whose

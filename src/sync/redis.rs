@@ -571,20 +571,23 @@ pub struct LogRead {
     pub entries: Vec<(StreamId, Value)>,
 }
 
-/// `MULTI TIME XRANGE log <from> + COUNT <count> EXEC`. No `HLEN`: on a
-/// listpack of more than 65,535 elements Redis counts them one by one
-/// (~3.5 ms at 100,000 routes), which would cost more than the read.
+/// `MULTI TIME XRANGE log <from> <to or +> COUNT <count> EXEC`. No
+/// `HLEN`: on a listpack of more than 65,535 elements Redis counts them
+/// one by one (~3.5 ms at 100,000 routes), which would cost more than the
+/// read.
 pub async fn read_log(
     client: &Client,
     log: &str,
     from: StreamId,
+    to: Option<StreamId>,
     count: usize,
 ) -> Result<LogRead, SyncError> {
     let trx = timed(client).await?;
     let from = from.to_string();
+    let to = to.map_or_else(|| "+".to_owned(), |id| id.to_string());
     let count = count.to_string();
     let _: () = trx
-        .custom(cmd("XRANGE"), vec![log, &from, "+", "COUNT", &count])
+        .custom(cmd("XRANGE"), vec![log, &from, &to, "COUNT", &count])
         .await?;
     let (watermark, mut items) = exec_timed(trx).await?;
     let entries = super::changelog::decode_range(items.next().unwrap_or(Value::Null))

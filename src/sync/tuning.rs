@@ -37,8 +37,22 @@ pub struct Tuning {
     /// ~0.1 µs per entry in one go (~25 ms at 250,000), `HSCAN` ~0.45 µs
     /// per entry in slices of `scan_count`.
     pub scan_threshold: usize,
-    /// `HSCAN ... COUNT` of one slice.
+    /// `HSCAN ... COUNT` of one slice: ~0.5 ms of Redis's one thread at
+    /// 1,000 (a write waits behind at most one slice per replica; at
+    /// 10,000, three replicas' slices kept writes waiting 15 ms).
     pub scan_count: usize,
+    /// While a large hash is read by `HSCAN` or its table is built on a
+    /// blocking thread (seconds at 1,000,000 entries), the served table
+    /// follows the change log at most this often, so that a logged change
+    /// made meanwhile goes live within a few milliseconds rather than
+    /// after the read (ARCHITECTURE.md, "Large hashes").
+    pub follow_log_every: Duration,
+    /// The periodic resync waits at least this many times as long as the
+    /// last one took: at 1,000,000 routes a read takes a replica seconds
+    /// and Redis about half a second of its one thread, so the safety net
+    /// is spaced to keep that under 1/20 of the time. Small tables keep
+    /// `--resync-interval`.
+    pub periodic_spacing: u32,
     /// Above this many entries a table is built or patched on a blocking
     /// thread, so the reactor keeps serving while a large hash is parsed.
     pub build_off_reactor_above: usize,
@@ -72,7 +86,9 @@ impl Default for Tuning {
             command_timeout: Duration::from_secs(5),
             dump_threshold: 512,
             scan_threshold: 250_000,
-            scan_count: 10_000,
+            scan_count: 1_000,
+            follow_log_every: Duration::from_millis(2),
+            periodic_spacing: 20,
             build_off_reactor_above: 10_000,
             payload_diff_max_changes: 4096,
             log_read_batch: 1000,
