@@ -28,6 +28,14 @@
 //! each change, `--verify` such rounds check that no replica flaps back to
 //! the old leaf (`wrong`); they are the `poll_*` samples.
 //!
+//! With `--admin` (each replica's admin listener, in `--tls` order), the
+//! tool also reads when each replica installed the table it now serves
+//! (`/certs`, `installed_at_us`, read once the new leaf is seen, untimed):
+//! `installed_*` is the time from the write until the last replica made
+//! the change live, the moment after which every handshake gets the new
+//! leaf, without the polling round a handshake probe adds on top. Same
+//! machine, same clock.
+//!
 //! Output: `RESULT kind=cert-plain|cert-logged ...` lines (bench/run.sh,
 //! phase `certs`).
 
@@ -41,10 +49,10 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use rustls::pki_types::{CertificateDer, ServerName};
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Parser)]
 struct Args {
@@ -57,6 +65,10 @@ struct Args {
     /// A replica's TLS listener (`--tls-listen`); repeat for several.
     #[arg(long = "tls", required = true)]
     replicas: Vec<String>,
+    /// A replica's admin listener, in the order of `--tls` (optional: the
+    /// `installed_*` figures).
+    #[arg(long = "admin")]
+    admins: Vec<String>,
     /// Certificates in the hash besides the probe host's.
     #[arg(long, default_value_t = 1000)]
     certs: usize,
@@ -339,9 +351,36 @@ struct Series {
     each: Vec<f64>,
     writes: Vec<f64>,
     polls: Vec<f64>,
+    /// Write → the last replica's install of the change (`--admin`).
+    installed: Vec<f64>,
     timeouts: usize,
     wrong: usize,
     errors: usize,
+}
+
+fn unix_us(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64
+}
+
+/// When the replica at `admin` installed the certificate table it serves
+/// (`/certs`, `installed_at_us`).
+fn installed_at_us(admin: &str) -> io::Result<u64> {
+    let mut sock = TcpStream::connect(admin)?;
+    sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+    sock.write_all(b"GET /certs HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")?;
+    let mut answer = Vec::new();
+    sock.read_to_end(&mut answer)?;
+    let body = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| &answer[at + 4..])
+        .ok_or_else(|| io::Error::other("no body"))?;
+    let json: serde_json::Value = serde_json::from_slice(body).map_err(io::Error::other)?;
+    json["installed_at_us"]
+        .as_u64()
+        .ok_or_else(|| io::Error::other("no installed_at_us"))
 }
 
 impl Bench {
@@ -357,6 +396,7 @@ impl Bench {
         let n = self.args.replicas.len();
         let mut first: Vec<Option<f64>> = vec![None; n];
         let timeout = Duration::from_millis(self.args.timeout_ms);
+        let wall = unix_us(SystemTime::now());
         let started = Instant::now();
         if self.redis.pipeline(&encoded, commands.len()).is_err() {
             series.errors += 1;
@@ -381,6 +421,21 @@ impl Bench {
             series
                 .all
                 .push(first.iter().flatten().copied().fold(0.0, f64::max));
+            if !self.args.admins.is_empty() {
+                let installed: io::Result<Vec<u64>> = self
+                    .args
+                    .admins
+                    .iter()
+                    .map(|a| installed_at_us(a))
+                    .collect();
+                match installed.map(|at| at.into_iter().max().unwrap_or(0)) {
+                    Ok(last) if last >= wall => {
+                        series.installed.push((last - wall) as f64 / 1e3);
+                    }
+                    // Installed before the write: not this change's table.
+                    _ => series.errors += 1,
+                }
+            }
         } else {
             series.timeouts += 1;
         }
@@ -421,13 +476,20 @@ impl Bench {
 }
 
 fn print(kind: Kind, label: &str, replicas: usize, mut s: Series) {
-    for list in [&mut s.all, &mut s.each, &mut s.writes, &mut s.polls] {
+    for list in [
+        &mut s.all,
+        &mut s.each,
+        &mut s.writes,
+        &mut s.polls,
+        &mut s.installed,
+    ] {
         list.sort_by(f64::total_cmp);
     }
     println!(
         "RESULT kind={} label={label:?} replicas={replicas} n={} timeouts={} \
          p50_ms={:.3} p99_ms={:.3} max_ms={:.3} each_p50_ms={:.3} each_p99_ms={:.3} \
-         write_p50_ms={:.3} write_p99_ms={:.3} poll_p50_ms={:.3} poll_p99_ms={:.3} wrong={} errors={}",
+         write_p50_ms={:.3} write_p99_ms={:.3} poll_p50_ms={:.3} poll_p99_ms={:.3} \
+         installed_p50_ms={:.3} installed_p99_ms={:.3} installed_max_ms={:.3} wrong={} errors={}",
         kind.name(),
         s.all.len() + s.timeouts,
         s.timeouts,
@@ -440,6 +502,9 @@ fn print(kind: Kind, label: &str, replicas: usize, mut s: Series) {
         quantile(&s.writes, 0.99),
         quantile(&s.polls, 0.50),
         quantile(&s.polls, 0.99),
+        quantile(&s.installed, 0.50),
+        quantile(&s.installed, 0.99),
+        s.installed.last().copied().unwrap_or(f64::NAN),
         s.wrong,
         s.errors,
     );

@@ -836,7 +836,7 @@ if ! skip certs; then
         next_port; cert_port=$PORT
         start_switchyard "certs-r$i" "$CERT_REDIS" certs_routes \
             --certs-key certs_routes:certs --tls-listen "127.0.0.1:$cert_port"
-        cert_tls+=(--tls "127.0.0.1:$cert_port"); cert_pids+=("$SY_PID")
+        cert_tls+=(--tls "127.0.0.1:$cert_port" --admin "127.0.0.1:$SY_ADMIN"); cert_pids+=("$SY_PID")
     done
     log "certs: $CERT_N certificates, 3 replicas"
     "$CERT_PROP" --redis "127.0.0.1:$CERT_REDIS" --key certs_routes:certs "${cert_tls[@]}" \
@@ -848,22 +848,26 @@ if ! skip certs; then
     {
         host_note "$CERT_HOST"
         echo
-        echo "$CERT_N certificates (ECDSA P-256) in the certs hash, 3 replicas; the probe host's certificate changed $CERT_CHANGES times, plain (HSET: every replica reads the hash) and logged (MULTI HSET XADD EXEC, as \`cert set\` writes: every replica reads the log); after each write every replica is polled with fresh handshakes (no resumption) that stop once the leaf is read, until it returns the new leaf. A poll round asks the three replicas at once and lasts as long as the slowest; its length with no change in flight (the reference column) bounds how soon a change can be seen."
+        echo "$CERT_N certificates (ECDSA P-256) in the certs hash, 3 replicas; the probe host's certificate changed $CERT_CHANGES times, plain (HSET: every replica reads the hash) and logged (MULTI HSET XADD EXEC, as \`cert set\` writes: every replica reads the log); after each write every replica is polled with fresh handshakes (no resumption) that stop once the leaf is read, until it returns the new leaf. A poll round asks the three replicas at once and lasts as long as the slowest; its length with no change in flight (the reference column) bounds how soon a change can be seen. \"Live\" is the time from the write until the last replica installed the table with the change (each replica's \`/certs\` \`installed_at_us\`, read once the new leaf is seen; same clock): from then on every handshake gets the new leaf. It is what the target grades; the handshake-observed figures add a polling round on top."
         echo
-        echo "| certs | change | n | p50 ms | p99 ms | max ms | each replica p50 / p99 ms | ref: write reply p50 / p99 ms | ref: poll round p50 / p99 ms | timeouts | wrong |"
-        echo "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        echo "| certs | change | n | live p50 ms | live p99 ms | live max ms | seen by handshake p50 / p99 / max ms | each replica seen p50 / p99 ms | ref: write reply p50 / p99 ms | ref: poll round p50 / p99 ms | timeouts | wrong |"
+        echo "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         while read -r line; do
             f() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
             kind=$(sed -n 's/.*kind=\([^ ]*\).*/\1/p' <<<"$line")
-            printf '| %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s / %s | %s | %s |\n' "$CERT_N" "$kind" \
-                "$(f n)" "$(f p50_ms)" "$(f p99_ms)" "$(f max_ms)" "$(f each_p50_ms)" "$(f each_p99_ms)" \
+            printf '| %s | %s | %s | %s | %s | %s | %s / %s / %s | %s / %s | %s / %s | %s / %s | %s | %s |\n' "$CERT_N" "$kind" \
+                "$(f n)" "$(f installed_p50_ms)" "$(f installed_p99_ms)" "$(f installed_max_ms)" \
+                "$(f p50_ms)" "$(f p99_ms)" "$(f max_ms)" "$(f each_p50_ms)" "$(f each_p99_ms)" \
                 "$(f write_p50_ms)" "$(f write_p99_ms)" "$(f poll_p50_ms)" "$(f poll_p99_ms)" "$(f timeouts)" "$(f wrong)"
         done < <(grep '^RESULT' "$CERT_RESULTS")
     } >>"$REPORT"
-    p99=$(grep '^RESULT kind=cert-logged ' "$CERT_RESULTS" | sed -n 's/.* p99_ms=\([^ ]*\).*/\1/p' | head -1)
-    target_row "certificate change p99 (logged, as \`cert set\` writes), $CERT_N certs, 3 replicas" "${p99:-nan} ms" "≤ 2 ms" "$(verdict "${p99:-nan}" 2)"
-    p99=$(grep '^RESULT kind=cert-plain ' "$CERT_RESULTS" | sed -n 's/.* p99_ms=\([^ ]*\).*/\1/p' | head -1)
-    target_row "certificate change p99 (plain HSET), $CERT_N certs, 3 replicas" "${p99:-nan} ms" "≤ 2 ms" "$(verdict "${p99:-nan}" 2)"
+    cert_field() { { grep "^RESULT kind=$1 " "$CERT_RESULTS" || true; } | sed -n "s/.* $2=\([^ ]*\).*/\1/p" | head -1; }
+    for kind in logged plain; do
+        what="logged, as \`cert set\` writes"; [ "$kind" = plain ] && what="plain HSET"
+        p99=$(cert_field "cert-$kind" installed_p99_ms)
+        seen=$(cert_field "cert-$kind" p99_ms)
+        target_row "certificate change live p99 ($what), $CERT_N certs, 3 replicas" "${p99:-nan} ms (seen by handshake: ${seen:-nan} ms)" "≤ 2 ms" "$(verdict "${p99:-nan}" 2)"
+    done
 fi
 
 # ========================================================== 4. scale

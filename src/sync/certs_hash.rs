@@ -154,6 +154,7 @@ impl Home<CertTable> for CertsHome {
         }
         table.watermark = Some(watermark);
         table.version = previous.version + 1;
+        table.installed_at = Some(SystemTime::now());
         let table = Arc::new(table);
         self.state
             .certs

@@ -14,6 +14,12 @@ fn unix_ms(t: SystemTime) -> u64 {
         .as_millis() as u64
 }
 
+fn unix_us(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64
+}
+
 fn describe(info: &CertInfo) -> Value {
     json!({
         "names": info.names,
@@ -59,6 +65,7 @@ pub fn certs_json(store: &CertStore) -> Value {
         "version": table.version,
         "source": table.source,
         "built_at_ms": unix_ms(table.built_at),
+        "installed_at_us": table.installed_at.map(unix_us),
         "table_watermark_us": table.watermark,
         "loaded": stats.loaded,
         "earliest_not_after": stats.earliest_not_after.map(rfc3339),

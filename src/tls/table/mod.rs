@@ -112,6 +112,9 @@ pub struct CertTable {
     bad_fields: Arc<Vec<BadField>>,
     pub version: u64,
     pub built_at: SystemTime,
+    /// When the sync side made this the served table (`/certs`: what
+    /// `bench/cert_propagation.rs` times a change to).
+    pub installed_at: Option<SystemTime>,
     pub source: TableSource,
     /// Redis time (µs) such that every write to the hash before it is in
     /// the table (set by the sync loop when it installs the table).
@@ -130,6 +133,7 @@ impl CertTable {
             bad_fields: Arc::default(),
             version: 0,
             built_at: SystemTime::now(),
+            installed_at: None,
             source: TableSource::None,
             watermark: None,
             sealer: None,
@@ -237,6 +241,7 @@ impl CertTable {
             bad_fields: Arc::new(bad),
             version: previous.version,
             built_at: SystemTime::now(),
+            installed_at: None,
             source: TableSource::Redis,
             watermark: previous.watermark,
             sealer: previous.sealer.clone(),
@@ -288,6 +293,7 @@ impl CertTable {
             },
             version: self.version,
             built_at: SystemTime::now(),
+            installed_at: None,
             source: TableSource::Redis,
             watermark: self.watermark,
             sealer: self.sealer.clone(),
