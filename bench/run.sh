@@ -764,9 +764,9 @@ if ! skip propagation; then
                 "$(f write_p50_ms)" "$(f write_p99_ms)" "$(f poll_p50_ms)" "$(f poll_p99_ms)" "$(f timeouts)" "$(f wrong)"
         done < <(grep '^AGG' "$PROP_AGG")
         echo
-        echo "Redis cost per route change per replica (INFO commandstats / total_net_output_bytes over the change phase of the first repetition; the writer's HSET and INFO and the timer PINGs left out):"
+        echo "Redis cost per route change per replica (INFO commandstats / total_net_output_bytes over the change phase of the first repetition; the writer's HSET and INFO and the timer PINGs left out). The read's CPU is shown twice: all of it, and without whole reads (DUMP, HGETALL, HSCAN and what comes with them), which for logged changes are only the safety net's periodic resync when one falls in the phase (~30 ms of Redis at 100,000 routes, whatever the writes):"
         echo
-        echo "| routes | replicas | change | commands / change / replica | bytes Redis → replica / change | Redis CPU µs: the write / one replica's read | detail |"
+        echo "| routes | replicas | change | commands / change / replica | bytes Redis → replica / change | Redis CPU µs: the write / one replica's read / without whole reads | detail |"
         echo "| ---: | ---: | --- | ---: | ---: | ---: | --- |"
         declare -A cost_seen=()
         while read -r line; do
@@ -775,7 +775,7 @@ if ! skip propagation; then
             kind=$(sed -n 's/^COST kind=\([^ ]*\).*/\1/p' <<<"$line")
             [ -n "${cost_seen["$kind/$label/$(f replicas)"]:-}" ] && continue
             cost_seen["$kind/$label/$(f replicas)"]=1
-            printf '| %s | %s | %s | %s | %s | %s / %s | %s |\n' "$label" "$(f replicas)" "$kind" "$(f per_change_cmds)" "$(f per_change_bytes)" "$(f write_us)" "$(f read_us)" "$(f detail | tr ',' ' ')"
+            printf '| %s | %s | %s | %s | %s | %s / %s / %s | %s |\n' "$label" "$(f replicas)" "$kind" "$(f per_change_cmds)" "$(f per_change_bytes)" "$(f write_us)" "$(f read_us)" "$(f log_read_us)" "$(f detail | tr ',' ' ')"
         done < <(grep '^COST' "$PROP_RESULTS")
     } >>"$REPORT"
     for n in "$N_MID" "$N_BIG"; do
@@ -805,8 +805,10 @@ if ! skip propagation; then
     done
     p99=$(prop_field logged "$N_HUGE" 3 p99_ms)
     target_row "logged change p99, $N_HUGE routes, 3 replicas" "${p99:-nan} ms" "≤ 10 ms" "$(verdict "${p99:-nan}" 10)"
-    read_us=$({ grep "^COST kind=logged label=\"$N_BIG hashtable\" replicas=3 " "$PROP_RESULTS" || true; } | head -1 | sed -n 's/.* read_us=\([^ ]*\).*/\1/p')
-    target_row "Redis CPU per logged change per replica, $N_BIG routes" "${read_us:-nan} µs" "≤ 100 µs" "$(verdict "${read_us:-nan}" 100)"
+    cost_line=$({ grep "^COST kind=logged label=\"$N_BIG hashtable\" replicas=3 " "$PROP_RESULTS" || true; } | head -1)
+    read_us=$(sed -n 's/.* log_read_us=\([^ ]*\).*/\1/p' <<<"$cost_line")
+    all_us=$(sed -n 's/.* read_us=\([^ ]*\).*/\1/p' <<<"$cost_line")
+    target_row "Redis CPU per logged change per replica, $N_BIG routes" "${read_us:-nan} µs (with any periodic resync in the phase: ${all_us:-nan} µs)" "≤ 100 µs" "$(verdict "${read_us:-nan}" 100)"
     for n in "$N_MID" "$N_BIG"; do
         limit=2; [ "$n" = "$N_MID" ] || limit=50
         for r in 1 3; do
@@ -826,6 +828,9 @@ fi
 CERT_PROP=$ROOT/target/release/examples/cert_propagation
 CERT_N=${BENCH_CERT_N:-1000}
 CERT_CHANGES=$([ "$QUICK" = 1 ] && echo 20 || echo 200)
+# Handshake polls take the replicas' CPU while they apply the change: a
+# round every 0.5 ms (the "live" figure does not depend on polling).
+CERT_POLL_US=${BENCH_CERT_POLL_US:-500}
 if ! skip certs; then
     CERT_HOST=$(cpu_stat)
     start_redis; CERT_REDIS=$REDIS_PORT; CERT_REDIS_PID=$REDIS_PID
@@ -840,7 +845,7 @@ if ! skip certs; then
     done
     log "certs: $CERT_N certificates, 3 replicas"
     "$CERT_PROP" --redis "127.0.0.1:$CERT_REDIS" --key certs_routes:certs "${cert_tls[@]}" \
-        --certs "$CERT_N" --changes "$CERT_CHANGES" --poll-interval-us "$POLL_US" \
+        --certs "$CERT_N" --changes "$CERT_CHANGES" --poll-interval-us "$CERT_POLL_US" \
         --label "$CERT_N" | tee -a "$CERT_RESULTS" >&2
     for p in "${cert_pids[@]}"; do stop_pid "$p"; done
     stop_pid "$CERT_REDIS_PID"
@@ -848,7 +853,7 @@ if ! skip certs; then
     {
         host_note "$CERT_HOST"
         echo
-        echo "$CERT_N certificates (ECDSA P-256) in the certs hash, 3 replicas; the probe host's certificate changed $CERT_CHANGES times, plain (HSET: every replica reads the hash) and logged (MULTI HSET XADD EXEC, as \`cert set\` writes: every replica reads the log); after each write every replica is polled with fresh handshakes (no resumption) that stop once the leaf is read, until it returns the new leaf. A poll round asks the three replicas at once and lasts as long as the slowest; its length with no change in flight (the reference column) bounds how soon a change can be seen. \"Live\" is the time from the write until the last replica installed the table with the change (each replica's \`/certs\` \`installed_at_us\`, read once the new leaf is seen; same clock): from then on every handshake gets the new leaf. It is what the target grades; the handshake-observed figures add a polling round on top."
+        echo "$CERT_N certificates (ECDSA P-256) in the certs hash, 3 replicas; the probe host's certificate changed $CERT_CHANGES times, plain (HSET: every replica reads the hash) and logged (MULTI HSET XADD EXEC, as \`cert set\` writes: every replica reads the log); after each write every replica is polled with fresh handshakes (no resumption) that stop once the leaf is read, a round every $CERT_POLL_US µs, until it returns the new leaf. A poll round asks the three replicas at once and lasts as long as the slowest; its length with no change in flight (the reference column) bounds how soon a change can be seen. \"Live\" is the time from the write until the last replica installed the table with the change (each replica's \`/certs\` \`installed_at_us\`, read once the new leaf is seen; same clock): from then on every handshake gets the new leaf. It is what the target grades; the handshake-observed figures add a polling round on top."
         echo
         echo "| certs | change | n | live p50 ms | live p99 ms | live max ms | seen by handshake p50 / p99 / max ms | each replica seen p50 / p99 ms | ref: write reply p50 / p99 ms | ref: poll round p50 / p99 ms | timeouts | wrong |"
         echo "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"

@@ -7,6 +7,7 @@
 //! The session loop (`mod.rs`) drives any number of them through the
 //! object-safe [`Followed`] (ARCHITECTURE.md, "Followed hashes").
 
+use super::background;
 use super::changelog::{self, Change, StreamId};
 use super::dump::{self, DumpError};
 use super::error::SyncError;
@@ -163,10 +164,16 @@ pub trait Followed: Send + Sync {
     fn loaded(&self) -> bool;
 }
 
-/// A `DUMP` payload and (weakly) the table made from it.
+/// A `DUMP` payload and (weakly) the table served since: the one made
+/// from it, or that one patched from the change log on the `touched`
+/// fields. The next event-driven read patches that table with what
+/// changed between the payloads and with the new payload's value of each
+/// touched field, which is exactly the new payload's table: a field in
+/// neither set has the same value in both payloads and in the table.
 struct LastDump<T> {
     payload: Bytes,
     table: Weak<T>,
+    touched: Vec<Bytes>,
 }
 
 /// A followed hash of table type `T` served from `H`.
@@ -349,28 +356,25 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         Ok(scan.finish())
     }
 
-    /// Runs `work` (a build or a patch of a large table) on a blocking
-    /// thread, the served table following the change log meanwhile: at
-    /// 1,000,000 entries a build takes seconds, and a logged change must
-    /// not wait for it. The caller reconciles what it built with what was
-    /// served meanwhile ([`Self::full_read_inner`]).
+    /// Runs `work` (the build of a large table) in the background (see
+    /// `background`), the served table following the change log
+    /// meanwhile: at 1,000,000 entries a build takes seconds, and a logged
+    /// change must not wait for it. The caller reconciles what it built
+    /// with what was served meanwhile ([`Self::full_read_inner`]).
     async fn following_log<R: Send + 'static>(
         &mut self,
         client: &Client,
         work: impl FnOnce() -> R + Send + 'static,
     ) -> Result<R, SyncError> {
-        let mut task = tokio::task::spawn_blocking(work);
+        let task = background::run(work);
+        tokio::pin!(task);
         let mut follow = self.log_key().is_some() && self.len_at_read.is_some();
         loop {
             if !follow {
-                return (&mut task)
-                    .await
-                    .map_err(|e| SyncError::protocol(format!("build: {e}")));
+                return task.await;
             }
             tokio::select! {
-                done = &mut task => {
-                    return done.map_err(|e| SyncError::protocol(format!("build: {e}")));
-                }
+                done = &mut task => return done,
                 _ = tokio::time::sleep(self.tuning.follow_log_every) => {
                     follow = self.try_log(client).await?.is_some();
                 }
@@ -582,6 +586,7 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
             self.last_dump = built.dump.map(|payload| LastDump {
                 payload,
                 table: Arc::downgrade(&installed),
+                touched: Vec::new(),
             });
             self.read_done(position, len);
         }
@@ -711,6 +716,24 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         self.report();
     }
 
+    /// Keeps the last `DUMP` payload usable for the next payload diff
+    /// after a log patch of the table made from it (see [`LastDump`]), up
+    /// to `payload_diff_max_changes` touched fields: a plain write after
+    /// logged ones then costs a payload diff, not a compare of every entry.
+    fn touched_by_log(&mut self, previous: &Arc<T>, installed: &Arc<T>, changes: Vec<Change>) {
+        let max = self.tuning.payload_diff_max_changes;
+        self.last_dump = self.last_dump.take().and_then(|mut last| {
+            if !Weak::ptr_eq(&last.table, &Arc::downgrade(previous))
+                || last.touched.len() + changes.len() > max
+            {
+                return None;
+            }
+            last.touched.extend(changes.into_iter().map(|c| c.field));
+            last.table = Arc::downgrade(installed);
+            Some(last)
+        });
+    }
+
     /// Reads the log from our position and patches the table. `None`:
     /// the log cannot be used (the caller reads the whole hash).
     async fn try_log(&mut self, client: &Client) -> Result<Option<Outcome>, SyncError> {
@@ -764,10 +787,12 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         let entries = changes.len();
         let patched = {
             let previous = previous.clone();
-            self.sized_work(previous.len(), move || previous.patch(&changes))
-                .await?
+            self.sized_work(previous.len(), move || {
+                previous.patch(&changes).map(|patched| (patched, changes))
+            })
+            .await?
         };
-        let Some((table, diff)) = patched else {
+        let Some(((table, diff), changes)) = patched else {
             debug!(key = %self.names.key, "the table refused the patch; reading the whole hash");
             return Ok(None);
         };
@@ -778,8 +803,8 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
             // A full read decides, with the confirmation key.
             return Ok(None);
         }
-        self.home.install(table, &diff, watermark, "log");
-        self.last_dump = None;
+        let installed = self.home.install(table, &diff, watermark, "log");
+        self.touched_by_log(&previous, &installed, changes);
         let metrics = &self.state.metrics;
         metrics.reload_by_log.inc();
         metrics.log_entries.inc_by(entries as u64);
@@ -905,7 +930,7 @@ fn build<T: Table>(
             .ok()
             .filter(|c| c.upserts.len() + c.removed.len() <= max_changes);
         if let Some(changes) = changes {
-            let changes: Vec<Change> = changes
+            let mut changes: Vec<Change> = changes
                 .removed
                 .iter()
                 .map(|f| Change {
@@ -917,6 +942,7 @@ fn build<T: Table>(
                     value: Some(share(payload, v)),
                 }))
                 .collect();
+            changes.extend(touched_values(&last.touched, &changes, payload)?);
             if let Some((table, diff)) = previous.patch(&changes) {
                 return Ok(Built {
                     table,
@@ -935,6 +961,37 @@ fn build<T: Table>(
         dump,
         by_payload_diff: false,
     })
+}
+
+/// The value in `payload` of each field in `touched` that `changes` (the
+/// payload diff) does not name, `None` for one it does not hold.
+fn touched_values(
+    touched: &[Bytes],
+    changes: &[Change],
+    payload: &Bytes,
+) -> Result<Vec<Change>, DumpError> {
+    let named: std::collections::HashSet<&[u8]> = changes.iter().map(|c| &c.field[..]).collect();
+    let mut wanted: std::collections::HashMap<&[u8], Option<Bytes>> = touched
+        .iter()
+        .map(|f| &f[..])
+        .filter(|f| !named.contains(f))
+        .map(|f| (f, None))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    for (field, value) in dump::decode_hash(payload)? {
+        if let Some(slot) = wanted.get_mut(&field[..]) {
+            *slot = Some(share(payload, &value));
+        }
+    }
+    Ok(wanted
+        .into_iter()
+        .map(|(field, value)| Change {
+            field: Bytes::copy_from_slice(field),
+            value,
+        })
+        .collect())
 }
 
 /// `read` (a scan) with the log `changes` written since it began applied

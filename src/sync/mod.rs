@@ -12,6 +12,7 @@
 //! one starts again from "subscribe, then read", so a reconnect is always
 //! followed by a resync. A panic restarts the loop (`supervise`).
 
+mod background;
 pub mod certs_hash;
 pub mod challenges_hash;
 pub mod changelog;

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 const DIFF_LOG_NAMES: usize = 20;
 /// At most this many invalid entries are logged one by one per swap.
 const INVALID_LOG_LINES: usize = 50;
-/// Tables larger than this are freed on a blocking thread.
+/// Tables larger than this are freed in the background.
 const DROP_OFF_REACTOR_ABOVE: usize = 10_000;
 
 impl TableDiff for Diff {
@@ -107,7 +107,7 @@ impl RoutesHome {
 fn drop_quietly(table: Arc<RouteTable>) {
     if table.len() > DROP_OFF_REACTOR_ABOVE && Arc::strong_count(&table) == 1 {
         // Freeing a large table is work too: not on the reactor.
-        tokio::task::spawn_blocking(move || drop(table));
+        super::background::drop(table);
     }
 }
 

@@ -466,3 +466,58 @@ async fn logged_changes_during_periodic_dump_reads_are_neither_lost_nor_drift() 
 async fn logged_changes_during_periodic_scans_are_neither_lost_nor_drift() {
     logged_changes_during_periodic_reads(true).await;
 }
+
+/// A plain write after logged ones is still read by the payload diff (the
+/// logged fields are looked up in the new payload), not by comparing every
+/// entry; and the table ends exact, including a field a logged change set
+/// and a plain write then set back to its value in the older payload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_write_after_logged_ones_is_read_by_the_payload_diff() {
+    const BY_PAYLOAD_DIFF: &str = "switchyard_reload_builds_total{how=\"payload_diff\"}";
+    const BY_COMPARE: &str = "switchyard_reload_builds_total{how=\"compare\"}";
+    let redis = RedisServer::start();
+    let blue = Backend::echo("blue").await;
+    let green = Backend::echo("green").await;
+    let mut fill = String::new();
+    for i in 0..1000 {
+        fill.push_str(&format!("HSET routes bg{i}.cloud.com {}\n", blue.target()));
+    }
+    fill.push_str(&format!("HSET routes app.cloud.com {}\n", blue.target()));
+    redis.pipe(&fill);
+    let proxy = ready_proxy(test_config(&redis.url())).await;
+    // A plain write: the event's read keeps its payload.
+    redis.cli(&["HSET", "routes", "plain1.cloud.com", &green.target()]);
+    assert_eventually!(
+        serves(&proxy, "plain1.cloud.com", "green").await,
+        "plain write not live"
+    );
+    let compares = proxy.metric(BY_COMPARE).await;
+    let diffs = proxy.metric(BY_PAYLOAD_DIFF).await;
+    let controller = Controller::new(&redis).await;
+    controller.set("app.cloud.com", &green.target()).await;
+    controller.set("logged.cloud.com", &green.target()).await;
+    assert_eventually!(
+        serves(&proxy, "logged.cloud.com", "green").await,
+        "logged write not live"
+    );
+    // Plain writes: one sets the logged field back to its value in the
+    // older payload (the payload diff alone cannot see that change).
+    redis.cli(&["HSET", "routes", "app.cloud.com", &blue.target()]);
+    assert_eventually!(
+        serves(&proxy, "app.cloud.com", "blue").await,
+        "a plain write over a logged field not live"
+    );
+    redis.cli(&["HSET", "routes", "plain2.cloud.com", &green.target()]);
+    assert_eventually!(
+        serves(&proxy, "plain2.cloud.com", "green").await,
+        "plain write not live"
+    );
+    assert_eq!(served_routes(&proxy).await, hash(&redis));
+    assert_eq!(
+        proxy.metric(BY_COMPARE).await,
+        compares,
+        "a read compared every entry"
+    );
+    assert!(proxy.metric(BY_PAYLOAD_DIFF).await >= diffs + 2.0);
+    proxy.shutdown().await;
+}
