@@ -268,17 +268,8 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
     async fn read_with_fallbacks(
         &mut self,
         client: &Client,
+        method: ReadMethod,
     ) -> Result<Option<HashRead>, SyncError> {
-        if !self.method.size_known() {
-            // One O(1) HLEN so that a huge hash is never read with one
-            // blocking HGETALL. A refusal is reported by the read.
-            match redis::hash_len(client, &self.names.key).await {
-                Ok(len) => self.method.read_size(len),
-                Err(SyncError::Connection(e)) => return Err(SyncError::Connection(e)),
-                Err(_) => {}
-            }
-        }
-        let method = self.method.choose(&self.tuning);
         let key = self.names.key.clone();
         let scan = self.tuning.scan_count;
         let log = self.log_key().map(str::to_owned);
@@ -496,13 +487,28 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         // Every event received so far is covered by this read.
         self.follower.covered();
         self.state.metrics.resync(reason);
-        let Some(read) = self.read_with_fallbacks(client).await? else {
+        if !self.method.size_known() {
+            // One O(1) HLEN so that a huge hash is never read with one
+            // blocking HGETALL. A refusal is reported by the read.
+            match redis::hash_len(client, &self.names.key).await {
+                Ok(len) => self.method.read_size(len),
+                Err(SyncError::Connection(e)) => return Err(SyncError::Connection(e)),
+                Err(_) => {}
+            }
+        }
+        let method = self
+            .method
+            .choose(&self.tuning, reason == ResyncReason::Periodic);
+        let Some(read) = self.read_with_fallbacks(client, method).await? else {
             return Ok(Outcome::NOTHING);
         };
         if read.dump_unreadable {
             self.method.dump_unreadable();
         }
-        let (replay, position) = if self.method.choose(&self.tuning) == ReadMethod::HScan {
+        if let Some(payload) = read.dump_payload() {
+            self.method.read_encoding(dump::is_dict(payload));
+        }
+        let (replay, position) = if method == ReadMethod::HScan {
             self.replay_over_scan(client, &read).await?
         } else {
             (Vec::new(), read.log)
@@ -514,11 +520,13 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         // read (boot, reconnect, periodic, ping-tick check) compares every
         // entry with the table as served (ARCHITECTURE.md, "A safety net
         // compares with the truth").
-        let last_dump = self
-            .last_dump
-            .take()
-            .filter(|_| reason == ResyncReason::Event)
-            .filter(|last| Weak::ptr_eq(&last.table, &Arc::downgrade(&previous)));
+        let last_dump = if reason == ResyncReason::Event {
+            self.last_dump
+                .take()
+                .filter(|last| Weak::ptr_eq(&last.table, &Arc::downgrade(&previous)))
+        } else {
+            None
+        };
         let max_changes = self.tuning.payload_diff_max_changes;
         let build = {
             let previous = previous.clone();
@@ -565,7 +573,6 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         };
         if !Arc::ptr_eq(&self.home.current(), &previous) {
             // The served table followed the log while this one was built.
-            self.last_dump = None;
             if built.diff.is_empty() {
                 // The read found what `previous` held, so the table
                 // served (`previous` and the entries logged since) is
@@ -573,6 +580,7 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
                 self.mark_read();
             } else {
                 // Installed as built, it would undo those entries.
+                self.last_dump = None;
                 let (table, position) = self.to_log_end(client, built.table, position).await?;
                 let len = table.len();
                 self.home
@@ -583,11 +591,19 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
             let installed = self
                 .home
                 .install(built.table, &built.diff, watermark, reason.as_str());
-            self.last_dump = built.dump.map(|payload| LastDump {
-                payload,
-                table: Arc::downgrade(&installed),
-                touched: Vec::new(),
-            });
+            match built.dump {
+                Some(payload) => {
+                    self.last_dump = Some(LastDump {
+                        payload,
+                        table: Arc::downgrade(&installed),
+                        touched: Vec::new(),
+                    });
+                }
+                // A read by pages or HGETALL that changed nothing (a
+                // periodic one, say) leaves the last payload usable.
+                None if Arc::ptr_eq(&installed, &previous) => {}
+                None => self.last_dump = None,
+            }
             self.read_done(position, len);
         }
         self.state

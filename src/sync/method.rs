@@ -20,6 +20,8 @@ pub struct MethodChoice {
     dump_unreadable_up_to: usize,
     /// The table never wants `DUMP` (`Table::READ_BY_DUMP`).
     dump_off: bool,
+    /// The last `DUMP` was of a dict (not a listpack).
+    dict: bool,
 }
 
 impl MethodChoice {
@@ -54,13 +56,25 @@ impl MethodChoice {
         self.dump_refused = true;
     }
 
+    /// What the last `DUMP` read was: a dict or a listpack.
+    pub fn read_encoding(&mut self, dict: bool) {
+        self.dict = dict;
+    }
+
     /// The server answered `DUMP` with a payload we do not decode.
     pub fn dump_unreadable(&mut self) {
         self.dump_unreadable_up_to = self.last_size;
     }
 
-    pub fn choose(&self, tuning: &Tuning) -> ReadMethod {
-        if self.last_size > tuning.scan_threshold {
+    /// How to read the hash whole. `periodic`: for the safety net, which
+    /// nothing waits for: a large dict is then read by `HSCAN` pages
+    /// (`Tuning::periodic_scan_above`), so that Redis is never blocked for
+    /// long by a read no change asked for. (A listpack is not: `HSCAN`
+    /// returns it whole in one reply, whatever the `COUNT`.)
+    pub fn choose(&self, tuning: &Tuning, periodic: bool) -> ReadMethod {
+        if self.last_size > tuning.scan_threshold
+            || (periodic && self.dict && self.last_size > tuning.periodic_scan_above)
+        {
             ReadMethod::HScan
         } else if self.last_size > tuning.dump_threshold
             && self.last_size > self.dump_unreadable_up_to.saturating_mul(2)
@@ -83,13 +97,28 @@ mod tests {
         let tuning = Tuning::default();
         let mut m = MethodChoice::default();
         assert!(!m.size_known());
-        assert_eq!(m.choose(&tuning), ReadMethod::HGetAll);
+        assert_eq!(m.choose(&tuning, false), ReadMethod::HGetAll);
         m.read_size(tuning.dump_threshold + 1);
-        assert_eq!(m.choose(&tuning), ReadMethod::Dump);
+        assert_eq!(m.choose(&tuning, false), ReadMethod::Dump);
         m.read_size(tuning.scan_threshold + 1);
-        assert_eq!(m.choose(&tuning), ReadMethod::HScan);
+        assert_eq!(m.choose(&tuning, false), ReadMethod::HScan);
         m.read_size(10);
-        assert_eq!(m.choose(&tuning), ReadMethod::HGetAll);
+        assert_eq!(m.choose(&tuning, false), ReadMethod::HGetAll);
+    }
+
+    #[test]
+    fn the_periodic_read_of_a_large_dict_scans_and_of_a_listpack_dumps() {
+        let tuning = Tuning::default();
+        let mut m = MethodChoice::default();
+        m.read_size(tuning.periodic_scan_above + 1);
+        m.read_encoding(true);
+        assert_eq!(m.choose(&tuning, true), ReadMethod::HScan);
+        assert_eq!(m.choose(&tuning, false), ReadMethod::Dump);
+        m.read_encoding(false);
+        assert_eq!(m.choose(&tuning, true), ReadMethod::Dump);
+        m.read_encoding(true);
+        m.read_size(tuning.periodic_scan_above);
+        assert_eq!(m.choose(&tuning, true), ReadMethod::Dump);
     }
 
     #[test]
@@ -97,11 +126,11 @@ mod tests {
         let tuning = Tuning::default();
         let mut m = MethodChoice::new(false);
         m.read_size(tuning.dump_threshold + 1);
-        assert_eq!(m.choose(&tuning), ReadMethod::HGetAll);
+        assert_eq!(m.choose(&tuning, false), ReadMethod::HGetAll);
         m.new_session();
-        assert_eq!(m.choose(&tuning), ReadMethod::HGetAll);
+        assert_eq!(m.choose(&tuning, false), ReadMethod::HGetAll);
         m.read_size(tuning.scan_threshold + 1);
-        assert_eq!(m.choose(&tuning), ReadMethod::HScan);
+        assert_eq!(m.choose(&tuning, false), ReadMethod::HScan);
     }
 
     #[test]
@@ -110,18 +139,18 @@ mod tests {
         let mut m = MethodChoice::default();
         m.read_size(1000);
         m.dump_refused();
-        assert_eq!(m.choose(&tuning), ReadMethod::HGetAll);
+        assert_eq!(m.choose(&tuning, false), ReadMethod::HGetAll);
         m.new_session();
-        assert_eq!(m.choose(&tuning), ReadMethod::Dump);
+        assert_eq!(m.choose(&tuning, false), ReadMethod::Dump);
         // Unreadable at 1,000: HGETALL until the hash doubles.
         m.dump_unreadable();
         m.read_size(1999);
-        assert_eq!(m.choose(&tuning), ReadMethod::HGetAll);
+        assert_eq!(m.choose(&tuning, false), ReadMethod::HGetAll);
         m.read_size(2001);
-        assert_eq!(m.choose(&tuning), ReadMethod::Dump);
+        assert_eq!(m.choose(&tuning, false), ReadMethod::Dump);
         // Huge hashes are scanned whatever DUMP did.
         m.dump_refused();
         m.read_size(tuning.scan_threshold + 1);
-        assert_eq!(m.choose(&tuning), ReadMethod::HScan);
+        assert_eq!(m.choose(&tuning, false), ReadMethod::HScan);
     }
 }

@@ -309,10 +309,12 @@ impl Syncer {
             ResyncReason::Boot
         };
         self.drain(events)?;
+        let reads_started = tokio::time::Instant::now();
         for hash in &mut self.hashes {
             let outcome = hash.resume(&command.client, same_server, reason).await?;
             self.round.extend(outcome.watermark);
         }
+        let first_periodic = self.periodic_interval(reads_started.elapsed());
         self.server = server;
         self.loaded = true;
         *loaded = true;
@@ -324,6 +326,7 @@ impl Syncer {
             timer
         };
         let mut periodic = every(self.config.resync_interval);
+        periodic.reset_after(first_periodic);
         let mut ping = every(self.tuning.ping_interval);
         let mut status_tick = every(self.config.status_interval);
 
@@ -377,7 +380,8 @@ impl Syncer {
         }
     }
 
-    /// The time to the next periodic resync, after one that took `took`:
+    /// The time to the next periodic resync, after whole reads (periodic,
+    /// or the session's first) that took `took`:
     /// `--resync-interval`, or longer for hashes that take long to read
     /// (`Tuning::periodic_spacing`). Sync liveness (`/readyz`) allows for
     /// it.

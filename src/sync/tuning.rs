@@ -37,6 +37,13 @@ pub struct Tuning {
     /// ~0.1 µs per entry in one go (~25 ms at 250,000), `HSCAN` ~0.45 µs
     /// per entry in slices of `scan_count`.
     pub scan_threshold: usize,
+    /// Above this many entries the periodic resync reads a dict by
+    /// `HSCAN` pages: one `DUMP` of a 100,000-entry dict blocks Redis for
+    /// ~30 ms, and three replicas' periodic reads then held every write (a
+    /// logged change's too) for up to that long each. Pages of
+    /// `scan_count` keep each wait under a millisecond; the safety net has
+    /// no one waiting for it.
+    pub periodic_scan_above: usize,
     /// `HSCAN ... COUNT` of one slice: ~0.5 ms of Redis's one thread at
     /// 1,000 (a write waits behind at most one slice per replica; at
     /// 10,000, three replicas' slices kept writes waiting 15 ms).
@@ -48,9 +55,12 @@ pub struct Tuning {
     /// after the read (ARCHITECTURE.md, "Large hashes").
     pub follow_log_every: Duration,
     /// The periodic resync waits at least this many times as long as the
-    /// last one took: at 1,000,000 routes a read takes a replica seconds
-    /// and Redis about half a second of its one thread, so the safety net
-    /// is spaced to keep that under 1/20 of the time. Small tables keep
+    /// last whole read took (the boot's or a reconnect's included): at
+    /// 1,000,000 routes a read takes a replica seconds (~4 s with three
+    /// replicas on 2 cores) and Redis about half a second of its one
+    /// thread, and logged changes made meanwhile go live in ~6 ms instead
+    /// of ~1.5 ms; spaced so, the safety net takes at most 1% of the time
+    /// (every ~7 minutes at that size). Tables read in under 300 ms keep
     /// `--resync-interval`.
     pub periodic_spacing: u32,
     /// Above this many entries a table is built or patched on a blocking
@@ -86,9 +96,10 @@ impl Default for Tuning {
             command_timeout: Duration::from_secs(5),
             dump_threshold: 512,
             scan_threshold: 250_000,
+            periodic_scan_above: 10_000,
             scan_count: 1_000,
             follow_log_every: Duration::from_millis(2),
-            periodic_spacing: 20,
+            periodic_spacing: 100,
             build_off_reactor_above: 10_000,
             payload_diff_max_changes: 4096,
             log_read_batch: 1000,

@@ -521,3 +521,35 @@ async fn a_plain_write_after_logged_ones_is_read_by_the_payload_diff() {
     assert!(proxy.metric(BY_PAYLOAD_DIFF).await >= diffs + 2.0);
     proxy.shutdown().await;
 }
+
+/// The periodic resync of a large dict reads it by `HSCAN` pages, never by
+/// one `DUMP` that would block Redis (~30 ms at 100,000 routes); boot
+/// still reads it by `DUMP`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_periodic_resync_of_a_large_dict_reads_it_by_pages() {
+    const PERIODIC_DONE: &str = "switchyard_sync_duration_seconds_count{reason=\"periodic\"}";
+    let redis = RedisServer::start();
+    let blue = Backend::echo("blue").await;
+    let mut fill = String::new();
+    for i in 0..12_000 {
+        fill.push_str(&format!("HSET routes h{i}.dict.test {}\n", blue.target()));
+    }
+    redis.pipe(&fill);
+    assert_eq!(
+        redis.cli(&["OBJECT", "ENCODING", "routes"]).trim(),
+        "hashtable"
+    );
+    let mut config = test_config(&redis.url());
+    config.sync.resync_interval = Duration::from_millis(300);
+    config.sync.tuning.periodic_spacing = 0;
+    let proxy = ready_proxy(config).await;
+    assert_eq!(redis.calls("dump"), 1, "boot reads by DUMP");
+    assert_eventually!(
+        proxy.metric(PERIODIC_DONE).await >= 1.0,
+        "no periodic resync"
+    );
+    assert!(redis.calls("hscan") >= 12, "the periodic read did not page");
+    assert_eq!(redis.calls("dump"), 1, "the periodic read used DUMP");
+    assert!(serves(&proxy, "h11999.dict.test", "blue").await);
+    proxy.shutdown().await;
+}
