@@ -59,6 +59,8 @@ declare -A URL=([direct]="http://127.0.0.1:$BACKEND_PORT/" [sy-nt]="http://127.0
 if [ -n "$NGINX" ]; then
     NG_PORT=$(free_port)
     d=$RUN/nginx
+    # Before the block: its output file is opened before nginx_head runs.
+    mkdir -p "$d/tmp"
     {
         nginx_head "$d"
         cat <<EOF

@@ -98,7 +98,7 @@ impl Default for Tuning {
             scan_threshold: 250_000,
             periodic_scan_above: 10_000,
             scan_count: 1_000,
-            follow_log_every: Duration::from_millis(2),
+            follow_log_every: Duration::from_millis(1),
             periodic_spacing: 100,
             build_off_reactor_above: 10_000,
             payload_diff_max_changes: 4096,
