@@ -84,6 +84,16 @@ async fn served_routes(proxy: &ProxyHandle) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// `n` routes to `target`, named by `pattern` with `{i}` for the number.
+fn fill_routes(redis: &RedisServer, n: usize, pattern: &str, target: &str) {
+    let mut fill = String::new();
+    for i in 0..n {
+        let host = pattern.replace("{i}", &i.to_string());
+        fill.push_str(&format!("HSET routes {host} {target}\n"));
+    }
+    redis.pipe(&fill);
+}
+
 /// The routes hash, as field → value.
 fn hash(redis: &RedisServer) -> BTreeMap<String, String> {
     let out = redis.cli(&["HGETALL", "routes"]);
@@ -100,11 +110,7 @@ async fn a_logged_change_is_patched_from_the_log_without_reading_the_hash() {
     let blue = Backend::echo("blue").await;
     let green = Backend::echo("green").await;
     // Enough routes that a whole read would show (DUMP).
-    let mut fill = String::new();
-    for i in 0..1000 {
-        fill.push_str(&format!("HSET routes bg{i}.cloud.com {}\n", blue.target()));
-    }
-    redis.pipe(&fill);
+    fill_routes(&redis, 1000, "bg{i}.cloud.com", &blue.target());
     let controller = Controller::new(&redis).await;
     controller.set("app.cloud.com", &blue.target()).await;
     let proxy = ready_proxy(test_config(&redis.url())).await;
@@ -357,12 +363,8 @@ async fn a_logged_change_goes_live_during_a_long_scan() {
     let redis = RedisServer::start();
     let blue = Backend::echo("blue").await;
     let green = Backend::echo("green").await;
-    let mut fill = String::new();
-    for i in 0..20_000 {
-        fill.push_str(&format!("HSET routes h{i}.scan.test {}\n", blue.target()));
-    }
-    fill.push_str(&format!("HSET routes app.cloud.com {}\n", blue.target()));
-    redis.pipe(&fill);
+    fill_routes(&redis, 20_000, "h{i}.scan.test", &blue.target());
+    redis.cli(&["HSET", "routes", "app.cloud.com", &blue.target()]);
     let mut config = test_config(&redis.url());
     config.sync.tuning.scan_threshold = 0;
     // 5 fields a page: a scan is ~4,000 round trips, a second or more.
@@ -407,11 +409,7 @@ async fn logged_changes_during_periodic_reads(by_scan: bool) {
     let redis = RedisServer::start();
     let blue = Backend::echo("blue").await;
     let green = Backend::echo("green").await;
-    let mut fill = String::new();
-    for i in 0..5_000 {
-        fill.push_str(&format!("HSET routes h{i}.bulk.test {}\n", blue.target()));
-    }
-    redis.pipe(&fill);
+    fill_routes(&redis, 5_000, "h{i}.bulk.test", &blue.target());
     let mut config = test_config(&redis.url());
     config.sync.tuning.build_off_reactor_above = 0;
     config.sync.tuning.follow_log_every = Duration::from_millis(1);
@@ -478,12 +476,8 @@ async fn a_plain_write_after_logged_ones_is_read_by_the_payload_diff() {
     let redis = RedisServer::start();
     let blue = Backend::echo("blue").await;
     let green = Backend::echo("green").await;
-    let mut fill = String::new();
-    for i in 0..1000 {
-        fill.push_str(&format!("HSET routes bg{i}.cloud.com {}\n", blue.target()));
-    }
-    fill.push_str(&format!("HSET routes app.cloud.com {}\n", blue.target()));
-    redis.pipe(&fill);
+    fill_routes(&redis, 1000, "bg{i}.cloud.com", &blue.target());
+    redis.cli(&["HSET", "routes", "app.cloud.com", &blue.target()]);
     let proxy = ready_proxy(test_config(&redis.url())).await;
     // A plain write: the event's read keeps its payload.
     redis.cli(&["HSET", "routes", "plain1.cloud.com", &green.target()]);
@@ -530,11 +524,7 @@ async fn the_periodic_resync_of_a_large_dict_reads_it_by_pages() {
     const PERIODIC_DONE: &str = "switchyard_sync_duration_seconds_count{reason=\"periodic\"}";
     let redis = RedisServer::start();
     let blue = Backend::echo("blue").await;
-    let mut fill = String::new();
-    for i in 0..12_000 {
-        fill.push_str(&format!("HSET routes h{i}.dict.test {}\n", blue.target()));
-    }
-    redis.pipe(&fill);
+    fill_routes(&redis, 12_000, "h{i}.dict.test", &blue.target());
     assert_eq!(
         redis.cli(&["OBJECT", "ENCODING", "routes"]).trim(),
         "hashtable"
