@@ -5,11 +5,17 @@
 //! from ([`Home`]). [`FollowedHash`] puts them together with the reads
 //! and the reload: read, build or patch, drift, guard, install, status.
 //! The session loop (`mod.rs`) drives any number of them through the
-//! object-safe [`Followed`] (ARCHITECTURE.md, "Followed hashes").
+//! object-safe [`Followed`] (ARCHITECTURE.md, "Followed hashes"). The
+//! change log's side lives in `log`, what a whole read builds in `build`.
+
+mod build;
+mod log;
+
+use build::{build, replayed, LastDump};
 
 use super::background;
-use super::changelog::{self, Change, StreamId};
-use super::dump::{self, DumpError};
+use super::changelog::{self, Change};
+use super::dump;
 use super::error::SyncError;
 use super::follower::{Follower, KeyRole};
 use super::guard::{self, Guard, Held, Verdict};
@@ -19,7 +25,6 @@ use super::tuning::Tuning;
 use crate::metrics::ResyncReason;
 use crate::routes::RedisMicros;
 use crate::state::{HashStatus, SharedState};
-use bytes::Bytes;
 use fred::prelude::Client;
 use std::sync::{Arc, Weak};
 use std::time::{Instant, SystemTime};
@@ -162,18 +167,6 @@ pub trait Followed: Send + Sync {
     fn check<'a>(&'a mut self, client: &'a Client) -> BoxFuture<'a, Result<Outcome, SyncError>>;
     fn held(&self) -> bool;
     fn loaded(&self) -> bool;
-}
-
-/// A `DUMP` payload and (weakly) the table served since: the one made
-/// from it, or that one patched from the change log on the `touched`
-/// fields. The next event-driven read patches that table with what
-/// changed between the payloads and with the new payload's value of each
-/// touched field, which is exactly the new payload's table: a field in
-/// neither set has the same value in both payloads and in the table.
-struct LastDump<T> {
-    payload: Bytes,
-    table: Weak<T>,
-    touched: Vec<Bytes>,
 }
 
 /// A followed hash of table type `T` served from `H`.
@@ -373,111 +366,6 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         }
     }
 
-    /// After an `HSCAN` (not atomic): the log entries written since the
-    /// scan began, to apply to what it read (on the build's thread, see
-    /// [`replayed`]), so that the table is exact as of the last of them,
-    /// and that entry's position. No entries and the position unchanged
-    /// when there is no log; `LogPosition::Empty` when the log moved past
-    /// the scan's start (the scan stands, and the next log event means a
-    /// full read).
-    async fn replay_over_scan(
-        &self,
-        client: &Client,
-        read: &HashRead,
-    ) -> Result<(Vec<Change>, LogPosition), SyncError> {
-        let from = match read.log {
-            LogPosition::At(from) => Some(from),
-            // Empty when the scan began, and nothing trimmed since: every
-            // entry came after.
-            LogPosition::Empty if !self.follower.trimmed() => None,
-            _ => return Ok((Vec::new(), read.log)),
-        };
-        let Some(log) = self.log_key() else {
-            return Ok((Vec::new(), read.log));
-        };
-        match self.read_entries(client, log, from, None).await {
-            Ok(Some((changes, Some(last), _))) => Ok((changes, LogPosition::At(last))),
-            Err(SyncError::Connection(e)) => Err(SyncError::Connection(e)),
-            _ => Ok((Vec::new(), LogPosition::Empty)),
-        }
-    }
-
-    /// Brings the served table to `to`, the log position of a whole read,
-    /// before the read is compared with it: a logged change that the
-    /// table had not applied yet (its event still queued, or written
-    /// during a scan) is not drift (ARCHITECTURE.md, "A safety net
-    /// compares with the truth"). `false` when the served table is not as
-    /// of `to` (the log cannot say, or the patch was refused): the
-    /// comparison may then find logged changes, which are not drift.
-    async fn catch_up_to(&mut self, client: &Client, to: LogPosition) -> Result<bool, SyncError> {
-        if self.log == to || self.log_key().is_none() {
-            return Ok(true);
-        }
-        let LogPosition::At(to) = to else {
-            return Ok(false);
-        };
-        let from = match self.log {
-            LogPosition::At(from) if from < to => Some(from),
-            LogPosition::Empty if !self.follower.trimmed() => None,
-            _ => return Ok(false),
-        };
-        if self.held.is_some() || self.len_at_read.is_none() {
-            return Ok(false);
-        }
-        let log = self.names.log.clone();
-        match self.read_entries(client, &log, from, Some(to)).await {
-            Ok(Some((changes, last, watermark))) => {
-                let position = last.map_or(LogPosition::Empty, LogPosition::At);
-                let applied = self.apply_log(changes, position, watermark).await?;
-                Ok(applied.is_some() && self.log == LogPosition::At(to))
-            }
-            Err(SyncError::Connection(e)) => Err(SyncError::Connection(e)),
-            _ => Ok(false),
-        }
-    }
-
-    /// The log entries after `from` (all of them for `None`: the log was
-    /// empty at the last full read and has not been trimmed since), up to
-    /// `to` (else to the end), with the last id read (`None`: still empty)
-    /// and the transaction's watermark. `Ok(None)`: the log cannot be used from there (`from`
-    /// trimmed, an entry we do not read, more than we replay).
-    async fn read_entries(
-        &self,
-        client: &Client,
-        log: &str,
-        mut from: Option<StreamId>,
-        to: Option<StreamId>,
-    ) -> Result<Option<(Vec<Change>, Option<StreamId>, RedisMicros)>, SyncError> {
-        let batch = self.tuning.log_read_batch;
-        let mut changes = Vec::new();
-        loop {
-            let start = from.unwrap_or(StreamId { ms: 0, seq: 0 });
-            let read = redis::read_log(client, log, start, to, batch + 1).await?;
-            let more = read.entries.len() > batch;
-            let mut entries = read.entries.into_iter();
-            if from.is_some() && entries.next().map(|(id, _)| id) != from {
-                debug!(key = %self.names.key, ?from, "the change log no longer holds our last entry");
-                return Ok(None);
-            }
-            for (id, body) in entries {
-                match changelog::decode(id, &body.into_array()) {
-                    Ok(entry) => changes.push(entry.change),
-                    Err(e) => {
-                        warn!(key = %self.names.key, error = %e, "reading the whole hash instead");
-                        return Ok(None);
-                    }
-                }
-                from = Some(id);
-            }
-            if changes.len() > self.tuning.log_replay_max {
-                return Ok(None);
-            }
-            if !more {
-                return Ok(Some((changes, from, read.watermark)));
-            }
-        }
-    }
-
     async fn full_read_inner(
         &mut self,
         client: &Client,
@@ -615,37 +503,6 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         Ok(outcome)
     }
 
-    /// `table`, exact as of the log's `position`, with the entries logged
-    /// after it, and the position it is then exact as of. As it was when
-    /// the log cannot say (the next log read finds out and reads again).
-    async fn to_log_end(
-        &self,
-        client: &Client,
-        table: T,
-        position: LogPosition,
-    ) -> Result<(T, LogPosition), SyncError> {
-        let from = match position {
-            LogPosition::At(from) => Some(from),
-            LogPosition::Empty if !self.follower.trimmed() => None,
-            _ => return Ok((table, position)),
-        };
-        let Some(log) = self.log_key() else {
-            return Ok((table, position));
-        };
-        let (changes, last) = match self.read_entries(client, log, from, None).await {
-            Ok(Some((changes, Some(last), _))) if !changes.is_empty() => (changes, last),
-            Err(SyncError::Connection(e)) => return Err(SyncError::Connection(e)),
-            _ => return Ok((table, position)),
-        };
-        let patched = self
-            .sized_work(table.len(), move || match table.patch(&changes) {
-                Some((patched, _)) => (patched, LogPosition::At(last)),
-                None => (table, position),
-            })
-            .await?;
-        Ok(patched)
-    }
-
     /// `work` on a blocking thread when the table is large (so that the
     /// reactor keeps serving), else here.
     async fn sized_work<R: Send + 'static>(
@@ -730,102 +587,6 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         status.last_error = None;
         drop(status);
         self.report();
-    }
-
-    /// Keeps the last `DUMP` payload usable for the next payload diff
-    /// after a log patch of the table made from it (see [`LastDump`]), up
-    /// to `payload_diff_max_changes` touched fields: a plain write after
-    /// logged ones then costs a payload diff, not a compare of every entry.
-    fn touched_by_log(&mut self, previous: &Arc<T>, installed: &Arc<T>, changes: Vec<Change>) {
-        let max = self.tuning.payload_diff_max_changes;
-        self.last_dump = self.last_dump.take().and_then(|mut last| {
-            if !Weak::ptr_eq(&last.table, &Arc::downgrade(previous))
-                || last.touched.len() + changes.len() > max
-            {
-                return None;
-            }
-            last.touched.extend(changes.into_iter().map(|c| c.field));
-            last.table = Arc::downgrade(installed);
-            Some(last)
-        });
-    }
-
-    /// Reads the log from our position and patches the table. `None`:
-    /// the log cannot be used (the caller reads the whole hash).
-    async fn try_log(&mut self, client: &Client) -> Result<Option<Outcome>, SyncError> {
-        let from = match (self.log, self.log_key()) {
-            (LogPosition::At(from), Some(_)) => Some(from),
-            // Empty at the last full read, and nothing trimmed since (the
-            // session saw every trim): every entry came after that read.
-            (LogPosition::Empty, Some(_)) if !self.follower.trimmed() => None,
-            _ => return Ok(None),
-        };
-        let log = self.names.log.clone();
-        if self.held.is_some() {
-            return Ok(None);
-        }
-        let read = match self.read_entries(client, &log, from, None).await {
-            Ok(Some(read)) => read,
-            Ok(None) => return Ok(None),
-            Err(SyncError::Connection(e)) => return Err(SyncError::Connection(e)),
-            Err(e) => {
-                self.turn_log_off(format!("XRANGE {log} refused: {e}"));
-                return Ok(None);
-            }
-        };
-        let (changes, last, watermark) = read;
-        let position = last.map_or(LogPosition::Empty, LogPosition::At);
-        self.apply_log(changes, position, watermark).await
-    }
-
-    /// Patches the served table with `changes`, the log's entries up to
-    /// `position` read at `watermark`. `None`: the table or the guard
-    /// refused them (a full read decides).
-    async fn apply_log(
-        &mut self,
-        changes: Vec<Change>,
-        position: LogPosition,
-        watermark: RedisMicros,
-    ) -> Result<Option<Outcome>, SyncError> {
-        let Some(expected) = self.len_at_read else {
-            return Ok(None);
-        };
-        let outcome = Outcome {
-            watermark: Some(watermark),
-        };
-        if changes.is_empty() {
-            // Nothing new (the entries were read with an earlier event):
-            // still exact as of this read.
-            self.read_done(position, expected);
-            return Ok(Some(outcome));
-        }
-        let previous = self.home.current();
-        let entries = changes.len();
-        let patched = {
-            let previous = previous.clone();
-            self.sized_work(previous.len(), move || {
-                previous.patch(&changes).map(|patched| (patched, changes))
-            })
-            .await?
-        };
-        let Some(((table, diff), changes)) = patched else {
-            debug!(key = %self.names.key, "the table refused the patch; reading the whole hash");
-            return Ok(None);
-        };
-        // The hash's length after these changes (what the ping tick's
-        // check compares with).
-        let len = (expected + diff.added()).saturating_sub(diff.removed());
-        if self.guard.judge(previous.len(), diff.removed()) != Verdict::Apply {
-            // A full read decides, with the confirmation key.
-            return Ok(None);
-        }
-        let installed = self.home.install(table, &diff, watermark, "log");
-        self.touched_by_log(&previous, &installed, changes);
-        let metrics = &self.state.metrics;
-        metrics.reload_by_log.inc();
-        metrics.log_entries.inc_by(entries as u64);
-        self.read_done(position, len);
-        Ok(Some(outcome))
     }
 }
 
@@ -915,147 +676,9 @@ impl<T: Table, H: Home<T>> Followed for FollowedHash<T, H> {
     }
 }
 
-/// What a full read builds.
-struct Built<T: Table> {
-    table: T,
-    diff: T::Diff,
-    /// The DUMP payload read, copied out of the client's read buffer.
-    dump: Option<Bytes>,
-    /// Built from the payload diff (else by comparing every entry).
-    by_payload_diff: bool,
-}
-
-/// The next table from a read: from the difference with the last DUMP when
-/// there is one and it is small, else by comparing every entry.
-fn build<T: Table>(
-    read: HashRead,
-    last_dump: Option<LastDump<T>>,
-    previous: &T,
-    max_changes: usize,
-) -> Result<Built<T>, DumpError> {
-    // Kept as read, no copy: a hashtable payload is a slice of the
-    // client's read buffer, which the slice pins (up to twice the
-    // payload's size, as the buffer grew); a copy would cost the payload's
-    // size on top of that buffer, which the client keeps at its largest
-    // size for its next reply (4 MB at 100,000 routes). A listpack payload
-    // is its own buffer, inflated by `prepare`.
-    let dump = read.dump_payload().cloned();
-    if let (Some(last), Some(payload)) = (&last_dump, &dump) {
-        let changes = dump::diff_payloads(&last.payload, payload)
-            .map_err(|e| debug!(error = %e, "payload diff failed; comparing every entry"))
-            .ok()
-            .filter(|c| c.upserts.len() + c.removed.len() <= max_changes);
-        if let Some(changes) = changes {
-            let mut changes: Vec<Change> = changes
-                .removed
-                .iter()
-                .map(|f| Change {
-                    field: share(&last.payload, f),
-                    value: None,
-                })
-                .chain(changes.upserts.iter().map(|(f, v)| Change {
-                    field: share(payload, f),
-                    value: Some(share(payload, v)),
-                }))
-                .collect();
-            changes.extend(touched_values(&last.touched, &changes, payload)?);
-            if let Some((table, diff)) = previous.patch(&changes) {
-                return Ok(Built {
-                    table,
-                    diff,
-                    dump,
-                    by_payload_diff: true,
-                });
-            }
-        }
-    }
-    let entries = read.entries()?;
-    let (table, diff) = T::from_entries(&entries, previous);
-    Ok(Built {
-        table,
-        diff,
-        dump,
-        by_payload_diff: false,
-    })
-}
-
-/// The value in `payload` of each field in `touched` that `changes` (the
-/// payload diff) does not name, `None` for one it does not hold.
-fn touched_values(
-    touched: &[Bytes],
-    changes: &[Change],
-    payload: &Bytes,
-) -> Result<Vec<Change>, DumpError> {
-    let named: std::collections::HashSet<&[u8]> = changes.iter().map(|c| &c.field[..]).collect();
-    let mut wanted: std::collections::HashMap<&[u8], Option<Bytes>> = touched
-        .iter()
-        .map(|f| &f[..])
-        .filter(|f| !named.contains(f))
-        .map(|f| (f, None))
-        .collect();
-    if wanted.is_empty() {
-        return Ok(Vec::new());
-    }
-    for (field, value) in dump::decode_hash(payload)? {
-        if let Some(slot) = wanted.get_mut(&field[..]) {
-            *slot = Some(share(payload, &value));
-        }
-    }
-    Ok(wanted
-        .into_iter()
-        .map(|(field, value)| Change {
-            field: Bytes::copy_from_slice(field),
-            value,
-        })
-        .collect())
-}
-
-/// `read` (a scan) with the log `changes` written since it began applied
-/// in order.
-fn replayed(read: HashRead, changes: Vec<Change>) -> HashRead {
-    if changes.is_empty() {
-        return read;
-    }
-    let (watermark, log) = (read.watermark, read.log);
-    let Some(pairs) = read.into_pairs() else {
-        unreachable!("only an HSCAN read is replayed")
-    };
-    let mut map: std::collections::HashMap<Bytes, Bytes> = pairs.into_iter().collect();
-    for change in changes {
-        match change.value {
-            Some(value) => map.insert(change.field, value),
-            None => map.remove(&change.field),
-        };
-    }
-    HashRead::from_pairs(map.into_iter().collect(), watermark, log)
-}
-
-/// `part` as a slice of `buf` when it lies inside it (no copy), else a copy.
-fn share(buf: &Bytes, part: &[u8]) -> Bytes {
-    let (start, end) = (buf.as_ptr() as usize, buf.as_ptr() as usize + buf.len());
-    let at = part.as_ptr() as usize;
-    if at >= start && at + part.len() <= end {
-        buf.slice(at - start..at - start + part.len())
-    } else {
-        Bytes::copy_from_slice(part)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn share_slices_what_lies_inside_and_copies_the_rest() {
-        let buf = Bytes::from_static(b"0123456789");
-        let inside = share(&buf, &buf[3..6]);
-        assert_eq!(&inside[..], b"345");
-        assert_eq!(inside.as_ptr(), buf[3..].as_ptr(), "no copy");
-        let elsewhere = b"345".to_vec();
-        let copied = share(&buf, &elsewhere);
-        assert_eq!(&copied[..], b"345");
-        assert_ne!(copied.as_ptr(), elsewhere.as_ptr());
-    }
 
     #[test]
     fn names_and_channels_of_a_hash() {
