@@ -63,11 +63,46 @@ pub fn patience() -> Duration {
     Duration::from_millis(ms)
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago and that no other caller in this
+/// process got, for a server started on it (Redis, Pebble, the binary).
+///
+/// Not a `bind(0)` port: those come from the kernel's ephemeral range,
+/// where every outgoing connection also takes its local port, so one
+/// could take the port between this lookup and the server's `bind` (CI
+/// saw Pebble fail with "address already in use"). Ports here come from
+/// outside that range, in turn from a per-process offset.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (first, count) = ports_outside_the_ephemeral_range();
+    let offset = std::process::id().wrapping_mul(7_919) % count;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (first + (offset + n) % count) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// The first port and the length of a range no outgoing connection takes
+/// a local port from: below the kernel's ephemeral range when it leaves
+/// room there (Linux's default starts at 32768), else above it.
+fn ports_outside_the_ephemeral_range() -> (u32, u32) {
+    const FLOOR: u32 = 10_000;
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|n| n.parse::<u32>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32_768, 60_999));
+    if low >= FLOOR + 5_000 {
+        (FLOOR, low - FLOOR)
+    } else if high <= 60_000 {
+        (high + 1, 65_535 - high)
+    } else {
+        // No room outside it: the bind check alone guards.
+        (FLOOR, 20_000)
+    }
 }
