@@ -379,10 +379,7 @@ impl Store {
     ) -> Result<Written, Error> {
         let seen = previous.map(sha1_hex).unwrap_or_default();
         let json = serde_json::to_string(record).expect("a record serialises");
-        let entry = changelog::encode(&Change {
-            field: Bytes::copy_from_slice(host.as_bytes()),
-            value: Some(Bytes::copy_from_slice(value.as_bytes())),
-        });
+        let entry = changelog::encode(&Change::set(host, value));
         let mut args: Vec<Value> = vec![
             host.into(),
             seen.into(),

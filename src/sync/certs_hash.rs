@@ -214,14 +214,6 @@ fn log_diff(reason: &str, diff: &Diff, table: &CertTable) {
 mod tests {
     use super::*;
     use crate::tls::testing::TestCa;
-    use bytes::Bytes;
-
-    fn change(field: &str, value: Option<&str>) -> Change {
-        Change {
-            field: Bytes::copy_from_slice(field.as_bytes()),
-            value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
-        }
-    }
 
     #[test]
     fn a_patch_equals_a_full_build_and_refuses_deleting_what_is_not_there() {
@@ -236,10 +228,10 @@ mod tests {
             CertTable::from_entries(&[("a.com", a.as_str()), ("b.com", b.as_str())], &seed);
         let (v2, diff) = v1
             .patch(&[
-                change("c.com", Some("garbage")),
-                change("c.com", Some(&c)),
-                change("b.com", None),
-                change("bad host!", Some("x")),
+                Change::set("c.com", "garbage"),
+                Change::set("c.com", &c),
+                Change::delete("b.com"),
+                Change::set("bad host!", "x"),
             ])
             .expect("patchable");
         let (full, _) = CertTable::from_entries(
@@ -255,14 +247,14 @@ mod tests {
         // Deleting a field the hash does not have: refused (a full read
         // decides); deleting one set earlier in the same batch is fine,
         // deleting it twice is not.
-        assert!(v1.patch(&[change("zzz.com", None)]).is_none());
+        assert!(v1.patch(&[Change::delete("zzz.com")]).is_none());
         assert!(v1
-            .patch(&[change("z.com", Some(&c)), change("z.com", None)])
+            .patch(&[Change::set("z.com", &c), Change::delete("z.com")])
             .is_some());
         assert!(v1
-            .patch(&[change("a.com", None), change("a.com", None)])
+            .patch(&[Change::delete("a.com"), Change::delete("a.com")])
             .is_none());
-        assert!(v2.patch(&[change("bad host!", None)]).is_some());
+        assert!(v2.patch(&[Change::delete("bad host!")]).is_some());
     }
 
     #[test]
@@ -284,7 +276,7 @@ mod tests {
         assert!(state.certs.choose(Some("a.com")).unwrap().info.sealed);
         assert_eq!(state.metrics.tls.certificates.get(), 1);
         let (v2, diff) = v1
-            .patch(&[change("b.com", Some(&value))])
+            .patch(&[Change::set("b.com", &value)])
             .expect("patchable");
         home.install(v2, &diff, 2, "log");
         // Sealed for a.com: does not open under b.com.

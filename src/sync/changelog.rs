@@ -40,6 +40,24 @@ pub struct Change {
     pub value: Option<Bytes>,
 }
 
+impl Change {
+    /// `field` set to `value`.
+    pub fn set(field: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Change {
+        Change {
+            field: Bytes::copy_from_slice(field.as_ref()),
+            value: Some(Bytes::copy_from_slice(value.as_ref())),
+        }
+    }
+
+    /// `field` deleted.
+    pub fn delete(field: impl AsRef<[u8]>) -> Change {
+        Change {
+            field: Bytes::copy_from_slice(field.as_ref()),
+            value: None,
+        }
+    }
+}
+
 /// A stream entry id (`<ms>-<seq>`), ordered as Redis orders them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StreamId {
@@ -111,10 +129,7 @@ pub async fn queue_set(
     field: impl AsRef<[u8]>,
     value: impl AsRef<[u8]>,
 ) -> Result<(), Error> {
-    let change = Change {
-        field: Bytes::copy_from_slice(field.as_ref()),
-        value: Some(Bytes::copy_from_slice(value.as_ref())),
-    };
+    let change = Change::set(field, value);
     let _: () = trx
         .hset(
             key,
@@ -132,10 +147,7 @@ pub async fn queue_set(
 /// full read (it cannot tell it apart from a write the log does not
 /// describe): writers that know better skip it.
 pub async fn queue_del(trx: &Transaction, key: &str, field: impl AsRef<[u8]>) -> Result<(), Error> {
-    let change = Change {
-        field: Bytes::copy_from_slice(field.as_ref()),
-        value: None,
-    };
+    let change = Change::delete(field);
     let _: () = trx.hdel(key, change.field.clone()).await?;
     queue_entry(trx, key, &change).await
 }

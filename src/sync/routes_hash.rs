@@ -210,14 +210,6 @@ fn log_diff(reason: &str, diff: &Diff, table: &RouteTable) {
 mod tests {
     use super::*;
     use crate::routes::testing::{raw, served};
-    use bytes::Bytes;
-
-    fn change(field: &str, value: Option<&str>) -> Change {
-        Change {
-            field: Bytes::copy_from_slice(field.as_bytes()),
-            value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
-        }
-    }
 
     #[test]
     fn a_patch_equals_a_full_build_and_the_last_change_of_a_field_wins() {
@@ -227,10 +219,10 @@ mod tests {
         );
         let (v2, diff) = v1
             .patch(&[
-                change("a.com", Some("10.0.0.9:80")),
-                change("c.com", Some("10.0.0.3:80")),
-                change("c.com", Some("10.0.0.4:80")),
-                change("b.com", None),
+                Change::set("a.com", "10.0.0.9:80"),
+                Change::set("c.com", "10.0.0.3:80"),
+                Change::set("c.com", "10.0.0.4:80"),
+                Change::delete("b.com"),
             ])
             .expect("patchable");
         let full = RouteTable::build(
@@ -241,6 +233,6 @@ mod tests {
         assert_eq!((diff.added(), diff.removed()), (1, 1));
         // A deletion of a field the table does not have: refused (a full
         // read decides).
-        assert!(v1.patch(&[change("zzz.com", None)]).is_none());
+        assert!(v1.patch(&[Change::delete("zzz.com")]).is_none());
     }
 }
