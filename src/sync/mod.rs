@@ -74,7 +74,12 @@ pub fn routes_hash(
 ) -> Box<dyn Followed> {
     Box::new(FollowedHash::<RouteTable, _>::new(
         HashNames::new(&config.routes_key, database(config)),
-        RoutesHome::new(state.clone(), &config.routes_key, snapshot),
+        RoutesHome::new(
+            state.clone(),
+            &config.routes_key,
+            snapshot,
+            config.tuning.background_nice,
+        ),
         state.clone(),
         config.tuning,
         config.max_removal_fraction,

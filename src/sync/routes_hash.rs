@@ -88,6 +88,8 @@ pub struct RoutesHome {
     state: Arc<SharedState>,
     key: String,
     snapshot: Option<Arc<SnapshotWriter>>,
+    /// `Tuning::background_nice`, for freeing large tables.
+    background_nice: i32,
 }
 
 impl RoutesHome {
@@ -95,19 +97,21 @@ impl RoutesHome {
         state: Arc<SharedState>,
         key: &str,
         snapshot: Option<Arc<SnapshotWriter>>,
+        background_nice: i32,
     ) -> RoutesHome {
         RoutesHome {
             state,
             key: key.to_owned(),
             snapshot,
+            background_nice,
         }
     }
-}
 
-fn drop_quietly(table: Arc<RouteTable>) {
-    if table.len() > DROP_OFF_REACTOR_ABOVE && Arc::strong_count(&table) == 1 {
-        // Freeing a large table is work too: not on the reactor.
-        super::background::drop(table);
+    fn drop_quietly(&self, table: Arc<RouteTable>) {
+        if table.len() > DROP_OFF_REACTOR_ABOVE && Arc::strong_count(&table) == 1 {
+            // Freeing a large table is work too: not on the reactor.
+            super::background::drop(self.background_nice, table);
+        }
     }
 }
 
@@ -133,7 +137,7 @@ impl Home<RouteTable> for RoutesHome {
     ) -> Arc<RouteTable> {
         let previous = self.state.table_full();
         if diff.is_empty() && previous.source == TableSource::Redis {
-            drop_quietly(Arc::new(table));
+            self.drop_quietly(Arc::new(table));
             return previous;
         }
         table.watermark = Some(watermark);
@@ -145,7 +149,7 @@ impl Home<RouteTable> for RoutesHome {
         if let Some(writer) = &self.snapshot {
             writer.save(&self.key, table.clone());
         }
-        drop_quietly(previous);
+        self.drop_quietly(previous);
         table
     }
 }

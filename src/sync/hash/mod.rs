@@ -350,7 +350,13 @@ impl<T: Table, H: Home<T>> FollowedHash<T, H> {
         client: &Client,
         work: impl FnOnce() -> R + Send + 'static,
     ) -> Result<R, SyncError> {
-        let task = background::run(work);
+        // The boot's build gates readiness: not lowered.
+        let nice = if self.home.loaded() {
+            self.tuning.background_nice
+        } else {
+            0
+        };
+        let task = background::run(nice, work);
         tokio::pin!(task);
         let mut follow = self.log_key().is_some() && self.len_at_read.is_some();
         loop {
