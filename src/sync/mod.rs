@@ -13,6 +13,7 @@
 //! followed by a resync. A panic restarts the loop (`supervise`).
 
 mod background;
+mod backoff;
 pub mod certs_hash;
 pub mod challenges_hash;
 pub mod changelog;
@@ -22,10 +23,12 @@ pub mod follower;
 pub mod guard;
 pub mod hash;
 mod method;
+mod notifications;
 pub mod redis;
 pub mod routes_hash;
 pub mod tuning;
 
+pub use backoff::Backoff;
 pub use challenges_hash::challenges_hash;
 pub use error::SyncError;
 pub use hash::{Followed, FollowedHash, HashNames, Home, Outcome, Table, TableDiff};
@@ -40,6 +43,7 @@ use crate::state::{NotificationMode, RedisState, SharedState};
 use follower::{Action, Event, FullRead};
 use fred::prelude::*;
 use fred::types::KeyspaceEvent;
+use notifications::Notifications;
 use routes_hash::RoutesHome;
 use std::sync::Arc;
 use std::time::Duration;
@@ -286,7 +290,10 @@ impl Syncer {
         let same_server = server.is_some() && server == self.server && self.loaded;
 
         // 1. Notifications on (merged), or what the server already has.
-        let (mut mode, log_events) = self.setup_notifications(&command.client).await?;
+        let Notifications {
+            mut mode,
+            log_events,
+        } = notifications::turn_on(&command.client, self.config.resync_interval).await?;
         for hash in &mut self.hashes {
             hash.new_session(log_events);
         }
@@ -356,8 +363,8 @@ impl Syncer {
                 },
                 _ = periodic.tick() => {
                     let started = tokio::time::Instant::now();
-                    let (mode, _) = self.setup_notifications(&command.client).await?;
-                    self.set_notification_mode(mode);
+                    let now = notifications::turn_on(&command.client, self.config.resync_interval).await?;
+                    self.set_notification_mode(now.mode);
                     self.drain(events)?;
                     for hash in &mut self.hashes {
                         let outcome = hash.full_read(&command.client, ResyncReason::Periodic).await?;
@@ -517,61 +524,6 @@ impl Syncer {
         }
     }
 
-    /// Turns notifications on (merging flags), or finds out what the
-    /// server has when `CONFIG` is refused. Also says whether change-log
-    /// appends send events (`t`), as far as it can tell.
-    async fn setup_notifications(
-        &self,
-        client: &Client,
-    ) -> Result<(NotificationMode, bool), SyncError> {
-        let flags = match redis::get_notify_flags(client).await {
-            Ok(flags) => flags,
-            Err(SyncError::Connection(e)) => return Err(SyncError::Connection(e)),
-            Err(e) => {
-                // Cannot see the setting: the events will tell.
-                let reason = format!("CONFIG GET refused: {e}");
-                warn!(%reason, "cannot read notify-keyspace-events; keyspace mode once an event arrives \
-                      (set it to include Kghtxe on the server, or grant +config|get)");
-                return Ok((NotificationMode::Unconfirmed { reason }, true));
-            }
-        };
-        let Some(merged) = redis::merge_notify_flags(&flags) else {
-            return Ok((NotificationMode::Keyspace, true));
-        };
-        match redis::set_notify_flags(client, &merged).await {
-            Ok(()) => {
-                info!(flags = %merged, "turned keyspace notifications on (CONFIG SET notify-keyspace-events)");
-                Ok((NotificationMode::Keyspace, true))
-            }
-            Err(SyncError::Connection(e)) => Err(SyncError::Connection(e)),
-            Err(e) => {
-                let cover = redis::flags_cover(&flags);
-                if cover.hash {
-                    if !cover.log {
-                        warn!(%flags, "notify-keyspace-events lacks `t`: logged changes are read as plain \
-                              ones (a full read each); add `t` on the server");
-                    }
-                    return Ok((NotificationMode::Keyspace, cover.log));
-                }
-                error!(
-                    error = %e, %flags,
-                    resync_interval = ?self.config.resync_interval,
-                    "CANNOT TURN ON KEYSPACE NOTIFICATIONS (CONFIG SET refused). Changes will only be \
-                     picked up by the periodic resync. Grant +config|set to this user or set \
-                     notify-keyspace-events to include Kghtxe on the server."
-                );
-                Ok((
-                    NotificationMode::Polling {
-                        reason: format!(
-                            "notify-keyspace-events is {flags:?} and CONFIG SET was refused: {e}"
-                        ),
-                    },
-                    false,
-                ))
-            }
-        }
-    }
-
     async fn publish_status(&self, client: &Client) {
         if let Err(e) = replicas::publish(client, &self.config, &self.state).await {
             debug!(error = %e, "publishing replica status failed");
@@ -630,66 +582,5 @@ fn join_reason(result: Result<Result<(), Error>, tokio::task::JoinError>) -> Str
         Ok(Ok(())) => "closed".into(),
         Ok(Err(e)) => e.to_string(),
         Err(e) => e.to_string(),
-    }
-}
-
-/// Capped exponential backoff with jitter.
-#[derive(Debug)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff {
-            min,
-            max,
-            current: min,
-        }
-    }
-
-    pub fn reset(&mut self) {
-        self.current = self.min;
-    }
-
-    /// The next delay: the current step give or take 20 % (so that
-    /// replicas do not reconnect in lockstep), never above the cap; then
-    /// the step doubles.
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.current;
-        self.current = (self.current * 2).min(self.max);
-        let jitter = 0.8 + rand::random::<f64>() * 0.4;
-        base.mul_f64(jitter).min(self.max)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_caps_jitters_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let delays: Vec<_> = (0..6).map(|_| b.next_delay()).collect();
-        assert!(delays[0] >= Duration::from_millis(80) && delays[0] <= Duration::from_millis(120));
-        assert!(delays[1] >= Duration::from_millis(160) && delays[1] <= Duration::from_millis(240));
-        assert!(delays[5] <= Duration::from_secs(1));
-        assert!(delays[5] >= Duration::from_millis(800));
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(120));
-    }
-
-    /// The production cap puts a replica back within a second of Redis
-    /// answering again (issue: a 5 s cap delayed changes made right after
-    /// an outage by 1.5 s).
-    #[test]
-    fn the_default_cap_retries_well_within_a_second() {
-        let tuning = Tuning::default();
-        let mut b = Backoff::new(tuning.backoff_min, tuning.backoff_max);
-        for _ in 0..20 {
-            assert!(b.next_delay() <= Duration::from_millis(500));
-        }
     }
 }
