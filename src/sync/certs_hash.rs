@@ -264,11 +264,7 @@ mod tests {
         let leaf = ca.leaf(&["a.com"]);
         let secret = Secret::from_bytes(&[7; 32]).unwrap();
         let sealer = Sealer::new(&secret, Purpose::CertKey);
-        let value = format!(
-            "{}{}",
-            leaf.chain_pem,
-            sealer.seal("a.com", leaf.key_pem.as_bytes())
-        );
+        let value = leaf.sealed_value(&sealer, "a.com");
         let state = SharedState::new();
         let home = CertsHome::new(state.clone(), "routes:certs", Some(sealer), None);
         let (v1, diff) = CertTable::from_entries(&[("a.com", value.as_str())], &home.current());

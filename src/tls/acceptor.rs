@@ -278,11 +278,7 @@ mod tests {
                 ("app.cloud.com".to_string(), app.value()),
                 (
                     "sealed.cloud.com".to_string(),
-                    format!(
-                        "{}{}",
-                        sealed_app.chain_pem,
-                        sealer.seal("sealed.cloud.com", sealed_app.key_pem.as_bytes())
-                    ),
+                    sealed_app.sealed_value(&sealer, "sealed.cloud.com"),
                 ),
                 ("*.cloud.com".to_string(), ca.leaf(&["*.cloud.com"]).value()),
                 // Broken values, each for a host with nothing else to fall
@@ -307,11 +303,7 @@ mod tests {
                 ),
                 (
                     "bad.other.org".to_string(),
-                    format!(
-                        "{}{}",
-                        bad.chain_pem,
-                        other.seal("bad.other.org", bad.key_pem.as_bytes())
-                    ),
+                    bad.sealed_value(&other, "bad.other.org"),
                 ),
             ];
             let raw: Vec<(Bytes, Bytes)> = entries

@@ -581,11 +581,7 @@ mod tests {
         let ca = TestCa::new();
         let leaf = ca.leaf(&["a.com", "b.com"]);
         let sealer = Sealer::new(&Secret::from_bytes(&[1; 32]).unwrap(), Purpose::CertKey);
-        let sealed = format!(
-            "{}{}",
-            leaf.chain_pem,
-            sealer.seal("a.com", leaf.key_pem.as_bytes())
-        );
+        let sealed = leaf.sealed_value(&sealer, "a.com");
         let cert = load(sealed.as_bytes(), Some(&key("a.com")), Some(&sealer), now()).unwrap();
         assert!(cert.info.sealed);
         assert!(inspect(sealed.as_bytes()).unwrap().sealed);
@@ -613,11 +609,7 @@ mod tests {
         );
         // Sealed for the wildcard field, opened by it.
         let wild = ca.leaf(&["*.w.com"]);
-        let sealed = format!(
-            "{}{}",
-            wild.chain_pem,
-            sealer.seal("*.w.com", wild.key_pem.as_bytes())
-        );
+        let sealed = wild.sealed_value(&sealer, "*.w.com");
         assert!(load(
             sealed.as_bytes(),
             Some(&key("*.W.com")),

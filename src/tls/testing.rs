@@ -33,6 +33,15 @@ impl Leaf {
         format!("{}{}", self.chain_pem, self.key_pem)
     }
 
+    /// A hash value for `field` with the key sealed by `sealer`.
+    pub fn sealed_value(&self, sealer: &crate::tls::seal::Sealer, field: &str) -> String {
+        format!(
+            "{}{}",
+            self.chain_pem,
+            sealer.seal(field, self.key_pem.as_bytes())
+        )
+    }
+
     /// The key in SEC1 form (`EC PRIVATE KEY`).
     pub fn sec1_key_pem(&self) -> String {
         openssl(&["ec"], self.key_pem.as_bytes())

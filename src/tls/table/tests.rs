@@ -21,6 +21,11 @@ fn raw(entries: &[(&str, &str)]) -> Vec<(Bytes, Bytes)> {
         .collect()
 }
 
+/// The table a first full build makes of `entries`.
+fn first_build(entries: &[(&str, &str)]) -> CertTable {
+    CertTable::build(&raw(entries), &CertTable::unloaded(), ctx()).0
+}
+
 fn serving_names(table: &CertTable, name: &str) -> Option<Vec<String>> {
     table.lookup(name).map(|c| c.info.names.clone())
 }
@@ -79,12 +84,7 @@ fn not_after(leaf: &Leaf) -> i64 {
 fn a_bad_value_keeps_the_last_valid_certificate_and_is_reported() {
     let ca = TestCa::new();
     let (a1, b1) = (ca.leaf(&["a.com"]), ca.leaf(&["b.com"]));
-    let v1 = CertTable::build(
-        &raw(&[("a.com", &a1.value()), ("b.com", &b1.value())]),
-        &CertTable::unloaded(),
-        ctx(),
-    )
-    .0;
+    let v1 = first_build(&[("a.com", &a1.value()), ("b.com", &b1.value())]);
     let mismatched = format!("{}{}", a1.chain_pem, b1.key_pem);
     let (v2, diff) = CertTable::build(
         &raw(&[
@@ -137,12 +137,7 @@ fn a_bad_value_keeps_the_last_valid_certificate_and_is_reported() {
 fn the_last_valid_value_is_what_a_snapshot_rebuilds_from() {
     let ca = TestCa::new();
     let (a1, b1) = (ca.leaf(&["a.com"]), ca.leaf(&["b.com"]));
-    let v1 = CertTable::build(
-        &raw(&[("a.com", &a1.value()), ("b.com", &b1.value())]),
-        &CertTable::unloaded(),
-        ctx(),
-    )
-    .0;
+    let v1 = first_build(&[("a.com", &a1.value()), ("b.com", &b1.value())]);
     let mut last_valid = Vec::new();
     v1.for_each_last_valid(|f, v| last_valid.push((f.to_vec(), v.to_vec())));
     assert!(last_valid.is_empty(), "every value is served as written");
@@ -160,12 +155,7 @@ fn the_last_valid_value_is_what_a_snapshot_rebuilds_from() {
     );
     // Rebuilt elsewhere from the entries with the last valid values as
     // the previous table: the same certificates.
-    let previous = CertTable::build(
-        &raw(&[("a.com", &a1.value())]),
-        &CertTable::unloaded(),
-        ctx(),
-    )
-    .0;
+    let previous = first_build(&[("a.com", &a1.value())]);
     let rebuilt = CertTable::build(&v2.raw_entries(), &previous, ctx()).0;
     assert_eq!(rebuilt.served(), v2.served());
 }
@@ -174,12 +164,7 @@ fn the_last_valid_value_is_what_a_snapshot_rebuilds_from() {
 fn an_expired_last_valid_certificate_is_not_kept() {
     let ca = TestCa::new();
     let a = ca.leaf_valid(&["a.com"], days(-10), days(1));
-    let v1 = CertTable::build(
-        &raw(&[("a.com", &a.value())]),
-        &CertTable::unloaded(),
-        ctx(),
-    )
-    .0;
+    let v1 = first_build(&[("a.com", &a.value())]);
     let later = LoadContext {
         sealer: None,
         now: SystemTime::now() + std::time::Duration::from_secs(days(2) as u64),
@@ -196,12 +181,7 @@ fn an_expired_last_valid_certificate_is_not_kept() {
 fn a_broken_exact_host_falls_back_to_its_wildcard() {
     let ca = TestCa::new();
     let wild = ca.leaf(&["*.cloud.com"]);
-    let t = CertTable::build(
-        &raw(&[("*.cloud.com", &wild.value()), ("app.cloud.com", "garbage")]),
-        &CertTable::unloaded(),
-        ctx(),
-    )
-    .0;
+    let t = first_build(&[("*.cloud.com", &wild.value()), ("app.cloud.com", "garbage")]);
     assert_eq!(serving_names(&t, "app.cloud.com").unwrap(), ["*.cloud.com"]);
 }
 
@@ -215,7 +195,7 @@ fn two_spellings_of_a_host_settle_on_the_normal_one_in_any_order() {
             .iter()
             .map(|&i| (entries[i].0, entries[i].1.as_str()))
             .collect();
-        let t = CertTable::build(&raw(&read), &CertTable::unloaded(), ctx()).0;
+        let t = first_build(&read);
         assert_eq!(t.lookup("a.com").unwrap().leaf(), leaf_der(&two));
         assert_eq!(t.invalid().len(), 1);
         assert_eq!(t.invalid()[0].field, "A.com");
@@ -236,11 +216,7 @@ fn sealed_values_need_the_secret() {
     let a = ca.leaf(&["a.com"]);
     let secret = Secret::from_bytes(&[9; 32]).unwrap();
     let sealer = Sealer::new(&secret, Purpose::CertKey);
-    let value = format!(
-        "{}{}",
-        a.chain_pem,
-        sealer.seal("a.com", a.key_pem.as_bytes())
-    );
+    let value = a.sealed_value(&sealer, "a.com");
     let entries = raw(&[("a.com", &value)]);
     let with = LoadContext {
         sealer: Some(&sealer),
@@ -260,12 +236,7 @@ fn sealed_values_need_the_secret() {
 fn apply_names_only_what_changed() {
     let ca = TestCa::new();
     let (a, b) = (ca.leaf(&["a.com"]), ca.leaf(&["b.com"]));
-    let v1 = CertTable::build(
-        &raw(&[("a.com", &a.value())]),
-        &CertTable::unloaded(),
-        ctx(),
-    )
-    .0;
+    let v1 = first_build(&[("a.com", &a.value())]);
     let (v2, diff) = v1.apply(&[("b.com", Some(b.value())), ("a.com", None)], ctx());
     assert_eq!(diff.added, ["b.com"]);
     assert_eq!(diff.removed, ["a.com"]);

@@ -68,8 +68,9 @@ pub fn patience() -> Duration {
 ///
 /// Not a `bind(0)` port: those come from the kernel's ephemeral range,
 /// where every outgoing connection also takes its local port, so one
-/// could take the port between this lookup and the server's `bind` (CI
-/// saw Pebble fail with "address already in use"). Ports here come from
+/// could take the port between this lookup and the server's `bind` (a
+/// suite run saw Pebble fail with "address already in use"), and the next
+/// `bind(0)` may hand the same port out again. Ports here come from
 /// outside that range, in turn from a per-process offset.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
